@@ -1,0 +1,37 @@
+# The stable entry points: bootstrap, test, lint, bench, demo (see README).
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+export PATH := $(ROOT)/.tools/bin:$(VENV)/bin:$(PATH)
+PYTEST_ARGS ?=
+EXAMPLE ?= hello
+
+.PHONY: bootstrap test lint format bench demo schema clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+test: bootstrap
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: bootstrap
+	@$(VENV)/bin/ruff format --check k8see tests
+	@$(VENV)/bin/ruff check k8see tests
+	@$(VENV)/bin/mypy
+	@$(VENV)/bin/lint-imports
+
+format: bootstrap
+	@$(VENV)/bin/ruff format k8see tests
+	@$(VENV)/bin/ruff check --fix k8see tests
+
+bench: bootstrap
+	@$(VENV)/bin/python -m tests.benchmarks
+
+demo: bootstrap
+	@$(VENV)/bin/k8see demo --example $(EXAMPLE) $(if $(KEEP),--keep,)
+
+schema: bootstrap
+	@$(VENV)/bin/k8see schema > config/k8s-ee.schema.json
+
+clean:
+	rm -rf .venv .tools .sandbox

@@ -1,0 +1,126 @@
+"""Derived, validated names in one place.
+
+Every name that reaches a shell, a label, a URL or a Kubernetes object is built here from
+validated parts, so a value with shell, label or URL metacharacters is refused before it is
+used anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+
+from k8see.errors import ConfigError, PolicyError
+
+#: ``projectId`` as the reference schema defines it: 1–20 chars, lowercase alphanumerics and
+#: hyphens, starting and ending alphanumeric.
+PROJECT_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
+#: ``owner/repo`` as GitHub allows it (the reference's workflow-input regex).
+REPO_RE = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+NAMESPACE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+[a-zA-Z0-9]$")
+LABEL_VALUE_MAX = 63
+
+#: The Helm release name is always ``app`` (reference §2.6); database objects are named
+#: ``app-<db>`` after it.
+RELEASE_NAME = "app"
+MANAGED_BY = "k8see"
+#: Namespaces the reference system created carry this value; k8see adopts them.
+LEGACY_MANAGED_BY = "github-actions"
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_TYPE = "k8s-ee/type"
+LABEL_PROJECT = "k8s-ee/project-id"
+LABEL_PR = "k8s-ee/pr-number"
+LABEL_BRANCH = "k8s-ee/branch"
+LABEL_SHA = "k8s-ee/commit-sha"
+LABEL_PRESERVE = "preserve"
+ANN_CREATED_AT = "k8s-ee/created-at"
+ANN_CREATED_BY = "k8s-ee/created-by"
+ANN_REPOSITORY = "k8s-ee/repository"
+ANN_LAST_UPDATED = "k8s-ee/last-updated"
+ANN_PRESERVE_UNTIL = "k8s-ee/preserve-until"
+ANN_PRESERVED_BY = "k8s-ee/preserved-by"
+
+
+def check_project_id(project_id: str) -> str:
+    if not PROJECT_ID_RE.match(project_id):
+        raise ConfigError(
+            f"projectId {project_id!r} is not valid.",
+            hint="Use 1-20 lowercase letters, digits and hyphens, starting and ending "
+            "with a letter or digit, e.g. 'myapp'.",
+        )
+    return project_id
+
+
+def check_repo(repo: str) -> str:
+    if not REPO_RE.match(repo) or repo.count("/") != 1 or ".." in repo:
+        raise PolicyError(
+            f"Repository {repo!r} is not of the form OWNER/REPO.",
+            hint="Pass the repository as GitHub names it, e.g. 'acme/shop'.",
+        )
+    return repo
+
+
+def check_pr(pr: int) -> int:
+    if isinstance(pr, bool) or not isinstance(pr, int) or pr < 1 or pr > 10**9:
+        raise PolicyError(f"PR number {pr!r} is not a positive integer.")
+    return pr
+
+
+def check_sha(sha: str) -> str:
+    if not SHA_RE.match(sha):
+        raise PolicyError(
+            f"Commit {sha!r} is not a full 40-character lowercase hex SHA.",
+            hint="Pass the PR's head SHA (github.event.pull_request.head.sha).",
+        )
+    return sha
+
+
+def namespace(project_id: str, pr: int) -> str:
+    """The PR's namespace, ``{projectId}-pr-{N}``."""
+    ns = f"{check_project_id(project_id)}-pr-{check_pr(pr)}"
+    if not NAMESPACE_RE.match(ns):  # pragma: no cover - implied by the parts' checks
+        raise ConfigError(f"Namespace {ns!r} is not a valid DNS label.")
+    return ns
+
+
+def preview_host(project_id: str, pr: int, domain: str) -> str:
+    if not DOMAIN_RE.match(domain):
+        raise PolicyError(f"Preview domain {domain!r} is not a valid host name.")
+    return f"{namespace(project_id, pr)}.{domain}"
+
+
+def preview_url(project_id: str, pr: int, domain: str) -> str:
+    """``https://{projectId}-pr-{N}.{domain}`` (reference §1.4)."""
+    return f"https://{preview_host(project_id, pr, domain)}"
+
+
+def deployment_name(project_id: str, pr: int) -> str:
+    """The app Deployment, ``{projectId}-pr-{N}-app``, cut to 63 characters."""
+    return f"{namespace(project_id, pr)}-app"[:LABEL_VALUE_MAX].rstrip("-")
+
+
+def sanitize_label_value(value: str, *, fallback: str = "unknown") -> str:
+    """Turn a free string (a branch name) into a valid label value (reference §2.4)."""
+    value = re.sub(r"[^a-zA-Z0-9._-]", "-", value)
+    value = re.sub(r"-+", "-", value)
+    value = re.sub(r"^[^a-zA-Z0-9]+", "", value)
+    value = value[:LABEL_VALUE_MAX]
+    value = re.sub(r"[^a-zA-Z0-9]+$", "", value)
+    return value or fallback
+
+
+def image_repository(registry: str, repo: str, project_id: str) -> str:
+    """``<registry>/<owner>/<repo>/<projectId>``, lowercased (the reference fails on uppercase)."""
+    owner, name = check_repo(repo).lower().split("/")
+    return f"{registry.rstrip('/')}/{owner}/{name}/{check_project_id(project_id)}"
+
+
+def image_tag(pr: int) -> str:
+    return f"pr-{check_pr(pr)}"
+
+
+def sha_tag(sha: str) -> str:
+    """The immutable per-commit tag, so a redeploy of an older commit needs no rebuild."""
+    return f"sha-{check_sha(sha)}"

@@ -1,0 +1,222 @@
+"""Platform settings: one root made of per-topic groups.
+
+Read once at process start (``cli`` and ``app``) from environment variables with the prefix
+``K8SEE_`` and ``__`` between group and field, e.g. ``K8SEE_BUILD__TIMEOUT_SECONDS=900``.
+Precedence: environment over an optional settings file (``K8SEE_SETTINGS_FILE``, YAML) over
+the defaults here. Everything below ``cli``/``app`` receives settings as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The reference system's default preview domain (reference §1.4).
+DEFAULT_DOMAIN = "k8s-ee.genesluna.dev"
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    """Broker, result backend and per-PR state. Use ``rediss://`` with a password in production."""
+
+    result_expires_seconds: int = 86400
+    """How long Celery keeps task results; the environment record is kept separately."""
+
+    record_ttl_seconds: int = 30 * 86400
+    """How long an environment record outlives its last update (30 days, for ``status``)."""
+
+
+class QueueSettings(BaseModel):
+    default_concurrency: int = 4
+    """validate and comment: short, I/O bound."""
+
+    build_concurrency: int = 2
+    """build and scan: CPU and disk heavy, so few at once (one per core here)."""
+
+    deploy_concurrency: int = 4
+    """deploy and destroy: mostly waiting on the API server."""
+
+    maintenance_concurrency: int = 1
+    """beat jobs: cleanup, preserve expiry, pull-secret refresh."""
+
+    lease_ttl_seconds: int = 60
+    """Per-PR lease for deploy/destroy; renewed every third of it while the stage runs."""
+
+    lease_retry_seconds: float = 5.0
+    """How long a stage that finds the lease taken waits before it is retried."""
+
+    max_retries: int = 5
+    """Retries of a stage after a platform (transient) error."""
+
+    retry_backoff_seconds: float = 2.0
+    """First retry delay; doubled each retry, with full jitter, capped at 120 s."""
+
+
+class BuildSettings(BaseModel):
+    builder: Literal["buildah", "docker"] = "buildah"
+    """buildah is daemonless and what the worker image ships; docker needs a daemon."""
+
+    platforms: str = "linux/amd64,linux/arm64"
+    """Comma list; the reference's ARCHITECTURE variable maps to one of these."""
+
+    timeout_seconds: int = 900
+    """Per-build limit (the reference's build job had 15 minutes)."""
+
+    workdir: str = ""
+    """Where sources and build state go; empty means a temporary directory."""
+
+    buildah_storage_driver: str = "vfs"
+    """overlay needs kernel support that containers often lack; vfs always works."""
+
+
+class ScanSettings(BaseModel):
+    enabled: bool = True
+    scanners: str = "secret,misconfig"
+    """Trivy scanners that work offline; add ``vuln`` when ``db_repository`` is reachable."""
+
+    db_repository: str = ""
+    """Trivy vulnerability DB location (a mirror). Empty: offline, no vulnerability scan."""
+
+    policy: Literal["warn", "block"] = "warn"
+    """warn (the reference's behaviour) or block deploys at ``block_severity`` and above."""
+
+    block_severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "CRITICAL"
+    ignore_unfixed: bool = True
+    timeout_seconds: int = 600
+
+
+class DeploySettings(BaseModel):
+    domain: str = DEFAULT_DOMAIN
+    """Base domain of preview URLs: ``https://{projectId}-pr-{N}.{domain}``."""
+
+    kubeconfig: str = ""
+    """Empty: in-cluster service account, else this kubeconfig file."""
+
+    chart_path: str = ""
+    """The app chart; empty means ``charts/k8s-ee-app`` shipped with k8see."""
+
+    helm_timeout_seconds: int = 600
+    """``helm upgrade --install --atomic --timeout`` (the reference's 10 minutes)."""
+
+    health_attempts: int = 10
+    health_interval_seconds: float = 2.0
+    ingress_class: str = "traefik"
+    ingress_annotations: dict[str, str] = Field(
+        default_factory=lambda: {
+            "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+            "traefik.ingress.kubernetes.io/router.tls": "true",
+            "traefik.ingress.kubernetes.io/router.tls.certresolver": "letsencrypt-prod",
+        }
+    )
+    ingress_controller_namespace: str = "kube-system"
+    ingress_controller_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "traefik"}
+    )
+    api_server_cidrs: list[str] = Field(default_factory=list)
+    """Kubernetes API addresses for the egress policy; empty: resolved from the cluster."""
+
+    destroy_timeout_seconds: int = 240
+    """Namespace deletion wait (the reference's 4 minutes) before finalizers are forced."""
+
+
+class GitHubSettings(BaseModel):
+    api_url: str = "https://api.github.com"
+    token: SecretStr | None = None
+    """Simple mode: a token with pull-requests write. Prefer the App below."""
+
+    app_id: str = ""
+    app_private_key_path: str = ""
+    server_url: str = "https://github.com"
+    """For links in comments (run logs, repository)."""
+
+    comment_marker: str = "<!-- k8s-ee-pr-env -->"
+    """Hidden marker of the sticky comment; the reference's, so existing comments are reused."""
+
+    timeout_seconds: float = 30.0
+
+
+class RegistrySettings(BaseModel):
+    type: Literal["ghcr", "ecr", "generic"] = "ghcr"
+    host: str = "ghcr.io"
+    """Registry host[:port]. For ECR, derived from the account and region when empty."""
+
+    username: str = ""
+    password: SecretStr | None = None
+    insecure: bool = False
+    """Plain HTTP (the local sandbox registry only)."""
+
+    ecr_region: str = ""
+
+
+class CleanupSettings(BaseModel):
+    interval_seconds: int = 900
+    """Stale-environment reconciler period (the reference ran every 6 hours)."""
+
+    ttl_hours: float = 24 * 7
+    """Destroy environments not deployed for this long, even if the PR is open."""
+
+    preserve_default_hours: int = 48
+    preserve_max_hours: int = 48
+    max_preserved: int = 3
+
+
+class MetricsSettings(BaseModel):
+    enabled: bool = True
+    port: int = 9808
+
+
+class PolicySettings(BaseModel):
+    allowlist_path: str = "config/allowed-orgs.json"
+    """The org/repository allowlist; missing or invalid means nobody is allowed."""
+
+
+class PlatformSettings(BaseSettings):
+    """Every setting of a k8see installation, grouped by topic."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="K8SEE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    queues: QueueSettings = Field(default_factory=QueueSettings)
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    scan: ScanSettings = Field(default_factory=ScanSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+
+
+def load_settings(file: str | Path | None = None, **overrides: Any) -> PlatformSettings:
+    """Settings from the environment, over an optional YAML file, over defaults."""
+    data: dict[str, Any] = {}
+    if file:
+        loaded = yaml.safe_load(Path(file).read_text()) or {}
+        if isinstance(loaded, dict):
+            data.update(loaded)
+    data.update(overrides)
+    # pydantic-settings gives init kwargs precedence over the environment; we want the
+    # reverse for the file, so build from env first and merge the file underneath.
+    from_env = PlatformSettings()
+    if not data:
+        return from_env
+    merged = _deep_merge(data, from_env.model_dump(exclude_unset=True))
+    return PlatformSettings.model_validate(merged)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
