@@ -1,0 +1,433 @@
+"""The sandbox GitHub API server: real HTTP, the endpoints k8see calls, GitHub's shapes.
+
+k8see's real client (``k8see.integrations.github``) talks to it exactly as it talks to
+api.github.com: token or GitHub App (JWT → installation token) auth, ``Link`` pagination,
+conditional requests (``ETag`` / ``304``), rate-limit answers and injected faults. State lives
+in memory (``github_state``); the endpoints are in ``github_routes``. Tests drive it in-process::
+
+    hub = GitHubSandbox()
+    hub.start()
+    hub.add_repo("acme/shop", collaborators={"alice": "write"})
+    hub.add_pull("acme/shop", 7, head_sha="a" * 40, head_ref="feature")
+
+``python -m k8see.sandbox.github --port 0`` serves it as a process (``k8see sandbox up``); that
+process is seeded over HTTP with ``POST /_sandbox/{repos,pulls,sources}`` (static token only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from k8see.sandbox.github_routes import ROUTES, Reply, Request, error, not_found
+from k8see.sandbox.github_state import Actor, Faults, GitHubState
+
+__all__ = ["Faults", "GitHubSandbox", "main"]
+
+SECONDARY_LIMIT_MESSAGE = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+    "If you reach out to GitHub Support for help, please include the request ID sandbox."
+)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "GitHub.com"
+    sandbox: GitHubSandbox  # set on the subclass made per server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # the sandbox is quiet; ``calls`` records what happened
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            reply = self.sandbox.handle(method, self.path, dict(self.headers.items()), raw)
+        except Exception as exc:  # noqa: BLE001 - a sandbox bug must answer 500, not hang
+            reply = error(500, f"sandbox error: {type(exc).__name__}: {exc}")
+        self._send(reply)
+
+    def _send(self, reply: Reply) -> None:
+        if isinstance(reply.body, bytes):
+            data = reply.body
+            content_type = reply.headers.pop("Content-Type", "application/octet-stream")
+        elif reply.body is None:
+            data, content_type = b"", "application/json; charset=utf-8"
+        else:
+            data = json.dumps(reply.body).encode()
+            content_type = "application/json; charset=utf-8"
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if reply.status != 304:
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if reply.status != 304 and data:
+            self.wfile.write(data)
+
+
+class GitHubSandbox:
+    """A GitHub API stand-in on a loopback port.
+
+    Args:
+        port: TCP port; 0 picks a free one (read ``url`` after ``start``).
+        token: The static token clients authenticate with (``Bearer`` or ``token`` scheme).
+    """
+
+    def __init__(self, *, port: int = 0, token: str = "sandbox-token") -> None:
+        self.state = GitHubState(token=token)
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        handler = type("Handler", (_Handler,), {"sandbox": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server.daemon_threads = True
+        self.state.base_url = self.url
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        """The API base URL, e.g. ``http://127.0.0.1:40123``."""
+        if self._server is None:
+            raise RuntimeError("the GitHub sandbox is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- state helpers -------------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        return self.state.faults
+
+    @property
+    def installation_token_ttl_seconds(self) -> int:
+        """Lifetime of the installation tokens it mints (GitHub's is one hour)."""
+        return self.state.installation_token_ttl_seconds
+
+    @installation_token_ttl_seconds.setter
+    def installation_token_ttl_seconds(self, value: int) -> None:
+        self.state.installation_token_ttl_seconds = value
+
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        """Every request as ``(method, path)`` (no query), oldest first."""
+        with self.state.lock:
+            return list(self.state.calls)
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def add_repo(
+        self, full_name: str, *, private: bool = False, collaborators: dict[str, str] | None = None
+    ) -> None:
+        self.state.add_repo(full_name, private=private, collaborators=collaborators or {})
+
+    def add_pull(
+        self,
+        full_name: str,
+        number: int,
+        *,
+        head_sha: str,
+        head_ref: str,
+        state: str = "open",
+        merged: bool = False,
+        fork: bool = False,
+        base_ref: str = "main",
+        author: str = "",
+    ) -> dict[str, Any]:
+        return self.state.add_pull(
+            full_name, number, head_sha=head_sha, head_ref=head_ref, state=state,
+            merged=merged, fork=fork, base_ref=base_ref, author=author,
+        )  # fmt: skip
+
+    def set_pull_state(
+        self,
+        full_name: str,
+        number: int,
+        *,
+        state: str | None = None,
+        merged: bool | None = None,
+        head_sha: str | None = None,
+        head_ref: str | None = None,
+    ) -> None:
+        self.state.set_pull_state(
+            full_name, number, state=state, merged=merged, head_sha=head_sha, head_ref=head_ref
+        )
+
+    def add_comment(
+        self, full_name: str, number: int, body: str, *, login: str = "octocat"
+    ) -> dict[str, Any]:
+        """Seed a comment written by someone else (a human reviewer, by default)."""
+        return self.state.add_comment(full_name, number, body, actor=Actor(login=login))
+
+    def add_source(self, full_name: str, git_dir: str | Path) -> None:
+        """Serve ``GET /repos/{full_name}/tarball/{ref}`` from this local git repository."""
+        with self.state.lock:
+            self.state._need(full_name).source = Path(git_dir)
+
+    def add_tarball(self, full_name: str, ref: str, data: bytes) -> None:
+        """Serve these exact bytes as the tarball of ``ref`` (for hostile-archive tests)."""
+        with self.state.lock:
+            self.state._need(full_name).tarballs[ref] = data
+
+    def comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
+        return self.state.issue_comments(full_name, number)
+
+    def reactions(self, comment_id: int) -> list[dict[str, Any]]:
+        return self.state.reactions(comment_id)
+
+    def deployments(self, full_name: str) -> list[dict[str, Any]]:
+        """Deployments, oldest first, each with its ``statuses`` oldest first."""
+        with self.state.lock:
+            out = []
+            for d in self.state._need(full_name).deployments:
+                item = {k: v for k, v in d.items() if not k.startswith("_")}
+                item["statuses"] = [dict(s) for s in d["_statuses"]]
+                out.append(item)
+            return out
+
+    def commit_statuses(self, full_name: str) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return [dict(s) for s in self.state._need(full_name).commit_statuses]
+
+    def add_app(self, app_id: str, *, repos: dict[str, int]) -> bytes:
+        """Register a GitHub App installed on ``repos`` ({full_name: installation id}).
+
+        Returns:
+            The App's new private key (PEM), for the client's ``app_private_key_path``.
+        """
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        with self.state.lock:
+            self.state.apps[str(app_id)] = (public_pem, {k.lower(): v for k, v in repos.items()})
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    # -- request handling ----------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
+        parts = urlsplit(target)
+        path = parts.path.rstrip("/") or "/"
+        query = dict(parse_qsl(parts.query))
+        lower = {k.lower(): v for k, v in headers.items()}
+        with self.state.lock:
+            self.state.calls.append((method, path))
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                return error(400, "Problems parsing JSON")
+            if path.startswith("/_sandbox/"):
+                return self._admin(method, path, lower, body)
+            for route_method, pattern, func, auth in ROUTES:
+                match = pattern.match(path)
+                if not match or route_method != method:
+                    continue
+                groups = dict(match.groupdict())
+                actor: Actor | None = None
+                if auth == "token":
+                    actor = self.state.actor(_credential(lower))
+                    if actor is None:
+                        return _bad_credentials()
+                    limited = self._rate_limited()
+                    if limited is not None:
+                        return limited
+                elif auth == "jwt":
+                    app_id = self._verify_jwt(_credential(lower))
+                    if app_id is None:
+                        return error(401, "A JSON web token could not be decoded")
+                    groups["_app_id"] = app_id
+                if self._comment_write_fails(method, path):
+                    return Reply(502, {"message": "Server Error"})
+                request = Request(self.state, method, path, groups, query, body, actor, self.url)
+                reply = func(request)
+                if method == "GET" and reply.status == 200 and isinstance(reply.body, list):
+                    return _conditional(reply, lower.get("if-none-match"))
+                return reply
+            return not_found()
+
+    def _rate_limited(self) -> Reply | None:
+        faults = self.state.faults
+        wait = faults.retry_after_seconds
+        if faults.secondary_rate_limit_next > 0:
+            faults.secondary_rate_limit_next -= 1
+            body = {"message": SECONDARY_LIMIT_MESSAGE, "documentation_url": _SECONDARY_DOCS}
+            return Reply(403, body, {"Retry-After": str(wait)})
+        if faults.primary_rate_limit_next > 0:
+            faults.primary_rate_limit_next -= 1
+            reset = int(time.time()) + wait
+            headers = {
+                "x-ratelimit-limit": "5000",
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-used": "5000",
+                "x-ratelimit-reset": str(reset),
+                "x-ratelimit-resource": "core",
+            }
+            return Reply(403, {"message": "API rate limit exceeded.", "documentation_url":
+                               _PRIMARY_DOCS}, headers)  # fmt: skip
+        return None
+
+    def _comment_write_fails(self, method: str, path: str) -> bool:
+        if method not in ("POST", "PATCH") or "/issues/" not in path:
+            return False
+        if not (path.endswith("/comments") or "/issues/comments/" in path):
+            return False
+        if path.endswith("/reactions"):
+            return False
+        faults = self.state.faults
+        if faults.fail_comment_writes_count > 0:
+            faults.fail_comment_writes_count -= 1
+            return True
+        return time.time() < faults.fail_comment_writes_until
+
+    def _verify_jwt(self, token: str) -> str | None:
+        """The App id of a valid RS256 App JWT (iss, iat, exp ≤ 10 minutes), else None."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+        try:
+            head_b64, payload_b64, sig_b64 = token.split(".")
+            header = json.loads(_b64decode(head_b64))
+            payload = json.loads(_b64decode(payload_b64))
+            signature = _b64decode(sig_b64)
+        except ValueError:
+            return None
+        if header.get("alg") != "RS256":
+            return None
+        app_id = str(payload.get("iss", ""))
+        app = self.state.apps.get(app_id)
+        now = time.time()
+        iat, exp = payload.get("iat"), payload.get("exp")
+        if app is None or not isinstance(iat, int) or not isinstance(exp, int):
+            return None
+        if not (iat <= now + 60 and now < exp <= iat + 660):
+            return None
+        public_key = serialization.load_pem_public_key(app[0])
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            return None
+        try:
+            public_key.verify(
+                signature,
+                f"{head_b64}.{payload_b64}".encode(),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        except InvalidSignature:
+            return None
+        return app_id
+
+    def _admin(self, method: str, path: str, headers: dict[str, str], body: Any) -> Reply:
+        """Seeding over HTTP for the process mode; the static token only."""
+        if _credential(headers) != self.state.static_token:
+            return _bad_credentials()
+        if method != "POST" or not isinstance(body, dict):
+            return not_found()
+        try:
+            if path == "/_sandbox/repos":
+                self.add_repo(
+                    body["full_name"],
+                    private=bool(body.get("private", False)),
+                    collaborators=dict(body.get("collaborators") or {}),
+                )
+            elif path == "/_sandbox/pulls":
+                args = {k: v for k, v in body.items() if k not in ("full_name", "number")}
+                return Reply(201, self.add_pull(body["full_name"], int(body["number"]), **args))
+            elif path == "/_sandbox/sources":
+                self.add_source(body["full_name"], body["git_dir"])
+            else:
+                return not_found()
+        except (KeyError, TypeError, ValueError) as exc:
+            return error(422, f"Validation Failed: {exc}")
+        return Reply(201, {"ok": True})
+
+
+_SECONDARY_DOCS = (
+    "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
+)
+_PRIMARY_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+
+
+def _credential(headers: dict[str, str]) -> str:
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() in ("bearer", "token") else ""
+
+
+def _bad_credentials() -> Reply:
+    return error(401, "Bad credentials")
+
+
+def _b64decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _conditional(reply: Reply, if_none_match: str | None) -> Reply:
+    """Add a weak ETag to a list page; answer 304 when the client already has it."""
+    digest = hashlib.sha256(json.dumps(reply.body, sort_keys=True).encode()).hexdigest()[:32]
+    etag = f'W/"{digest}"'
+    reply.headers["ETag"] = etag
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Reply(304, None, {"ETag": etag, **{k: v for k, v in reply.headers.items()
+                                                  if k == "Link"}})  # fmt: skip
+    return reply
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the sandbox until SIGTERM or SIGINT; prints ``listening on URL`` first."""
+    parser = argparse.ArgumentParser(prog="python -m k8see.sandbox.github")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (0: a free one)")
+    parser.add_argument("--token", default="sandbox-token", help="the static token to accept")
+    args = parser.parse_args(argv)
+    sandbox = GitHubSandbox(port=args.port, token=args.token)
+    sandbox.start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    print(f"listening on {sandbox.url}", flush=True)
+    done.wait()
+    sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,469 @@
+"""The endpoints of the sandbox GitHub server, one function each, with GitHub's real shapes.
+
+Each route takes a ``Request`` (the authenticated actor, path groups, query and JSON body) and
+returns a ``Reply``. Only the endpoints k8see calls exist; anything else is GitHub's 404.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from k8see.sandbox.github_state import (
+    COMMIT_STATES,
+    DEPLOYMENT_STATES,
+    REACTIONS,
+    Actor,
+    GitHubState,
+    RepoState,
+    iso,
+    public,
+)
+
+DOCS = "https://docs.github.com/rest"
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+REF_RE = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
+
+
+@dataclass
+class Request:
+    state: GitHubState
+    method: str
+    path: str
+    groups: dict[str, str]
+    query: dict[str, str]
+    body: Any
+    actor: Actor | None
+    base_url: str
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error(status: int, message: str, **extra: Any) -> Reply:
+    return Reply(status, {"message": message, "documentation_url": DOCS, **extra})
+
+
+def not_found() -> Reply:
+    return Reply(404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"})
+
+
+def invalid(field_name: str, code: str = "invalid") -> Reply:
+    return error(422, "Validation Failed", errors=[{"field": field_name, "code": code}])
+
+
+def paginate(req: Request, items: list[dict[str, Any]]) -> Reply:
+    """GitHub pagination: ``per_page`` (default 30, max 100), ``page``, and a ``Link`` header."""
+    try:
+        per_page = max(1, min(100, int(req.query.get("per_page", "30"))))
+        page = max(1, int(req.query.get("page", "1")))
+    except ValueError:
+        return error(400, "Invalid pagination parameters")
+    last = max(1, -(-len(items) // per_page))
+    chunk = items[(page - 1) * per_page : page * per_page]
+
+    def link(n: int, rel: str) -> str:
+        query = {**req.query, "per_page": str(per_page), "page": str(n)}
+        return f'<{req.base_url}{req.path}?{urlencode(query)}>; rel="{rel}"'
+
+    links = []
+    if page < last:
+        links += [link(page + 1, "next"), link(last, "last")]
+    if page > 1:
+        links += [link(1, "first"), link(page - 1, "prev")]
+    headers = {"Link": ", ".join(links)} if links else {}
+    return Reply(200, chunk, headers)
+
+
+def _repo(req: Request) -> RepoState | None:
+    repo = req.state.repo(f"{req.groups['owner']}/{req.groups['repo']}")
+    if repo is None:
+        return None
+    actor = req.actor
+    if actor is not None and actor.repos is not None and repo.full_name.lower() not in actor.repos:
+        return None  # an installation token sees only its repositories, as on GitHub
+    return repo
+
+
+def _comment(req: Request, repo: RepoState) -> dict[str, Any] | None:
+    comment = req.state.comments.get(int(req.groups["id"]))
+    if comment is None or comment["_repo"] != repo.full_name.lower():
+        return None
+    return comment
+
+
+def get_repo(req: Request) -> Reply:
+    repo = _repo(req)
+    if repo is None:
+        return not_found()
+    owner, name = repo.full_name.split("/")
+    return Reply(
+        200,
+        {
+            "id": repo.id,
+            "name": name,
+            "full_name": repo.full_name,
+            "private": repo.private,
+            "owner": {"login": owner},
+            "html_url": f"https://github.com/{repo.full_name}",
+            "default_branch": repo.default_branch,
+            "fork": False,
+        },
+    )
+
+
+def get_pull(req: Request) -> Reply:
+    repo = _repo(req)
+    pull = repo.pulls.get(int(req.groups["number"])) if repo else None
+    return Reply(200, pull) if pull else not_found()
+
+
+def list_comments(req: Request) -> Reply:
+    repo = _repo(req)
+    number = int(req.groups["number"])
+    if repo is None or number not in repo.pulls:
+        return not_found()
+    return paginate(req, req.state.issue_comments(repo.full_name, number))
+
+
+def create_comment(req: Request) -> Reply:
+    repo = _repo(req)
+    number = int(req.groups["number"])
+    if repo is None or number not in repo.pulls or req.actor is None:
+        return not_found()
+    body = req.body.get("body") if isinstance(req.body, dict) else None
+    if not isinstance(body, str) or not body:
+        return invalid("body", "missing_field")
+    if len(body) > 65536:
+        return invalid("body", "too_long")
+    comment = req.state.add_comment(repo.full_name, number, body, actor=req.actor)
+    return Reply(201, comment, {"Location": comment["url"]})
+
+
+def comment_item(req: Request) -> Reply:
+    """GET, PATCH and DELETE /repos/{o}/{r}/issues/comments/{id}."""
+    repo = _repo(req)
+    comment = _comment(req, repo) if repo else None
+    if comment is None:
+        return not_found()
+    if req.method == "DELETE":
+        del req.state.comments[comment["id"]]
+        return Reply(204)
+    if req.method == "PATCH":
+        body = req.body.get("body") if isinstance(req.body, dict) else None
+        if not isinstance(body, str) or not body:
+            return invalid("body", "missing_field")
+        comment["body"] = body
+        comment["updated_at"] = iso()
+    return Reply(200, public(comment))
+
+
+def create_reaction(req: Request) -> Reply:
+    repo = _repo(req)
+    comment = _comment(req, repo) if repo else None
+    if comment is None or req.actor is None:
+        return not_found()
+    content = req.body.get("content") if isinstance(req.body, dict) else None
+    if content not in REACTIONS:
+        return invalid("content")
+    existing = req.state.reactions_by_comment.setdefault(comment["id"], [])
+    for reaction in existing:
+        if reaction["content"] == content and reaction["user"]["login"] == req.actor.login:
+            return Reply(200, dict(reaction))  # GitHub answers 200 for an existing reaction
+    reaction = {
+        "id": req.state.next_id(),
+        "node_id": f"REA_sandbox{len(existing)}",
+        "user": {"login": req.actor.login, "type": req.actor.type},
+        "content": content,
+        "created_at": iso(),
+    }
+    existing.append(reaction)
+    return Reply(201, dict(reaction))
+
+
+def get_permission(req: Request) -> Reply:
+    repo = _repo(req)
+    if repo is None:
+        return not_found()
+    user = req.groups["user"]
+    permission = repo.collaborators.get(user.lower())
+    if permission is None:
+        permission = "none" if repo.private else "read"
+    role = {"maintain": "maintain", "triage": "triage"}.get(permission, permission)
+    return Reply(200, {"permission": permission, "role_name": role, "user": {"login": user}})
+
+
+def _resolve_ref(repo: RepoState, ref: str) -> str | None:
+    if SHA_RE.match(ref):
+        return ref
+    for pull in repo.pulls.values():
+        if pull["head"]["ref"] == ref:
+            return str(pull["head"]["sha"])
+    return None
+
+
+def create_deployment(req: Request) -> Reply:
+    repo = _repo(req)
+    if repo is None or req.actor is None:
+        return not_found()
+    data = req.body if isinstance(req.body, dict) else {}
+    ref = data.get("ref")
+    if not isinstance(ref, str) or not ref:
+        return invalid("ref", "missing_field")
+    sha = _resolve_ref(repo, ref)
+    if sha is None:
+        return error(422, f"No ref found for: {ref}")
+    did = req.state.next_id()
+    deployment = {
+        "id": did,
+        "url": f"{req.base_url}/repos/{repo.full_name}/deployments/{did}",
+        "sha": sha,
+        "ref": ref,
+        "task": data.get("task", "deploy"),
+        "payload": data.get("payload", {}),
+        "environment": data.get("environment", "production"),
+        "description": data.get("description"),
+        "creator": {"login": req.actor.login, "type": req.actor.type},
+        "created_at": iso(),
+        "updated_at": iso(),
+        "statuses_url": f"{req.base_url}/repos/{repo.full_name}/deployments/{did}/statuses",
+        "transient_environment": bool(data.get("transient_environment", False)),
+        "production_environment": bool(data.get("production_environment", False)),
+        "_statuses": [],
+    }
+    repo.deployments.append(deployment)
+    return Reply(201, public(deployment))
+
+
+def list_deployments(req: Request) -> Reply:
+    """Newest first, filtered by ``sha``, ``ref``, ``environment`` and ``task`` as on GitHub."""
+    repo = _repo(req)
+    if repo is None:
+        return not_found()
+    found = [
+        public(d)
+        for d in reversed(repo.deployments)
+        if all(
+            req.query[k] == d[k] for k in ("sha", "ref", "environment", "task") if k in req.query
+        )
+    ]
+    return paginate(req, found)
+
+
+def _deployment(req: Request) -> tuple[RepoState | None, dict[str, Any] | None]:
+    repo = _repo(req)
+    if repo is None:
+        return None, None
+    wanted = int(req.groups["id"])
+    return repo, next((d for d in repo.deployments if d["id"] == wanted), None)
+
+
+def deployment_statuses(req: Request) -> Reply:
+    repo, deployment = _deployment(req)
+    if repo is None or deployment is None or req.actor is None:
+        return not_found()
+    if req.method == "GET":
+        return paginate(req, [dict(s) for s in reversed(deployment["_statuses"])])
+    data = req.body if isinstance(req.body, dict) else {}
+    state = data.get("state")
+    if state not in DEPLOYMENT_STATES:
+        return invalid("state")
+    status = _new_status(req, repo, deployment, state, data)
+    if state == "success" and data.get("auto_inactive", True):
+        for other in repo.deployments:  # GitHub marks older deployments of the env inactive
+            latest = other["_statuses"][-1]["state"] if other["_statuses"] else None
+            if (
+                other is not deployment
+                and other["environment"] == deployment["environment"]
+                and not other["transient_environment"]
+                and not other["production_environment"]
+                and latest not in (None, "inactive")
+            ):
+                _new_status(req, repo, other, "inactive", {})
+    return Reply(201, status)
+
+
+def _new_status(
+    req: Request, repo: RepoState, deployment: dict[str, Any], state: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    assert req.actor is not None
+    status = {
+        "id": req.state.next_id(),
+        "state": state,
+        "creator": {"login": req.actor.login, "type": req.actor.type},
+        "description": data.get("description", ""),
+        "environment": data.get("environment", deployment["environment"]),
+        "environment_url": data.get("environment_url", ""),
+        "log_url": data.get("log_url", ""),
+        "deployment_url": deployment["url"],
+        "repository_url": f"{req.base_url}/repos/{repo.full_name}",
+        "created_at": iso(),
+        "updated_at": iso(),
+    }
+    deployment["_statuses"].append(status)
+    return dict(status)
+
+
+def create_commit_status(req: Request) -> Reply:
+    repo = _repo(req)
+    if repo is None or req.actor is None:
+        return not_found()
+    sha = req.groups["sha"]
+    if not SHA_RE.match(sha):
+        return error(422, f"No commit found for SHA: {sha}")
+    data = req.body if isinstance(req.body, dict) else {}
+    if data.get("state") not in COMMIT_STATES:
+        return invalid("state")
+    status = {
+        "id": req.state.next_id(),
+        "sha": sha,
+        "state": data["state"],
+        "description": data.get("description"),
+        "target_url": data.get("target_url"),
+        "context": data.get("context", "default"),
+        "creator": {"login": req.actor.login, "type": req.actor.type},
+        "created_at": iso(),
+        "updated_at": iso(),
+    }
+    repo.commit_statuses.append(status)
+    return Reply(201, dict(status))
+
+
+def get_tarball(req: Request) -> Reply:
+    """GitHub answers 302 to codeload; the sandbox redirects to its own codeload path."""
+    repo = _repo(req)
+    ref = req.groups["ref"]
+    if repo is None or not REF_RE.match(ref) or ".." in ref:
+        return not_found()
+    token = secrets.token_urlsafe(16)
+    req.state.codeload_tokens.add(token)
+    location = f"{req.base_url}/_codeload/{repo.full_name}/legacy.tar.gz/{ref}?token={token}"
+    return Reply(302, None, {"Location": location})
+
+
+def codeload(req: Request) -> Reply:
+    """The archive itself: ``git archive`` with GitHub's ``{owner}-{repo}-{sha7}/`` prefix."""
+    if req.query.get("token") not in req.state.codeload_tokens:
+        return not_found()
+    repo = req.state.repo(f"{req.groups['owner']}/{req.groups['repo']}")
+    ref = req.groups["ref"]
+    if repo is None or not REF_RE.match(ref) or ref.startswith("-"):
+        return not_found()
+    if ref in repo.tarballs:
+        return Reply(200, repo.tarballs[ref], {"Content-Type": "application/x-gzip"})
+    if repo.source is None:
+        return not_found()
+    resolved = subprocess.run(
+        ["git", "-C", str(repo.source), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    sha = resolved.stdout.strip()
+    if resolved.returncode != 0 or not SHA_RE.match(sha):
+        return not_found()
+    prefix = f"{repo.full_name.replace('/', '-')}-{sha[:7]}/"
+    archive = subprocess.run(
+        ["git", "-C", str(repo.source), "archive", "--format=tar.gz", f"--prefix={prefix}", sha],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        return error(500, "Server Error")
+    headers = {
+        "Content-Type": "application/x-gzip",
+        "Content-Disposition": f"attachment; filename={prefix[:-1]}.tar.gz",
+    }
+    return Reply(200, archive.stdout, headers)
+
+
+def get_installation(req: Request) -> Reply:
+    """GET /repos/{o}/{r}/installation, authenticated with the App's JWT (``req.actor`` None)."""
+    app_id = req.groups.get("_app_id", "")
+    full_name = f"{req.groups['owner']}/{req.groups['repo']}".lower()
+    installs = req.state.apps.get(app_id, (b"", {}))[1]
+    if full_name not in installs:
+        return not_found()
+    return Reply(
+        200,
+        {
+            "id": installs[full_name],
+            "app_id": int(app_id) if app_id.isdigit() else app_id,
+            "account": {"login": req.groups["owner"]},
+            "repository_selection": "selected",
+            "access_tokens_url": f"{req.base_url}/app/installations/{installs[full_name]}"
+            "/access_tokens",
+        },
+    )
+
+
+def create_access_token(req: Request) -> Reply:
+    app_id = req.groups.get("_app_id", "")
+    installs = req.state.apps.get(app_id, (b"", {}))[1]
+    installation = int(req.groups["installation"])
+    repos = frozenset(name for name, iid in installs.items() if iid == installation)
+    if not repos:
+        return not_found()
+    token = "ghs_" + secrets.token_urlsafe(27)
+    expires = time.time() + req.state.installation_token_ttl_seconds
+    req.state.tokens[token] = Actor(
+        login="k8see-sandbox[bot]", type="Bot", repos=repos, expires_at=expires
+    )
+    return Reply(
+        201,
+        {
+            "token": token,
+            "expires_at": iso(expires),
+            "permissions": {"pull_requests": "write", "issues": "write", "contents": "read"},
+            "repository_selection": "selected",
+        },
+    )
+
+
+Route = tuple[str, re.Pattern[str], Callable[[Request], Reply], str]
+_O = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+
+#: (method, path pattern, handler, auth kind: "token", "jwt" or "none")
+ROUTES: list[Route] = [
+    (m, re.compile(p + r"$"), h, a)
+    for m, p, h, a in [
+        ("GET", _O, get_repo, "token"),
+        ("GET", _O + r"/pulls/(?P<number>\d+)", get_pull, "token"),
+        ("GET", _O + r"/issues/(?P<number>\d+)/comments", list_comments, "token"),
+        ("POST", _O + r"/issues/(?P<number>\d+)/comments", create_comment, "token"),
+        ("GET", _O + r"/issues/comments/(?P<id>\d+)", comment_item, "token"),
+        ("PATCH", _O + r"/issues/comments/(?P<id>\d+)", comment_item, "token"),
+        ("DELETE", _O + r"/issues/comments/(?P<id>\d+)", comment_item, "token"),
+        ("POST", _O + r"/issues/comments/(?P<id>\d+)/reactions", create_reaction, "token"),
+        ("GET", _O + r"/collaborators/(?P<user>[^/]+)/permission", get_permission, "token"),
+        ("GET", _O + r"/deployments", list_deployments, "token"),
+        ("POST", _O + r"/deployments", create_deployment, "token"),
+        ("GET", _O + r"/deployments/(?P<id>\d+)/statuses", deployment_statuses, "token"),
+        ("POST", _O + r"/deployments/(?P<id>\d+)/statuses", deployment_statuses, "token"),
+        ("POST", _O + r"/statuses/(?P<sha>[^/]+)", create_commit_status, "token"),
+        ("GET", _O + r"/tarball/(?P<ref>.+)", get_tarball, "token"),
+        ("GET", _O + r"/installation", get_installation, "jwt"),
+        (
+            "POST",
+            r"/app/installations/(?P<installation>\d+)/access_tokens",
+            create_access_token,
+            "jwt",
+        ),
+        (
+            "GET",
+            r"/_codeload/(?P<owner>[^/]+)/(?P<repo>[^/]+)/legacy\.tar\.gz/(?P<ref>.+)",
+            codeload,
+            "none",
+        ),
+    ]
+]

@@ -1,0 +1,229 @@
+"""In-memory state of the sandbox GitHub server: repositories, pulls, comments and the rest.
+
+Kept apart from the HTTP layer (``github.py``) so tests can seed and inspect it directly while
+k8see's real client talks to it over HTTP. Every public method takes the lock; the objects it
+returns are copies, so a test never races the server thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+#: Reaction contents GitHub accepts (others get 422).
+REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
+DEPLOYMENT_STATES = frozenset(
+    {"error", "failure", "inactive", "in_progress", "queued", "pending", "success"}
+)
+COMMIT_STATES = frozenset({"error", "failure", "pending", "success"})
+PERMISSIONS = ("admin", "maintain", "write", "triage", "read", "none")
+
+
+def iso(ts: float | None = None) -> str:
+    """GitHub's timestamp form, ``2026-03-14T12:34:56Z``."""
+    moment = datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Faults:
+    """Failures the sandbox injects, so retry and backoff paths run against real HTTP.
+
+    Attributes:
+        fail_comment_writes_until: Unix time; until then POST/PATCH of comments answer 502.
+        fail_comment_writes_count: The next N comment writes answer 502 (a count, for tests
+            that must not depend on the clock).
+        secondary_rate_limit_next: The next N authenticated requests answer 403 with GitHub's
+            secondary-rate-limit body and ``Retry-After``.
+        primary_rate_limit_next: The next N requests answer 403 with ``x-ratelimit-remaining:
+            0`` and ``x-ratelimit-reset`` set ``retry_after_seconds`` ahead.
+        retry_after_seconds: The wait the rate-limit answers ask for.
+    """
+
+    fail_comment_writes_until: float = 0.0
+    fail_comment_writes_count: int = 0
+    secondary_rate_limit_next: int = 0
+    primary_rate_limit_next: int = 0
+    retry_after_seconds: int = 1
+
+
+@dataclass
+class RepoState:
+    full_name: str
+    id: int
+    private: bool
+    collaborators: dict[str, str]
+    default_branch: str = "main"
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    commit_statuses: list[dict[str, Any]] = field(default_factory=list)
+    source: Path | None = None
+    #: (sha → tar.gz bytes) served instead of ``git archive``; lets tests serve hostile archives.
+    tarballs: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Actor:
+    """Who a credential authenticates as."""
+
+    login: str
+    type: str = "User"
+    #: For installation tokens: the repositories the token may touch (None: all).
+    repos: frozenset[str] | None = None
+    expires_at: float | None = None
+
+
+class GitHubState:
+    """Everything the sandbox knows, behind one lock."""
+
+    def __init__(self, *, token: str, base_url: str = "") -> None:
+        self.lock = threading.RLock()
+        self.base_url = base_url
+        self.static_token = token
+        self.faults = Faults()
+        self.calls: list[tuple[str, str]] = []
+        self.repos: dict[str, RepoState] = {}
+        self.comments: dict[int, dict[str, Any]] = {}
+        self.reactions_by_comment: dict[int, list[dict[str, Any]]] = {}
+        self.tokens: dict[str, Actor] = {}
+        #: app_id → (public key PEM, {repo: installation id})
+        self.apps: dict[str, tuple[bytes, dict[str, int]]] = {}
+        self.installation_token_ttl_seconds = 3600
+        self.codeload_tokens: set[str] = set()
+        self._ids = itertools.count(1001)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every repository, comment, fault and call; keep the static token."""
+        with self.lock:
+            self.faults = Faults()
+            self.calls.clear()
+            self.repos.clear()
+            self.comments.clear()
+            self.reactions_by_comment.clear()
+            self.tokens = {self.static_token: Actor(login="k8see-bot")}
+            self.apps.clear()
+            self.installation_token_ttl_seconds = 3600
+            self.codeload_tokens.clear()
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def repo(self, full_name: str) -> RepoState | None:
+        return self.repos.get(full_name.lower())
+
+    def actor(self, token: str) -> Actor | None:
+        actor = self.tokens.get(token)
+        if actor is None or (actor.expires_at is not None and actor.expires_at <= time.time()):
+            return None
+        return actor
+
+    # -- seeding -------------------------------------------------------------------------------
+
+    def add_repo(self, full_name: str, *, private: bool, collaborators: dict[str, str]) -> None:
+        bad = {p for p in collaborators.values() if p not in PERMISSIONS}
+        if bad:
+            raise ValueError(f"unknown permissions {sorted(bad)}; use one of {PERMISSIONS}")
+        with self.lock:
+            self.repos[full_name.lower()] = RepoState(
+                full_name=full_name,
+                id=self.next_id(),
+                private=private,
+                collaborators={k.lower(): v for k, v in collaborators.items()},
+            )
+
+    def add_pull(self, full_name: str, number: int, **fields: Any) -> dict[str, Any]:
+        with self.lock:
+            repo = self._need(full_name)
+            owner = full_name.split("/")[0]
+            name = full_name.split("/")[1]
+            head_repo = f"contributor/{name}" if fields["fork"] else full_name
+            pull = {
+                "url": f"{self.base_url}/repos/{full_name}/pulls/{number}",
+                "id": self.next_id(),
+                "number": number,
+                "state": fields["state"],
+                "title": f"Sandbox PR {number}",
+                "user": {"login": fields.get("author") or owner, "type": "User"},
+                "html_url": f"https://github.com/{full_name}/pull/{number}",
+                "merged": fields["merged"],
+                "merged_at": iso() if fields["merged"] else None,
+                "head": {
+                    "ref": fields["head_ref"],
+                    "sha": fields["head_sha"],
+                    "repo": {"full_name": head_repo, "fork": fields["fork"]},
+                },
+                "base": {"ref": fields["base_ref"], "repo": {"full_name": full_name}},
+                "created_at": iso(),
+                "updated_at": iso(),
+            }
+            repo.pulls[number] = pull
+            return copy.deepcopy(pull)
+
+    def set_pull_state(self, full_name: str, number: int, **changes: Any) -> None:
+        with self.lock:
+            pull = self._need(full_name).pulls[number]
+            for key in ("state", "merged"):
+                if changes.get(key) is not None:
+                    pull[key] = changes[key]
+            if changes.get("merged"):
+                pull["merged_at"] = iso()
+            for key in ("sha", "ref"):
+                if changes.get(f"head_{key}") is not None:
+                    pull["head"][key] = changes[f"head_{key}"]
+            pull["updated_at"] = iso()
+
+    def add_comment(
+        self, full_name: str, number: int, body: str, *, actor: Actor
+    ) -> dict[str, Any]:
+        with self.lock:
+            self._need(full_name)
+            cid = self.next_id()
+            now = iso()
+            comment = {
+                "id": cid,
+                "node_id": f"IC_sandbox{cid}",
+                "url": f"{self.base_url}/repos/{full_name}/issues/comments/{cid}",
+                "html_url": f"https://github.com/{full_name}/pull/{number}#issuecomment-{cid}",
+                "issue_url": f"{self.base_url}/repos/{full_name}/issues/{number}",
+                "body": body,
+                "user": {"login": actor.login, "type": actor.type},
+                "created_at": now,
+                "updated_at": now,
+                "author_association": "NONE",
+                "_repo": full_name.lower(),
+                "_issue": number,
+            }
+            self.comments[cid] = comment
+            return public(comment)
+
+    def _need(self, full_name: str) -> RepoState:
+        repo = self.repo(full_name)
+        if repo is None:
+            raise KeyError(f"sandbox has no repository {full_name!r}; call add_repo first")
+        return repo
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def issue_comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
+        with self.lock:
+            key = full_name.lower()
+            found = [c for c in self.comments.values() if c["_repo"] == key]
+            return [
+                public(c) for c in sorted(found, key=lambda c: c["id"]) if c["_issue"] == number
+            ]
+
+    def reactions(self, comment_id: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(self.reactions_by_comment.get(comment_id, []))
+
+
+def public(item: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy without the sandbox's private ``_`` keys."""
+    return {k: copy.deepcopy(v) for k, v in item.items() if not k.startswith("_")}

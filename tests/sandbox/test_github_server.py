@@ -1,0 +1,202 @@
+"""The sandbox GitHub server speaks GitHub's protocol: auth, pagination, ETags, faults, archives.
+
+These use plain ``requests`` (not k8see's client) so the server's behaviour is pinned on its own.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import requests
+
+from k8see.sandbox.github import GitHubSandbox
+from tests.fixtures.github import SANDBOX_TOKEN
+
+AUTH = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
+
+
+def seed(hub: GitHubSandbox, comments: int = 0) -> None:
+    hub.add_repo("acme/shop", collaborators={"alice": "write"})
+    hub.add_pull("acme/shop", 7, head_sha="a" * 40, head_ref="feature/x")
+    for i in range(comments):
+        hub.add_comment("acme/shop", 7, f"comment {i}")
+
+
+def test_requests_without_valid_credentials_get_401(github: GitHubSandbox) -> None:
+    seed(github)
+    url = f"{github.url}/repos/acme/shop/pulls/7"
+    assert requests.get(url, timeout=5).status_code == 401
+    bad = requests.get(url, headers={"Authorization": "token nope"}, timeout=5)
+    assert bad.status_code == 401
+    assert bad.json()["message"] == "Bad credentials"
+    ok = requests.get(url, headers={"Authorization": f"token {SANDBOX_TOKEN}"}, timeout=5)
+    assert ok.status_code == 200
+    assert ok.json()["head"] == {
+        "ref": "feature/x",
+        "sha": "a" * 40,
+        "repo": {"full_name": "acme/shop", "fork": False},
+    }
+
+
+def test_unknown_repo_and_route_answer_githubs_404(github: GitHubSandbox) -> None:
+    seed(github)
+    for path in ("/repos/acme/nope", "/repos/acme/shop/pulls/99", "/repos/acme/shop/forks"):
+        answer = requests.get(github.url + path, headers=AUTH, timeout=5)
+        assert answer.status_code == 404
+        assert answer.json()["message"] == "Not Found"
+
+
+def test_comments_paginate_with_link_headers_and_cap_per_page(github: GitHubSandbox) -> None:
+    seed(github, comments=250)
+    url = f"{github.url}/repos/acme/shop/issues/7/comments"
+    first = requests.get(url, params={"per_page": 500}, headers=AUTH, timeout=5)
+    assert len(first.json()) == 100
+    assert first.links["next"]["url"].endswith("page=2")
+    assert first.links["last"]["url"].endswith("page=3")
+    third = requests.get(first.links["last"]["url"], headers=AUTH, timeout=5)
+    assert [c["body"] for c in third.json()] == [f"comment {i}" for i in range(200, 250)]
+    assert "next" not in third.links
+    assert third.links["prev"]["url"].endswith("page=2")
+    default = requests.get(url, headers=AUTH, timeout=5)
+    assert len(default.json()) == 30
+
+
+def test_comment_pages_answer_304_to_a_matching_etag(github: GitHubSandbox) -> None:
+    seed(github, comments=3)
+    url = f"{github.url}/repos/acme/shop/issues/7/comments"
+    first = requests.get(url, headers=AUTH, timeout=5)
+    etag = first.headers["ETag"]
+    again = requests.get(url, headers={**AUTH, "If-None-Match": etag}, timeout=5)
+    assert again.status_code == 304
+    assert again.content == b""
+    github.add_comment("acme/shop", 7, "a new one")
+    changed = requests.get(url, headers={**AUTH, "If-None-Match": etag}, timeout=5)
+    assert changed.status_code == 200
+    assert len(changed.json()) == 4
+
+
+def test_comment_crud_and_reactions(github: GitHubSandbox) -> None:
+    seed(github)
+    base = f"{github.url}/repos/acme/shop"
+    made = requests.post(f"{base}/issues/7/comments", json={"body": "hi"}, headers=AUTH, timeout=5)
+    assert made.status_code == 201
+    cid = made.json()["id"]
+    assert made.json()["user"]["login"] == "k8see-bot"
+    patched = requests.patch(
+        f"{base}/issues/comments/{cid}", json={"body": "edited"}, headers=AUTH, timeout=5
+    )
+    assert patched.json()["body"] == "edited"
+    react = f"{base}/issues/comments/{cid}/reactions"
+    assert (
+        requests.post(react, json={"content": "rocket"}, headers=AUTH, timeout=5).status_code == 201
+    )
+    assert (
+        requests.post(react, json={"content": "rocket"}, headers=AUTH, timeout=5).status_code == 200
+    )
+    assert (
+        requests.post(react, json={"content": "party"}, headers=AUTH, timeout=5).status_code == 422
+    )
+    assert [r["content"] for r in github.reactions(cid)] == ["rocket"]
+    gone = requests.delete(f"{base}/issues/comments/{cid}", headers=AUTH, timeout=5)
+    assert gone.status_code == 204
+    assert github.comments("acme/shop", 7) == []
+
+
+def test_faults_answer_like_github(github: GitHubSandbox) -> None:
+    seed(github)
+    github.faults.secondary_rate_limit_next = 1
+    github.faults.retry_after_seconds = 7
+    limited = requests.get(f"{github.url}/repos/acme/shop", headers=AUTH, timeout=5)
+    assert limited.status_code == 403
+    assert limited.headers["Retry-After"] == "7"
+    assert "secondary rate limit" in limited.json()["message"]
+    assert requests.get(f"{github.url}/repos/acme/shop", headers=AUTH, timeout=5).ok
+    github.faults.fail_comment_writes_count = 1
+    url = f"{github.url}/repos/acme/shop/issues/7/comments"
+    assert requests.post(url, json={"body": "x"}, headers=AUTH, timeout=5).status_code == 502
+    assert requests.post(url, json={"body": "x"}, headers=AUTH, timeout=5).status_code == 201
+    assert github.calls[-1] == ("POST", "/repos/acme/shop/issues/7/comments")
+
+
+def test_tarball_redirects_to_codeload_with_githubs_prefix(
+    github: GitHubSandbox, source_repo: tuple[Path, list[str]]
+) -> None:
+    seed(github)
+    path, shas = source_repo
+    github.add_source("acme/shop", path)
+    answer = requests.get(
+        f"{github.url}/repos/acme/shop/tarball/{shas[0]}",
+        headers=AUTH,
+        timeout=5,
+        allow_redirects=False,
+    )
+    assert answer.status_code == 302
+    archive = requests.get(answer.headers["Location"], timeout=5)
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        names = tar.getnames()
+    prefix = f"acme-shop-{shas[0][:7]}"
+    assert f"{prefix}/k8s-ee.yaml" in names
+    assert f"{prefix}/NEW.md" not in names  # only in the second commit
+    unknown = requests.get(
+        f"{github.url}/repos/acme/shop/tarball/{'f' * 40}", headers=AUTH, timeout=5
+    )
+    assert unknown.status_code == 404
+
+
+def test_deployments_statuses_and_auto_inactive(github: GitHubSandbox) -> None:
+    seed(github)
+    base = f"{github.url}/repos/acme/shop/deployments"
+    ids = []
+    for sha in ("a" * 40, "b" * 40):
+        made = requests.post(
+            base,
+            json={"ref": sha, "environment": "pr-7"},
+            headers=AUTH,
+            timeout=5,
+        )
+        assert made.status_code == 201
+        ids.append(made.json()["id"])
+        status = requests.post(
+            f"{base}/{ids[-1]}/statuses",
+            json={"state": "success", "environment_url": "https://x"},
+            headers=AUTH,
+            timeout=5,
+        )
+        assert status.status_code == 201
+    first, second = github.deployments("acme/shop")
+    assert [s["state"] for s in first["statuses"]] == ["success", "inactive"]
+    assert second["statuses"][0]["environment_url"] == "https://x"
+    missing = requests.post(base, json={"ref": "nope"}, headers=AUTH, timeout=5)
+    assert missing.status_code == 422
+
+
+def test_main_serves_until_sigterm_and_can_be_seeded(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "k8see.sandbox.github", "--port", "0", "--token", "t0k"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("listening on http://127.0.0.1:")
+        url = line.removeprefix("listening on ")
+        auth = {"Authorization": "token t0k"}
+        repo = {"full_name": "acme/shop", "collaborators": {"bob": "admin"}}
+        assert requests.post(f"{url}/_sandbox/repos", json=repo, headers=auth, timeout=5).ok
+        pull = {"full_name": "acme/shop", "number": 3, "head_sha": "c" * 40, "head_ref": "b"}
+        assert requests.post(f"{url}/_sandbox/pulls", json=pull, headers=auth, timeout=5).ok
+        got = requests.get(f"{url}/repos/acme/shop/pulls/3", headers=auth, timeout=5)
+        assert got.json()["head"]["sha"] == "c" * 40
+        perm = requests.get(f"{url}/repos/acme/shop/collaborators/bob/permission", headers=auth,
+                            timeout=5)  # fmt: skip
+        assert json.loads(perm.text)["permission"] == "admin"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
