@@ -1,0 +1,132 @@
+"""Per-PR coordination in Redis: what replaces GitHub's workflow concurrency groups.
+
+- **Generation.** Every accepted event for a PR increments its generation. A run carries the
+  generation it was enqueued with and stops as superseded once a newer one exists, so the
+  latest push wins and a burst of pushes costs at most one extra build.
+- **Close mark.** A close or destroy sets it; a deploy that starts later stops. A reopen or an
+  explicit ``/deploy-preview`` clears it.
+- **Lease.** Deploy and destroy hold a per-PR lease with a TTL, renewed while they run, with a
+  fencing token that grows on every acquisition. A stage that finds the lease taken retries
+  later instead of blocking a worker slot. The same run re-executing after a crash (redelivery)
+  takes its own lease over instead of waiting for the TTL.
+- **Dedupe.** The same event delivered twice (same action, SHA and comment) enqueues once.
+
+Lua is used only where atomicity needs it (renew and release compare the owner first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from k8see.errors import Superseded
+
+PREFIX = "k8see"
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Take the lease if it is free or already held by the same run (redelivery after a crash).
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, -string.len(ARGV[1])) ~= ARGV[1] then
+  return nil
+end
+local token = redis.call('INCR', KEYS[2])
+local value = token .. ':' .. ARGV[1]
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return value
+"""
+
+
+def pr_key(repo: str, pr: int, what: str) -> str:
+    """The Redis key of one per-PR value; repo names are case-insensitive on GitHub."""
+    return f"{PREFIX}:pr:{repo.lower()}:{pr}:{what}"
+
+
+def next_generation(client: redis.Redis, *, repo: str, pr: int) -> int:
+    return int(client.incr(pr_key(repo, pr, "generation")))
+
+
+def current_generation(client: redis.Redis, *, repo: str, pr: int) -> int:
+    value = client.get(pr_key(repo, pr, "generation"))
+    return int(value) if value else 0
+
+
+def mark_closed(client: redis.Redis, *, repo: str, pr: int) -> None:
+    client.set(pr_key(repo, pr, "closed"), "1")
+
+
+def clear_closed(client: redis.Redis, *, repo: str, pr: int) -> None:
+    client.delete(pr_key(repo, pr, "closed"))
+
+
+def is_closed(client: redis.Redis, *, repo: str, pr: int) -> bool:
+    return bool(client.exists(pr_key(repo, pr, "closed")))
+
+
+def claim_delivery(
+    client: redis.Redis, *, repo: str, pr: int, fingerprint: str, run_id: str, ttl_seconds: int
+) -> str | None:
+    """Record that this event was accepted; return the earlier run id if it already was."""
+    key = pr_key(repo, pr, f"delivery:{fingerprint}")
+    if client.set(key, run_id, nx=True, ex=ttl_seconds):
+        return None
+    existing = client.get(key)
+    return existing.decode() if isinstance(existing, bytes) else str(existing)
+
+
+@dataclass
+class Lease:
+    """A held per-PR lease. ``token`` is the fencing token: larger means newer."""
+
+    client: redis.Redis
+    key: str
+    value: str
+    ttl_seconds: float
+
+    @property
+    def token(self) -> int:
+        return int(self.value.split(":", 1)[0])
+
+    def renew(self) -> None:
+        """Extend the lease; raise ``Superseded`` if another run took it (we were fenced off)."""
+        ok = self.client.eval(_RENEW, 1, self.key, self.value, int(self.ttl_seconds * 1000))
+        if not ok:
+            raise Superseded(
+                "Another run took over this pull request's environment; this one stops.",
+            )
+
+    def release(self) -> None:
+        self.client.eval(_RELEASE, 1, self.key, self.value)
+
+
+def acquire_lease(
+    client: redis.Redis, *, repo: str, pr: int, owner: str, ttl_seconds: float
+) -> Lease | None:
+    """Take the PR's lease for ``owner`` (a run id and stage), or None if someone else has it."""
+    key = pr_key(repo, pr, "lease")
+    value = client.eval(_ACQUIRE, 2, key, pr_key(repo, pr, "fence"), owner, int(ttl_seconds * 1000))
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return Lease(client=client, key=key, value=text, ttl_seconds=ttl_seconds)
+
+
+def lease_holder(client: redis.Redis, *, repo: str, pr: int) -> str | None:
+    value = client.get(pr_key(repo, pr, "lease"))
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,146 @@
+"""The environment record: one per PR in Redis, the user-facing truth.
+
+It feeds the PR comment, ``k8see status``, the metrics and the cleanup job. Only the task layer
+and the enqueue client write it. A run may only update the record of its own or an older
+generation, so a superseded run that finishes late never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from k8see.coordination import PREFIX
+from k8see.run import Status
+
+INDEX_KEY = f"{PREFIX}:envs"
+LOG_LINES_KEPT = 200
+
+
+def record_key(repo: str, pr: int) -> str:
+    return f"{PREFIX}:env:{repo.lower()}:{pr}"
+
+
+def log_key(run_id: str) -> str:
+    return f"{PREFIX}:log:{run_id}"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def get(client: redis.Redis, *, repo: str, pr: int) -> dict[str, Any] | None:
+    raw = client.get(record_key(repo, pr))
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return data if isinstance(data, dict) else None
+
+
+def update(
+    client: redis.Redis,
+    *,
+    repo: str,
+    pr: int,
+    generation: int,
+    changes: dict[str, Any],
+    ttl_seconds: int,
+) -> dict[str, Any] | None:
+    """Merge ``changes`` into the record unless a newer generation owns it.
+
+    Returns the new record, or None when the write was refused as stale. ``timings`` and
+    ``results`` are merged one level deep so stages add to them.
+    """
+    key = record_key(repo, pr)
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                record: dict[str, Any] = json.loads(raw) if raw else {}
+                if int(record.get("generation") or 0) > generation:
+                    pipe.unwatch()
+                    return None
+                merged = _merge(record, changes)
+                merged.update(repo=repo, pr=pr, generation=generation, updated_at=now_iso())
+                merged.setdefault("created_at", merged["updated_at"])
+                pipe.multi()
+                pipe.set(key, json.dumps(merged, sort_keys=True), ex=ttl_seconds)
+                pipe.zadd(INDEX_KEY, {key: time.time()})
+                pipe.execute()
+                return merged
+            except redis.WatchError:
+                continue
+
+
+def _merge(record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(record)
+    for name, value in changes.items():
+        if name in ("timings",) and isinstance(value, dict):
+            out[name] = {**(out.get(name) or {}), **value}
+        else:
+            out[name] = value
+    return out
+
+
+def set_status(
+    client: redis.Redis,
+    *,
+    repo: str,
+    pr: int,
+    generation: int,
+    status: Status,
+    ttl_seconds: int,
+    **changes: Any,
+) -> dict[str, Any] | None:
+    return update(
+        client,
+        repo=repo,
+        pr=pr,
+        generation=generation,
+        changes={"status": status.value, **changes},
+        ttl_seconds=ttl_seconds,
+    )
+
+
+def list_records(
+    client: redis.Redis, *, repo: str | None = None, pr: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Records, most recently updated first, optionally filtered by repository and PR."""
+    keys = [
+        k.decode() if isinstance(k, bytes) else str(k) for k in client.zrevrange(INDEX_KEY, 0, -1)
+    ]
+    if not keys:
+        return
+    for key, raw in zip(keys, client.mget(keys), strict=True):
+        if raw is None:
+            client.zrem(INDEX_KEY, key)  # expired record: drop it from the index
+            continue
+        record = json.loads(raw)
+        if repo and str(record.get("repo", "")).lower() != repo.lower():
+            continue
+        if pr is not None and record.get("pr") != pr:
+            continue
+        yield record
+
+
+def append_log(client: redis.Redis, *, run_id: str, line: str, ttl_seconds: int) -> None:
+    """Keep the last lines of a run's tool output (already redacted by the caller)."""
+    key = log_key(run_id)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.rpush(key, line[:2000])
+        pipe.ltrim(key, -LOG_LINES_KEPT, -1)
+        pipe.expire(key, ttl_seconds)
+        pipe.execute()
+
+
+def log_tail(client: redis.Redis, *, run_id: str, lines: int = 20) -> list[str]:
+    return [
+        v.decode() if isinstance(v, bytes) else str(v)
+        for v in client.lrange(log_key(run_id), -lines, -1)
+    ]

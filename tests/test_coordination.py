@@ -1,0 +1,89 @@
+"""Per-PR coordination against a real Redis.
+
+Covers: generations grow per PR; the close mark; delivery dedupe; the lease is exclusive,
+renewable, fenced (tokens grow), re-entrant for the same run after a crash, and lost leases
+stop the holder.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from k8see import coordination
+from k8see.errors import Superseded
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+def test_generations_grow_per_pr_and_repo_case_is_ignored(client: redis.Redis) -> None:
+    assert coordination.current_generation(client, repo="acme/shop", pr=1) == 0
+    assert coordination.next_generation(client, repo="acme/shop", pr=1) == 1
+    assert coordination.next_generation(client, repo="Acme/Shop", pr=1) == 2
+    assert coordination.next_generation(client, repo="acme/shop", pr=2) == 1
+    assert coordination.current_generation(client, repo="acme/shop", pr=1) == 2
+
+
+def test_close_mark_is_set_and_cleared(client: redis.Redis) -> None:
+    assert not coordination.is_closed(client, repo="a/b", pr=3)
+    coordination.mark_closed(client, repo="a/b", pr=3)
+    assert coordination.is_closed(client, repo="a/b", pr=3)
+    coordination.clear_closed(client, repo="a/b", pr=3)
+    assert not coordination.is_closed(client, repo="a/b", pr=3)
+
+
+def test_a_redelivered_event_maps_to_the_first_run(client: redis.Redis) -> None:
+    first = coordination.claim_delivery(
+        client, repo="a/b", pr=1, fingerprint="x", run_id="run1", ttl_seconds=60
+    )
+    again = coordination.claim_delivery(
+        client, repo="a/b", pr=1, fingerprint="x", run_id="run2", ttl_seconds=60
+    )
+    assert first is None
+    assert again == "run1"
+
+
+def test_the_lease_is_exclusive_and_fenced(client: redis.Redis) -> None:
+    # Given one run holds the lease
+    lease = coordination.acquire_lease(client, repo="a/b", pr=1, owner="r1:deploy", ttl_seconds=30)
+    assert lease is not None
+    # When another run asks, it is refused
+    assert (
+        coordination.acquire_lease(client, repo="a/b", pr=1, owner="r2:deploy", ttl_seconds=30)
+        is None
+    )
+    # Then after release the other run gets a larger fencing token
+    lease.release()
+    second = coordination.acquire_lease(client, repo="a/b", pr=1, owner="r2:deploy", ttl_seconds=30)
+    assert second is not None and second.token > lease.token
+
+
+def test_the_same_run_takes_its_lease_over_after_a_crash(client: redis.Redis) -> None:
+    crashed = coordination.acquire_lease(
+        client, repo="a/b", pr=1, owner="r1:deploy", ttl_seconds=30
+    )
+    assert crashed is not None
+    redelivered = coordination.acquire_lease(
+        client, repo="a/b", pr=1, owner="r1:deploy", ttl_seconds=30
+    )
+    assert redelivered is not None and redelivered.token > crashed.token
+    # The crashed holder is fenced off: renewing its old lease fails.
+    with pytest.raises(Superseded):
+        crashed.renew()
+    redelivered.renew()
+
+
+def test_an_expired_lease_is_free_and_its_holder_stops(client: redis.Redis) -> None:
+    lease = coordination.acquire_lease(client, repo="a/b", pr=1, owner="r1:deploy", ttl_seconds=0.2)
+    assert lease is not None
+    time.sleep(0.3)
+    other = coordination.acquire_lease(client, repo="a/b", pr=1, owner="r2:deploy", ttl_seconds=30)
+    assert other is not None
+    with pytest.raises(Superseded):
+        lease.renew()
+    assert coordination.lease_holder(client, repo="a/b", pr=1) == other.value

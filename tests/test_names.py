@@ -1,0 +1,52 @@
+"""Names that reach labels, URLs and commands: built only from validated parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from k8see import names
+from k8see.errors import ConfigError, PolicyError
+
+
+def test_namespace_url_and_deployment_follow_the_reference_patterns() -> None:
+    assert names.namespace("myapp", 42) == "myapp-pr-42"
+    assert names.preview_url("myapp", 42, "k8s-ee.genesluna.dev") == (
+        "https://myapp-pr-42.k8s-ee.genesluna.dev"
+    )
+    assert names.deployment_name("myapp", 42) == "myapp-pr-42-app"
+
+
+@pytest.mark.parametrize("bad", ["", "My-App", "-a", "a-", "a" * 21, "a;rm -rf /", "a b", "a/b"])
+def test_project_ids_with_metacharacters_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        names.namespace(bad, 1)
+
+
+@pytest.mark.parametrize("bad", ["acme", "acme/shop/x", "../etc", "a b/c", "a/b;ls", "a/$(x)"])
+def test_repositories_must_be_owner_slash_repo(bad: str) -> None:
+    with pytest.raises(PolicyError):
+        names.check_repo(bad)
+
+
+def test_image_names_are_lowercased() -> None:
+    # The reference rejected uppercase owners (gap 7); k8see lowercases them.
+    assert names.image_repository("ghcr.io", "Acme/Shop", "web") == "ghcr.io/acme/shop/web"
+
+
+@pytest.mark.parametrize(
+    ("branch", "label"),
+    [
+        ("feature/Login#2", "feature-Login-2"),
+        ("--x--", "x"),
+        ("", "unknown"),
+        ("é", "unknown"),
+        ("a" * 80, "a" * 63),
+    ],
+)
+def test_branch_names_become_valid_label_values(branch: str, label: str) -> None:
+    assert names.sanitize_label_value(branch) == label
+
+
+def test_a_short_sha_is_refused() -> None:
+    with pytest.raises(PolicyError):
+        names.check_sha("abc123")
