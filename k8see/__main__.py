@@ -1,0 +1,5 @@
+"""``python -m k8see`` runs the CLI."""
+
+from k8see.cli import main
+
+main()

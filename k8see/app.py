@@ -1,0 +1,85 @@
+"""The Celery app: queues, routes, serialisation and delivery guarantees, in one place.
+
+``create_app(settings)`` builds it; the module-level ``app`` (from the environment) is what
+``celery -A k8see.app worker`` and ``k8see worker`` use. Creating the app connects to nothing,
+and the task modules are only listed (``include``), not imported, so the enqueue client stays
+light and sends tasks by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from k8see.settings import PlatformSettings, load_settings
+
+#: Queue of each task, by explicit name. Stage names double as task names ``k8see.<stage>``.
+ROUTES: dict[str, str] = {
+    "k8see.validate": "default",
+    "k8see.comment": "default",
+    "k8see.build": "build",
+    "k8see.scan": "build",
+    "k8see.deploy": "deploy",
+    "k8see.destroy": "deploy",
+}
+
+QUEUES = ("default", "build", "deploy", "maintenance")
+
+
+def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
+    """A Celery app configured for k8see's pipelines.
+
+    Args:
+        settings: Platform settings; only the Redis and queue groups are read here.
+        name: The app's main name (tests give each app their own).
+
+    Returns:
+        The configured app; the tasks in ``k8see.tasks`` register on first worker import.
+    """
+    app = Celery(name, include=["k8see.tasks"])
+    conf: dict[str, Any] = {
+        "broker_url": settings.redis.url,
+        "result_backend": settings.redis.url,
+        # JSON only: messages carry ids and digests, never pickled objects.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": settings.redis.result_expires_seconds,
+        # A stage may run twice; acknowledging late means a crash redelivers, never loses.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": "default",
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
+        "task_routes": {task: {"queue": queue} for task, queue in ROUTES.items()},
+        # Flower and metrics need events; the "sent" event shows queued tasks too.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # Unacked messages of a worker that vanished are redelivered after this long;
+            # it must exceed the longest stage (a build) or a slow build would run twice.
+            "visibility_timeout": settings.build.timeout_seconds + 300,
+        },
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+    }
+    app.conf.update(conf)
+    app.k8see_settings = settings  # type: ignore[attr-defined]
+    return app
+
+
+def settings_of(app: Celery) -> PlatformSettings:
+    """The settings an app was created with."""
+    settings = getattr(app, "k8see_settings", None)
+    if not isinstance(settings, PlatformSettings):
+        settings = load_settings()
+        app.k8see_settings = settings  # type: ignore[attr-defined]
+    return settings
+
+
+app = create_app(load_settings())

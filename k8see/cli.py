@@ -1,0 +1,488 @@
+"""The ``k8see`` command.
+
+Subcommands: enqueue, validate, schema, status, worker, beat, flower, sandbox, demo. Process
+subcommands only pick queues and options, then hand over to Celery's own worker, beat and
+Flower. Heavy imports happen inside the commands that need them, so ``k8see enqueue`` starts
+fast. A ``K8seeError`` prints ``Error: …`` and ``Hint: …``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from k8see.errors import K8seeError, PolicyError
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+#: Queues and default concurrency of each worker pool (concurrency from settings).
+POOLS = {
+    "default": ("default",),
+    "build": ("build",),
+    "deploy": ("deploy",),
+    "maintenance": ("maintenance",),
+    "all": ("default", "build", "deploy", "maintenance"),
+}
+
+EPILOG = """\b
+Examples:
+  k8see enqueue --event-path "$GITHUB_EVENT_PATH" --config k8s-ee.yaml --wait
+  k8see enqueue --repo acme/shop --pr 42 --action opened --sha <40-hex> --dry-run
+  k8see validate k8s-ee.yaml
+  k8see status --repo acme/shop --json
+  k8see worker --pool build
+"""
+
+
+def _fail(error: K8seeError) -> NoReturn:
+    click.echo(f"Error: {error.message}", err=True)
+    if error.where:
+        click.echo(f"Where: {error.where}", err=True)
+    if error.hint:
+        click.echo(f"Hint: {error.hint}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _settings() -> Any:
+    from k8see.settings import load_settings
+
+    return load_settings(os.environ.get("K8SEE_SETTINGS_FILE") or None)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn k8see and connection errors into one readable message and an exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return fn(*args, **kwargs)
+        except K8seeError as exc:
+            _fail(exc)
+        except redis.exceptions.ConnectionError as exc:
+            click.echo(f"Error: cannot reach Redis ({exc}).", err=True)
+            click.echo(
+                "Hint: check K8SEE_REDIS__URL, or start the sandbox with `k8see sandbox up`.",
+                err=True,
+            )
+            sys.exit(EXIT_UNREACHABLE)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group(
+    context_settings={"auto_envvar_prefix": "K8SEE", "help_option_names": ["-h", "--help"]},
+    epilog=EPILOG,
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "full", "json"]),
+    default="plain",
+    show_default=True,
+    help="Log line format.",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def main(log_format: str, log_level: str) -> None:
+    """k8see: a preview environment for every pull request."""
+    from k8see.logs import configure
+
+    configure(fmt=log_format, level=log_level)
+
+
+# --- enqueue -------------------------------------------------------------------------------
+
+
+def _trigger_mode(config_path: str | None) -> str | None:
+    if not config_path:
+        return None
+    from k8see.config import load_repo_config
+
+    return str(load_repo_config(Path(config_path), filename=config_path).trigger)
+
+
+def _decide(
+    *,
+    event_path: str | None,
+    event_name: str | None,
+    repo: str | None,
+    pr: int | None,
+    action: str | None,
+    sha: str | None,
+    ref: str | None,
+    comment: str | None,
+    commenter: str | None,
+    mode: str | None,
+) -> tuple[Any, str]:
+    """The decision and the trigger label workers re-decide from."""
+    from k8see import events
+
+    if event_path:
+        try:
+            payload = json.loads(Path(event_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise PolicyError(
+                f"Cannot read the GitHub event at {event_path}: {exc}.",
+                hint='Pass --event-path "$GITHUB_EVENT_PATH" from a workflow step.',
+            ) from exc
+        name = event_name or os.environ.get("GITHUB_EVENT_NAME") or ""
+        # Without the repository's config the enqueuer cannot know the trigger mode: it
+        # assumes the mode under which the event counts and the worker re-decides.
+        assumed = mode or ("on-demand" if name == "issue_comment" else "automatic")
+        decision = events.decide(event_name=name, payload=payload, trigger=assumed)
+        if name == "issue_comment":
+            body = ""
+            if isinstance(payload, dict) and isinstance(payload.get("comment"), dict):
+                body = str(payload["comment"].get("body") or "")
+            return decision, f"issue_comment:{body.splitlines()[0].strip() if body else ''}"
+        return decision, f"{name}:{payload.get('action', '') if isinstance(payload, dict) else ''}"
+    if not repo or not pr:
+        raise PolicyError(
+            "Say which event to enqueue.",
+            hint="Use --event-path with --event-name, or --repo, --pr and --action (or --comment).",
+        )
+    if comment is not None:
+        assumed = mode or "on-demand"
+        decision = events.decide_from_comment(
+            repo=repo, pr=pr, body=comment, trigger=assumed, commenter=commenter or ""
+        )
+        return decision, f"issue_comment:{comment.splitlines()[0].strip() if comment else ''}"
+    if not action:
+        raise PolicyError(
+            "--action is required with --repo and --pr.",
+            hint="One of opened, reopened, synchronize, closed.",
+        )
+    decision = events.decide_from_flags(
+        repo=repo, pr=pr, action=action, sha=sha or "", ref=ref or "", trigger=mode or "automatic"
+    )
+    return decision, f"pull_request:{action}"
+
+
+@main.command()
+@click.option("--event-path", type=click.Path(dir_okay=False), help="GitHub event JSON.")
+@click.option("--event-name", help="pull_request or issue_comment (default $GITHUB_EVENT_NAME).")
+@click.option("--repo", help="OWNER/REPO, when not reading an event.")
+@click.option("--pr", type=int, help="PR number.")
+@click.option(
+    "--action", "pr_action", type=click.Choice(["opened", "reopened", "synchronize", "closed"])
+)
+@click.option("--sha", help="Head commit SHA (40 hex).")
+@click.option("--ref", help="Head branch name.")
+@click.option("--comment", help="A PR comment body, e.g. /deploy-preview.")
+@click.option("--commenter", help="Login of the comment's author.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="The checkout's k8s-ee.yaml, to read the trigger mode.",
+)
+@click.option("--source", default="", help="Where workers fetch the source (default: GitHub).")
+@click.option("--dry-run", is_flag=True, help="Print the decision as JSON; enqueue nothing.")
+@click.option("--wait", is_flag=True, help="Follow the run until ready or destroyed.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="Seconds --wait follows the run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_guard
+def enqueue(
+    event_path: str | None,
+    event_name: str | None,
+    repo: str | None,
+    pr: int | None,
+    pr_action: str | None,
+    sha: str | None,
+    ref: str | None,
+    comment: str | None,
+    commenter: str | None,
+    config_path: str | None,
+    source: str,
+    dry_run: bool,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Decide what a GitHub event asks for and queue it."""
+    mode = _trigger_mode(config_path)
+    decision, trigger = _decide(
+        event_path=event_path,
+        event_name=event_name,
+        repo=repo,
+        pr=pr,
+        action=pr_action,
+        sha=sha,
+        ref=ref,
+        comment=comment,
+        commenter=commenter,
+        mode=mode,
+    )
+    summary = {
+        "action": decision.action.value,
+        "repo": decision.repo,
+        "pr": decision.pr,
+        "sha": decision.sha,
+        "reason": decision.reason,
+    }
+    if dry_run or decision.action.value == "skip":
+        click.echo(json.dumps(summary) if (dry_run or as_json) else f"skip: {decision.reason}")
+        return
+    from k8see.client import enqueue as send
+    from k8see.client import follow
+
+    settings = _settings()
+    sent = send(decision, settings=settings, trigger=trigger, source=source)
+    if sent.duplicate_of:
+        summary["duplicate_of"] = sent.duplicate_of
+    summary["run_id"] = sent.run_id
+    if not wait:
+        click.echo(json.dumps(summary) if as_json else sent.run_id)
+        return
+    if not as_json:
+        click.echo(f"run {sent.run_id}: {decision.action.value} {decision.repo}#{decision.pr}")
+    started = time.monotonic()
+
+    def progress(record: dict[str, Any]) -> None:
+        if as_json or record.get("run_id") not in (sent.run_id, None):
+            return
+        stage = record.get("stage") or ""
+        click.echo(f"  {time.monotonic() - started:6.1f}s  {record.get('status', '?'):<11} {stage}")
+
+    outcome = follow(
+        settings=settings,
+        repo=decision.repo,
+        pr=decision.pr,
+        run_id=sent.run_id,
+        generation=sent.run.generation,
+        timeout_seconds=timeout,
+        on_change=progress,
+    )
+    summary.update(status=outcome.status, preview_url=outcome.record.get("preview_url"))
+    if as_json:
+        click.echo(json.dumps({**summary, "error": outcome.record.get("error")}))
+    elif outcome.ok:
+        url = outcome.record.get("preview_url")
+        click.echo(f"{outcome.status}" + (f": {url}" if url and outcome.status == "ready" else ""))
+    if outcome.ok:
+        return
+    error = outcome.record.get("error") or {}
+    if outcome.timed_out:
+        message = f"Gave up following after {timeout:.0f}s (status {outcome.status})."
+    elif outcome.superseded:
+        message = "A newer event replaced this run."
+    else:
+        message = str(error.get("message") or f"The run ended as {outcome.status}.")
+    if not as_json:
+        click.echo(f"Error: {message}", err=True)
+        if error.get("hint"):
+            click.echo(f"Hint: {error['hint']}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("path", default="k8s-ee.yaml", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the config with defaults as JSON.")
+@_guard
+def validate(path: str, as_json: bool) -> None:
+    """Validate a k8s-ee.yaml."""
+    from k8see.config import load_repo_config
+
+    config = load_repo_config(Path(path), filename=path)
+    if as_json:
+        click.echo(json.dumps(config.to_dict(), indent=2))
+    else:
+        dbs = ", ".join(config.enabled_databases()) or "none"
+        click.echo(
+            f"{path} is valid: projectId {config.to_dict()['projectId']}, "
+            f"trigger {config.trigger}, databases {dbs}."
+        )
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of k8s-ee.yaml."""
+    from k8see.config.model import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+# --- status ----------------------------------------------------------------------------------
+
+STATUS_COLUMNS = ("repo", "pr", "status", "stage", "sha", "preview_url", "updated_at")
+
+
+@main.command()
+@click.option("--repo", help="Only this OWNER/REPO.")
+@click.option("--pr", type=int, help="Only this PR.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_guard
+def status(repo: str | None, pr: int | None, as_json: bool) -> None:
+    """Show the environment records."""
+    import redis
+
+    from k8see import state
+
+    settings = _settings()
+    client = redis.Redis.from_url(settings.redis.url)
+    records = list(state.list_records(client, repo=repo, pr=pr))
+    if as_json:
+        click.echo(json.dumps(records, indent=2, sort_keys=True))
+        return
+    if not records:
+        click.echo("No environments.")
+        return
+    rows = [[_cell(r, c) for c in STATUS_COLUMNS] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(STATUS_COLUMNS)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(STATUS_COLUMNS, widths, strict=True)))
+    for row in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(record: dict[str, Any], column: str) -> str:
+    value = record.get(column)
+    if column == "sha" and value:
+        return str(value)[:12]
+    if column == "stage" and record.get("status") in ("ready", "destroyed", "preserved"):
+        return ""
+    return "" if value is None else str(value)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--pool", type=click.Choice(sorted(POOLS)), default="default", show_default=True)
+@click.option("--concurrency", type=int, help="Override the pool's concurrency.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(pool: str, concurrency: int | None, celery_args: tuple[str, ...]) -> None:
+    """Run a worker pool (celery worker with the pool's queues and concurrency)."""
+    settings = _settings()
+    per_pool = {
+        "default": settings.queues.default_concurrency,
+        "build": settings.queues.build_concurrency,
+        "deploy": settings.queues.deploy_concurrency,
+        "maintenance": settings.queues.maintenance_concurrency,
+    }
+    count = concurrency or (sum(per_pool.values()) if pool == "all" else per_pool[pool])
+    _celery(
+        [
+            "worker",
+            "-Q",
+            ",".join(POOLS[pool]),
+            "-c",
+            str(count),
+            "-n",
+            f"{pool}@%h",
+            "-E",
+            "--loglevel",
+            "INFO",
+            *celery_args,
+        ]
+    )
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(celery_args: tuple[str, ...]) -> None:
+    """Run the scheduler of the maintenance jobs."""
+    _celery(["beat", "--loglevel", "INFO", *celery_args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
+    """Run Flower, the admins' dashboard (basic auth from FLOWER_BASIC_AUTH)."""
+    _celery(["flower", f"--port={port}", f"--address={address}", *flower_args])
+
+
+def _celery(argv: list[str]) -> NoReturn:
+    """Hand over to Celery's own command line with k8see's app."""
+    from celery.bin.celery import main as celery_main
+
+    sys.argv = ["celery", "-A", "k8see.app", *argv]
+    sys.exit(celery_main())
+
+
+# --- sandbox ---------------------------------------------------------------------------------
+
+
+@main.group()
+def sandbox() -> None:
+    """Local stand-ins for a cluster and GitHub (tests and the demo)."""
+
+
+@sandbox.command("apiserver")
+@click.option("--port", type=int, default=0, show_default=True)
+@click.option("--kubeconfig", required=True, type=click.Path(dir_okay=False))
+@click.option("--ready-delay", type=float, default=0.2, show_default=True)
+@click.option("--state-file", type=click.Path(dir_okay=False))
+def sandbox_apiserver(
+    port: int, kubeconfig: str, ready_delay: float, state_file: str | None
+) -> None:
+    """Serve the sandbox Kubernetes API and write a kubeconfig for it."""
+    from k8see.sandbox.kubeapi.__main__ import main as serve
+
+    argv = ["--port", str(port), "--kubeconfig", kubeconfig, "--ready-delay", str(ready_delay)]
+    if state_file:
+        argv += ["--state-file", state_file]
+    sys.exit(serve(argv))
+
+
+@sandbox.command("github")
+@click.option("--port", type=int, default=0, show_default=True)
+def sandbox_github(port: int) -> None:
+    """Serve the sandbox GitHub API."""
+    from k8see.sandbox.github import main as serve
+
+    sys.exit(serve(["--port", str(port)]))
+
+
+@sandbox.command("up")
+@click.option(
+    "--dir",
+    "workdir",
+    default=".sandbox",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where state, logs and the env file go.",
+)
+def sandbox_up(workdir: str) -> None:
+    """Start Redis, the Kubernetes and GitHub stand-ins and a registry; print their env."""
+    from k8see.sandbox.platform import run_forever
+
+    sys.exit(run_forever(Path(workdir)))
+
+
+@main.command()
+@click.option("--example", default="hello", show_default=True, help="Which examples/<app>.")
+@click.option("--keep", is_flag=True, help="Leave the platform running afterwards.")
+@click.option(
+    "--dir", "workdir", default=".sandbox", show_default=True, type=click.Path(file_okay=False)
+)
+def demo(example: str, keep: bool, workdir: str) -> None:
+    """Run the main job on the local sandbox: open a PR, see it ready, close it."""
+    from k8see.sandbox.demo import run_demo
+
+    sys.exit(run_demo(example=example, keep=keep, workdir=Path(workdir)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

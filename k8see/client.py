@@ -1,0 +1,166 @@
+"""The enqueue client: what a GitHub workflow step runs.
+
+It turns a decision about an event into ONE message set in Redis: it bumps the PR's
+generation (so older runs stop), sets or clears the close mark, writes the ``queued`` record
+and sends the chain by task name. It imports no worker dependency (kubernetes, boto3, docker,
+pyhelm3) and no stage code; the import-linter contract in pyproject.toml keeps it that way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from k8see import coordination, state
+from k8see.app import create_app
+from k8see.events import Decision
+from k8see.pipeline import chain_for
+from k8see.run import TERMINAL, Action, Run, Status
+from k8see.settings import PlatformSettings
+
+#: How long a delivered event is remembered, so a redelivery enqueues nothing.
+DEDUPE_SECONDS = 3600
+POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What ``enqueue`` did: the run it sent, or the earlier run a duplicate maps to."""
+
+    run: Run
+    duplicate_of: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.duplicate_of or self.run.run_id
+
+
+def enqueue(
+    decision: Decision,
+    *,
+    settings: PlatformSettings,
+    trigger: str,
+    source: str = "",
+    client: redis.Redis | None = None,
+) -> Enqueued:
+    """Send the chain for ``decision`` (which must not be a skip).
+
+    Args:
+        decision: The action decided from the event.
+        settings: Platform settings (Redis URL, limits).
+        trigger: What started it, e.g. ``pull_request:synchronize`` or
+            ``issue_comment:/deploy-preview``; the workers re-decide from it once they have
+            read the repository's trigger mode.
+        source: Where workers fetch the source; empty means the GitHub API.
+        client: A Redis client to reuse (tests); one is made from the settings otherwise.
+    """
+    if decision.action is Action.SKIP:
+        raise ValueError("a skip decision is not enqueued")
+    redis_client = client or redis.Redis.from_url(settings.redis.url)
+    repo, pr = decision.repo, decision.pr
+    draft = Run(
+        repo=repo,
+        pr=pr,
+        sha=decision.sha,
+        generation=0,
+        action=decision.action,
+        ref=decision.ref,
+        trigger=trigger,
+        source=source,
+        comment_id=decision.comment_id or 0,
+        merged=bool(decision.merged),
+        enqueued_at=time.time(),
+    )
+    fingerprint = f"{trigger}:{decision.action.value}:{decision.sha}:{decision.comment_id or 0}"
+    earlier = coordination.claim_delivery(
+        redis_client,
+        repo=repo,
+        pr=pr,
+        fingerprint=fingerprint,
+        run_id=draft.run_id,
+        ttl_seconds=DEDUPE_SECONDS,
+    )
+    if earlier is not None:
+        return Enqueued(run=draft, duplicate_of=earlier)
+
+    if decision.action is Action.DESTROY:
+        coordination.mark_closed(redis_client, repo=repo, pr=pr)
+    else:
+        coordination.clear_closed(redis_client, repo=repo, pr=pr)
+    generation = coordination.next_generation(redis_client, repo=repo, pr=pr)
+    run = Run.from_dict({**draft.to_dict(), "generation": generation})
+    state.set_status(
+        redis_client,
+        repo=repo,
+        pr=pr,
+        generation=generation,
+        status=Status.QUEUED,
+        ttl_seconds=settings.redis.record_ttl_seconds,
+        run_id=run.run_id,
+        action=run.action.value,
+        trigger=trigger,
+        sha=run.sha or None,
+        ref=run.ref,
+        stage=None,
+        error=None,
+        timings={},
+        enqueued_at=run.enqueued_at,
+    )
+    app = create_app(settings)
+    chain_for(app, settings, run).apply_async()
+    return Enqueued(run=run)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a followed run ended."""
+
+    status: str
+    record: dict[str, Any]
+    superseded: bool = False
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (Status.READY.value, Status.DESTROYED.value, Status.PRESERVED.value)
+
+
+def follow(
+    *,
+    settings: PlatformSettings,
+    repo: str,
+    pr: int,
+    run_id: str,
+    generation: int,
+    timeout_seconds: float,
+    on_change: Callable[[dict[str, Any]], None] = lambda record: None,
+    until_commented: bool = False,
+    client: redis.Redis | None = None,
+) -> Outcome:
+    """Watch the PR's record until this run ends, calling ``on_change`` on every update.
+
+    With ``until_commented``, a finished run also waits for its PR comment to be written.
+    """
+    redis_client = client or redis.Redis.from_url(settings.redis.url)
+    deadline = time.monotonic() + timeout_seconds
+    seen: tuple[Any, ...] = ()
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        record = state.get(redis_client, repo=repo, pr=pr) or {}
+        key = (record.get("status"), record.get("stage"), record.get("updated_at"))
+        if key != seen:
+            seen = key
+            on_change(record)
+        if int(record.get("generation") or 0) > generation:
+            return Outcome(status=Status.SUPERSEDED.value, record=record, superseded=True)
+        status = record.get("status")
+        if record.get("run_id") == run_id and status in {s.value for s in TERMINAL}:
+            commented = status == Status.SKIPPED.value or record.get("commented") == status
+            if commented or not until_commented:
+                return Outcome(status=str(status), record=record)
+        time.sleep(POLL_SECONDS)
+    return Outcome(status=str(record.get("status", "unknown")), record=record, timed_out=True)

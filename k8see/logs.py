@@ -1,0 +1,118 @@
+"""Logging: formats (plain, full, json), the run context on every line, secret redaction.
+
+``configure()`` is called once by the CLI. ``run_logger()`` binds repo, PR, generation, stage,
+run id and task id, so every line of a stage says which run it belongs to. The redaction
+filter replaces known secret values and token-shaped strings before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from k8see.run import Run
+    from k8see.settings import PlatformSettings
+
+CONTEXT_FIELDS = ("run_id", "repo", "pr", "generation", "stage", "task_id")
+#: Token shapes that must never reach a log: GitHub tokens, AWS keys, bearer headers, JWTs.
+TOKEN_PATTERNS = re.compile(
+    r"(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|AKIA[0-9A-Z]{16}"
+    r"|(?i:bearer|token)\s+[A-Za-z0-9._~+/=-]{12,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)"
+)
+REDACTED = "[redacted]"
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    return TOKEN_PATTERNS.sub(REDACTED, text)
+
+
+def secret_values(settings: PlatformSettings) -> list[str]:
+    """The configured secret values, so they can be masked wherever they appear."""
+    values = []
+    for secret in (settings.github.token, settings.registry.password):
+        if secret is not None:
+            values.append(secret.get_secret_value())
+    return [v for v in values if v]
+
+
+def redactor(settings: PlatformSettings) -> Callable[[str], str]:
+    secrets = secret_values(settings)
+    return lambda text: redact_text(text, secrets)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in the formatted message of every record that passes through."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_text(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value not in (None, ""):
+                data[name] = value
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+class ContextFormatter(logging.Formatter):
+    """Plain text with the run context appended in brackets when present."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        ctx = " ".join(
+            f"{n}={getattr(record, n)}" for n in CONTEXT_FIELDS if getattr(record, n, None)
+        )
+        return f"{base} [{ctx}]" if ctx else base
+
+
+def configure(*, fmt: str = "plain", level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    elif fmt == "full":
+        handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(ContextFormatter("%(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def run_logger(run: Run, *, stage: str, task_id: str = "") -> logging.LoggerAdapter[logging.Logger]:
+    """A logger that stamps every line with the run's context."""
+    extra = {
+        "run_id": run.run_id,
+        "repo": run.repo,
+        "pr": run.pr,
+        "generation": run.generation,
+        "stage": stage,
+        "task_id": task_id,
+    }
+    return logging.LoggerAdapter(logging.getLogger(f"k8see.stages.{stage}"), extra)

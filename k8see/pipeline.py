@@ -1,0 +1,59 @@
+"""Chains of stage tasks, built from task *names* so nothing here imports stage code.
+
+Each signature carries its own time limits from the settings: a soft limit that the task turns
+into a clear error, and a hard limit a little later that kills a stuck process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, chain
+from celery.canvas import Signature
+
+from k8see.run import Action, Run
+from k8see.settings import PlatformSettings
+
+DEPLOY_STAGES = ("validate", "build", "scan", "deploy", "comment")
+DESTROY_STAGES = ("destroy", "comment")
+#: A destroy asked for by a comment is checked first: the repository's trigger mode decides
+#: whether the command counts (automatic mode ignores it), and only the worker can read it.
+COMMAND_DESTROY_STAGES = ("validate", "destroy", "comment")
+HARD_LIMIT_GRACE_SECONDS = 30
+
+
+def stage_time_limit(settings: PlatformSettings, stage: str) -> int:
+    """The soft time limit of a stage, in seconds."""
+    return {
+        "validate": 180,
+        "build": settings.build.timeout_seconds,
+        "scan": settings.scan.timeout_seconds,
+        "deploy": settings.deploy.helm_timeout_seconds + 120,
+        "destroy": settings.deploy.destroy_timeout_seconds + 120,
+        "comment": 120,
+    }[stage]
+
+
+def _signature(
+    app: Celery, settings: PlatformSettings, stage: str, args: tuple[Any, ...]
+) -> Signature:
+    soft = stage_time_limit(settings, stage)
+    return app.signature(
+        f"k8see.{stage}",
+        args=args,
+        soft_time_limit=soft,
+        time_limit=soft + HARD_LIMIT_GRACE_SECONDS,
+    )
+
+
+def chain_for(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
+    """The chain a run's action needs: deploy (and redeploy) or destroy."""
+    if run.action is Action.DESTROY:
+        from_comment = run.trigger.startswith("issue_comment")
+        stages = COMMAND_DESTROY_STAGES if from_comment else DESTROY_STAGES
+    else:
+        stages = DEPLOY_STAGES
+    first, *rest = stages
+    signatures = [_signature(app, settings, first, (run.to_dict(),))]
+    signatures += [_signature(app, settings, stage, ()) for stage in rest]
+    return chain(*signatures)

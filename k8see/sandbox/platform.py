@@ -1,0 +1,229 @@
+"""The whole platform on one machine, for ``make demo``, ``k8see sandbox up`` and the tests.
+
+Starts a real redis-server, a real registry, the Kubernetes and GitHub stand-ins (in this
+process, over HTTP) and, on request, real Celery worker pools and Flower as child processes
+with the environment that points k8see at all of them. ``stop()`` ends what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from k8see.errors import ToolMissing
+from k8see.sandbox.github import GitHubSandbox
+from k8see.sandbox.kubeapi import KubeSandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+SANDBOX_TOKEN = "sandbox-token"
+SANDBOX_DOMAIN = "preview.k8see.test"
+POOLS = ("default", "build", "deploy", "maintenance")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, *, timeout_seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_seconds}s")
+
+
+def tool(name: str, *candidates: str) -> str:
+    for candidate in (name, *candidates):
+        found = shutil.which(
+            candidate, path=f"{ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        )
+        if found:
+            return found
+    raise ToolMissing(f"{name} is not installed.", hint="Run `make bootstrap`.")
+
+
+@dataclass
+class Platform:
+    """The sandbox platform; ``start()`` it, read ``env()``, ``stop()`` it."""
+
+    workdir: Path
+    ready_delay_seconds: float = 0.2
+    kube: KubeSandbox | None = None
+    github: GitHubSandbox | None = None
+    redis_port: int = 0
+    registry_port: int = 0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, IO[bytes]] = field(default_factory=dict)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def registry_host(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    def start(self) -> Platform:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._start_redis()
+        self._start_registry()
+        self.kube = KubeSandbox(ready_delay_seconds=self.ready_delay_seconds)
+        self.kube.start()
+        self.kube.write_kubeconfig(self.kubeconfig)
+        self.github = GitHubSandbox(token=SANDBOX_TOKEN)
+        self.github.start()
+        return self
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.logs[name] = log
+        self.processes[name] = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def _start_redis(self) -> None:
+        self.redis_port = free_port()
+        data = self.workdir / "redis"
+        data.mkdir(exist_ok=True)
+        self._spawn(
+            "redis",
+            [
+                tool("redis-server"),
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(data),
+                "--protected-mode",
+                "no",
+            ],
+        )
+        wait_for_port(self.redis_port)
+
+    def _start_registry(self) -> None:
+        self.registry_port = free_port()
+        storage = self.workdir / "registry"
+        storage.mkdir(exist_ok=True)
+        config = self.workdir / "registry.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: warn}\n"
+            f"storage:\n  filesystem: {{rootdirectory: {storage}}}\n  delete: {{enabled: true}}\n"
+            f"http: {{addr: '127.0.0.1:{self.registry_port}'}}\n"
+        )
+        self._spawn("registry", [tool("docker-registry", "registry"), "serve", str(config)])
+        wait_for_port(self.registry_port)
+
+    def env(self) -> dict[str, str]:
+        """The variables that point k8see (client, workers, CLI) at this platform."""
+        assert self.github is not None
+        return {
+            "K8SEE_REDIS__URL": self.redis_url,
+            "K8SEE_DEPLOY__KUBECONFIG": str(self.kubeconfig),
+            "K8SEE_DEPLOY__DOMAIN": SANDBOX_DOMAIN,
+            "K8SEE_GITHUB__API_URL": self.github.url,
+            "K8SEE_GITHUB__TOKEN": SANDBOX_TOKEN,
+            "K8SEE_GITHUB__SERVER_URL": "http://github.sandbox.invalid",
+            "K8SEE_REGISTRY__TYPE": "generic",
+            "K8SEE_REGISTRY__HOST": self.registry_host,
+            "K8SEE_REGISTRY__INSECURE": "true",
+            "K8SEE_BUILD__WORKDIR": str(self.workdir / "work"),
+            "K8SEE_POLICY__ALLOWLIST_PATH": str(ROOT / "config" / "allowed-orgs.json"),
+        }
+
+    def process_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        path = f"{ROOT / '.tools' / 'bin'}{os.pathsep}{Path(sys.executable).parent}"
+        return {
+            **os.environ,
+            **self.env(),
+            **(extra or {}),
+            "PATH": f"{path}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def start_workers(
+        self, *, pools: tuple[str, ...] = POOLS, extra_env: dict[str, str] | None = None
+    ) -> None:
+        """One real Celery worker process per pool, as in production."""
+        k8see = str(Path(sys.executable).parent / "k8see")
+        env = self.process_env(extra_env)
+        for pool in pools:
+            self._spawn(
+                f"worker-{pool}", [k8see, "--log-format", "full", "worker", "--pool", pool], env=env
+            )
+
+    def start_beat(self) -> None:
+        k8see = str(Path(sys.executable).parent / "k8see")
+        self._spawn(
+            "beat",
+            [k8see, "beat", "-s", str(self.workdir / "beat-schedule")],
+            env=self.process_env(),
+        )
+
+    def start_flower(self, *, port: int, basic_auth: str) -> None:
+        k8see = str(Path(sys.executable).parent / "k8see")
+        env = self.process_env({"FLOWER_BASIC_AUTH": basic_auth})
+        self._spawn("flower", [k8see, "flower", "--port", str(port)], env=env)
+        wait_for_port(port, timeout_seconds=30)
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.processes.items())):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+        for log in self.logs.values():
+            log.close()
+        if self.kube:
+            self.kube.stop()
+        if self.github:
+            self.github.stop()
+
+
+def run_forever(workdir: Path) -> int:
+    """``k8see sandbox up``: start everything, print the env, serve until interrupted."""
+    platform = Platform(workdir=workdir.resolve()).start()
+    env_file = platform.workdir / "env"
+    env_file.write_text("".join(f"export {k}={v}\n" for k, v in platform.env().items()))
+    print("# k8see sandbox (local stand-ins, not a real cluster). Use it with:")
+    for key, value in platform.env().items():
+        print(f"export {key}={value}")
+    print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        platform.stop()
+    return 0

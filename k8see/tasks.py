@@ -1,0 +1,402 @@
+"""Celery tasks: one thin task per stage; everything cross-cutting lives in ``StageTask``.
+
+``StageTask.execute`` is the only place that checks the PR's generation and close mark, holds
+the lease for cluster stages, moves the environment record through its statuses, binds the log
+context, and classifies failures:
+
+- ``Stopped`` (superseded, closed, nothing to do): logged, chain ends, no retry.
+- ``UserError``: recorded with its hint, the PR comment says so, chain ends, no retry.
+- ``RetryLater``: the same stage runs again after the delay (lease busy, throttled).
+- a soft time limit: a ``UserError`` naming the limit and how to raise it.
+- anything else: a ``PlatformError``, logged with its traceback and retried with exponential
+  backoff and jitter, then reported with the run id (detail stays in the worker log).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Task, shared_task
+from celery.exceptions import Retry, SoftTimeLimitExceeded
+
+from k8see import coordination, state
+from k8see.app import settings_of
+from k8see.errors import (
+    Closed,
+    K8seeError,
+    PlatformError,
+    RetryLater,
+    Stopped,
+    Superseded,
+    UserError,
+)
+from k8see.logs import redactor, run_logger
+from k8see.run import Action, Run, Status
+from k8see.settings import PlatformSettings
+from k8see.stages import build, comment, deploy, destroy, scan, validate
+from k8see.stages.context import StageContext
+
+log = logging.getLogger(__name__)
+
+StageFn = Callable[[Run, StageContext], Run]
+
+#: The record's status while each stage runs.
+RUNNING_STATUS = {
+    "validate": Status.VALIDATING,
+    "build": Status.BUILDING,
+    "scan": Status.SCANNING,
+    "deploy": Status.DEPLOYING,
+    "destroy": Status.DESTROYING,
+}
+#: Stages that change the cluster hold the PR's lease.
+CLUSTER_STAGES = frozenset({"deploy", "destroy"})
+#: Deploy stages stop when the PR was closed after they were enqueued (close wins).
+DEPLOY_STAGES = frozenset({"validate", "build", "scan", "deploy"})
+BACKOFF_CAP_SECONDS = 120.0
+STOP_CHECK_INTERVAL_SECONDS = 1.0
+
+
+@functools.lru_cache(maxsize=8)
+def redis_for(url: str) -> redis.Redis:
+    """One connection pool per worker process and Redis URL."""
+    return redis.Redis.from_url(url, health_check_interval=30)
+
+
+class StageTask(Task):  # type: ignore[misc]
+    """Base of every stage task; see the module docstring for what it does."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    # Expected outcomes: Celery logs them without a traceback.
+    throws = (UserError, Stopped)
+
+    def execute(self, stage: str, payload: dict[str, Any], fn: StageFn) -> dict[str, Any]:
+        settings = settings_of(self.app)
+        run = Run.from_dict(payload)
+        client = redis_for(settings.redis.url)
+        rlog = run_logger(run, stage=stage, task_id=str(self.request.id or ""))
+        ttl = settings.redis.record_ttl_seconds
+
+        stop = _stop_reason(client, run, stage)
+        if stop is not None:
+            return self._stopped(client, run, stage, stop, rlog, ttl)
+
+        lease = None
+        if stage in CLUSTER_STAGES:
+            lease = coordination.acquire_lease(
+                client,
+                repo=run.repo,
+                pr=run.pr,
+                owner=f"{run.run_id}:{stage}",
+                ttl_seconds=settings.queues.lease_ttl_seconds,
+            )
+            if lease is None:
+                rlog.info("The PR's lease is held by another run; %s retries later.", stage)
+                raise self.retry(countdown=settings.queues.lease_retry_seconds, max_retries=None)
+
+        if stage in RUNNING_STATUS:
+            state.set_status(
+                client,
+                repo=run.repo,
+                pr=run.pr,
+                generation=run.generation,
+                status=RUNNING_STATUS[stage],
+                ttl_seconds=ttl,
+                run_id=run.run_id,
+                stage=stage,
+            )
+        rlog.info("Stage %s started.", stage)
+        started = time.monotonic()
+        workdir = _workdir(settings, run)
+        ctx = StageContext(
+            settings=settings,
+            log=rlog,
+            workdir=workdir,
+            should_stop=_stop_probe(client, run, stage),
+            renew_lease=lease.renew if lease else (lambda: None),
+            record_log=_log_recorder(client, run, settings),
+            extra={"record": state.get(client, repo=run.repo, pr=run.pr) or {}},
+        )
+        try:
+            if stage == "build":
+                # Stages may run on different machines: fetch the source here if needed.
+                validate.ensure_source(run, ctx)
+            result = fn(run, ctx)
+        except Retry:
+            raise
+        except Stopped as exc:
+            return self._stopped(client, run, stage, exc, rlog, ttl)
+        except SoftTimeLimitExceeded as exc:
+            limit = self.request.timelimit[1] if self.request.timelimit else None
+            error = UserError(
+                f"The {stage} stage did not finish within its time limit"
+                + (f" of {int(limit)} seconds." if limit else "."),
+                hint=_limit_hint(stage),
+            )
+            self._failed(client, run, stage, error, rlog, ttl)
+            raise error from exc
+        except UserError as exc:
+            self._failed(client, run, stage, exc, rlog, ttl)
+            raise
+        except RetryLater as exc:
+            rlog.info("Stage %s will retry in %.1fs: %s", stage, exc.delay_seconds, exc.message)
+            raise self.retry(countdown=exc.delay_seconds, max_retries=None) from exc
+        except Exception as exc:
+            retries = int(self.request.retries or 0)
+            if retries < settings.queues.max_retries:
+                delay = _backoff(settings.queues.retry_backoff_seconds, retries)
+                rlog.warning(
+                    "Stage %s failed (%s); retry %d of %d in %.1fs.",
+                    stage,
+                    _describe(exc),
+                    retries + 1,
+                    settings.queues.max_retries,
+                    delay,
+                    exc_info=True,
+                )
+                raise self.retry(countdown=delay, exc=exc) from exc
+            rlog.error("Stage %s failed after %d retries.", stage, retries, exc_info=True)
+            error = _platform_error(exc, stage=stage, run=run)
+            self._failed(client, run, stage, error, rlog, ttl)
+            raise error from exc
+        finally:
+            if lease is not None:
+                lease.release()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+        seconds = round(time.monotonic() - started, 3)
+        changes = _record_changes(stage, result)
+        if stage == "comment":
+            changes = {**changes, "commented": ctx.extra["record"].get("status")}  # type: ignore[union-attr]
+        else:
+            changes["timings"] = {stage: seconds}
+        state.update(
+            client,
+            repo=run.repo,
+            pr=run.pr,
+            generation=run.generation,
+            changes=changes,
+            ttl_seconds=ttl,
+        )
+        rlog.info("Stage %s finished in %.1fs.", stage, seconds)
+        return result.to_dict()
+
+    def _stopped(
+        self,
+        client: redis.Redis,
+        run: Run,
+        stage: str,
+        exc: Stopped,
+        rlog: logging.LoggerAdapter[logging.Logger],
+        ttl: int,
+    ) -> dict[str, Any]:
+        rlog.info("Run stops at %s: %s", stage, exc.message)
+        if not isinstance(exc, Superseded | Closed):
+            # Nothing to do for this event (e.g. on-demand mode): say so in the record.
+            state.set_status(
+                client,
+                repo=run.repo,
+                pr=run.pr,
+                generation=run.generation,
+                status=Status.SKIPPED,
+                ttl_seconds=ttl,
+                run_id=run.run_id,
+                stage=stage,
+                reason=exc.message,
+            )
+        self.request.chain = None  # end the chain here; later stages must not run
+        self.request.callbacks = None
+        return {**run.to_dict(), "stopped": exc.reason, "stop_message": exc.message}
+
+    def _failed(
+        self,
+        client: redis.Redis,
+        run: Run,
+        stage: str,
+        exc: K8seeError,
+        rlog: logging.LoggerAdapter[logging.Logger],
+        ttl: int,
+    ) -> None:
+        rlog.info("Stage %s failed: %s", stage, exc.message)
+        error = {
+            **exc.to_dict(),
+            "stage": stage,
+            "log_tail": state.log_tail(client, run_id=run.run_id),
+        }
+        record = state.set_status(
+            client,
+            repo=run.repo,
+            pr=run.pr,
+            generation=run.generation,
+            status=Status.FAILED,
+            ttl_seconds=ttl,
+            run_id=run.run_id,
+            stage=stage,
+            error=error,
+        )
+        if record is not None and stage != "comment":
+            self.app.send_task("k8see.comment", args=[run.to_dict()])
+
+
+def _stop_reason(client: redis.Redis, run: Run, stage: str) -> Stopped | None:
+    latest = coordination.current_generation(client, repo=run.repo, pr=run.pr)
+    if latest > run.generation:
+        return Superseded(
+            f"A newer event (generation {latest}) replaced this run (generation {run.generation})."
+        )
+    closes = run.action is Action.DESTROY
+    if (
+        stage in DEPLOY_STAGES
+        and not closes
+        and coordination.is_closed(client, repo=run.repo, pr=run.pr)
+    ):
+        return Closed("The pull request was closed; the deploy stops.")
+    return None
+
+
+def _stop_probe(client: redis.Redis, run: Run, stage: str) -> Callable[[], bool]:
+    """A cheap ``should_stop`` for long steps: asks Redis at most once a second."""
+    last = [0.0, False]
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not last[1] and now - float(last[0]) >= STOP_CHECK_INTERVAL_SECONDS:
+            last[0] = now
+            last[1] = _stop_reason(client, run, stage) is not None
+        return bool(last[1])
+
+    return should_stop
+
+
+def _log_recorder(
+    client: redis.Redis, run: Run, settings: PlatformSettings
+) -> Callable[[str], None]:
+    redact = redactor(settings)
+
+    def record(line: str) -> None:
+        state.append_log(
+            client,
+            run_id=run.run_id,
+            line=redact(line),
+            ttl_seconds=settings.redis.record_ttl_seconds,
+        )
+
+    return record
+
+
+def _workdir(settings: PlatformSettings, run: Run) -> Path:
+    root = Path(settings.build.workdir or Path(tempfile.gettempdir()) / "k8see-work")
+    path = root / "runs" / run.run_id
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _backoff(base: float, retries: int) -> float:
+    """Exponential backoff with full jitter, capped."""
+    return random.uniform(0, min(BACKOFF_CAP_SECONDS, base * 2**retries))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _platform_error(exc: BaseException, *, stage: str, run: Run) -> PlatformError:
+    if isinstance(exc, PlatformError):
+        message = exc.message
+    else:
+        message = f"k8see hit an internal error in the {stage} stage."
+    return PlatformError(
+        message,
+        hint=f"Push again or comment /deploy-preview to retry; if it persists, give the "
+        f"platform team run id {run.run_id}.",
+    )
+
+
+def _limit_hint(stage: str) -> str:
+    setting = {
+        "build": "K8SEE_BUILD__TIMEOUT_SECONDS",
+        "scan": "K8SEE_SCAN__TIMEOUT_SECONDS",
+        "deploy": "K8SEE_DEPLOY__HELM_TIMEOUT_SECONDS",
+    }.get(stage)
+    if setting:
+        return f"Make the {stage} faster, or ask the platform team to raise {setting}."
+    return "Retry; if it happens again, ask the platform team to look at the worker logs."
+
+
+def _record_changes(stage: str, run: Run) -> dict[str, Any]:
+    """What a finished stage adds to the environment record."""
+    result = run.result(stage)
+    if stage == "validate":
+        return {
+            "project_id": result.get("project_id"),
+            "namespace": result.get("namespace"),
+            "preview_url": result.get("preview_url"),
+            "databases": result.get("databases", []),
+            "sha": result.get("sha") or run.sha,
+            "ref": result.get("ref") or run.ref,
+            "error": None,
+        }
+    if stage == "build":
+        return {k: result.get(k) for k in ("image", "digest", "platforms")}
+    if stage == "scan":
+        return {"scan": result}
+    if stage == "deploy":
+        return {
+            "status": Status.READY.value,
+            "preview_url": result.get("preview_url"),
+            "error": None,
+        }
+    if stage == "destroy":
+        status = Status.PRESERVED if result.get("preserved") else Status.DESTROYED
+        return {"status": status.value, "merged": run.merged, "error": None}
+    if stage == "comment":
+        return {"comment_id": result.get("comment_id")}
+    return {}
+
+
+def _run_stage(task: StageTask, stage: str, payload: dict[str, Any], fn: StageFn) -> dict[str, Any]:
+    return task.execute(stage, payload, fn)
+
+
+@shared_task(base=StageTask, bind=True, name="k8see.validate")  # type: ignore[misc]
+def validate_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    return _run_stage(self, "validate", payload, validate.run)
+
+
+@shared_task(base=StageTask, bind=True, name="k8see.build")  # type: ignore[misc]
+def build_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    return _run_stage(self, "build", payload, build.run)
+
+
+@shared_task(base=StageTask, bind=True, name="k8see.scan")  # type: ignore[misc]
+def scan_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    return _run_stage(self, "scan", payload, scan.run)
+
+
+@shared_task(base=StageTask, bind=True, name="k8see.deploy")  # type: ignore[misc]
+def deploy_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    return _run_stage(self, "deploy", payload, deploy.run)
+
+
+@shared_task(base=StageTask, bind=True, name="k8see.destroy")  # type: ignore[misc]
+def destroy_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    return _run_stage(self, "destroy", payload, destroy.run)
+
+
+@shared_task(base=StageTask, bind=True, name="k8see.comment")  # type: ignore[misc]
+def comment_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    if payload.get("stopped"):
+        return payload
+    return _run_stage(self, "comment", payload, comment.run)
+
+
+__all__ = ["Action", "StageTask"]
