@@ -1,0 +1,658 @@
+"""GitHub REST client for the workers: comments, reactions, permissions, deployments, tarballs.
+
+Sync, on ``requests`` (a worker dependency: the enqueue client never imports this module).
+Two credential modes, chosen by ``make_client``: a static token (simple) or, when no token is
+set, GitHub App installation tokens minted per repository and cached until five minutes before
+they expire (recommended). Every method is idempotent, so a redelivered stage converges.
+
+Failures: 5xx answers and network errors are retried with exponential backoff and jitter, and
+rate-limit answers (secondary: 403/429 with ``Retry-After``; primary: ``x-ratelimit-remaining:
+0``) wait as long as GitHub asks, all bounded by ``max_retries``. A wait longer than
+``max_wait_seconds`` is not slept: it raises ``GitHubError(retry_after_seconds=…)`` for the task
+layer to reschedule. Any other 4xx is ``GitHubError(status=…)``. No ``requests`` exception
+leaves this module, and the token never appears in a message or a log record.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from k8see.errors import GitHubError
+from k8see.names import check_repo, check_sha
+from k8see.settings import PlatformSettings
+
+__all__ = [
+    "REACTIONS",
+    "AppInstallationTokens",
+    "GitHubClient",
+    "Pull",
+    "StaticToken",
+    "TokenProvider",
+    "make_client",
+]
+
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
+#: Installation tokens are renewed this long before GitHub says they expire.
+TOKEN_RENEW_MARGIN_SECONDS = 300.0
+#: A single backoff never sleeps longer than this, whatever the attempt number.
+MAX_BACKOFF_SECONDS = 30.0
+_HEADERS = {
+    "Accept": "application/vnd.github+json",
+    "X-GitHub-Api-Version": "2022-11-28",
+    "User-Agent": "k8see",
+}
+
+
+class TokenProvider(Protocol):
+    """Where the client's credential comes from, per repository."""
+
+    def token_for(self, repo: str) -> str: ...
+
+    def forget(self, repo: str) -> None:
+        """Drop a cached credential GitHub rejected (401), so the next call mints a new one."""
+
+
+class StaticToken:
+    """A personal access token or a workflow token: the same credential for every repo."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise GitHubError(
+                "The GitHub token is empty.", hint="Set K8SEE_GITHUB__TOKEN to a token."
+            )
+        self._token = token
+
+    def token_for(self, repo: str) -> str:
+        return self._token
+
+    def forget(self, repo: str) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "StaticToken(***)"
+
+
+@dataclass(frozen=True)
+class Pull:
+    """The parts of a pull request k8see decides on."""
+
+    repo: str
+    number: int
+    state: str
+    merged: bool
+    head_sha: str
+    head_ref: str
+    head_repo: str
+    base_ref: str
+    author: str
+
+    @property
+    def fork(self) -> bool:
+        """A PR from another repository: never built without a maintainer's approval."""
+        return self.head_repo.lower() != self.repo.lower()
+
+
+class _Transport:
+    """One HTTP exchange with GitHub, with retries, backoff and error mapping."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        timeout_seconds: float,
+        max_retries: int,
+        backoff_seconds: float,
+        max_wait_seconds: float,
+        log: Log,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.origin = urlsplit(self.api_url)[:2]
+        self.session = requests.Session()
+        self.session.trust_env = False  # no ~/.netrc credentials sent to GitHub by accident
+        self.timeout_seconds = timeout_seconds
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.max_wait_seconds = max_wait_seconds
+        self.log = log
+        self.sleep = sleep
+
+    def url(self, path: str) -> str:
+        return f"{self.api_url}{path}"
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        token: Callable[[], str],
+        on_unauthorized: Callable[[], None] = lambda: None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+        unsafe_retry: bool = True,
+        accept: tuple[int, ...] = (),
+    ) -> requests.Response:
+        """Send and return a 2xx/3xx (or ``accept``-listed) response, or raise ``GitHubError``.
+
+        Args:
+            unsafe_retry: Whether a 5xx or network failure may be retried. False for writes
+                that are not idempotent (creating a comment): the caller re-checks instead.
+            accept: Error statuses returned to the caller instead of raised (e.g. 404).
+        """
+        if urlsplit(url)[:2] != self.origin:
+            raise GitHubError(
+                f"Refusing to send GitHub credentials to {_where(url)}.",
+                hint="A pagination link pointed outside the configured api_url.",
+            )
+        where = f"{method} {_where(url)}"
+        attempt = 0
+        reauthorized = False
+        while True:
+            secret = token()
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    json=body,
+                    headers={**_HEADERS, "Authorization": f"Bearer {secret}", **(headers or {})},
+                    timeout=self.timeout_seconds,
+                    stream=stream,
+                )
+            except requests.RequestException as exc:
+                failure = GitHubError(
+                    f"GitHub could not be reached for {where} ({type(exc).__name__}).",
+                    hint="Check the network and K8SEE_GITHUB__API_URL; the call is retried.",
+                )
+                if not unsafe_retry or attempt >= self.max_retries:
+                    raise failure from None
+                delay = self._backoff(attempt)
+            else:
+                status = response.status_code
+                self.log.debug("GitHub %s answered %s", where, status)
+                if status < 400 or status in accept:
+                    return response
+                failure = _error(response, where, secret)
+                response.close()
+                if status == 401 and not reauthorized:
+                    reauthorized = True  # an installation token may have been revoked: re-mint
+                    on_unauthorized()
+                    continue
+                wait = _rate_limit_wait(response)
+                if wait is not None:
+                    if wait > self.max_wait_seconds or attempt >= self.max_retries:
+                        failure.retry_after_seconds = wait
+                        raise failure
+                    delay = max(wait, self._backoff(attempt))
+                elif status >= 500 and unsafe_retry and attempt < self.max_retries:
+                    delay = self._backoff(attempt)
+                else:
+                    raise failure
+            attempt += 1
+            self.log.warning(
+                "GitHub %s failed (%s); retry %d/%d in %.2fs",
+                where,
+                failure.message,
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            self.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        base = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2.0**attempt)
+        return base / 2 + random.uniform(0, base / 2)
+
+
+def _where(url: str) -> str:
+    """The URL's path only: queries can carry signed tokens (codeload redirects)."""
+    parts = urlsplit(url)
+    return parts.path or "/"
+
+
+def _error(response: requests.Response, where: str, secret: str) -> GitHubError:
+    status = response.status_code
+    detail = ""
+    if response.headers.get("Content-Type", "").startswith("application/json"):
+        try:
+            payload = response.json()
+            detail = str(payload.get("message", ""))[:300] if isinstance(payload, dict) else ""
+        except ValueError:
+            detail = ""
+    if secret:
+        detail = detail.replace(secret, "***")
+    hints = {
+        401: "The GitHub credential was rejected: check K8SEE_GITHUB__TOKEN or the App's key.",
+        403: "The GitHub credential lacks a permission (pull-requests/issues write, "
+        "deployments, statuses, contents read), or a rate limit was hit.",
+        404: "Check the repository, PR or comment exists and the credential can see it "
+        "(an App must be installed on the repository).",
+        422: "GitHub rejected the request's content; see the message.",
+    }
+    message = f"GitHub answered {status} to {where}" + (f": {detail}" if detail else ".")
+    if not message.endswith("."):
+        message += "."
+    hint = hints.get(status, "GitHub failed; retry later or check githubstatus.com.")
+    return GitHubError(message, status=status, hint=hint)
+
+
+def _rate_limit_wait(response: requests.Response) -> float | None:
+    """Seconds GitHub asks us to wait, if this is a rate-limit answer; else None."""
+    if response.status_code not in (403, 429):
+        return None
+    retry_after = response.headers.get("Retry-After")
+    if retry_after is not None:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            return 60.0
+    if response.headers.get("x-ratelimit-remaining") == "0":
+        try:
+            return max(0.0, float(response.headers["x-ratelimit-reset"]) - time.time())
+        except (KeyError, ValueError):
+            return 60.0
+    if response.status_code == 429:
+        return 60.0  # GitHub's advice for a secondary limit without Retry-After: a minute
+    return None
+
+
+class AppInstallationTokens:
+    """GitHub App auth: a short JWT (RS256) buys a per-installation token, cached.
+
+    Args:
+        api_url: GitHub's API base URL.
+        app_id: The App's id (the JWT's ``iss``).
+        private_key_pem: The App's private key, PEM.
+        clock: Unix time source, for the cache.
+    """
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        private_key_pem: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        try:
+            from cryptography.hazmat.primitives.asymmetric import rsa
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        except ImportError:  # pragma: no cover - cryptography ships with the worker image
+            raise GitHubError(
+                "GitHub App authentication needs the 'cryptography' package.",
+                hint="Install k8see[worker], or use a token (K8SEE_GITHUB__TOKEN).",
+            ) from None
+        try:
+            key = load_pem_private_key(private_key_pem, password=None)
+        except (ValueError, TypeError):
+            raise GitHubError(
+                "The GitHub App private key is not a readable PEM key.",
+                hint="Download a new private key from the App's settings page.",
+            ) from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise GitHubError("The GitHub App private key is not an RSA key.")
+        self._key = key
+        self.app_id = str(app_id)
+        self.clock = clock
+        self.transport: _Transport | None = None  # set by GitHubClient
+        self._lock = threading.Lock()
+        self._installations: dict[str, int] = {}
+        self._tokens: dict[int, tuple[str, float]] = {}
+
+    def __repr__(self) -> str:
+        return f"AppInstallationTokens(app_id={self.app_id!r})"
+
+    def jwt(self) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        now = int(self.clock())
+        header = _b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+        # iat 60 s in the past absorbs clock drift; GitHub allows at most 10 minutes in all.
+        claims = {"iat": now - 60, "exp": now + 540, "iss": self.app_id}
+        payload = _b64(json.dumps(claims).encode())
+        signature = self._key.sign(
+            f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        return f"{header}.{payload}.{_b64(signature)}"
+
+    def token_for(self, repo: str) -> str:
+        if self.transport is None:
+            raise GitHubError("AppInstallationTokens is not attached to a GitHubClient.")
+        with self._lock:
+            installation = self._installations.get(repo.lower())
+            if installation is None:
+                response = self.transport.send(
+                    "GET", self.transport.url(f"/repos/{repo}/installation"), token=self.jwt
+                )
+                installation = int(response.json()["id"])
+                self._installations[repo.lower()] = installation
+            cached = self._tokens.get(installation)
+            if cached and cached[1] - TOKEN_RENEW_MARGIN_SECONDS > self.clock():
+                return cached[0]
+            response = self.transport.send(
+                "POST",
+                self.transport.url(f"/app/installations/{installation}/access_tokens"),
+                token=self.jwt,
+            )
+            data = response.json()
+            expires = _parse_time(str(data.get("expires_at", "")))
+            self._tokens[installation] = (str(data["token"]), expires)
+            return str(data["token"])
+
+    def forget(self, repo: str) -> None:
+        with self._lock:
+            installation = self._installations.pop(repo.lower(), None)
+            if installation is not None:
+                self._tokens.pop(installation, None)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _parse_time(value: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time() + 600  # unknown expiry: keep it briefly, then mint again
+
+
+class GitHubClient:
+    """The GitHub calls k8see makes, each idempotent.
+
+    Args:
+        api_url: ``https://api.github.com`` or a GHES ``https://host/api/v3``.
+        token_provider: Where credentials come from (``StaticToken``, ``AppInstallationTokens``).
+        timeout_seconds: Per-request connect and read timeout.
+        max_retries: Retries of one call on 5xx, network errors and rate limits.
+        backoff_seconds: The first backoff; doubled per retry, with jitter.
+        log: Logger; gets method and path, never headers or the token.
+        max_wait_seconds: The longest rate-limit wait slept here; longer raises.
+        sleep: How to wait between retries (tests pass one that records the delays).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token_provider: TokenProvider,
+        timeout_seconds: float,
+        max_retries: int,
+        backoff_seconds: float,
+        log: Log,
+        max_wait_seconds: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.tokens = token_provider
+        self.http = _Transport(
+            api_url=api_url,
+            timeout_seconds=timeout_seconds,
+            max_retries=max_retries,
+            backoff_seconds=backoff_seconds,
+            max_wait_seconds=max_wait_seconds,
+            log=log,
+            sleep=sleep,
+        )
+        if isinstance(token_provider, AppInstallationTokens):
+            token_provider.transport = self.http
+        self.log = log
+        #: url → (etag, JSON): conditional GETs answered 304 cost no rate limit.
+        self._etags: dict[str, tuple[str, Any]] = {}
+
+    def _call(self, method: str, repo: str, path: str, **kw: Any) -> requests.Response:
+        check_repo(repo)
+        url = kw.pop("url", None) or self.http.url(f"/repos/{repo}{path}")
+        return self.http.send(
+            method,
+            url,
+            token=lambda: self.tokens.token_for(repo),
+            on_unauthorized=lambda: self.tokens.forget(repo),
+            **kw,
+        )
+
+    def _pages(self, repo: str, path: str) -> Iterator[list[Any]]:
+        """Every page of a list endpoint, following ``Link: rel="next"``, using ETags."""
+        url: str | None = self.http.url(f"/repos/{check_repo(repo)}{path}?per_page=100")
+        while url:
+            cached = self._etags.get(url)
+            headers = {"If-None-Match": cached[0]} if cached else None
+            response = self._call("GET", repo, path, url=url, headers=headers)
+            if response.status_code == 304 and cached:
+                page = cached[1]
+            else:
+                page = _json(response, f"GET {path}")
+                if response.headers.get("ETag"):
+                    self._etags[url] = (response.headers["ETag"], page)
+            if not isinstance(page, list):
+                raise GitHubError(f"GitHub answered GET {path} with a non-list page.")
+            yield page
+            url = response.links.get("next", {}).get("url")
+
+    # -- pulls and permissions -----------------------------------------------------------------
+
+    def get_pull(self, repo: str, number: int) -> Pull:
+        data = _json(self._call("GET", repo, f"/pulls/{int(number)}"), "GET pull")
+        try:
+            return Pull(
+                repo=repo,
+                number=int(data["number"]),
+                state=str(data["state"]),
+                merged=bool(data.get("merged")),
+                head_sha=str(data["head"]["sha"]),
+                head_ref=str(data["head"]["ref"]),
+                head_repo=str((data["head"].get("repo") or {}).get("full_name") or ""),
+                base_ref=str(data["base"]["ref"]),
+                author=str((data.get("user") or {}).get("login") or ""),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise GitHubError(f"GitHub's answer for {repo}#{number} lacks head or base.") from None
+
+    def get_permission(self, repo: str, user: str) -> str:
+        """``admin``, ``maintain``, ``write``, ``triage``, ``read`` or ``none``."""
+        response = self._call(
+            "GET", repo, f"/collaborators/{quote(user, safe='')}/permission", accept=(404,)
+        )
+        if response.status_code == 404:
+            return "none"  # not a collaborator, or no such user: no access either way
+        return str(_json(response, "GET permission").get("permission") or "none")
+
+    # -- comments ------------------------------------------------------------------------------
+
+    def find_comment(self, repo: str, number: int, *, marker: str) -> dict[str, Any] | None:
+        """The first comment whose body starts with ``marker``, searching every page."""
+        for page in self._pages(repo, f"/issues/{int(number)}/comments"):
+            for comment in page:
+                if str(comment.get("body") or "").lstrip().startswith(marker):
+                    return dict(comment)
+        return None
+
+    def create_comment(self, repo: str, number: int, body: str) -> int:
+        response = self._call(
+            "POST", repo, f"/issues/{int(number)}/comments", body={"body": body}, unsafe_retry=False
+        )
+        return int(_json(response, "POST comment")["id"])
+
+    def update_comment(self, repo: str, comment_id: int, body: str) -> None:
+        self._call("PATCH", repo, f"/issues/comments/{int(comment_id)}", body={"body": body})
+
+    def upsert_comment(self, repo: str, number: int, body: str, *, marker: str) -> int:
+        """Create the sticky comment or update it in place; never a second one.
+
+        A create that fails with a 5xx or a dropped connection may still have landed, so it is
+        not blindly re-sent: the comments are searched again first.
+        """
+        if not body.startswith(marker):
+            body = f"{marker}\n{body}"
+        attempt = 0
+        while True:
+            existing = self.find_comment(repo, number, marker=marker)
+            if existing is not None:
+                if existing.get("body") != body:
+                    self.update_comment(repo, int(existing["id"]), body)
+                return int(existing["id"])
+            try:
+                return self.create_comment(repo, number, body)
+            except GitHubError as exc:
+                transient = exc.status is None or exc.status >= 500
+                if not transient or attempt >= self.http.max_retries:
+                    raise
+                attempt += 1
+                delay = self.http._backoff(attempt - 1)
+                self.log.warning(
+                    "creating the comment on %s#%s failed (%s); re-checking in %.2fs",
+                    repo,
+                    number,
+                    exc.message,
+                    delay,
+                )
+                self.http.sleep(delay)
+
+    def add_reaction(self, repo: str, comment_id: int, content: str) -> None:
+        """React to a comment; GitHub answers 200 for a reaction that already exists."""
+        if content not in REACTIONS:
+            raise GitHubError(f"{content!r} is not a GitHub reaction.", hint=str(sorted(REACTIONS)))
+        self._call(
+            "POST", repo, f"/issues/comments/{int(comment_id)}/reactions", body={"content": content}
+        )
+
+    # -- deployments and statuses --------------------------------------------------------------
+
+    def create_deployment(
+        self, repo: str, *, sha: str, environment: str, description: str = ""
+    ) -> int:
+        """The deployment of ``sha`` to ``environment``, reusing one that exists."""
+        check_sha(sha)
+        path = f"/deployments?sha={sha}&environment={quote(environment, safe='')}"
+        existing = _json(self._call("GET", repo, path), "GET deployments")
+        if isinstance(existing, list) and existing:
+            return int(existing[0]["id"])
+        body = {
+            "ref": sha,
+            "environment": environment,
+            "description": description[:140],
+            "auto_merge": False,
+            "required_contexts": [],
+            # Not transient, so GitHub's auto_inactive retires the previous deployment of
+            # this PR's environment when a new one succeeds.
+            "transient_environment": False,
+            "production_environment": False,
+        }
+        return int(_json(self._call("POST", repo, "/deployments", body=body), "POST")["id"])
+
+    def set_deployment_status(
+        self,
+        repo: str,
+        deployment_id: int,
+        state: str,
+        *,
+        environment_url: str = "",
+        log_url: str = "",
+        description: str = "",
+    ) -> None:
+        """``in_progress``, ``success`` (with the URL), ``failure``, ``inactive`` on destroy."""
+        body = {"state": state, "description": description[:140], "auto_inactive": True}
+        if environment_url:
+            body["environment_url"] = environment_url
+        if log_url:
+            body["log_url"] = log_url
+        self._call("POST", repo, f"/deployments/{int(deployment_id)}/statuses", body=body)
+
+    def set_commit_status(
+        self,
+        repo: str,
+        sha: str,
+        state: str,
+        *,
+        context: str,
+        description: str = "",
+        target_url: str = "",
+    ) -> None:
+        body = {"state": state, "context": context, "description": description[:140]}
+        if target_url:
+            body["target_url"] = target_url
+        self._call("POST", repo, f"/statuses/{check_sha(sha)}", body=body)
+
+    # -- source --------------------------------------------------------------------------------
+
+    def download_tarball(
+        self, repo: str, sha: str, dest: Path, *, max_bytes: int = 512 * 1024 * 1024
+    ) -> Path:
+        """Save the repository at ``sha`` as a tar.gz at ``dest`` (written atomically)."""
+        response = self._call("GET", repo, f"/tarball/{check_sha(sha)}", stream=True)
+        partial = dest.with_name(dest.name + ".partial")
+        size = 0
+        try:
+            with response, partial.open("wb") as out:
+                for chunk in response.iter_content(chunk_size=1 << 16):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise GitHubError(
+                            f"The tarball of {repo} at {sha[:12]} is over {max_bytes} bytes.",
+                            hint="Keep large files out of the repository (use Git LFS).",
+                        )
+                    out.write(chunk)
+        except requests.RequestException as exc:
+            partial.unlink(missing_ok=True)
+            raise GitHubError(
+                f"Downloading the tarball of {repo} failed ({type(exc).__name__})."
+            ) from None
+        except GitHubError:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(dest)
+        return dest
+
+
+def _json(response: requests.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise GitHubError(f"GitHub answered {what} with a body that is not JSON.") from None
+
+
+def make_client(settings: PlatformSettings, *, log: Log) -> GitHubClient:
+    """The client for these settings: the token if set, else the GitHub App."""
+    gh = settings.github
+    provider: TokenProvider
+    if gh.token is not None and gh.token.get_secret_value():
+        provider = StaticToken(gh.token.get_secret_value())
+    elif gh.app_id and gh.app_private_key_path:
+        try:
+            pem = Path(gh.app_private_key_path).read_bytes()
+        except OSError as exc:
+            raise GitHubError(
+                f"The GitHub App private key at {gh.app_private_key_path} cannot be read "
+                f"({exc.strerror}).",
+                hint="Mount the App's key and point K8SEE_GITHUB__APP_PRIVATE_KEY_PATH at it.",
+            ) from None
+        provider = AppInstallationTokens(app_id=gh.app_id, private_key_pem=pem)
+    else:
+        raise GitHubError(
+            "No GitHub credentials are configured.",
+            hint="Set K8SEE_GITHUB__APP_ID and K8SEE_GITHUB__APP_PRIVATE_KEY_PATH (a GitHub "
+            "App, recommended) or K8SEE_GITHUB__TOKEN.",
+        )
+    return GitHubClient(
+        api_url=gh.api_url,
+        token_provider=provider,
+        timeout_seconds=gh.timeout_seconds,
+        max_retries=settings.queues.max_retries,
+        backoff_seconds=settings.queues.retry_backoff_seconds,
+        log=log,
+    )
