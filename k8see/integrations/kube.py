@@ -1,0 +1,594 @@
+"""The Kubernetes API, as k8see uses it: namespaces, guardrail objects, health and diagnostics.
+
+Every call goes through ``call()``, which retries throttling (429, honouring Retry-After) and
+server errors (5xx, connection failures) with backoff, and turns ``ApiException`` into the
+``KubeError`` family, keeping only the structured ``Status`` fields, cut short: API bodies can
+be large and must not end up in PR comments. No kubernetes exception leaves this module.
+
+Ownership (reference §2.4): a namespace is k8see's to touch only when it is labelled
+``app.kubernetes.io/managed-by`` ``k8see`` (or the reference's ``github-actions``, adopted)
+and its ``k8s-ee/repository`` annotation, if set, names the calling repository.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from k8see import names
+from k8see.errors import (
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeTooManyRequests,
+    PolicyError,
+    RetryLater,
+)
+from k8see.settings import PlatformSettings
+
+__all__ = [
+    "HealthResult",
+    "NamespaceRemoval",
+    "apply_objects",
+    "call",
+    "delete_namespace",
+    "ensure_namespace",
+    "find_namespaces",
+    "make_api",
+    "now_iso",
+    "pod_diagnostics",
+    "wait_healthy",
+]
+
+T = TypeVar("T")
+#: Cut structured Status messages to this many characters.
+MAX_MESSAGE_CHARS = 300
+#: Retries of a throttled or failed call, and the first backoff (doubled, with jitter).
+RETRY_ATTEMPTS = 4
+RETRY_BACKOFF_SECONDS = 0.5
+#: Longest Retry-After we sleep for inside one call; beyond it the stage is rescheduled.
+MAX_INLINE_RETRY_AFTER_SECONDS = 10.0
+OWNERS = (names.MANAGED_BY, names.LEGACY_MANAGED_BY)
+#: Annotations written once at creation and never overwritten by a later deploy.
+CREATE_ONLY_ANNOTATIONS = (names.ANN_CREATED_AT, names.ANN_CREATED_BY)
+#: Waiting reasons that will not fix themselves; a deploy seeing one fails fast.
+FATAL_WAITING_REASONS = (
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+)
+
+
+def now_iso() -> str:
+    """UTC now as the reference writes it: ``%Y-%m-%dT%H:%M:%SZ``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_api(settings: PlatformSettings) -> ApiClient:
+    """An API client from ``deploy.kubeconfig``, or the pod's service account when empty."""
+    try:
+        if settings.deploy.kubeconfig:
+            return config.new_client_from_config(config_file=settings.deploy.kubeconfig)
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return ApiClient(configuration)
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        where = settings.deploy.kubeconfig or "the in-cluster service account"
+        raise KubeError(
+            f"Cannot load Kubernetes credentials from {where}: {type(exc).__name__}.",
+            hint="Set K8SEE_DEPLOY__KUBECONFIG to a readable kubeconfig, or run the worker "
+            "in a pod with a service account.",
+        ) from exc
+
+
+def _status_fields(exc: ApiException) -> tuple[str, str]:
+    """The ``Status`` reason and message of an API error, cut short; never the raw body."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        reason = str(body.get("reason") or exc.reason or "")
+        message = str(body.get("message") or "")
+    else:
+        reason, message = str(exc.reason or ""), ""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return reason, message
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def wrap(exc: ApiException, *, what: str) -> KubeError:
+    """The ``KubeError`` for an ``ApiException`` of the call described by ``what``."""
+    status = int(exc.status or 0)
+    reason, message = _status_fields(exc)
+    text = f"Kubernetes refused to {what}: {status} {reason}".rstrip()
+    if message:
+        text += f": {message}"
+    text = text.rstrip(".") + "."
+    if status == 404:
+        return KubeNotFound(text, status=status)
+    if status == 409:
+        return KubeConflict(text, status=status)
+    if status in (401, 403):
+        return KubeForbidden(
+            text,
+            status=status,
+            hint="Check the worker's RBAC: it needs namespaces, quotas, limit ranges, network "
+            "policies, secrets and the app chart's kinds.",
+        )
+    if status == 429:
+        return KubeTooManyRequests(text, retry_after_seconds=_retry_after(exc))
+    return KubeError(text, status=status or None)
+
+
+def call(fn: Callable[..., T], *args: Any, what: str, **kwargs: Any) -> T:
+    """Call a kubernetes client method, retrying 429/5xx/connection errors with backoff.
+
+    Raises:
+        KubeError: or a subclass, for every failure (after the retries for transient ones).
+    """
+    delay = RETRY_BACKOFF_SECONDS
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            error = wrap(exc, what=what)
+            transient = error.status == 429 or (error.status or 0) >= 500 or not exc.status
+            if not transient or attempt == RETRY_ATTEMPTS:
+                raise error from exc
+            wait = delay * (1 + random.random())
+            if isinstance(error, KubeTooManyRequests) and error.retry_after_seconds is not None:
+                if error.retry_after_seconds > MAX_INLINE_RETRY_AFTER_SECONDS:
+                    raise RetryLater(
+                        error.message, delay_seconds=error.retry_after_seconds
+                    ) from exc
+                wait = error.retry_after_seconds
+        except urllib3.exceptions.HTTPError as exc:
+            if attempt == RETRY_ATTEMPTS:
+                raise KubeError(
+                    f"Cannot reach the Kubernetes API to {what}: {type(exc).__name__}.",
+                    hint="Check that the API server is up and the kubeconfig points at it.",
+                ) from exc
+            wait = delay * (1 + random.random())
+        time.sleep(wait)
+        delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _meta(obj: Any) -> tuple[dict[str, str], dict[str, str]]:
+    meta = obj.metadata
+    return dict(meta.labels or {}), dict(meta.annotations or {})
+
+
+def check_owner(
+    *, name: str, labels: Mapping[str, str], annotations: Mapping[str, str], repo: str
+) -> None:
+    """Refuse a namespace k8see does not own (reference §2.4), saying whose it is."""
+    manager = labels.get(names.LABEL_MANAGED_BY, "")
+    if manager not in OWNERS:
+        raise PolicyError(
+            f"Namespace {name} exists and is not managed by k8see "
+            f"(managed-by: {manager or 'unset'}); k8see will not touch it.",
+            hint="Pick another projectId in k8s-ee.yaml, or ask the cluster admin to remove "
+            "or relabel that namespace.",
+        )
+    owner = annotations.get(names.ANN_REPOSITORY, "")
+    if owner and owner != repo:
+        raise PolicyError(
+            f"Namespace {name} belongs to repository {owner}, not {repo}.",
+            hint="Two repositories use the same projectId; pick a unique projectId in k8s-ee.yaml.",
+        )
+
+
+def ensure_namespace(
+    *,
+    api: ApiClient,
+    name: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    repo: str,
+) -> bool:
+    """Create the PR namespace, or check ownership and relabel an existing one.
+
+    Returns:
+        True when the namespace was created, False when it existed.
+
+    Raises:
+        PolicyError: the namespace belongs to someone else; it is left untouched.
+        RetryLater: the namespace is still being deleted (a destroy just ran).
+    """
+    core = client.CoreV1Api(api)
+    for _ in range(2):
+        try:
+            existing = call(core.read_namespace, name, what=f"read namespace {name}")
+        except KubeNotFound:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "labels": dict(labels),
+                    "annotations": {names.ANN_CREATED_AT: now_iso(), **annotations},
+                },
+            }
+            try:
+                call(core.create_namespace, body, what=f"create namespace {name}")
+                return True
+            except KubeConflict:
+                continue  # created concurrently: treat as existing
+        current_labels, current_annotations = _meta(existing)
+        check_owner(name=name, labels=current_labels, annotations=current_annotations, repo=repo)
+        if existing.status is not None and existing.status.phase == "Terminating":
+            raise RetryLater(f"Namespace {name} is still being deleted.", delay_seconds=10)
+        new_annotations = {
+            k: v
+            for k, v in annotations.items()
+            if k not in CREATE_ONLY_ANNOTATIONS or k not in current_annotations
+        }
+        patch = {"metadata": {"labels": dict(labels), "annotations": new_annotations}}
+        call(
+            core.patch_namespace,
+            name,
+            patch,
+            what=f"relabel namespace {name}",
+            _content_type="application/merge-patch+json",
+        )
+        return False
+    raise KubeConflict(f"Namespace {name} kept appearing and disappearing.", status=409)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    api: Callable[[ApiClient], Any]
+    suffix: str
+
+
+_KINDS = {
+    ("v1", "ResourceQuota"): _Kind(client.CoreV1Api, "resource_quota"),
+    ("v1", "LimitRange"): _Kind(client.CoreV1Api, "limit_range"),
+    ("v1", "Secret"): _Kind(client.CoreV1Api, "secret"),
+    ("v1", "ConfigMap"): _Kind(client.CoreV1Api, "config_map"),
+    ("v1", "ServiceAccount"): _Kind(client.CoreV1Api, "service_account"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): _Kind(client.NetworkingV1Api, "network_policy"),
+}
+
+
+def apply_objects(
+    *, api: ApiClient, namespace: str, manifests: Iterable[Mapping[str, Any]]
+) -> list[str]:
+    """Create each object, or replace it when it exists; running it twice changes nothing.
+
+    Returns:
+        ``kind/name`` of each object applied, in order.
+    """
+    applied: list[str] = []
+    for manifest in manifests:
+        key = (str(manifest.get("apiVersion")), str(manifest.get("kind")))
+        kind = _KINDS.get(key)
+        if kind is None:
+            raise KubeError(f"k8see cannot apply {key[1]} ({key[0]}) objects.")
+        body = json.loads(json.dumps(manifest))  # a private copy we may annotate
+        body.setdefault("metadata", {})["namespace"] = namespace
+        name = body["metadata"]["name"]
+        what = f"apply {key[1]} {namespace}/{name}"
+        api_obj = kind.api(api)
+        try:
+            call(getattr(api_obj, f"create_namespaced_{kind.suffix}"), namespace, body, what=what)
+        except KubeConflict:
+            for attempt in range(3):
+                current = call(
+                    getattr(api_obj, f"read_namespaced_{kind.suffix}"), name, namespace, what=what
+                )
+                body["metadata"]["resourceVersion"] = current.metadata.resource_version
+                try:
+                    call(
+                        getattr(api_obj, f"replace_namespaced_{kind.suffix}"),
+                        name,
+                        namespace,
+                        body,
+                        what=what,
+                    )
+                    break
+                except KubeConflict:
+                    if attempt == 2:
+                        raise
+        applied.append(f"{key[1]}/{name}")
+    return applied
+
+
+def find_namespaces(*, api: ApiClient, repo: str, pr: int) -> list[str]:
+    """Namespaces k8see (or the reference) made for this repository's PR ``pr``."""
+    core = client.CoreV1Api(api)
+    found = call(
+        core.list_namespace,
+        label_selector=f"{names.LABEL_PR}={int(pr)}",
+        what=f"list namespaces of PR {pr}",
+    )
+    out = []
+    for ns in found.items or []:
+        labels, annotations = _meta(ns)
+        if labels.get(names.LABEL_MANAGED_BY) not in OWNERS:
+            continue
+        if labels.get(names.LABEL_PR) != str(pr):
+            continue  # a server that ignores the selector must not widen the match
+        if annotations.get(names.ANN_REPOSITORY) == repo:
+            out.append(str(ns.metadata.name))
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class NamespaceRemoval:
+    """What ``delete_namespace`` did.
+
+    Attributes:
+        deleted: The namespace is gone (or going) because of this call.
+        skipped: Why nothing was deleted: ``not-found``, ``not-managed``, ``different-repo``
+            or ``preserved``; empty when deleted.
+        removed: ``kind/name`` of what was removed, PVCs whose finalizers were stripped first.
+        forced: The namespace's finalizers were cleared after the timeout.
+        preserve_until: The preserve deadline, when skipped as preserved.
+    """
+
+    deleted: bool
+    skipped: str = ""
+    removed: list[str] = field(default_factory=list)
+    forced: bool = False
+    preserve_until: str = ""
+
+
+def delete_namespace(
+    *, api: ApiClient, name: str, repo: str, timeout_seconds: float, poll_seconds: float = 1.0
+) -> NamespaceRemoval:
+    """Delete a PR namespace k8see owns, unless preserved (reference §2.8).
+
+    PVC finalizers are stripped first (they block deletion when the storage driver is gone);
+    after ``timeout_seconds`` the namespace's own finalizers are cleared. A namespace that is
+    not there is done, not an error.
+    """
+    core = client.CoreV1Api(api)
+    try:
+        ns = call(core.read_namespace, name, what=f"read namespace {name}")
+    except KubeNotFound:
+        return NamespaceRemoval(deleted=False, skipped="not-found")
+    labels, annotations = _meta(ns)
+    if labels.get(names.LABEL_MANAGED_BY) not in OWNERS:
+        return NamespaceRemoval(deleted=False, skipped="not-managed")
+    if annotations.get(names.ANN_REPOSITORY, repo) not in ("", repo):
+        return NamespaceRemoval(deleted=False, skipped="different-repo")
+    if labels.get(names.LABEL_PRESERVE) == "true":
+        until = annotations.get(names.ANN_PRESERVE_UNTIL, "")
+        return NamespaceRemoval(deleted=False, skipped="preserved", preserve_until=until)
+    removed: list[str] = []
+    try:
+        pvcs = call(core.list_namespaced_persistent_volume_claim, name, what=f"list PVCs in {name}")
+        for pvc in pvcs.items or []:
+            pvc_name = str(pvc.metadata.name)
+            if pvc.metadata.finalizers:
+                call(
+                    core.patch_namespaced_persistent_volume_claim,
+                    pvc_name,
+                    name,
+                    {"metadata": {"finalizers": None}},
+                    what=f"unblock PVC {name}/{pvc_name}",
+                    _content_type="application/merge-patch+json",
+                )
+            removed.append(f"PersistentVolumeClaim/{pvc_name}")
+        call(core.delete_namespace, name, what=f"delete namespace {name}")
+    except KubeNotFound:
+        return NamespaceRemoval(deleted=True, removed=[*removed, f"Namespace/{name}"])
+    removed.append(f"Namespace/{name}")
+    if _gone(core, name, timeout_seconds, poll_seconds):
+        return NamespaceRemoval(deleted=True, removed=removed)
+    body = {"metadata": {"name": name}, "spec": {"finalizers": []}}
+    try:
+        call(
+            core.patch_namespace,
+            name,
+            {"metadata": {"finalizers": None}},
+            what=f"clear finalizers of namespace {name}",
+            _content_type="application/merge-patch+json",
+        )
+        call(core.replace_namespace_finalize, name, body, what=f"finalize namespace {name}")
+    except KubeNotFound:
+        return NamespaceRemoval(deleted=True, removed=removed)
+    if not _gone(core, name, min(60.0, timeout_seconds), poll_seconds):
+        raise KubeError(
+            f"Namespace {name} is still terminating after its finalizers were cleared.",
+            hint=f"Inspect it with `kubectl get namespace {name} -o yaml`; an API service "
+            "that is down can block namespace deletion.",
+        )
+    return NamespaceRemoval(deleted=True, removed=removed, forced=True)
+
+
+def _gone(core: Any, name: str, timeout_seconds: float, poll_seconds: float) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            call(core.read_namespace, name, what=f"read namespace {name}")
+        except KubeNotFound:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_seconds)
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    """The outcome of the post-deploy health check.
+
+    Attributes:
+        ok: A 2xx answer came back.
+        status: The last HTTP status seen (0: no answer at all).
+        attempts: How many requests were made.
+        detail: The last failure, short (a status line, never a response body).
+    """
+
+    ok: bool
+    status: int
+    attempts: int
+    detail: str = ""
+
+
+def wait_healthy(
+    *,
+    api: ApiClient,
+    namespace: str,
+    service: str,
+    port: int | str,
+    path: str,
+    attempts: int,
+    interval_seconds: float,
+) -> HealthResult:
+    """GET ``path`` on the Service through the API server's service proxy, until a 2xx.
+
+    Any 2xx passes, including 204 and empty bodies (the reference required a body). No port
+    forward is needed, so it works from a worker outside the cluster network.
+    """
+    parts = urlsplit(path if path.startswith("/") else f"/{path}")
+    resource = (
+        f"/api/v1/namespaces/{quote(namespace)}/services/"
+        f"{quote(f'{service}:{port}')}/proxy{quote(parts.path, safe='/._-~')}"
+    )
+    query = [tuple(p.split("=", 1)) if "=" in p else (p, "") for p in parts.query.split("&") if p]
+    status, detail = 0, ""
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            response = api.call_api(
+                resource,
+                "GET",
+                query_params=query,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=10,
+            )
+            status = int(response.status)
+            response.release_conn()
+            if 200 <= status <= 299:
+                return HealthResult(ok=True, status=status, attempts=attempt)
+            detail = f"HTTP {status}"
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            reason, message = _status_fields(exc)
+            detail = f"HTTP {status} {reason}".strip() + (f": {message}" if message else "")
+        except urllib3.exceptions.HTTPError as exc:
+            status, detail = 0, f"no answer ({type(exc).__name__})"
+        if attempt < attempts:
+            time.sleep(interval_seconds)
+    return HealthResult(ok=False, status=status, attempts=max(1, attempts), detail=detail)
+
+
+def pod_diagnostics(
+    *, api: ApiClient, namespace: str, selector: str, log_lines: int = 20
+) -> dict[str, Any]:
+    """Why pods matching ``selector`` are not serving: waiting reasons, logs, quota refusals.
+
+    Returns:
+        ``{"reason": <the most telling reason or "">, "message": str, "pods": [...],
+        "logs": [last log lines of the first failing container]}``.
+    """
+    core = client.CoreV1Api(api)
+    pods = call(
+        core.list_namespaced_pod,
+        namespace,
+        label_selector=selector,
+        what=f"list pods in {namespace}",
+    )
+    out: dict[str, Any] = {"reason": "", "message": "", "pods": [], "logs": []}
+    for pod in pods.items or []:
+        info: dict[str, Any] = {"name": pod.metadata.name, "phase": pod.status.phase or ""}
+        for cs in list(pod.status.init_container_statuses or []) + list(
+            pod.status.container_statuses or []
+        ):
+            waiting = cs.state.waiting if cs.state else None
+            terminated = cs.last_state.terminated if cs.last_state else None
+            info.setdefault("containers", []).append(
+                {
+                    "name": cs.name,
+                    "ready": bool(cs.ready),
+                    "restarts": cs.restart_count or 0,
+                    "waiting": waiting.reason if waiting else "",
+                    "last_exit_code": terminated.exit_code if terminated else None,
+                }
+            )
+            if waiting and waiting.reason and not out["reason"]:
+                out["reason"] = str(waiting.reason)
+                out["message"] = str(waiting.message or "")[:MAX_MESSAGE_CHARS]
+                out["logs"] = _logs(
+                    core,
+                    namespace,
+                    pod.metadata.name,
+                    cs.name,
+                    previous=bool(cs.restart_count),
+                    lines=log_lines,
+                )
+        out["pods"].append(info)
+    if not out["reason"]:
+        refusal = _creation_refusal(api, namespace, selector)
+        if refusal:
+            out["reason"], out["message"] = "FailedCreate", refusal
+    return out
+
+
+def _logs(
+    core: Any, namespace: str, pod: str, container: str, *, previous: bool, lines: int
+) -> list[str]:
+    for prev in (True, False) if previous else (False,):
+        try:
+            text = call(
+                core.read_namespaced_pod_log,
+                pod,
+                namespace,
+                container=container,
+                tail_lines=lines,
+                previous=prev,
+                what=f"read logs of {pod}",
+            )
+        except KubeError:
+            continue
+        found = [line[:500] for line in str(text or "").splitlines() if line.strip()]
+        if found:
+            return found[-lines:]
+    return []
+
+
+def _creation_refusal(api: ApiClient, namespace: str, selector: str) -> str:
+    """The message of a ReplicaSet that cannot create its pods (e.g. exceeded quota)."""
+    apps = client.AppsV1Api(api)
+    sets = call(
+        apps.list_namespaced_replica_set,
+        namespace,
+        label_selector=selector,
+        what=f"list ReplicaSets in {namespace}",
+    )
+    for rs in sets.items or []:
+        for cond in (rs.status.conditions if rs.status else None) or []:
+            if cond.type == "ReplicaFailure" and cond.status == "True":
+                return str(cond.message or cond.reason or "")[:MAX_MESSAGE_CHARS]
+    return ""
