@@ -1,0 +1,175 @@
+"""BuildahBuilder with real buildah, qemu and a real registry: a two-platform manifest list
+pushed under every tag, the foreign-architecture RUN step executed under emulation, build
+args set, a broken Dockerfile as BuildFailed with the output tail, cancellation and the time
+limit killing the build, and credentials kept out of argv and output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from k8see.errors import BuildFailed, Superseded
+from k8see.integrations.builders import (
+    BuildahBuilder,
+    BuildResult,
+    RegistryAuth,
+    parse_platforms,
+    write_registries_conf,
+)
+from tests.fixtures.images import (
+    HELLO_REPOSITORY,
+    HELLO_SHA,
+    LocalRegistry,
+    read_image_file,
+)
+
+
+def _build(
+    builder: BuildahBuilder,
+    registry: LocalRegistry,
+    context: Path,
+    *,
+    repository: str,
+    platforms: tuple[str, ...] = ("linux/amd64",),
+    timeout_seconds: float = 600,
+    should_stop=lambda: False,
+    lines: list[str] | None = None,
+) -> BuildResult:
+    return builder.build_and_push(
+        context_dir=context,
+        dockerfile=context / "Dockerfile",
+        image=f"{registry.host}/{repository}",
+        tags=["pr-1"],
+        platforms=platforms,
+        build_args={"GREETING": "hi"},
+        timeout_seconds=timeout_seconds,
+        should_stop=should_stop,
+        on_line=(lines if lines is not None else []).append,
+    )
+
+
+def test_hello_is_a_two_platform_list_under_both_tags(
+    hello_image: BuildResult, registry: LocalRegistry
+) -> None:
+    client = registry.client()
+    repo = f"{registry.host}/{HELLO_REPOSITORY}"
+    assert hello_image.image == f"{repo}@{hello_image.digest}"
+    assert hello_image.platforms == ("linux/amd64", "linux/arm64")
+    assert client.get_platforms(hello_image.image) == ["linux/amd64", "linux/arm64"]
+    assert client.resolve_digest(f"{repo}:pr-1") == hello_image.digest
+    assert client.resolve_digest(f"{repo}:sha-{HELLO_SHA}") == hello_image.digest
+
+
+def test_the_run_step_executed_for_each_architecture(
+    hello_image: BuildResult, registry: LocalRegistry
+) -> None:
+    # The RUN step wrote `uname -m`: aarch64 can only come from qemu on this amd64 host.
+    client = registry.client()
+    arch = {
+        p: read_image_file(client, hello_image.image, p, "www/arch.txt").decode().strip()
+        for p in hello_image.platforms
+    }
+    target = {
+        p: read_image_file(client, hello_image.image, p, "www/targetarch.txt").decode().strip()
+        for p in hello_image.platforms
+    }
+    assert arch == {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+    assert target == {"linux/amd64": "amd64", "linux/arm64": "arm64"}
+
+
+def test_a_broken_dockerfile_is_build_failed_with_the_output_tail(
+    buildah_builder: BuildahBuilder, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nRUN echo 'compiling the app' && echo 'error: missing semicolon' && exit 7\n"
+    )
+    lines: list[str] = []
+    with pytest.raises(BuildFailed) as info:
+        _build(
+            buildah_builder, registry, tmp_path, repository="k8see-tests/broken/app", lines=lines
+        )
+    err = info.value
+    assert "did not build for linux/amd64" in err.message
+    assert "error: missing semicolon" in (err.hint or "")
+    assert len((err.hint or "").splitlines()) <= 21
+    assert any(line.startswith("[linux/amd64] ") for line in lines)
+    assert registry.client().list_tags("k8see-tests/broken/app") == []
+
+
+def test_cancellation_kills_the_build(
+    buildah_builder: BuildahBuilder, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    # Given a build whose RUN step would take five minutes
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo started-sleeping && sleep 300\n")
+    lines: list[str] = []
+    # When the run is superseded once the step has started
+    with pytest.raises(Superseded):
+        _build(
+            buildah_builder,
+            registry,
+            tmp_path,
+            repository="k8see-tests/cancelled/app",
+            lines=lines,
+            should_stop=lambda: any("started-sleeping" in line for line in lines),
+        )
+    # Then nothing was pushed and no `sleep 300` is left running
+    assert registry.client().list_tags("k8see-tests/cancelled/app") == []
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == "sleep\x00300\x00"]
+
+
+def test_the_time_limit_stops_the_build(
+    buildah_builder: BuildahBuilder, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN sleep 301\n")
+    with pytest.raises(BuildFailed) as info:
+        _build(
+            buildah_builder,
+            registry,
+            tmp_path,
+            repository="k8see-tests/slow/app",
+            timeout_seconds=3,
+        )
+    assert "did not finish within 3s" in info.value.message
+    assert "build.timeout_seconds" in (info.value.hint or "")
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == "sleep\x00301\x00"]
+
+
+def test_credentials_go_through_an_auth_file_not_argv(
+    registry: LocalRegistry, buildah_storage: Path, tmp_path: Path
+) -> None:
+    # The local registry has no auth, so the push succeeds either way; what we check is that
+    # the password appears in no output line and that the build still works with auth set.
+    password = "s3cr3t-Registry-Passw0rd"
+    conf = write_registries_conf(
+        tmp_path / "registries.conf", mirrors={"docker.io": registry.host}, insecure=[registry.host]
+    )
+    builder = BuildahBuilder(
+        storage_dir=buildah_storage,
+        registries_conf=conf,
+        insecure_registries=[registry.host],
+        auth=[RegistryAuth(host=registry.host, username="bot", password=password)],
+    )
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nRUN echo {password}\n")
+    lines: list[str] = []
+    result = _build(builder, registry, ctx, repository="k8see-tests/auth/app", lines=lines)
+    assert result.digest.startswith("sha256:")
+    assert any("***" in line for line in lines)
+    assert not any(password in line for line in lines)
+
+
+def test_platform_lists_are_validated() -> None:
+    assert parse_platforms("linux/amd64, linux/arm64,linux/amd64") == ("linux/amd64", "linux/arm64")
+    with pytest.raises(BuildFailed, match="not valid"):
+        parse_platforms("linux/amd64,windows/amd64")
+    with pytest.raises(BuildFailed, match="not valid"):
+        parse_platforms("")
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_text()
+    except OSError:
+        return ""

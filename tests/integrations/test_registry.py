@@ -1,0 +1,95 @@
+"""OciRegistry against a real docker-registry: the mirror push, digests, platforms of a
+manifest list, tag listing, idempotent tag deletion, and errors that are RegistryError
+without leaking library exceptions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from k8see.errors import RegistryError
+from k8see.integrations.registry import OciRegistry, parse_ref, push_oci_layout
+from tests.conftest import free_port
+from tests.fixtures.images import MIRROR_DIR, LocalRegistry
+
+
+def test_the_mirror_holds_a_two_platform_busybox(registry: LocalRegistry) -> None:
+    client = registry.client()
+    spec = json.loads((MIRROR_DIR / "mirror.json").read_text())["images"][0]
+    assert f"{registry.host}/library/busybox:latest" in registry.mirrored
+    assert client.get_platforms("library/busybox:latest") == ["linux/amd64", "linux/arm64"]
+    assert set(spec["tags"]) <= set(client.list_tags("library/busybox"))
+    # Every tag names the same list, and a digest reference resolves to itself.
+    digest = client.resolve_digest(f"{registry.host}/library/busybox:latest")
+    assert digest == client.resolve_digest(f"library/busybox:{spec['version']}")
+    assert client.resolve_digest(f"library/busybox@{digest}") == digest
+    assert client.get_manifest(f"library/busybox@{digest}").is_index
+
+
+def test_a_single_platform_image_reports_its_platform(registry: LocalRegistry) -> None:
+    client = registry.client()
+    arm = client.platform_manifest("library/busybox:latest", "linux/arm64")
+    assert not arm.is_index
+    assert client.get_platforms(f"library/busybox@{arm.digest}") == ["linux/arm64"]
+
+
+def test_tags_are_listed_and_deleted_idempotently(registry: LocalRegistry) -> None:
+    # Given an image pushed under two tags of a fresh repository
+    client = registry.client()
+    digest = push_oci_layout(
+        client,
+        layout_dir=MIRROR_DIR / "busybox",
+        repository="k8see-tests/delete-me/app",
+        tags=["pr-7", "sha-" + "b" * 40],
+    )
+    assert client.list_tags("k8see-tests/delete-me/app") == ["pr-7", "sha-" + "b" * 40]
+    assert client.resolve_digest("k8see-tests/delete-me/app:pr-7") == digest
+    # When both tags are deleted, twice
+    deleted = client.delete_tags("k8see-tests/delete-me/app", ["pr-7", "sha-" + "b" * 40])
+    again = client.delete_tags("k8see-tests/delete-me/app", ["pr-7", "sha-" + "b" * 40])
+    # Then they are gone, and the second call is a no-op (a digest delete drops every tag
+    # on that digest, so the second tag may already be gone in the first call)
+    assert deleted[0] == "pr-7"
+    assert again == []
+    assert client.list_tags("k8see-tests/delete-me/app") == []
+    with pytest.raises(RegistryError, match="does not exist"):
+        client.resolve_digest("k8see-tests/delete-me/app:pr-7")
+
+
+def test_an_unknown_repository_has_no_tags(registry: LocalRegistry) -> None:
+    assert registry.client().list_tags("k8see-tests/never/pushed") == []
+
+
+def test_an_unreachable_registry_is_a_registry_error() -> None:
+    client = OciRegistry(host=f"127.0.0.1:{free_port()}", insecure=True, timeout_seconds=2)
+    with pytest.raises(RegistryError) as info:
+        client.list_tags("a/b")
+    assert "is not reachable (ConnectionError)" in info.value.message
+    assert info.value.__cause__ is not None
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "busybox",
+        "ghcr.io/Acme/x:tag",
+        "ghcr.io/a/b:bad tag",
+        "ghcr.io/a/b@sha256:short",
+        "h.io/a:t@sha256:" + "0" * 64,
+    ],
+)
+def test_bad_references_are_refused(ref: str) -> None:
+    with pytest.raises(RegistryError, match="is not of the form"):
+        parse_ref(ref)
+
+
+def test_references_are_parsed() -> None:
+    assert str(parse_ref("127.0.0.1:5000/a/b/c:pr-1")) == "127.0.0.1:5000/a/b/c:pr-1"
+    ref = parse_ref("ghcr.io/acme/shop/web@sha256:" + "a" * 64)
+    assert (ref.host, ref.repository, ref.reference) == (
+        "ghcr.io",
+        "acme/shop/web",
+        "sha256:" + "a" * 64,
+    )
+    assert parse_ref("localhost/x").reference == "latest"
