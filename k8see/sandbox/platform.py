@@ -83,6 +83,7 @@ class Platform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._start_redis()
         self._start_registry()
+        self._push_mirror()
         self.kube = KubeSandbox(ready_delay_seconds=self.ready_delay_seconds)
         self.kube.start()
         self.kube.write_kubeconfig(self.kubeconfig)
@@ -140,6 +141,16 @@ class Platform:
         self._spawn("registry", [tool("docker-registry", "registry"), "serve", str(config)])
         wait_for_port(self.registry_port)
 
+    def _push_mirror(self) -> None:
+        """Fill the registry with the busybox base image, so ``FROM busybox`` builds offline."""
+        from k8see.integrations.registry import OciRegistry, push_mirror
+
+        registry = OciRegistry(host=self.registry_host, insecure=True)
+        try:
+            push_mirror(registry, mirror_dir=ROOT / ".tools" / "mirror")
+        finally:
+            registry.close()
+
     def env(self) -> dict[str, str]:
         """The variables that point k8see (client, workers, CLI) at this platform."""
         assert self.github is not None
@@ -192,7 +203,7 @@ class Platform:
         wait_for_port(port, timeout_seconds=30)
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.processes.items())):
+        for proc in reversed(list(self.processes.values())):
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)

@@ -1,0 +1,186 @@
+"""``make demo``: the main job, end to end, on the local sandbox.
+
+Opens a PR for ``examples/<app>`` on the sandbox GitHub, enqueues the ``opened`` event exactly
+as a workflow would, follows the real pipeline (Redis, Celery pools, buildah, registry, Trivy,
+helm against the sandbox API server) to ready, shows the PR comment, the environment table,
+Flower and the running preview, then closes the PR and follows the destroy.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from k8see.client import enqueue, follow
+from k8see.events import decide_from_flags
+from k8see.sandbox.platform import ROOT, Platform, free_port
+from k8see.sandbox.podruntime import PodRuntime
+from k8see.settings import load_settings
+
+DEMO_ORG = "k8see-demo"
+PR_NUMBER = 1
+HEAD_REF = "demo/first-preview"
+FOLLOW_SECONDS = 900.0
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def make_source_repo(example: Path, dest: Path) -> str:
+    """A git repository holding the example, as a PR head would; returns the commit SHA."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(example, dest)
+    git = [
+        "git",
+        "-C",
+        str(dest),
+        "-c",
+        "user.name=k8see demo",
+        "-c",
+        "user.email=demo@k8see.invalid",
+    ]
+    subprocess.run([*git, "init", "-q", "-b", HEAD_REF], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "Preview me"], check=True)
+    out = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def _progress(started: float) -> Any:
+    def show(record: dict[str, Any]) -> None:
+        status = record.get("status", "?")
+        stage = (record.get("stage") or "") if status != "ready" else ""
+        say(f"  {time.monotonic() - started:6.1f}s  {status:<11} {stage}")
+
+    return show
+
+
+def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
+    source = ROOT / "examples" / example
+    if not (source / "k8s-ee.yaml").is_file():
+        say(f"Error: examples/{example} has no k8s-ee.yaml.")
+        return 1
+    workdir = workdir.resolve()
+    repo = f"{DEMO_ORG}/{example}"
+    say("k8see demo: LOCAL SANDBOX. Kubernetes and GitHub are stand-ins that speak the real")
+    say("APIs; Redis, Celery workers, buildah, the registry, Trivy and helm are the real tools.")
+    platform = Platform(workdir=workdir)
+    runtime: PodRuntime | None = None
+    try:
+        platform.start()
+        for key, value in platform.env().items():
+            import os
+
+            os.environ[key] = value
+        settings = load_settings()
+        platform.start_workers()
+        platform.start_beat()
+        flower_port = free_port()
+        password = secrets.token_urlsafe(9)
+        platform.start_flower(port=flower_port, basic_auth=f"admin:{password}")
+        assert platform.kube is not None and platform.github is not None
+        runtime = PodRuntime(
+            kube=platform.kube, registry_host=platform.registry_host, workdir=workdir / "pods"
+        ).start()
+
+        sha = make_source_repo(source, workdir / "src-repo")
+        platform.github.add_repo(repo, collaborators={"demo-dev": "write"})
+        platform.github.add_pull(repo, PR_NUMBER, head_sha=sha, head_ref=HEAD_REF)
+        say(f"\nPR {repo}#{PR_NUMBER} opened at {sha[:12]}; enqueueing the 'opened' event.")
+        decision = decide_from_flags(
+            repo=repo, pr=PR_NUMBER, action="opened", sha=sha, ref=HEAD_REF, trigger="automatic"
+        )
+        sent = enqueue(
+            decision,
+            settings=settings,
+            trigger="pull_request:opened",
+            source=str(workdir / "src-repo"),
+        )
+        say(f"run {sent.run_id}:")
+        outcome = follow(
+            settings=settings,
+            repo=repo,
+            pr=PR_NUMBER,
+            run_id=sent.run_id,
+            generation=sent.run.generation,
+            timeout_seconds=FOLLOW_SECONDS,
+            on_change=_progress(time.monotonic()),
+            until_commented=True,
+        )
+        if not outcome.ok:
+            error = outcome.record.get("error") or {}
+            say(f"\nThe deploy ended as {outcome.status}: {error.get('message', '')}")
+            if error.get("hint"):
+                say(f"Hint: {error['hint']}")
+            say(f"Worker logs: {workdir}/worker-*.log")
+            return 1
+        _show_comment(platform, repo)
+        say("\nk8see status:")
+        subprocess.run(
+            [sys.executable, "-m", "k8see", "status"], check=False, env=platform.process_env()
+        )
+        record = outcome.record
+        namespace = str(record.get("namespace", ""))
+        local = runtime.address(namespace)
+        say(f"\nPreview URL (on a real cluster): {record.get('preview_url')}")
+        if local:
+            answer = requests.get(f"{local}/", timeout=5)
+            say(f"Running here: {local}/  (HTTP {answer.status_code}, the built image itself)")
+        say(f"Flower: http://127.0.0.1:{flower_port}/  (user admin, password {password})")
+
+        say(f"\nPR {repo}#{PR_NUMBER} closed; enqueueing the 'closed' event.")
+        closing = decide_from_flags(
+            repo=repo, pr=PR_NUMBER, action="closed", sha=sha, ref=HEAD_REF, trigger="automatic"
+        )
+        platform.github.set_pull_state(repo, PR_NUMBER, state="closed")
+        gone = enqueue(closing, settings=settings, trigger="pull_request:closed")
+        say(f"run {gone.run_id}:")
+        ended = follow(
+            settings=settings,
+            repo=repo,
+            pr=PR_NUMBER,
+            run_id=gone.run_id,
+            generation=gone.run.generation,
+            timeout_seconds=FOLLOW_SECONDS,
+            on_change=_progress(time.monotonic()),
+            until_commented=True,
+        )
+        _show_comment(platform, repo)
+        if not ended.ok:
+            say(f"The destroy ended as {ended.status}.")
+            return 1
+        if keep:
+            say(
+                f"\nThe platform keeps running (KEEP=1). Point k8see at it with:\n"
+                f"  source {workdir}/env\nCtrl-C stops everything."
+            )
+            (workdir / "env").write_text(
+                "".join(f"export {k}={v}\n" for k, v in platform.env().items())
+            )
+            while True:
+                time.sleep(3600)
+        say("\nDemo finished; stopping the platform.")
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if runtime is not None:
+            runtime.stop()
+        platform.stop()
+
+
+def _show_comment(platform: Platform, repo: str) -> None:
+    assert platform.github is not None
+    comments = platform.github.comments(repo, PR_NUMBER)
+    say(f"\nPR comment ({len(comments)} on the PR, updated in place):")
+    for line in str(comments[-1]["body"]).splitlines() if comments else []:
+        say(f"  | {line}")

@@ -1,0 +1,238 @@
+"""The sandbox's pod runtime: really run the app image of a preview, with buildah.
+
+The sandbox API server simulates pods. For the demo and the end-to-end tests the preview should
+be the real built image answering real HTTP, so this runtime watches the sandbox over the
+Kubernetes API (the same protocol a kubelet uses), and for each pod whose first container comes
+from the local registry it pulls that image by digest and runs its entrypoint with
+``buildah run --isolation chroot`` (no daemon needed), as the pod's user, with the pod's
+environment (its ConfigMap ``envFrom`` included) and a free host port passed as ``PORT``. It then
+registers that port as the backend of the Services selecting the pod, so the API server's
+service proxy, the deploy stage's health check and a person's browser all reach the real app.
+
+What it does not do, and says so: read-only root filesystem and dropped capabilities are not
+enforced (chroot isolation cannot), and database images stay simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from k8see.sandbox.kubeapi import KubeSandbox
+from k8see.sandbox.platform import free_port, tool
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+
+
+@dataclass
+class RunningPod:
+    namespace: str
+    name: str
+    port: int
+    container: str
+    process: subprocess.Popen[bytes]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class PodRuntime:
+    """Runs local-registry images of sandbox pods; ``start()``/``stop()``."""
+
+    def __init__(self, *, kube: KubeSandbox, registry_host: str, workdir: Path):
+        self.kube = kube
+        self.registry_host = registry_host
+        self.workdir = workdir
+        self.pods: dict[tuple[str, str], RunningPod] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pod-runtime", daemon=True)
+        self._session = requests.Session()
+
+    @property
+    def _buildah(self) -> list[str]:
+        return [
+            tool("buildah"),
+            "--root",
+            str(self.workdir / "storage"),
+            "--runroot",
+            str(self.workdir / "run"),
+            "--storage-driver",
+            "vfs",
+        ]
+
+    def start(self) -> PodRuntime:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for pod in list(self.pods.values()):
+            self._kill(pod)
+
+    def address(self, namespace: str) -> str | None:
+        """The local URL where the app of ``namespace`` answers, if it runs."""
+        for pod in self.pods.values():
+            if pod.namespace == namespace and pod.process.poll() is None:
+                return f"http://127.0.0.1:{pod.port}"
+        return None
+
+    def _get(self, path: str) -> dict[str, Any]:
+        resp = self._session.get(f"{self.kube.url}{path}", timeout=10)
+        resp.raise_for_status()
+        data = resp.json()
+        return data if isinstance(data, dict) else {}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self._sync()
+            except (requests.RequestException, OSError, subprocess.SubprocessError):
+                log.debug("Pod runtime sync failed; retrying.", exc_info=True)
+
+    def _sync(self) -> None:
+        pods = self._get("/api/v1/pods").get("items", [])
+        live = set()
+        for pod in pods:
+            meta = pod.get("metadata", {})
+            key = (meta.get("namespace", ""), meta.get("name", ""))
+            containers = pod.get("spec", {}).get("containers") or []
+            if not containers or meta.get("deletionTimestamp"):
+                continue
+            image = str(containers[0].get("image", ""))
+            if not image.startswith(f"{self.registry_host}/"):
+                continue
+            live.add(key)
+            if key not in self.pods:
+                self._run(pod, containers[0])
+        for key in set(self.pods) - live:
+            self._kill(self.pods.pop(key))
+        self._register_services()
+
+    def _run(self, pod: dict[str, Any], container: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        image = container["image"]
+        ctr = f"k8see-{namespace}-{name}"[:120]
+        subprocess.run([*self._buildah, "rm", ctr], capture_output=True, check=False)
+        pulled = subprocess.run(
+            [
+                *self._buildah,
+                "from",
+                "--name",
+                ctr,
+                "--tls-verify=false",
+                "--pull=missing",
+                f"docker://{image}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if pulled.returncode != 0:
+            log.warning(
+                "Pod %s/%s: cannot pull %s: %s",
+                namespace,
+                name,
+                image,
+                pulled.stderr.strip()[-300:],
+            )
+            return
+        config = json.loads(
+            subprocess.run(
+                [
+                    *self._buildah,
+                    "inspect",
+                    "--type",
+                    "container",
+                    "--format",
+                    "{{json .OCIv1.Config}}",
+                    ctr,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        command = [
+            *(container.get("command") or config.get("Entrypoint") or []),
+            *(container.get("args") or config.get("Cmd") or []),
+        ]
+        port = free_port()
+        env = {**self._env_from(namespace, container), "PORT": str(port)}
+        user = pod.get("spec", {}).get("securityContext", {}).get("runAsUser")
+        argv = [*self._buildah, "run", "--isolation", "chroot"]
+        if user is not None:
+            argv += ["--user", f"{user}:{user}"]
+        for key, value in env.items():
+            argv += ["--env", f"{key}={value}"]
+        argv += [ctr, "--", *command]
+        logfile = (self.workdir / f"{namespace}-{name}.log").open("ab")
+        process = subprocess.Popen(
+            argv, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        logfile.close()
+        labels = dict(meta.get("labels") or {})
+        self.pods[(namespace, name)] = RunningPod(namespace, name, port, ctr, process, labels)
+        log.info("Pod %s/%s runs %s on 127.0.0.1:%d.", namespace, name, image, port)
+
+    def _env_from(self, namespace: str, container: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            ref = (source.get("configMapRef") or {}).get("name")
+            if ref:
+                try:
+                    data = self._get(f"/api/v1/namespaces/{namespace}/configmaps/{ref}")
+                except requests.RequestException:
+                    continue
+                env.update({k: str(v) for k, v in (data.get("data") or {}).items()})
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[str(item["name"])] = str(item["value"])
+        return env
+
+    def _register_services(self) -> None:
+        namespaces = {pod.namespace for pod in self.pods.values()}
+        for namespace in namespaces:
+            services = self._get(f"/api/v1/namespaces/{namespace}/services").get("items", [])
+            for service in services:
+                selector = service.get("spec", {}).get("selector") or {}
+                target = next(
+                    (
+                        p
+                        for p in self.pods.values()
+                        if p.namespace == namespace
+                        and selector
+                        and all(p.labels.get(k) == v for k, v in selector.items())
+                    ),
+                    None,
+                )
+                if target is None:
+                    continue
+                for port in service.get("spec", {}).get("ports") or []:
+                    self.kube.register_service_backend(
+                        namespace,
+                        service["metadata"]["name"],
+                        int(port["port"]),
+                        f"http://127.0.0.1:{target.port}",
+                    )
+
+    def _kill(self, pod: RunningPod) -> None:
+        if pod.process.poll() is None:
+            try:
+                os.killpg(pod.process.pid, signal.SIGTERM)
+                pod.process.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(pod.process.pid, signal.SIGKILL)
+        subprocess.run([*self._buildah, "rm", pod.container], capture_output=True, check=False)
