@@ -42,12 +42,14 @@ from k8see.settings import PlatformSettings
 __all__ = [
     "HealthResult",
     "NamespaceRemoval",
+    "api_server_addresses",
     "apply_objects",
     "call",
     "delete_namespace",
     "ensure_namespace",
     "find_namespaces",
     "make_api",
+    "namespace_state",
     "now_iso",
     "pod_diagnostics",
     "wait_healthy",
@@ -322,6 +324,36 @@ def apply_objects(
     return applied
 
 
+def api_server_addresses(*, api: ApiClient) -> list[str]:
+    """The API server's Service IP and endpoint IPs, for the egress policy (reference §3.4).
+
+    Both are needed because some CNIs evaluate policy after kube-proxy's DNAT. An empty list
+    (nothing readable) leaves the API rule out rather than failing the deploy.
+    """
+    core = client.CoreV1Api(api)
+    found: list[str] = []
+    try:
+        svc = call(
+            core.read_namespaced_service,
+            "kubernetes",
+            "default",
+            what="read the kubernetes Service",
+        )
+        if svc.spec and svc.spec.cluster_ip and svc.spec.cluster_ip != "None":
+            found.append(str(svc.spec.cluster_ip))
+        endpoints = call(
+            core.read_namespaced_endpoints,
+            "kubernetes",
+            "default",
+            what="read the kubernetes endpoints",
+        )
+        for subset in endpoints.subsets or []:
+            found.extend(str(a.ip) for a in subset.addresses or [] if a.ip)
+    except (KubeNotFound, KubeForbidden):
+        pass
+    return [f"{ip}/32" if ":" not in ip else f"{ip}/128" for ip in dict.fromkeys(found)]
+
+
 def find_namespaces(*, api: ApiClient, repo: str, pr: int) -> list[str]:
     """Namespaces k8see (or the reference) made for this repository's PR ``pr``."""
     core = client.CoreV1Api(api)
@@ -362,28 +394,46 @@ class NamespaceRemoval:
     preserve_until: str = ""
 
 
+def namespace_state(*, api: ApiClient, name: str, repo: str) -> tuple[str, str]:
+    """Why k8see must not delete namespace ``name`` now, or "" when it may.
+
+    Returns:
+        ``(state, preserve_until)``; state is ``not-found``, ``not-managed``,
+        ``different-repo``, ``preserved`` or "" (ours, deletable).
+    """
+    try:
+        ns = call(client.CoreV1Api(api).read_namespace, name, what=f"read namespace {name}")
+    except KubeNotFound:
+        return "not-found", ""
+    labels, annotations = _meta(ns)
+    if labels.get(names.LABEL_MANAGED_BY) not in OWNERS:
+        return "not-managed", ""
+    if annotations.get(names.ANN_REPOSITORY, "") not in ("", repo):
+        return "different-repo", ""
+    if labels.get(names.LABEL_PRESERVE) == "true":
+        return "preserved", annotations.get(names.ANN_PRESERVE_UNTIL, "")
+    return "", ""
+
+
 def delete_namespace(
-    *, api: ApiClient, name: str, repo: str, timeout_seconds: float, poll_seconds: float = 1.0
+    *,
+    api: ApiClient,
+    name: str,
+    repo: str,
+    timeout_seconds: float,
+    poll_seconds: float = 1.0,
+    on_poll: Callable[[], None] | None = None,
 ) -> NamespaceRemoval:
     """Delete a PR namespace k8see owns, unless preserved (reference §2.8).
 
     PVC finalizers are stripped first (they block deletion when the storage driver is gone);
     after ``timeout_seconds`` the namespace's own finalizers are cleared. A namespace that is
-    not there is done, not an error.
+    not there is done, not an error. ``on_poll`` runs while waiting (to renew the lease).
     """
     core = client.CoreV1Api(api)
-    try:
-        ns = call(core.read_namespace, name, what=f"read namespace {name}")
-    except KubeNotFound:
-        return NamespaceRemoval(deleted=False, skipped="not-found")
-    labels, annotations = _meta(ns)
-    if labels.get(names.LABEL_MANAGED_BY) not in OWNERS:
-        return NamespaceRemoval(deleted=False, skipped="not-managed")
-    if annotations.get(names.ANN_REPOSITORY, repo) not in ("", repo):
-        return NamespaceRemoval(deleted=False, skipped="different-repo")
-    if labels.get(names.LABEL_PRESERVE) == "true":
-        until = annotations.get(names.ANN_PRESERVE_UNTIL, "")
-        return NamespaceRemoval(deleted=False, skipped="preserved", preserve_until=until)
+    state, until = namespace_state(api=api, name=name, repo=repo)
+    if state:
+        return NamespaceRemoval(deleted=False, skipped=state, preserve_until=until)
     removed: list[str] = []
     try:
         pvcs = call(core.list_namespaced_persistent_volume_claim, name, what=f"list PVCs in {name}")
@@ -403,7 +453,7 @@ def delete_namespace(
     except KubeNotFound:
         return NamespaceRemoval(deleted=True, removed=[*removed, f"Namespace/{name}"])
     removed.append(f"Namespace/{name}")
-    if _gone(core, name, timeout_seconds, poll_seconds):
+    if _gone(core, name, timeout_seconds, poll_seconds, on_poll):
         return NamespaceRemoval(deleted=True, removed=removed)
     body = {"metadata": {"name": name}, "spec": {"finalizers": []}}
     try:
@@ -417,7 +467,7 @@ def delete_namespace(
         call(core.replace_namespace_finalize, name, body, what=f"finalize namespace {name}")
     except KubeNotFound:
         return NamespaceRemoval(deleted=True, removed=removed)
-    if not _gone(core, name, min(60.0, timeout_seconds), poll_seconds):
+    if not _gone(core, name, min(60.0, timeout_seconds), poll_seconds, on_poll):
         raise KubeError(
             f"Namespace {name} is still terminating after its finalizers were cleared.",
             hint=f"Inspect it with `kubectl get namespace {name} -o yaml`; an API service "
@@ -426,7 +476,13 @@ def delete_namespace(
     return NamespaceRemoval(deleted=True, removed=removed, forced=True)
 
 
-def _gone(core: Any, name: str, timeout_seconds: float, poll_seconds: float) -> bool:
+def _gone(
+    core: Any,
+    name: str,
+    timeout_seconds: float,
+    poll_seconds: float,
+    on_poll: Callable[[], None] | None,
+) -> bool:
     deadline = time.monotonic() + timeout_seconds
     while True:
         try:
@@ -435,6 +491,8 @@ def _gone(core: Any, name: str, timeout_seconds: float, poll_seconds: float) -> 
             return True
         if time.monotonic() >= deadline:
             return False
+        if on_poll is not None:
+            on_poll()
         time.sleep(poll_seconds)
 
 

@@ -1,0 +1,104 @@
+"""The destroy stage: uninstall the app release and delete the PR's namespace.
+
+A destroy from a close event may carry no validated config (nothing was fetched), so the
+namespace is found by its labels and annotation: ``k8s-ee/pr-number=<N>``,
+``k8s-ee/repository=<repo>`` and managed by k8see or the reference (reference §2.8). A
+validated run names its namespace directly. A preserved namespace is kept; one that is gone
+already is done; one that belongs to someone else is never touched. Running it twice ends in
+the same state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from k8see import names
+from k8see.integrations import helm, kube
+from k8see.run import Run
+from k8see.stages.context import StageContext
+
+#: Longest ``helm uninstall --wait``; the namespace deletion removes whatever is left.
+UNINSTALL_TIMEOUT_SECONDS = 120
+
+
+def run(run: Run, ctx: StageContext) -> Run:
+    """Remove the PR's environment, unless it is preserved."""
+    started = time.monotonic()
+    settings = ctx.settings
+    api = kube.make_api(settings)
+    try:
+        validated = run.result("validate").get("namespace")
+        targets = (
+            [str(validated)]
+            if validated
+            else kube.find_namespaces(api=api, repo=run.repo, pr=run.pr)
+        )
+        outcomes = [_destroy_one(api, ctx, run=run, namespace=ns) for ns in targets]
+    finally:
+        api.close()
+    result: dict[str, Any] = {
+        "namespace": targets[0] if targets else "",
+        "namespaces": targets,
+        "deleted": any(o["deleted"] for o in outcomes),
+        "preserved": any(o["preserved"] for o in outcomes),
+        "removed": [item for o in outcomes for item in o["removed"]],
+        "skipped": sorted({o["skipped"] for o in outcomes if o["skipped"]})
+        or ([] if targets else ["not-found"]),
+        "preserve_until": next((o["preserve_until"] for o in outcomes if o["preserved"]), ""),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    ctx.log.info(
+        "destroy of %s#%s: deleted=%s preserved=%s namespaces=%s",
+        run.repo,
+        run.pr,
+        result["deleted"],
+        result["preserved"],
+        targets,
+    )
+    return run.with_result("destroy", result)
+
+
+def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> dict[str, Any]:
+    outcome: dict[str, Any] = {
+        "deleted": False,
+        "preserved": False,
+        "removed": [],
+        "skipped": "",
+        "preserve_until": "",
+    }
+    state, until = kube.namespace_state(api=api, name=namespace, repo=run.repo)
+    if state:
+        # Not ours, gone already, or preserved: say so and leave it exactly as it is.
+        if state in ("not-managed", "different-repo"):
+            ctx.log.warning("namespace %s is %s; not touching it", namespace, state)
+        outcome.update(skipped=state, preserved=state == "preserved", preserve_until=until)
+        return outcome
+    ctx.renew_lease()
+    kubeconfig = ctx.settings.deploy.kubeconfig
+    if helm.uninstall(
+        release=names.RELEASE_NAME,
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        timeout_seconds=UNINSTALL_TIMEOUT_SECONDS,
+        log=ctx.log,
+    ):
+        outcome["removed"].append(f"HelmRelease/{names.RELEASE_NAME}")
+    ctx.renew_lease()
+    removal = kube.delete_namespace(
+        api=api,
+        name=namespace,
+        repo=run.repo,
+        timeout_seconds=ctx.settings.deploy.destroy_timeout_seconds,
+        on_poll=ctx.renew_lease,
+    )
+    outcome["removed"].extend(removal.removed)
+    outcome.update(
+        deleted=removal.deleted,
+        skipped=removal.skipped,
+        preserved=removal.skipped == "preserved",
+        preserve_until=removal.preserve_until,
+    )
+    if removal.forced:
+        ctx.log.warning("namespace %s needed its finalizers cleared", namespace)
+    return outcome
