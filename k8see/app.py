@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Queue  # type: ignore[attr-defined]
 
 from k8see.settings import PlatformSettings, load_settings
 
@@ -53,7 +53,7 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": "default",
-        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],  # type: ignore[no-untyped-call]
         "task_routes": {task: {"queue": queue} for task, queue in ROUTES.items()},
         # Flower and metrics need events; the "sent" event shows queued tasks too.
         "worker_send_task_events": True,
@@ -69,7 +69,7 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
         "worker_redirect_stdouts": False,
     }
     app.conf.update(conf)
-    app.k8see_settings = settings  # type: ignore[attr-defined]
+    app.k8see_settings = settings
     return app
 
 
@@ -78,7 +78,7 @@ def settings_of(app: Celery) -> PlatformSettings:
     settings = getattr(app, "k8see_settings", None)
     if not isinstance(settings, PlatformSettings):
         settings = load_settings()
-        app.k8see_settings = settings  # type: ignore[attr-defined]
+        app.k8see_settings = settings
     return settings
 
 

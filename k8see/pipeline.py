@@ -48,6 +48,7 @@ def _signature(
 
 def chain_for(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
     """The chain a run's action needs: deploy (and redeploy) or destroy."""
+    stages: tuple[str, ...]
     if run.action is Action.DESTROY:
         from_comment = run.trigger.startswith("issue_comment")
         stages = COMMAND_DESTROY_STAGES if from_comment else DESTROY_STAGES

@@ -60,7 +60,7 @@ def update(
     with client.pipeline() as pipe:
         while True:
             try:
-                pipe.watch(key)
+                pipe.watch(key)  # type: ignore[no-untyped-call]
                 raw = pipe.get(key)
                 record: dict[str, Any] = json.loads(raw) if raw else {}
                 if int(record.get("generation") or 0) > generation:

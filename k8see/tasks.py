@@ -165,9 +165,9 @@ class StageTask(Task):  # type: ignore[misc]
                 )
                 raise self.retry(countdown=delay, exc=exc) from exc
             rlog.error("Stage %s failed after %d retries.", stage, retries, exc_info=True)
-            error = _platform_error(exc, stage=stage, run=run)
-            self._failed(client, run, stage, error, rlog, ttl)
-            raise error from exc
+            platform_error = _platform_error(exc, stage=stage, run=run)
+            self._failed(client, run, stage, platform_error, rlog, ttl)
+            raise platform_error from exc
         finally:
             if lease is not None:
                 lease.release()
@@ -176,7 +176,9 @@ class StageTask(Task):  # type: ignore[misc]
         seconds = round(time.monotonic() - started, 3)
         changes = _record_changes(stage, result)
         if stage == "comment":
-            changes = {**changes, "commented": ctx.extra["record"].get("status")}  # type: ignore[union-attr]
+            snapshot = ctx.extra.get("record")
+            status = snapshot.get("status") if isinstance(snapshot, dict) else None
+            changes = {**changes, "commented": status}
         else:
             changes["timings"] = {stage: seconds}
         state.update(
@@ -367,32 +369,32 @@ def _run_stage(task: StageTask, stage: str, payload: dict[str, Any], fn: StageFn
     return task.execute(stage, payload, fn)
 
 
-@shared_task(base=StageTask, bind=True, name="k8see.validate")  # type: ignore[misc]
+@shared_task(base=StageTask, bind=True, name="k8see.validate")  # type: ignore[untyped-decorator]
 def validate_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     return _run_stage(self, "validate", payload, validate.run)
 
 
-@shared_task(base=StageTask, bind=True, name="k8see.build")  # type: ignore[misc]
+@shared_task(base=StageTask, bind=True, name="k8see.build")  # type: ignore[untyped-decorator]
 def build_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     return _run_stage(self, "build", payload, build.run)
 
 
-@shared_task(base=StageTask, bind=True, name="k8see.scan")  # type: ignore[misc]
+@shared_task(base=StageTask, bind=True, name="k8see.scan")  # type: ignore[untyped-decorator]
 def scan_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     return _run_stage(self, "scan", payload, scan.run)
 
 
-@shared_task(base=StageTask, bind=True, name="k8see.deploy")  # type: ignore[misc]
+@shared_task(base=StageTask, bind=True, name="k8see.deploy")  # type: ignore[untyped-decorator]
 def deploy_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     return _run_stage(self, "deploy", payload, deploy.run)
 
 
-@shared_task(base=StageTask, bind=True, name="k8see.destroy")  # type: ignore[misc]
+@shared_task(base=StageTask, bind=True, name="k8see.destroy")  # type: ignore[untyped-decorator]
 def destroy_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     return _run_stage(self, "destroy", payload, destroy.run)
 
 
-@shared_task(base=StageTask, bind=True, name="k8see.comment")  # type: ignore[misc]
+@shared_task(base=StageTask, bind=True, name="k8see.comment")  # type: ignore[untyped-decorator]
 def comment_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     if payload.get("stopped"):
         return payload

@@ -110,14 +110,13 @@ def _redecide(run: Run, trigger_mode: str) -> Action:
 def _resolve_head(run: Run, ctx: StageContext) -> Run:
     """A comment carries no SHA: read the PR's head from GitHub; the PR must be open."""
     pull = make_client(ctx.settings, log=ctx.log).get_pull(run.repo, run.pr)
-    if pull.get("state") != "open":
+    if pull.state != "open":
         raise PolicyError(
             f"PR #{run.pr} is not open, so it cannot be deployed.",
             hint="Reopen the pull request, then comment /deploy-preview again.",
         )
-    head = pull.get("head") or {}
-    sha = names.check_sha(str(head.get("sha", "")))
-    return dataclasses.replace(run, sha=sha, ref=str(head.get("ref") or run.ref))
+    sha = names.check_sha(pull.head_sha)
+    return dataclasses.replace(run, sha=sha, ref=pull.head_ref or run.ref)
 
 
 def _is_local(location: str) -> bool:
