@@ -555,6 +555,12 @@ class GitHubClient:
         }
         return int(_json(self._call("POST", repo, "/deployments", body=body), "POST")["id"])
 
+    def latest_deployment(self, repo: str, *, environment: str) -> int | None:
+        """The newest deployment to ``environment``, if any (to retire it on destroy)."""
+        path = f"/deployments?environment={quote(environment, safe='')}&per_page=1"
+        found = _json(self._call("GET", repo, path), "GET deployments")
+        return int(found[0]["id"]) if isinstance(found, list) and found else None
+
     def set_deployment_status(
         self,
         repo: str,

@@ -1,0 +1,386 @@
+"""The comment stage: one sticky PR comment, rendered from the environment record.
+
+The body follows the reference's format (§4: marker first, a heading and a ``Property | Value``
+table per status, a ``---`` footer) and goes past its gaps: every status has a body (queued
+through deploying, superseded, skipped), and it shows the image digest, databases with the
+environment variables they inject, scan counts, stage timings, expiry and preserve details,
+"Merged" from the record, and on failure the stage, the error, its hint and the log tail.
+
+Everything user-controlled (branch names, error texts, log lines, logins) is escaped so it
+cannot break the table, inject HTML or links, or mention people.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from k8see.errors import GitHubError
+from k8see.integrations.github import GitHubClient, make_client
+from k8see.run import Action, Run, Status
+from k8see.settings import PlatformSettings
+from k8see.stages.context import StageContext
+
+__all__ = ["DATABASE_ENV", "render", "run"]
+
+#: heading, Status cell
+VIEWS: dict[str, tuple[str, str]] = {
+    Status.QUEUED: ("⏳ Preview Environment Queued", "⏳ Queued"),
+    Status.VALIDATING: ("🔎 Preview Environment Validating", "🔎 Validating configuration"),
+    Status.BUILDING: ("🔨 Preview Environment Building", "🔨 Building image"),
+    Status.SCANNING: ("🛡️ Preview Environment Scanning", "🛡️ Scanning image"),
+    Status.DEPLOYING: ("📦 Preview Environment Deploying", "📦 Deploying"),
+    Status.READY: ("🚀 Preview Environment Ready", "✅ Deployed"),
+    Status.FAILED: ("⚠️ Preview Environment Failed", "❌ Deployment Failed"),
+    Status.SUPERSEDED: ("⏭️ Preview Environment Superseded", "⏭️ Superseded by a newer commit"),
+    Status.DESTROYING: ("🧹 Preview Environment Being Destroyed", "🧹 Destroying"),
+    Status.DESTROYED: ("🗑️ Preview Environment Destroyed", "🏁 Cleaned up"),
+    Status.PRESERVED: ("🔒 Preview Environment Preserved", "🔒 Preserved"),
+    Status.SKIPPED: ("⏸️ Preview Environment Not Deployed", "⏸️ Skipped"),
+}
+IN_PROGRESS = {
+    Status.QUEUED,
+    Status.VALIDATING,
+    Status.BUILDING,
+    Status.SCANNING,
+    Status.DEPLOYING,
+    Status.DESTROYING,
+}
+
+#: The environment variables each database gives the app (names only; values are Secrets).
+DATABASE_ENV: dict[str, tuple[str, ...]] = {
+    "postgresql": ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"),
+    "mongodb": ("MONGODB_URI",),
+    "redis": ("REDIS_URL", "REDIS_HOST", "REDIS_PASSWORD"),
+    "minio": ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_BUCKET"),
+    "mariadb": ("MYSQL_URL", "MYSQL_HOST", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE"),
+}
+SEVERITIES = (("CRITICAL", "🔴"), ("HIGH", "🟠"), ("MEDIUM", "🟡"), ("LOW", "🔵"))
+STAGE_ORDER = ("validate", "build", "scan", "deploy", "destroy", "comment")
+LOG_TAIL_LINES = 30
+FOOTER = "---\n<sub>🤖 Managed by k8see</sub>"
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+
+
+# -- escaping --------------------------------------------------------------------------------
+
+
+def text(value: Any, *, limit: int = 500) -> str:
+    """Free text for a table cell or paragraph: no HTML, no markdown, no table break, no @."""
+    flat = " ".join(str(value).split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    escaped = _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=True))
+    return escaped.replace("@", "@\u200b")  # a zero-width space: shown as @, never a mention
+
+
+def code(value: Any) -> str:
+    """An inline code cell safe for any content (``<code>`` with entities, not backticks)."""
+    flat = " ".join(str(value).split())[:250]
+    return f"<code>{html.escape(flat, quote=True).replace('|', '&#124;')}</code>"
+
+
+def timestamp(value: Any = None) -> str:
+    """``YYYY-MM-DD HH:MM:SS UTC`` (the reference's form) from an ISO string, or now."""
+    moment = _parse(value) or datetime.now(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _parse(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def duration(seconds: Any) -> str:
+    try:
+        total = float(seconds)
+    except (TypeError, ValueError):
+        return "—"
+    if total < 60:
+        return f"{total:.1f}s"
+    minutes, secs = divmod(round(total), 60)
+    return f"{minutes}m {secs:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
+
+
+def _dict(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+# -- pieces ----------------------------------------------------------------------------------
+
+
+def _link(url: str, label: str) -> str:
+    return f'<a href="{html.escape(url, quote=True)}" target="_blank">{label}</a>'
+
+
+def _grafana(namespace: str, settings: PlatformSettings) -> str:
+    return (
+        f"https://grafana.{settings.deploy.domain}/d/pr-environment-overview"
+        f"?var-namespace={namespace}"
+    )
+
+
+def _digest(record: dict[str, Any]) -> str | None:
+    digest = record.get("digest")
+    if not isinstance(digest, str) or not digest:
+        return None
+    algo, _, hexpart = digest.partition(":")
+    short = f"{algo}:{hexpart[:12]}" if hexpart else digest[:19]
+    return code(short)
+
+
+def _databases(record: dict[str, Any]) -> str | None:
+    names = record.get("databases")
+    if not isinstance(names, list) or not names:
+        return None
+    overrides = _dict(record, "database_env")
+    parts = []
+    for name in names:
+        env = overrides.get(name) or DATABASE_ENV.get(str(name), ())
+        hint = ", ".join(f"`{v}`" for v in env if re.fullmatch(r"[A-Z_][A-Z0-9_]*", str(v)))
+        parts.append(f"{text(name)} ({hint})" if hint else text(name))
+    return "<br>".join(parts)
+
+
+def _scan(record: dict[str, Any]) -> str | None:
+    scan = _dict(record, "scan")
+    if not scan:
+        return None
+    if scan.get("skipped"):
+        return "⏭️ Skipped"
+    counts = scan.get("counts") if isinstance(scan.get("counts"), dict) else {}
+    cells = [
+        f"{icon} {int((counts or {}).get(sev) or 0)} {sev.lower()}" for sev, icon in SEVERITIES
+    ]
+    verdict = " — ⛔ blocked by the scan policy" if scan.get("blocked") else ""
+    return " · ".join(cells) + verdict
+
+
+def _timings(record: dict[str, Any]) -> list[str]:
+    timings = record.get("timings")
+    if not isinstance(timings, dict) or not timings:
+        return []
+    ordered = sorted(timings, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else 99, s))
+    total = sum(float(v) for v in timings.values() if isinstance(v, int | float))
+    rows = [f"| {text(stage)} | {duration(timings[stage])} |" for stage in ordered]
+    return [
+        f"<details><summary>⏱️ Stage timings (total {duration(total)})</summary>",
+        "",
+        "| Stage | Duration |",
+        "|-------|----------|",
+        *rows,
+        "",
+        "</details>",
+    ]
+
+
+def _failure(record: dict[str, Any]) -> list[str]:
+    error = _dict(record, "error")
+    if not error:
+        return ["The run failed without an error record; see the worker logs."]
+    lines = ["### What went wrong", "", text(error.get("message") or "The run failed.", limit=1000)]
+    where = _dict(error, "where")
+    if where and (where.get("file") or where.get("field")):
+        spot = str(where.get("file") or "")
+        if where.get("line"):
+            spot += f":{where['line']}"
+        field = f" field {code(where['field'])}" if where.get("field") else ""
+        lines += ["", f"**Where:** {code(spot) if spot else ''}{field}".rstrip()]
+    if error.get("hint"):
+        lines += ["", f"**How to fix:** {text(error['hint'], limit=1000)}"]
+    tail = [str(x) for x in (error.get("log_tail") or []) if x is not None][-LOG_TAIL_LINES:]
+    if tail:
+        body = "\n".join(line[:300] for line in tail)
+        longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+        fence = "`" * max(3, longest + 1)  # longer than any backtick run: it cannot be closed
+        lines += [
+            "",
+            "<details><summary>📜 Last log lines</summary>",
+            "",
+            f"{fence}text",
+            body,
+            fence,
+            "",
+            "</details>",
+        ]
+    return lines
+
+
+# -- render ----------------------------------------------------------------------------------
+
+
+def render(record: dict[str, Any], *, settings: PlatformSettings) -> str:
+    """The whole comment body for the record's current status."""
+    secret = settings.github.token.get_secret_value() if settings.github.token else ""
+    if secret:
+        record = _redact(record, secret)
+    status = str(record.get("status") or Status.QUEUED)
+    heading, status_cell = VIEWS.get(status, (f"Preview Environment: {text(status)}", text(status)))
+    ns = record.get("namespace") if isinstance(record.get("namespace"), str) else ""
+    sha, ref = record.get("sha"), record.get("ref")
+    error = _dict(record, "error")
+    merged = "Yes" if record.get("merged") else "No"
+    rows: list[tuple[str, str | None]] = [("Status", status_cell)]
+    if status == Status.FAILED:
+        rows.append(("Failed stage", text(error.get("stage")) if error.get("stage") else None))
+    if status == Status.READY and record.get("preview_url"):
+        rows.append(("Preview URL", _link(str(record["preview_url"]), "🌐 Open Preview")))
+    if ns and status in (Status.READY, Status.FAILED):
+        rows.append(("Grafana", _link(_grafana(ns, settings), "📊 Dashboard")))
+    rows.append(("Namespace", f"`{ns}`" if ns else None))
+    if status in (Status.DESTROYED, Status.PRESERVED):
+        rows.append(("Merged", merged))
+        label = "Destroyed" if status == Status.DESTROYED else "PR Closed"
+        rows.append((label, timestamp(record.get("updated_at"))))
+    else:
+        rows.append(("Commit", code(sha) if sha else None))
+        rows.append(("Branch", code(ref) if ref else None))
+        rows.append(("Image", _digest(record)))
+        if status == Status.READY:
+            platforms = record.get("platforms")
+            if isinstance(platforms, list) and platforms:
+                rows.append(("Platforms", ", ".join(code(p) for p in platforms)))
+            rows.append(("Databases", _databases(record)))
+            rows.append(("Expires", _expiry(record, settings)))
+        rows.append(("Security scan", _scan(record)))
+        rows.append(("Updated", timestamp(record.get("updated_at"))))
+    if record.get("preserve_until"):
+        rows.append(("Preserved until", timestamp(record["preserve_until"])))
+        if record.get("preserved_by"):
+            rows.append(("Preserved by", text(f"@{record['preserved_by']}")))
+    lines = [
+        settings.github.comment_marker,
+        f"## {heading}",
+        "",
+        "| Property | Value |",
+        "|----------|-------|",
+        *(f"| {name} | {value} |" for name, value in rows if value),
+        "",
+    ]
+    lines += _notes(status, record)
+    if status == Status.FAILED:
+        lines += [*_failure(record), ""]
+    timings = _timings(record)
+    if timings and status not in (Status.DESTROYED, Status.PRESERVED):
+        lines += [*timings, ""]
+    if record.get("run_id"):
+        lines += [
+            f"<sub>Run {code(record['run_id'])} · `k8see status --pr {record.get('pr')}`</sub>",
+            "",
+        ]
+    lines.append(FOOTER)
+    return "\n".join(lines)
+
+
+def _redact(value: Any, secret: str) -> Any:
+    """The record with the platform's own token masked, wherever a stage let it slip in."""
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, dict):
+        return {k: _redact(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, secret) for v in value]
+    return value
+
+
+def _expiry(record: dict[str, Any], settings: PlatformSettings) -> str:
+    idle = timedelta(hours=settings.cleanup.ttl_hours)
+    updated = _parse(record.get("updated_at"))
+    when = f" or {timestamp((updated + idle).isoformat())} if not redeployed" if updated else ""
+    return f"When the PR closes{when}"
+
+
+def _notes(status: str, record: dict[str, Any]) -> list[str]:
+    if status in IN_PROGRESS:
+        return ["This comment is updated as the run progresses.", ""]
+    if status == Status.SUPERSEDED:
+        return ["A newer commit replaced this run; this comment follows the newest one.", ""]
+    if status == Status.PRESERVED:
+        return [
+            "The environment was preserved and will remain active until the preserve expires.",
+            "The preserve-expiry job will clean it up automatically.",
+            "",
+        ]
+    if status == Status.SKIPPED and record.get("reason"):
+        return [text(record["reason"]), ""]
+    return []
+
+
+# -- stage -----------------------------------------------------------------------------------
+
+
+def _reaction(status: str, run: Run) -> str | None:
+    if status == Status.READY:
+        return "rocket"
+    if status in (Status.DESTROYED, Status.PRESERVED):
+        return "+1"
+    if status == Status.FAILED and run.action is Action.DESTROY:
+        return "-1"
+    return None
+
+
+def run(run: Run, ctx: StageContext) -> Run:
+    """Upsert the sticky comment from ``ctx.extra["record"]``, react to the command comment."""
+    raw = ctx.extra.get("record")
+    record: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+    for key, value in (
+        ("repo", run.repo),
+        ("pr", run.pr),
+        ("sha", run.sha),
+        ("ref", run.ref),
+        ("run_id", run.run_id),
+    ):
+        if not record.get(key) and value:
+            record[key] = value
+    if record.get("merged") is None and run.merged:
+        record["merged"] = True
+    status = str(record.get("status") or Status.QUEUED)
+    body = render(record, settings=ctx.settings)
+    client = make_client(ctx.settings, log=ctx.log)
+    marker = ctx.settings.github.comment_marker
+    comment_id = client.upsert_comment(run.repo, run.pr, body, marker=marker)
+    reaction = _reaction(status, run)
+    if run.comment_id and reaction:
+        try:
+            client.add_reaction(run.repo, run.comment_id, reaction)
+        except GitHubError as exc:  # a reaction is a courtesy: the comment already landed
+            ctx.log.warning("Reaction %s on comment %s failed: %s", reaction, run.comment_id, exc)
+    _update_deployment(client, run, record, status, ctx)
+    return run.with_result("comment", {"comment_id": comment_id})
+
+
+def _update_deployment(
+    client: GitHubClient, run: Run, record: dict[str, Any], status: str, ctx: StageContext
+) -> None:
+    """Mirror the outcome as a GitHub Deployment, so the PR shows "View deployment"."""
+    sha = str(record.get("sha") or "")
+    environment = f"preview/{record.get('namespace') or f'pr-{run.pr}'}"
+    try:
+        if status in (Status.READY, Status.FAILED) and run.action is not Action.DESTROY and sha:
+            deployment = client.create_deployment(
+                run.repo, sha=sha, environment=environment, description="k8see preview environment"
+            )
+            state = "success" if status == Status.READY else "failure"
+            url = str(record.get("preview_url") or "") if status == Status.READY else ""
+            client.set_deployment_status(run.repo, deployment, state, environment_url=url)
+        elif status == Status.DESTROYED:
+            latest = client.latest_deployment(run.repo, environment=environment)
+            if latest is not None:
+                client.set_deployment_status(run.repo, latest, "inactive")
+    except GitHubError as exc:  # the comment is the record users read; the badge is extra
+        ctx.log.warning("GitHub deployment status for %s failed: %s", environment, exc)
