@@ -72,6 +72,20 @@ class BuildSettings(BaseModel):
     buildah_storage_driver: str = "vfs"
     """overlay needs kernel support that containers often lack; vfs always works."""
 
+    storage_dir: str = ""
+    """buildah's storage root, shared by every build of a worker: base images and the
+    ``--layers`` cache live there, which is what makes a warm rebuild fast. Empty:
+    ``<workdir or the temp dir>/k8see-buildah``."""
+
+    registries_conf: str = ""
+    """A containers registries.conf for builds (mirrors, insecure hosts), passed through
+    ``CONTAINERS_REGISTRIES_CONF``; empty: the system's. The demo points docker.io at the
+    local base-image mirror with it."""
+
+    isolation: Literal["chroot", "oci"] = "chroot"
+    """How buildah runs RUN steps: chroot needs no runtime or user namespaces (works as root
+    in a container); oci needs a runtime such as runc or crun."""
+
 
 class ScanSettings(BaseModel):
     enabled: bool = True
@@ -87,6 +101,8 @@ class ScanSettings(BaseModel):
     block_severity: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "CRITICAL"
     ignore_unfixed: bool = True
     timeout_seconds: int = 600
+    sbom: bool = True
+    """Also write a CycloneDX SBOM per platform (one more Trivy pass over the image)."""
 
 
 class DeploySettings(BaseModel):
