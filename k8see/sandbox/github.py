@@ -281,6 +281,12 @@ class GitHubSandbox:
                     return Reply(502, {"message": "Server Error"})
                 request = Request(self.state, method, path, groups, query, body, actor, self.url)
                 reply = func(request)
+                if (
+                    self._comment_write(method, path)
+                    and self.state.faults.lose_comment_write_responses
+                ):
+                    self.state.faults.lose_comment_write_responses -= 1
+                    return Reply(502, {"message": "Server Error"})
                 if method == "GET" and reply.status == 200 and isinstance(reply.body, list):
                     return _conditional(reply, lower.get("if-none-match"))
                 return reply
@@ -307,12 +313,16 @@ class GitHubSandbox:
                                _PRIMARY_DOCS}, headers)  # fmt: skip
         return None
 
-    def _comment_write_fails(self, method: str, path: str) -> bool:
+    @staticmethod
+    def _comment_write(method: str, path: str) -> bool:
         if method not in ("POST", "PATCH") or "/issues/" not in path:
             return False
-        if not (path.endswith("/comments") or "/issues/comments/" in path):
-            return False
         if path.endswith("/reactions"):
+            return False
+        return path.endswith("/comments") or "/issues/comments/" in path
+
+    def _comment_write_fails(self, method: str, path: str) -> bool:
+        if not self._comment_write(method, path):
             return False
         faults = self.state.faults
         if faults.fail_comment_writes_count > 0:

@@ -43,6 +43,8 @@ class Faults:
             secondary-rate-limit body and ``Retry-After``.
         primary_rate_limit_next: The next N requests answer 403 with ``x-ratelimit-remaining:
             0`` and ``x-ratelimit-reset`` set ``retry_after_seconds`` ahead.
+        lose_comment_write_responses: The next N comment writes are applied, then answered
+            502, like a response lost on the way back: a blind retry would duplicate.
         retry_after_seconds: The wait the rate-limit answers ask for.
     """
 
@@ -50,6 +52,7 @@ class Faults:
     fail_comment_writes_count: int = 0
     secondary_rate_limit_next: int = 0
     primary_rate_limit_next: int = 0
+    lose_comment_write_responses: int = 0
     retry_after_seconds: int = 1
 
 

@@ -195,6 +195,15 @@ def test_failing_comment_writes_land_once(shop: GitHubSandbox, github_client: Gi
     assert len(posts) == 4
 
 
+def test_a_create_whose_response_is_lost_is_not_duplicated(
+    shop: GitHubSandbox, github_client: GitHubClient
+) -> None:
+    shop.faults.lose_comment_write_responses = 1
+    cid = github_client.upsert_comment("acme/shop", 7, f"{MARKER}\nready", marker=MARKER)
+    assert [c["id"] for c in shop.comments("acme/shop", 7)] == [cid]
+    assert len([c for c in shop.calls if c[0] == "POST"]) == 1  # found on re-check, not re-sent
+
+
 def test_comment_writes_failing_for_a_while_then_landing(shop: GitHubSandbox) -> None:
     client = GitHubClient(
         api_url=shop.url,

@@ -200,3 +200,13 @@ def test_main_serves_until_sigterm_and_can_be_seeded(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_app_endpoints_need_a_valid_app_jwt(github: GitHubSandbox) -> None:
+    seed(github)
+    github.add_app("11", repos={"acme/shop": 5})
+    for auth in (AUTH, {"Authorization": "Bearer a.b.c"}, {}):
+        answer = requests.post(
+            f"{github.url}/app/installations/5/access_tokens", headers=auth, timeout=5
+        )
+        assert answer.status_code == 401
