@@ -173,6 +173,22 @@ class GitHubSandbox:
             merged=merged, fork=fork, base_ref=base_ref, author=author,
         )  # fmt: skip
 
+    def ensure_pull(
+        self, full_name: str, number: int, *, head_sha: str, head_ref: str
+    ) -> dict[str, Any]:
+        """The open PR ``number``, creating its (public) repository and the PR if missing.
+
+        For demos that enqueue an event for a PR nobody registered; the head is updated to
+        ``head_sha`` / ``head_ref`` when the PR exists, like a push.
+        """
+        with self.state.lock:
+            if self.state.repo(full_name) is None:
+                self.add_repo(full_name)
+            if number in self.state._need(full_name).pulls:
+                self.set_pull_state(full_name, number, head_sha=head_sha, head_ref=head_ref)
+                return dict(self.state._need(full_name).pulls[number])
+            return self.add_pull(full_name, number, head_sha=head_sha, head_ref=head_ref)
+
     def set_pull_state(
         self,
         full_name: str,

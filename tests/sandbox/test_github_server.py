@@ -210,3 +210,10 @@ def test_app_endpoints_need_a_valid_app_jwt(github: GitHubSandbox) -> None:
             f"{github.url}/app/installations/5/access_tokens", headers=auth, timeout=5
         )
         assert answer.status_code == 401
+
+
+def test_ensure_pull_creates_then_moves_the_head(github: GitHubSandbox) -> None:
+    github.ensure_pull("demo/hello", 1, head_sha="a" * 40, head_ref="main")
+    github.ensure_pull("demo/hello", 1, head_sha="b" * 40, head_ref="main")
+    answer = requests.get(f"{github.url}/repos/demo/hello/pulls/1", headers=AUTH, timeout=5)
+    assert answer.json()["head"]["sha"] == "b" * 40
