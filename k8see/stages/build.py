@@ -1,0 +1,161 @@
+"""The build stage: the PR's Dockerfile → a multi-arch image pushed by digest.
+
+Input: ``run.result("validate")`` (``config`` with camelCase keys, ``project_id``,
+``source_dir`` = the checked-out source at the head SHA). Output: ``run.result("build")`` =
+``{"image": "<repo>@<digest>", "digest", "platforms", "seconds", "tags", "repository"}``.
+
+Why the path checks live here and not only in the config model: the build is where a path
+meets the disk, so this is where ``..``, absolute paths and symlinks that leave the checkout
+are refused (reference §2.5 refuses ``..`` and ``/``; we also resolve symlinks).
+Tags are ``pr-<N>`` (moves with the PR) and ``sha-<sha>`` (immutable, so a redeploy of an
+older commit needs no rebuild); deployments use the digest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from k8see import names
+from k8see.errors import ConfigError, PlatformError, Where
+from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
+from k8see.integrations.registry import parse_ref
+from k8see.run import Run
+from k8see.settings import PlatformSettings
+from k8see.stages.context import StageContext
+
+CONFIG_FILE = "k8s-ee.yaml"
+
+
+def run(run: Run, ctx: StageContext) -> Run:
+    """Build the PR's image for every configured platform and push it under both tags."""
+    validated = run.result("validate")
+    config: dict[str, Any] = dict(validated.get("config") or {})
+    if not config or not validated.get("source_dir"):
+        raise PlatformError(
+            "The build stage has no validated config or source directory.",
+            hint="This run skipped validate; enqueue the PR again.",
+        )
+    settings = ctx.settings
+    source_dir = Path(str(validated["source_dir"]))
+    image_cfg: dict[str, Any] = dict(config.get("image") or {})
+    context_dir = inside(source_dir, str(image_cfg.get("context") or "."), "image.context")
+    dockerfile = inside(
+        context_dir, str(image_cfg.get("dockerfile") or "Dockerfile"), "image.dockerfile"
+    )
+    inside(source_dir, str(dockerfile.relative_to(source_dir)), "image.dockerfile")
+    if not dockerfile.is_file():
+        raise ConfigError(
+            f"The Dockerfile {dockerfile.relative_to(source_dir)} does not exist at "
+            f"{run.sha[:12]}.",
+            hint="Commit a Dockerfile, or point image.context / image.dockerfile at it.",
+            where=Where(file=CONFIG_FILE, field="image.dockerfile"),
+        )
+    project_id = str(validated.get("project_id") or config.get("projectId") or "")
+    repository = image_repository(settings, run.repo, project_id, image_cfg.get("repository"))
+    tags = [names.image_tag(run.pr), names.sha_tag(run.sha)]
+    platforms = parse_platforms(settings.build.platforms)
+
+    ctx.log.info("Building %s for %s.", repository, ", ".join(platforms))
+    result = make_builder(settings, workdir=ctx.workdir).build_and_push(
+        context_dir=context_dir,
+        dockerfile=dockerfile,
+        image=repository,
+        tags=tags,
+        platforms=platforms,
+        build_args={},
+        timeout_seconds=settings.build.timeout_seconds,
+        should_stop=ctx.should_stop,
+        on_line=ctx.record_log,
+    )
+    ctx.log.info("Build finished for %s in %.1fs.", result.image, result.seconds)
+    return run.with_result(
+        "build",
+        {
+            "image": result.image,
+            "repository": repository,
+            "digest": result.digest,
+            "platforms": list(result.platforms),
+            "seconds": round(result.seconds, 3),
+            "tags": list(result.tags),
+        },
+    )
+
+
+def inside(base: Path, relative: str, field: str) -> Path:
+    """``base / relative``, refused unless it stays inside ``base`` (symlinks resolved).
+
+    Raises:
+        ConfigError: the path is absolute, contains ``..`` or leaves ``base``.
+    """
+    parts = PurePosixPath(relative).parts
+    if relative.startswith(("/", "\\")) or ".." in parts or "\\" in relative or "\0" in relative:
+        raise ConfigError(
+            f"{field} {relative!r} must be a relative path inside the repository.",
+            hint=f"Remove '..' and leading '/' from {field}; paths are relative to the "
+            "repository root (image.dockerfile: to image.context).",
+            where=Where(file=CONFIG_FILE, field=field),
+        )
+    root = base.resolve()
+    target = (base / relative).resolve()
+    if not target.is_relative_to(root):
+        raise ConfigError(
+            f"{field} {relative!r} leads outside the repository (through a symlink).",
+            hint=f"Point {field} at a real directory or file inside the repository.",
+            where=Where(file=CONFIG_FILE, field=field),
+        )
+    return target
+
+
+def image_repository(
+    settings: PlatformSettings, repo: str, project_id: str, custom: object = None
+) -> str:
+    """The image repository: ``image.repository`` if set, else the platform's naming.
+
+    A custom repository must be on the platform's registry: builds push with the platform's
+    credentials, which must not be pointed at another registry by a pull request.
+    """
+    host = settings.registry.host
+    if not custom:
+        return names.image_repository(host, repo, project_id)
+    value = str(custom)
+    where = Where(file=CONFIG_FILE, field="image.repository")
+    try:
+        ref = parse_ref(f"{value}:probe")
+    except PlatformError as exc:
+        raise ConfigError(
+            f"image.repository {value!r} is not a valid image repository.",
+            hint=f"Use lowercase HOST/PATH, e.g. '{host}/owner/app', or leave it out.",
+            where=where,
+        ) from exc
+    if ref.host != host:
+        raise ConfigError(
+            f"image.repository {value!r} is not on this platform's registry {host}.",
+            hint=f"Use a repository under {host}, or leave image.repository out.",
+            where=where,
+        )
+    return value
+
+
+def make_builder(settings: PlatformSettings, *, workdir: Path) -> Builder:
+    """The configured builder, with the registry's credentials and the shared cache."""
+    build, reg = settings.build, settings.registry
+    if build.builder != "buildah":
+        raise PlatformError(
+            f"The {build.builder!r} builder is not available in this version of k8see.",
+            hint="Set K8SEE_BUILD__BUILDER=buildah (the default).",
+        )
+    password = reg.password.get_secret_value() if reg.password else ""
+    auth = [RegistryAuth(host=reg.host, username=reg.username, password=password)]
+    storage = build.storage_dir or str(
+        Path(build.workdir or tempfile.gettempdir()) / "k8see-buildah"
+    )
+    return BuildahBuilder(
+        storage_dir=Path(storage),
+        storage_driver=build.buildah_storage_driver,
+        registries_conf=Path(build.registries_conf) if build.registries_conf else None,
+        insecure_registries=[reg.host] if reg.insecure else [],
+        auth=auth if reg.username and password else [],
+        isolation=build.isolation,
+    )

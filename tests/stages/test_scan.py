@@ -1,0 +1,79 @@
+"""The scan stage with real Trivy: under warn the findings are reported and the run goes on;
+under block a committed secret stops it with ScanBlocked naming the counts and findings
+(never the secret itself); a clean image passes block; scanning off is recorded as skipped."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from k8see.errors import ScanBlocked
+from k8see.integrations.builders import BuildResult
+from k8see.run import Action, Run
+from k8see.settings import PlatformSettings
+from k8see.stages import scan
+from k8see.stages.context import StageContext
+from tests.conftest import require_tool
+from tests.fixtures.images import LocalRegistry, fake_secrets
+
+
+def make_run(image: BuildResult) -> Run:
+    return Run(repo="acme/app", pr=2, sha="f" * 40, generation=1, action=Action.DEPLOY).with_result(
+        "build", {"image": image.image, "digest": image.digest, "platforms": list(image.platforms)}
+    )
+
+
+def make_ctx(registry: LocalRegistry, tmp_path: Path, **scan_settings: object) -> StageContext:
+    require_tool("trivy")
+    settings = PlatformSettings(
+        registry={"type": "generic", "host": registry.host, "insecure": True},
+        scan={"sbom": False, **scan_settings},
+    )
+    return StageContext(settings=settings, log=logging.getLogger("test.scan"), workdir=tmp_path)
+
+
+def test_warn_reports_the_findings_and_goes_on(
+    secret_image: BuildResult, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    out = scan.run(make_run(secret_image), make_ctx(registry, tmp_path, policy="warn"))
+    result = out.result("scan")
+    assert result["blocked"] is False
+    assert result["policy"] == "warn"
+    assert result["counts"]["CRITICAL"] >= 2
+    assert {f["id"] for f in result["top"]} >= {"github-pat", "aws-access-key-id"}
+    assert result["seconds"] > 0
+    assert set(result["reports"]) == {"linux/amd64", "linux/arm64"}
+    json.dumps(result)  # JSON-safe for the Run
+
+
+def test_block_stops_a_committed_secret_with_the_findings(
+    secret_image: BuildResult, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    ctx = make_ctx(registry, tmp_path, policy="block", block_severity="HIGH")
+    with pytest.raises(ScanBlocked) as info:
+        scan.run(make_run(secret_image), ctx)
+    err = info.value
+    assert "critical" in err.message and "HIGH and above" in err.message
+    assert "github-pat in /app/settings.py" in (err.hint or "")
+    assert "aws-access-key-id" in (err.hint or "")
+    text = err.message + (err.hint or "")
+    assert all(value not in text for value in fake_secrets().values())
+
+
+def test_block_lets_a_clean_image_through(
+    hello_image: BuildResult, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    ctx = make_ctx(registry, tmp_path, policy="block", block_severity="CRITICAL")
+    result = scan.run(make_run(hello_image), ctx).result("scan")
+    assert result["blocked"] is False
+    assert result["counts"]["CRITICAL"] == 0
+
+
+def test_scanning_off_is_recorded_as_skipped(
+    hello_image: BuildResult, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    out = scan.run(make_run(hello_image), make_ctx(registry, tmp_path, enabled=False))
+    assert out.result("scan") == {"skipped": True}
