@@ -93,6 +93,16 @@ class _SafeLoader(yaml.SafeLoader):
                 raise _Refused(f"duplicate key {key!r} (first defined on line {first})", line)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+            # PyYAML's constructors trust explicit tags: `!!int abc` raises ValueError.
+            tag = str(node.tag).removeprefix("tag:yaml.org,2002:")
+            raise _Refused(
+                f"the value tagged !!{tag} is not a valid {tag}", node.start_mark.line + 1
+            ) from None
+
     def construct_yaml_int(self, node: ScalarNode) -> int:
         text = str(self.construct_scalar(node))
         sign = -1 if text.startswith("-") else 1

@@ -166,6 +166,15 @@ def test_python_tags_are_refused() -> None:
     assert error.message.startswith("k8s-ee.yaml:1: not valid YAML: could not determine")
 
 
+@pytest.mark.parametrize(
+    "value", ["!!int", "!!int abc", "!!float x", "!!bool maybe", "!!timestamp x"]
+)
+def test_explicit_tags_with_bad_values_are_refused(value: str) -> None:
+    error = load_error(f"projectId: a\napp:\n  port: {value}\n")
+    assert error.where is not None and error.where.line == 3
+    assert "is not a valid" in error.message
+
+
 def test_control_characters_are_refused_with_the_line() -> None:
     error = load_error('projectId: a\nenv:\n  A: "x\x07"\n')
     assert error.where is not None and error.where.line == 3
