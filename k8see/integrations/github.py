@@ -191,7 +191,7 @@ class _Transport:
                     reauthorized = True  # an installation token may have been revoked: re-mint
                     on_unauthorized()
                     continue
-                wait = _rate_limit_wait(response)
+                wait = _rate_limit_wait(response, failure.message)
                 if wait is not None:
                     if wait > self.max_wait_seconds or attempt >= self.max_retries:
                         failure.retry_after_seconds = wait
@@ -250,7 +250,7 @@ def _error(response: requests.Response, where: str, secret: str) -> GitHubError:
     return GitHubError(message, status=status, hint=hint)
 
 
-def _rate_limit_wait(response: requests.Response) -> float | None:
+def _rate_limit_wait(response: requests.Response, message: str) -> float | None:
     """Seconds GitHub asks us to wait, if this is a rate-limit answer; else None."""
     if response.status_code not in (403, 429):
         return None
@@ -265,7 +265,7 @@ def _rate_limit_wait(response: requests.Response) -> float | None:
             return max(0.0, float(response.headers["x-ratelimit-reset"]) - time.time())
         except (KeyError, ValueError):
             return 60.0
-    if response.status_code == 429:
+    if response.status_code == 429 or "secondary rate limit" in message.lower():
         return 60.0  # GitHub's advice for a secondary limit without Retry-After: a minute
     return None
 

@@ -314,7 +314,8 @@ class GitHubSandbox:
         if faults.secondary_rate_limit_next > 0:
             faults.secondary_rate_limit_next -= 1
             body = {"message": SECONDARY_LIMIT_MESSAGE, "documentation_url": _SECONDARY_DOCS}
-            return Reply(403, body, {"Retry-After": str(wait)})
+            headers = {} if faults.omit_retry_after else {"Retry-After": str(wait)}
+            return Reply(403, body, headers)
         if faults.primary_rate_limit_next > 0:
             faults.primary_rate_limit_next -= 1
             reset = int(time.time()) + wait

@@ -46,6 +46,8 @@ class Faults:
         lose_comment_write_responses: The next N comment writes are applied, then answered
             502, like a response lost on the way back: a blind retry would duplicate.
         retry_after_seconds: The wait the rate-limit answers ask for.
+        omit_retry_after: Send secondary-limit answers without ``Retry-After`` (GitHub does
+            this too; clients must then wait at least a minute).
     """
 
     fail_comment_writes_until: float = 0.0
@@ -54,6 +56,7 @@ class Faults:
     primary_rate_limit_next: int = 0
     lose_comment_write_responses: int = 0
     retry_after_seconds: int = 1
+    omit_retry_after: bool = False
 
 
 @dataclass

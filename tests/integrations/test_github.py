@@ -177,6 +177,15 @@ def test_a_long_rate_limit_wait_is_handed_back_not_slept(
     assert len(shop.calls) == 1
 
 
+def test_secondary_limit_without_retry_after_waits_a_minute(shop: GitHubSandbox) -> None:
+    shop.faults.secondary_rate_limit_next = 1
+    shop.faults.omit_retry_after = True
+    sleep = RecordingSleep()
+    client = client_for(shop.url, sleep)
+    assert client.get_pull("acme/shop", 7).number == 7
+    assert sleep.delays[0] >= 60
+
+
 def test_primary_rate_limit_waits_until_reset(
     shop: GitHubSandbox, github_client: GitHubClient, github_sleep: RecordingSleep
 ) -> None:
