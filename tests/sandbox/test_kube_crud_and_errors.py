@@ -107,8 +107,12 @@ def test_label_selectors(
     kube_api_client: Any, kube_namespace: str, selector: str, expected: set[str]
 ) -> None:
     core = client.CoreV1Api(kube_api_client)
-    for name, labels in {"a": {"tier": "web", "env": "prod"}, "b": {"tier": "web"},
-                         "c": {"tier": "db"}, "d": {"other": "x"}}.items():  # fmt: skip
+    for name, labels in {
+        "a": {"tier": "web", "env": "prod"},
+        "b": {"tier": "web"},
+        "c": {"tier": "db"},
+        "d": {"other": "x"},
+    }.items():
         core.create_namespaced_config_map(kube_namespace, cm(name, labels))
     listed = core.list_namespaced_config_map(kube_namespace, label_selector=selector)
     assert {i.metadata.name for i in listed.items} == expected

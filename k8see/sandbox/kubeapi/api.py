@@ -150,7 +150,10 @@ class Api:
             self._on_create(rt, obj)
             if dry_run:
                 return obj
-            return self.store.put(rt.key, obj)
+            stored = self.store.put(rt.key, obj)
+            if rt.kind == "CustomResourceDefinition":
+                self.registry.register_crd(stored)
+            return stored
 
     def _on_create(self, rt: ResourceType, obj: Obj) -> None:
         if rt.kind == "CustomResourceDefinition":
@@ -243,7 +246,10 @@ class Api:
             from k8see.sandbox.kubeapi import lifecycle
 
             return lifecycle.finalize(self, rt, new)
-        return self.store.put(rt.key, new)
+        stored = self.store.put(rt.key, new)
+        if rt.kind == "CustomResourceDefinition":
+            self.registry.register_crd(stored)
+        return stored
 
     def patch(
         self,

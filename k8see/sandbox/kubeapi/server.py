@@ -18,7 +18,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from k8see.sandbox.kubeapi import discovery, openapi, proxy, routes, subresources, tables
+from k8see.sandbox.kubeapi import (
+    discovery,
+    openapi,
+    protobuf,
+    proxy,
+    routes,
+    subresources,
+    tables,
+)
 from k8see.sandbox.kubeapi.api import Api
 from k8see.sandbox.kubeapi.apierrors import ApiError, bad_request, gone, method_not_allowed
 from k8see.sandbox.kubeapi.faults import Faults
@@ -88,6 +96,10 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self, raw: bytes, *, yaml_ok: bool = False) -> Any:
         if not raw:
             return None
+        if (self.headers.get("Content-Type") or "").startswith(protobuf.CONTENT_TYPE):
+            if self.command == "DELETE":
+                return None  # DeleteOptions in protobuf: the defaults (Background) apply
+            return protobuf.decode(raw)
         try:
             return yaml.safe_load(raw) if yaml_ok else json.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
