@@ -133,6 +133,8 @@ def _explain(error: ErrorDetails, path: tuple[Any, ...], is_key: bool) -> tuple[
     value = error.get("input")
     ctx = error.get("ctx") or {}
     field = _field_name(path)
+    # env values may be credentials: describe their type, never their text.
+    reveal = path[:1] != ("env",)
     if kind == "missing":
         example = "your-project-id" if field == "projectId" else "..."
         return "is missing (it is required)", f"add it, e.g. {field}: {example}"
@@ -149,7 +151,7 @@ def _explain(error: ErrorDetails, path: tuple[Any, ...], is_key: bool) -> tuple[
         )
     if kind in {"int_type", "int_parsing", "int_from_float"}:
         hint = f"write it without quotes, e.g. {field}: 3000" if isinstance(value, str) else None
-        return f"must be a whole number, not {_describe(value)}", hint
+        return f"must be a whole number, not {_describe(value, reveal)}", hint
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
         if field == "port":
             return f"{_short(value)} is out of range", "use a port between 1 and 65535"
@@ -157,16 +159,19 @@ def _explain(error: ErrorDetails, path: tuple[Any, ...], is_key: bool) -> tuple[
     if kind == "bool_type":
         if path[:1] == ("databases",) and len(path) == 2:
             return (
-                f"must be true, false or a mapping of options, not {_describe(value)}",
+                f"must be true, false or a mapping of options, not {_describe(value, reveal)}",
                 f"write {field}: true, or options such as {field}: {{storage: 2Gi}}",
             )
-        return f"must be true or false, not {_describe(value)}", f"write {field}: true"
+        return f"must be true or false, not {_describe(value, reveal)}", f"write {field}: true"
     if kind == "literal_error":
         return f"{_short(value)} is not allowed", f"use one of: {ctx.get('expected')}"
     if kind in {"model_type", "model_attributes_type", "dict_type"}:
-        return f"must be a mapping of keys, not {_describe(value)}", None
+        return f"must be a mapping of keys, not {_describe(value, reveal)}", None
     if kind == "list_type":
-        return f"must be a list, not {_describe(value)}", f"write it as a list: {field}: [...]"
+        return (
+            f"must be a list, not {_describe(value, reveal)}",
+            f"write it as a list: {field}: [...]",
+        )
     if kind == "value_error":
         return _lower(str(ctx.get("error", error["msg"]))), None
     return _lower(error["msg"]), None
@@ -229,7 +234,7 @@ def _field_name(path: Sequence[Any]) -> str:
     return "value"
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any, reveal: bool = True) -> str:
     if value is None:
         return "empty (null)"
     if isinstance(value, bool):
@@ -237,7 +242,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, int | float):
         return f"the number {_yaml_scalar(value)}"
     if isinstance(value, str):
-        return f"the text {_short(value)}"
+        return f"the text {_short(value)}" if reveal else "a text value"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list):

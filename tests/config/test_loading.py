@@ -81,6 +81,12 @@ def test_secret_looking_env_values_are_never_echoed() -> None:
     assert "JWT_SECRET" in text
 
 
+def test_env_text_is_never_echoed_even_when_misplaced() -> None:
+    error = load_error('projectId: a\nenv: "DB_PASSWORD=hunter2"\n')
+    assert error.message == "k8s-ee.yaml:2: env: must be a mapping of keys, not a text value"
+    assert "hunter2" not in f"{error.message}{error.hint}"
+
+
 def test_unknown_nested_key_suggests_the_closest_and_lists_otherwise() -> None:
     assert load_error("projectId: a\nmetrics:\n  intervall: 30s\n").hint == (
         'did you mean "interval"?'

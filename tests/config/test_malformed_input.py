@@ -180,3 +180,21 @@ def test_nested_aliases_of_any_fan_out(levels: int, fan_out: int) -> None:
     except ConfigError as exc:
         # Small expansions get "unknown key"; big ones are refused before expansion.
         assert "unknown key" in exc.message or "alias" in exc.message
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=st.sampled_from(["API_TOKEN", "DB_PASSWORD", "JWT_SECRET", "PRIVATE_KEY", "AUTH"]),
+    secret=st.integers(10**6, 10**12) | st.floats(1e6, 1e12),
+    other=st.sampled_from([{"port": 0}, {"healthpath": "/x"}, "x", [True], None, {}]),
+)
+def test_secret_looking_env_values_never_reach_a_message(
+    name: str, secret: Any, other: Any
+) -> None:
+    text = yaml.safe_dump({"projectId": "a", "env": {name: secret}, "app": other})
+    try:
+        load_repo_config(text)
+    except ConfigError as exc:
+        assert str(secret) not in f"{exc.message}\n{exc.hint}"
+    else:
+        raise AssertionError("a number in env must be refused")
