@@ -192,6 +192,35 @@ class ResourcesConfig(_Strict):
         json_schema_extra={"default": {"cpu": "200m", "memory": "384Mi"}},
     )
 
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourcesConfig:
+        """Kubernetes refuses a pod whose request exceeds its limit; say so here, early.
+
+        The reference never passed resources to Helm, so raising only ``requests`` over the
+        default limits went unnoticed; k8see applies them, so it must catch the mismatch.
+        """
+        problems = []
+        if _millicores(self.requests.cpu) > _millicores(self.limits.cpu):
+            problems.append(
+                f"requests.cpu {self.requests.cpu} is above limits.cpu {self.limits.cpu}"
+            )
+        if _mebibytes(self.requests.memory) > _mebibytes(self.limits.memory):
+            problems.append(
+                f"requests.memory {self.requests.memory} is above limits.memory "
+                f"{self.limits.memory}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems) + " (raise the limits or lower the requests)")
+        return self
+
+
+def _millicores(cpu: str) -> float:
+    return float(cpu[:-1]) if cpu.endswith("m") else float(cpu) * 1000
+
+
+def _mebibytes(memory: str) -> int:
+    return int(memory[:-2]) * (1024 if memory.endswith("Gi") else 1)
+
 
 class NameRef(_Strict):
     name: Annotated[str, StringConstraints(pattern=K8S_NAME_PATTERN)] = Field(

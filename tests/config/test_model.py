@@ -158,9 +158,13 @@ def test_image_repository_refused(repo: str) -> None:
     ],
 )
 def test_cpu_accepts_millicores_and_fractional_cores(cpu: Any, stored: str) -> None:
-    cfg = config(resources={"requests": {"cpu": cpu, "memory": "64Mi"}})
-    assert cfg.resources.requests.cpu == stored
-    assert cfg.resources.limits.cpu == "200m"
+    cfg = config(
+        resources={
+            "requests": {"cpu": cpu, "memory": "64Mi"},
+            "limits": {"cpu": cpu, "memory": "64Mi"},
+        }
+    )
+    assert cfg.resources.requests.cpu == stored and cfg.resources.limits.cpu == stored
 
 
 @pytest.mark.parametrize("cpu", ["", "m", "1.", ".5", "0.0001", "1 m", "1k", "-1", True, None, -1])
@@ -170,7 +174,8 @@ def test_cpu_refused(cpu: Any) -> None:
 
 @pytest.mark.parametrize("memory", ["128Mi", "1Gi", "0Mi"])
 def test_memory_accepted(memory: str) -> None:
-    assert config(resources={"limits": {"cpu": "1", "memory": memory}}).resources.limits.memory
+    both = {"cpu": "1", "memory": memory}
+    assert config(resources={"requests": both, "limits": both}).resources.limits.memory == memory
 
 
 @pytest.mark.parametrize("memory", ["128", "1G", "1Ti", "128mi", 128, ""])
@@ -182,6 +187,26 @@ def test_resources_sections_need_both_quantities_and_no_others() -> None:
     refused(resources={"requests": {"cpu": "1"}})
     refused(resources={"requests": {"cpu": "1", "memory": "1Gi", "gpu": "1"}})
     refused(resources={"burst": {}})
+
+
+@pytest.mark.parametrize(
+    ("resources", "problem"),
+    [
+        ({"requests": {"cpu": "500m", "memory": "64Mi"}}, "requests.cpu 500m is above limits.cpu"),
+        ({"requests": {"cpu": "0.25", "memory": "1Gi"}}, "requests.memory 1Gi is above"),
+        ({"limits": {"cpu": "0.04", "memory": "1Gi"}}, "requests.cpu 50m is above"),
+    ],
+)
+def test_requests_above_limits_are_refused(resources: dict[str, Any], problem: str) -> None:
+    error = refused(resources=resources)
+    assert problem in error.message
+    assert error.where is not None and error.where.field == "resources"
+
+
+def test_requests_equal_to_limits_are_fine() -> None:
+    same = {"cpu": "1", "memory": "1Gi"}
+    cfg = config(resources={"requests": {"cpu": "1000m", "memory": "1024Mi"}, "limits": same})
+    assert cfg.resources.limits.cpu == "1"
 
 
 def test_env_values_must_be_strings() -> None:
@@ -312,7 +337,7 @@ def test_to_dict_round_trips_and_is_json() -> None:
         env={"A": "b"},
         databases={"postgresql": {"storage": "2Gi", "x": [1]}, "redis": True},
         envFrom=[{"secretRef": {"name": "s"}}],
-        resources={"requests": {"cpu": 0.25, "memory": "64Mi"}},
+        resources={"requests": {"cpu": 0.125, "memory": "64Mi"}},
     )
     data = json.loads(json.dumps(cfg.to_dict()))
     assert validate_repo_config(data) == cfg
