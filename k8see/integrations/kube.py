@@ -531,7 +531,7 @@ def wait_healthy(
     parts = urlsplit(path if path.startswith("/") else f"/{path}")
     resource = (
         f"/api/v1/namespaces/{quote(namespace)}/services/"
-        f"{quote(f'{service}:{port}')}/proxy{quote(parts.path, safe='/._-~')}"
+        f"{quote(f'{service}:{port}', safe=':')}/proxy{quote(parts.path, safe='/._-~')}"
     )
     query = [tuple(p.split("=", 1)) if "=" in p else (p, "") for p in parts.query.split("&") if p]
     status, detail = 0, ""

@@ -1,0 +1,256 @@
+"""The deploy stage end to end against the sandbox: real helm, real kubernetes client.
+
+Covers: a first deploy reaching ready with the namespace labels and annotations of §3.1, the
+quota/limits/policies of §3.2-3.4 and the app by digest; a second deploy with changed env
+(new revision, new ConfigMap, pod restarted through the checksum); the health check
+accepting 204; and the failures a PR author can fix: a crash-looping image (fails fast with
+CrashLoopBackOff), an image that cannot be pulled, a health path answering 500; a namespace
+owned by another repository is refused and left alone.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from k8see import names
+from k8see.config.model import RepoConfig
+from k8see.errors import DeployFailed, PolicyError
+from k8see.integrations import helm, kube
+from k8see.run import Action, Run
+from k8see.settings import PlatformSettings
+from k8see.stages import deploy, destroy
+from k8see.stages.context import StageContext
+from tests.conftest import require_tool
+
+REPO = "acme/shop"
+DIGEST = "sha256:" + "e" * 64
+
+
+class Backend:
+    """A tiny real HTTP server standing in for the app behind the Service."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b"" if outer.status == 204 else b"{}"
+                self.send_response(outer.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def backend() -> Iterator[Backend]:
+    b = Backend()
+    yield b
+    b.server.shutdown()
+    b.server.server_close()
+
+
+@pytest.fixture
+def ctx(kubeconfig: Path, tmp_path: Path) -> StageContext:
+    require_tool("helm")
+    settings = PlatformSettings(
+        deploy={
+            "kubeconfig": str(kubeconfig),
+            "domain": "preview.test",
+            "health_attempts": 3,
+            "health_interval_seconds": 0.1,
+            "helm_timeout_seconds": 60,
+            "destroy_timeout_seconds": 30,
+        }
+    )
+    renewals: list[int] = []
+    return StageContext(
+        settings=settings,
+        log=logging.getLogger("test-deploy"),
+        workdir=tmp_path,
+        renew_lease=lambda: renewals.append(1),
+        extra={"renewals": renewals},
+    )
+
+
+@pytest.fixture
+def crash_image() -> str:
+    """An image the sandbox's kubelet runs into CrashLoopBackOff (its crash pattern)."""
+    return "reg.test/acme/crashloop"
+
+
+def make_run(
+    project: str,
+    pr: int,
+    *,
+    image: str = "reg.test/acme/shop/app",
+    sha: str = "a" * 40,
+    **config: Any,
+) -> Run:
+    data = RepoConfig.model_validate({"projectId": project, **config}).to_dict()
+    validated = {
+        "config": data,
+        "project_id": project,
+        "namespace": names.namespace(project, pr),
+        "preview_url": names.preview_url(project, pr, "preview.test"),
+        "databases": [db for db, v in data["databases"].items() if v],
+    }
+    build = {"image": f"{image}@{DIGEST}", "digest": DIGEST}
+    return Run(
+        repo=REPO,
+        pr=pr,
+        sha=sha,
+        generation=1,
+        action=Action.DEPLOY,
+        ref="feature/new-checkout",
+        results={"validate": validated, "build": build},
+    )
+
+
+def serve(kube_sandbox: Any, backend: Backend, project: str, pr: int) -> None:
+    kube_sandbox.register_service_backend(
+        names.namespace(project, pr), names.deployment_name(project, pr), 80, backend.url
+    )
+
+
+def core(ctx: StageContext) -> Any:
+    return client.CoreV1Api(kube.make_api(ctx.settings))
+
+
+@pytest.mark.sandbox_only
+def test_deploy_upgrade_and_destroy(ctx: StageContext, kube_sandbox: Any, backend: Backend) -> None:
+    serve(kube_sandbox, backend, "shop", 7)
+    # When a PR is deployed for the first time
+    first = deploy.run(make_run("shop", 7, env={"GREETING": "hello"}), ctx)
+    result = first.result("deploy")
+    # Then it is ready at its preview URL, with revision 1
+    assert result["namespace"] == "shop-pr-7"
+    assert result["preview_url"] == "https://shop-pr-7.preview.test"
+    assert result["release_revision"] == 1
+    assert result["created"] is True
+    assert ctx.extra["renewals"]  # the lease was renewed between steps
+    api = core(ctx)
+    ns = api.read_namespace("shop-pr-7")
+    assert ns.metadata.labels[names.LABEL_MANAGED_BY] == "k8see"
+    assert ns.metadata.labels[names.LABEL_TYPE] == "ephemeral"
+    assert ns.metadata.labels[names.LABEL_PROJECT] == "shop"
+    assert ns.metadata.labels[names.LABEL_PR] == "7"
+    assert ns.metadata.labels[names.LABEL_BRANCH] == "feature-new-checkout"
+    assert ns.metadata.labels[names.LABEL_SHA] == "a" * 40
+    assert ns.metadata.annotations[names.ANN_REPOSITORY] == REPO
+    assert ns.metadata.annotations[names.ANN_CREATED_BY] == "k8see"
+    assert (
+        api.read_namespaced_resource_quota("pr-quota", "shop-pr-7").spec.hard["limits.cpu"]
+        == "690m"
+    )
+    assert api.read_namespaced_limit_range("pr-limits", "shop-pr-7")
+    policies = client.NetworkingV1Api(api.api_client).list_namespaced_network_policy("shop-pr-7")
+    assert len(policies.items) == 5
+    dep = client.AppsV1Api(api.api_client).read_namespaced_deployment("shop-pr-7-app", "shop-pr-7")
+    assert dep.spec.template.spec.containers[0].image == f"reg.test/acme/shop/app@{DIGEST}"
+    config = api.read_namespaced_config_map("shop-pr-7-app-config", "shop-pr-7").data
+    assert config["GREETING"] == "hello"
+    assert config["PREVIEW_URL"] == "https://shop-pr-7.preview.test"
+    checksum = dep.spec.template.metadata.annotations["checksum/config"]
+
+    # When the PR is pushed again with changed env and a new commit
+    second = deploy.run(make_run("shop", 7, sha="b" * 40, env={"GREETING": "bye"}), ctx)
+    # Then the release is upgraded in place, and the pod template changed with the env
+    assert second.result("deploy")["release_revision"] == 2
+    assert second.result("deploy")["created"] is False
+    assert (
+        api.read_namespaced_config_map("shop-pr-7-app-config", "shop-pr-7").data["GREETING"]
+        == "bye"
+    )
+    dep = client.AppsV1Api(api.api_client).read_namespaced_deployment("shop-pr-7-app", "shop-pr-7")
+    assert dep.spec.template.metadata.annotations["checksum/config"] != checksum
+    assert api.read_namespace("shop-pr-7").metadata.labels[names.LABEL_SHA] == "b" * 40
+
+    # When the PR is closed
+    gone = destroy.run(make_run("shop", 7), ctx).result("destroy")
+    # Then nothing is left
+    assert gone["deleted"] is True
+    assert "HelmRelease/app" in gone["removed"]
+    assert [
+        n.metadata.name for n in api.list_namespace().items if n.metadata.name == "shop-pr-7"
+    ] == []
+    assert (
+        helm.status(release="app", namespace="shop-pr-7", kubeconfig=ctx.settings.deploy.kubeconfig)
+        is None
+    )
+
+
+@pytest.mark.sandbox_only
+def test_health_check_accepts_204(ctx: StageContext, kube_sandbox: Any, backend: Backend) -> None:
+    backend.status = 204
+    serve(kube_sandbox, backend, "empty", 3)
+    done = deploy.run(make_run("empty", 3), ctx)
+    assert done.result("deploy")["release_revision"] == 1
+    destroy.run(make_run("empty", 3), ctx)
+
+
+@pytest.mark.sandbox_only
+def test_health_path_answering_500_fails_with_hint(
+    ctx: StageContext, kube_sandbox: Any, backend: Backend
+) -> None:
+    backend.status = 500
+    serve(kube_sandbox, backend, "sick", 5)
+    with pytest.raises(DeployFailed) as info:
+        deploy.run(make_run("sick", 5, app={"healthPath": "/ready"}), ctx)
+    assert "GET /ready" in info.value.message
+    assert "500" in info.value.message
+    assert "app.healthPath" in (info.value.hint or "")
+    assert info.value.where is not None and info.value.where.field == "app.healthPath"
+    destroy.run(make_run("sick", 5), ctx)
+
+
+@pytest.mark.sandbox_only
+def test_crash_looping_image_fails_fast(ctx: StageContext, crash_image: str) -> None:
+    with pytest.raises(DeployFailed) as info:
+        deploy.run(make_run("crashy", 9, image=crash_image), ctx)
+    assert "CrashLoopBackOff" in info.value.message
+    assert "port 3000" in (info.value.hint or "")
+    destroy.run(make_run("crashy", 9), ctx)
+
+
+def test_namespace_of_another_repository_is_refused(ctx: StageContext) -> None:
+    api = core(ctx)
+    api.create_namespace(
+        {
+            "metadata": {
+                "name": "taken-pr-1",
+                "labels": {names.LABEL_MANAGED_BY: "k8see"},
+                "annotations": {names.ANN_REPOSITORY: "someone/else"},
+            }
+        }
+    )
+    with pytest.raises(PolicyError, match="someone/else"):
+        deploy.run(make_run("taken", 1), ctx)
+    assert api.list_namespaced_resource_quota("taken-pr-1").items == []
+
+
+@pytest.mark.sandbox_only
+def test_image_that_cannot_be_pulled_fails_fast(ctx: StageContext) -> None:
+    with pytest.raises(DeployFailed) as info:
+        deploy.run(make_run("nopull", 8, image="reg.test/acme/does-not-exist"), ctx)
+    assert "cannot be pulled (ImagePullBackOff)" in info.value.message
+    assert "pull secret" in (info.value.hint or "")
+    destroy.run(make_run("nopull", 8), ctx)

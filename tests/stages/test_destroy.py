@@ -1,0 +1,102 @@
+"""The destroy stage against the sandbox.
+
+Covers: a close event without a validated config finds the PR's namespaces by label and
+repository annotation (k8see's and the reference's), and removes release and namespace; a
+second destroy converges (nothing found, nothing failed); a preserved namespace is kept and
+reported; another repository's namespace for the same PR number is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from k8see import names
+from k8see.integrations import kube
+from k8see.run import Action, Run
+from k8see.settings import PlatformSettings
+from k8see.stages import destroy
+from k8see.stages.context import StageContext
+from tests.conftest import require_tool
+
+REPO = "acme/shop"
+
+
+@pytest.fixture
+def ctx(kubeconfig: Path, tmp_path: Path) -> StageContext:
+    require_tool("helm")
+    settings = PlatformSettings(
+        deploy={"kubeconfig": str(kubeconfig), "destroy_timeout_seconds": 30}
+    )
+    return StageContext(settings=settings, log=logging.getLogger("test-destroy"), workdir=tmp_path)
+
+
+@pytest.fixture
+def core(ctx: StageContext) -> Any:
+    return client.CoreV1Api(kube.make_api(ctx.settings))
+
+
+def close_run(pr: int, **results: Any) -> Run:
+    return Run(repo=REPO, pr=pr, sha="", generation=2, action=Action.DESTROY, results=results)
+
+
+def make_ns(
+    core: Any,
+    name: str,
+    *,
+    pr: int,
+    manager: str = "k8see",
+    repo: str = REPO,
+    preserved: bool = False,
+) -> None:
+    labels = {names.LABEL_MANAGED_BY: manager, names.LABEL_PR: str(pr)}
+    annotations = {names.ANN_REPOSITORY: repo}
+    if preserved:
+        labels[names.LABEL_PRESERVE] = "true"
+        annotations[names.ANN_PRESERVE_UNTIL] = "2030-01-01T00:00:00Z"
+    core.create_namespace(
+        {"metadata": {"name": name, "labels": labels, "annotations": annotations}}
+    )
+
+
+def exists(core: Any, name: str) -> bool:
+    return any(ns.metadata.name == name for ns in core.list_namespace().items)
+
+
+def test_close_without_config_finds_and_removes_namespaces(ctx: StageContext, core: Any) -> None:
+    # Given a k8see namespace and a reference-made one for the same PR, and another repo's
+    make_ns(core, "web-pr-31", pr=31)
+    make_ns(core, "oldweb-pr-31", pr=31, manager="github-actions")
+    make_ns(core, "web2-pr-31", pr=31, repo="someone/else")
+    # When the PR is closed and the run carries no validated config
+    result = destroy.run(close_run(31), ctx).result("destroy")
+    # Then both of this repository's namespaces are gone and the other one is untouched
+    assert result["deleted"] is True
+    assert result["preserved"] is False
+    assert sorted(result["namespaces"]) == ["oldweb-pr-31", "web-pr-31"]
+    assert "Namespace/web-pr-31" in result["removed"]
+    assert not exists(core, "web-pr-31")
+    assert not exists(core, "oldweb-pr-31")
+    assert exists(core, "web2-pr-31")
+    # And a second destroy converges
+    again = destroy.run(close_run(31), ctx).result("destroy")
+    assert (again["deleted"], again["namespace"], again["skipped"]) == (False, "", ["not-found"])
+
+
+def test_validated_namespace_is_used_directly(ctx: StageContext, core: Any) -> None:
+    make_ns(core, "direct-pr-32", pr=32)
+    result = destroy.run(close_run(32, validate={"namespace": "direct-pr-32"}), ctx)
+    assert result.result("destroy")["deleted"] is True
+    assert not exists(core, "direct-pr-32")
+
+
+def test_preserved_namespace_is_kept(ctx: StageContext, core: Any) -> None:
+    make_ns(core, "kept-pr-33", pr=33, preserved=True)
+    result = destroy.run(close_run(33), ctx).result("destroy")
+    assert (result["deleted"], result["preserved"]) == (False, True)
+    assert result["preserve_until"] == "2030-01-01T00:00:00Z"
+    assert exists(core, "kept-pr-33")
