@@ -224,7 +224,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         if route.name is None:
             if method == "GET":
-                if query.get("watch") in ("true", "1") or route.legacy_watch:
+                if (query.get("watch") or "").lower() in ("true", "1") or route.legacy_watch:
                     self._watch(route, query)
                     return
                 listed = api.list(
