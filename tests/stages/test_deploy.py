@@ -254,3 +254,38 @@ def test_image_that_cannot_be_pulled_fails_fast(ctx: StageContext) -> None:
     assert "cannot be pulled (ImagePullBackOff)" in info.value.message
     assert "pull secret" in (info.value.hint or "")
     destroy.run(make_run("nopull", 8), ctx)
+
+
+@pytest.mark.sandbox_only
+def test_quota_refusal_fails_with_quota_hint(
+    ctx: StageContext, kube_sandbox: Any, backend: Backend
+) -> None:
+    # Given a deployed PR whose namespace also runs a large debug pod someone started by hand
+    serve(kube_sandbox, backend, "full", 12)
+    deploy.run(make_run("full", 12), ctx)
+    api = core(ctx)
+    api.create_namespaced_pod(
+        "full-pr-12",
+        {
+            "metadata": {"name": "debug"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "sh",
+                        "image": "busybox",
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": "64Mi"},
+                            "limits": {"cpu": "400m", "memory": "700Mi"},
+                        },
+                    }
+                ]
+            },
+        },
+    )
+    # When a push changes env, so a new app pod must start beside the old one
+    with pytest.raises(DeployFailed) as info:
+        deploy.run(make_run("full", 12, env={"V": "2"}), ctx)
+    # Then the failure names the quota and says what to do
+    assert "exceeded quota: pr-quota" in info.value.message
+    assert "resources" in (info.value.hint or "")
+    destroy.run(make_run("full", 12), ctx)
