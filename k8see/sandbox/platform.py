@@ -151,10 +151,21 @@ class Platform:
         finally:
             registry.close()
 
+    def _registries_conf(self) -> Path:
+        """Builds resolve ``FROM busybox`` (docker.io) to the local registry's mirror."""
+        from k8see.integrations.builders import write_registries_conf
+
+        return write_registries_conf(
+            self.workdir / "registries.conf",
+            mirrors={"docker.io": self.registry_host},
+            insecure=[self.registry_host],
+        )
+
     def env(self) -> dict[str, str]:
         """The variables that point k8see (client, workers, CLI) at this platform."""
         assert self.github is not None
         return {
+            "K8SEE_BUILD__REGISTRIES_CONF": str(self._registries_conf()),
             "K8SEE_REDIS__URL": self.redis_url,
             "K8SEE_DEPLOY__KUBECONFIG": str(self.kubeconfig),
             "K8SEE_DEPLOY__DOMAIN": SANDBOX_DOMAIN,

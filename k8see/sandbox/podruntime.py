@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -43,6 +44,11 @@ class RunningPod:
     container: str
     process: subprocess.Popen[bytes]
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in command and args; unknown references stay."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), text)
 
 
 class PodRuntime:
@@ -76,7 +82,8 @@ class PodRuntime:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         for pod in list(self.pods.values()):
             self._kill(pod)
 
@@ -149,28 +156,21 @@ class PodRuntime:
                 pulled.stderr.strip()[-300:],
             )
             return
-        config = json.loads(
-            subprocess.run(
-                [
-                    *self._buildah,
-                    "inspect",
-                    "--type",
-                    "container",
-                    "--format",
-                    "{{json .OCIv1.Config}}",
-                    ctr,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+        inspected = subprocess.run(
+            [*self._buildah, "inspect", "--type", "container", ctr],
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        command = [
+        config = (json.loads(inspected.stdout).get("OCIv1") or {}).get("config") or {}
+        port = free_port()
+        env = {**self._env_from(namespace, container), "PORT": str(port)}
+        # Like the kubelet: command/args replace the image's entrypoint/cmd; $(VAR) expands.
+        parts = [
             *(container.get("command") or config.get("Entrypoint") or []),
             *(container.get("args") or config.get("Cmd") or []),
         ]
-        port = free_port()
-        env = {**self._env_from(namespace, container), "PORT": str(port)}
+        command = [_expand(str(part), env) for part in parts]
         user = pod.get("spec", {}).get("securityContext", {}).get("runAsUser")
         argv = [*self._buildah, "run", "--isolation", "chroot"]
         if user is not None:

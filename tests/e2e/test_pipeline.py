@@ -94,9 +94,14 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     for name in ("redis-server", "buildah", "docker-registry", "helm", "trivy", "git"):
         require_tool(name)
     from k8see.sandbox.platform import Platform
+    from k8see.sandbox.podruntime import PodRuntime
 
     workdir = tmp_path_factory.mktemp("e2e")
     platform = Platform(workdir=workdir).start()
+    # The built image really runs (buildah), so the deploy's health check is real.
+    runtime = PodRuntime(
+        kube=platform.kube, registry_host=platform.registry_host, workdir=workdir / "pods"
+    ).start()
     # One platform keeps the suite fast: build only the host platform here (the builder
     # tests cover two platforms), and retry quickly.
     platform.start_workers(
@@ -108,6 +113,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     try:
         yield Harness(platform, workdir)
     finally:
+        runtime.stop()
         platform.stop()
 
 
