@@ -138,7 +138,7 @@ def admit(store: Store, rt: ResourceType, obj: Obj) -> None:
 
 def _missing(pod: Obj, hard: dict[str, Fraction]) -> str:
     parts = []
-    for res in COMPUTE:
+    for res in sorted(COMPUTE):  # the real message lists resources sorted
         if res not in hard:
             continue
         kind, name = res.split(".")
@@ -148,7 +148,7 @@ def _missing(pod: Obj, hard: dict[str, Fraction]) -> str:
             if name not in (c.get("resources") or {}).get(kind, {})
         ]
         if lacking:
-            parts.append(f"{res} for: {','.join(lacking)}")
+            parts.append(f"{res} for: {','.join(sorted(lacking))}")
     return "must specify " + "; ".join(parts) if parts else ""
 
 
