@@ -20,6 +20,7 @@ import argparse
 import base64
 import hashlib
 import json
+import logging as _logging
 import signal
 import threading
 import time
@@ -38,6 +39,17 @@ SECONDARY_LIMIT_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
     "If you reach out to GitHub Support for help, please include the request ID sandbox."
 )
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up mid-request (a worker stopped) is routine, not a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _logging.getLogger(__name__).debug(
+            "Connection from %s ended abruptly.", client_address, exc_info=True
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -107,7 +119,7 @@ class GitHubSandbox:
 
     def start(self) -> None:
         handler = type("Handler", (_Handler,), {"sandbox": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server = _QuietServer(("127.0.0.1", self._port), handler)
         self._server.daemon_threads = True
         self.state.base_url = self.url
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
