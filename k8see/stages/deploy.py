@@ -158,6 +158,43 @@ def helm_values(
     return values
 
 
+def render_manifests(
+    run: Run, *, settings: PlatformSettings, api_cidrs: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Everything a deploy of ``run`` would apply, offline, for ``k8see render``.
+
+    The namespace, the guardrails, then the release's templates rendered by ``helm template``
+    (no cluster needed). ``run`` carries ``validate`` and ``build`` results; without a build,
+    the image is shown by tag ``pr-<N>`` at ``image.repository`` or a placeholder.
+    """
+    validated = run.result("validate")
+    build = run.result("build") or {
+        "image": f"{_placeholder_image(validated)}:{names.image_tag(run.pr)}"
+    }
+    project_id = str(validated["project_id"])
+    labels, annotations = namespace_metadata(run, project_id=project_id)
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": validated["namespace"], "labels": labels, "annotations": annotations},
+    }
+    cidrs = list(api_cidrs if api_cidrs is not None else settings.deploy.api_server_cidrs)
+    guardrails = guardrail_manifests(validated, pr=run.pr, settings=settings, api_cidrs=cidrs)
+    values = helm_values(run, validated=validated, build=build, settings=settings)
+    release = helm.template(
+        release=names.RELEASE_NAME,
+        chart=chart_path(settings),
+        namespace=validated["namespace"],
+        values=values,
+    )
+    return [namespace, *guardrails, *release]
+
+
+def _placeholder_image(validated: dict[str, Any]) -> str:
+    image = (validated.get("config") or {}).get("image") or {}
+    return str(image.get("repository") or f"registry.invalid/{validated['project_id']}")
+
+
 def run(run: Run, ctx: StageContext) -> Run:
     """Deploy the run's image into the PR's environment and check it answers."""
     started = time.monotonic()

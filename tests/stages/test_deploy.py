@@ -289,3 +289,30 @@ def test_quota_refusal_fails_with_quota_hint(
     assert "exceeded quota: pr-quota" in info.value.message
     assert "resources" in (info.value.hint or "")
     destroy.run(make_run("full", 12), ctx)
+
+
+def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
+    require_tool("helm")
+    # Given a validated config with two databases and no cluster at all
+    settings = PlatformSettings(
+        deploy={"kubeconfig": str(tmp_path / "none"), "domain": "preview.test"}
+    )
+    run = make_run(
+        "offline",
+        4,
+        databases={"postgresql": True, "redis": True},
+        ingress={"annotations": {"x/y": "z"}},
+    )
+    objects = deploy.render_manifests(run, settings=settings, api_cidrs=["10.0.0.1"])
+    kinds = [o["kind"] for o in objects]
+    assert kinds[:3] == ["Namespace", "ResourceQuota", "LimitRange"]
+    assert kinds[3:8] == ["NetworkPolicy"] * 5
+    assert {"Deployment", "Service", "ConfigMap", "Ingress"} <= set(kinds[8:])
+    assert objects[1]["spec"]["hard"]["requests.cpu"] == "550m"  # the pg+redis row
+    ingress = next(o for o in objects if o["kind"] == "Ingress")
+    assert ingress["metadata"]["annotations"]["x/y"] == "z"
+    assert (
+        ingress["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.entrypoints"]
+        == "websecure"
+    )
+    assert ingress["spec"]["ingressClassName"] == "traefik"
