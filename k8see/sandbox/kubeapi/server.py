@@ -63,6 +63,9 @@ class Handler(BaseHTTPRequestHandler):
     """One request; ``do_*`` methods all go through ``_dispatch``."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY each response waits for
+    # the client's delayed ACK (about 40 ms per request).
+    disable_nagle_algorithm = True
     server: SandboxHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
