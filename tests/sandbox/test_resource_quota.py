@@ -137,3 +137,6 @@ def test_refused_pods_show_as_replica_failure(kube_api_client: Any, kube_namespa
         "exceeded quota: pr-quota, requested: pods=1, used: pods=1, limited: pods=1"
         in failure().message
     )
+    events = core.list_namespaced_event(ns, field_selector="reason=FailedCreate").items
+    assert events and events[0].involved_object.kind == "ReplicaSet"
+    assert "exceeded quota: pr-quota" in events[0].message

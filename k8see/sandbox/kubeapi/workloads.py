@@ -18,6 +18,7 @@ import re
 import time
 from typing import Any
 
+from k8see.sandbox.kubeapi import events
 from k8see.sandbox.kubeapi.api import Api, now, random_suffix
 from k8see.sandbox.kubeapi.apierrors import ApiError
 from k8see.sandbox.kubeapi.pods import is_ready
@@ -306,6 +307,18 @@ class Workloads:
                 pods.append(self._create_pod(rs, REPLICASETS))
             except ApiError as err:
                 failure = err.message
+                previous = [
+                    c
+                    for c in (rs.get("status") or {}).get("conditions") or []
+                    if c.get("type") == "ReplicaFailure"
+                ]
+                if not previous or previous[0].get("message") != failure:
+                    events.record(
+                        self.api,
+                        involved=rs,
+                        reason="FailedCreate",
+                        message=f"Error creating: {failure}",
+                    )
                 break
         if len(pods) > desired:
             extra = sorted(pods, key=lambda p: (is_ready(p), p["metadata"]["creationTimestamp"]))[
