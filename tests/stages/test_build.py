@@ -128,7 +128,7 @@ def test_a_superseded_run_stops_its_build(
     settings: PlatformSettings, source: Path, tmp_path: Path
 ) -> None:
     (source / "app" / "Dockerfile").write_text(
-        "FROM busybox\nRUN echo begin-long-step && sleep 302\n"
+        "FROM busybox\nRUN X=long && echo begin-$X-step && sleep 302\n"
     )
     lines: list[str] = []
     stop = lambda: any("begin-long-step" in line for line in lines)  # noqa: E731

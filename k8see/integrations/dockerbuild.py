@@ -1,0 +1,361 @@
+"""The Docker builder: the docker SDK against a daemon, one build per platform.
+
+Why not ``docker push``: the classic builder (what the SDK drives; BuildKit needs a session
+protocol the SDK lacks, and Debian's docker.io has no buildx) builds one platform per image
+and pushes one manifest per tag, so a multi-arch list needs per-arch tags that would litter
+the registry. Instead each platform's image is exported (``docker save``) and uploaded over
+the registry API, and one OCI index of them is stored under every tag; the result is the
+same manifest list ``BuildahBuilder`` produces.
+
+``pull=True`` on every build is deliberate: the classic builder otherwise reuses a base image
+of the wrong architecture when the same tag was pulled for another platform before.
+Cancellation and the time limit close the connection to the daemon, which cancels the build
+and removes its intermediate container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import queue
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from k8see.errors import BuildFailed, IntegrationError, RegistryError, Superseded
+from k8see.integrations.builders import (
+    ERROR_TAIL_LINES,
+    BuildResult,
+    RegistryAuth,
+    parse_platforms,
+)
+from k8see.integrations.registry import OCI_INDEX, OCI_MANIFEST, OciRegistry, parse_ref
+
+__all__ = ["DockerBuilder"]
+
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+POLL_SECONDS = 0.2
+
+
+class DockerBuilder:
+    """Build with a Docker daemon and push one manifest list over the registry API.
+
+    Args:
+        base_url: The daemon, e.g. ``unix:///run/docker.sock``.
+        insecure_registries: Hosts pushed to over plain HTTP.
+        auth: Credentials for the registry pushed to.
+        network_mode: Network of RUN steps; ``host`` works with a daemon started without a
+            bridge (``--bridge=none``), as in the tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        insecure_registries: Sequence[str] = (),
+        auth: Sequence[RegistryAuth] = (),
+        network_mode: str = "host",
+    ) -> None:
+        self.base_url = base_url
+        self.insecure_registries = tuple(insecure_registries)
+        self.auth = tuple(auth)
+        self.network_mode = network_mode
+
+    def build_and_push(
+        self,
+        *,
+        context_dir: Path,
+        dockerfile: Path,
+        image: str,
+        tags: Sequence[str],
+        platforms: Sequence[str],
+        build_args: Mapping[str, str],
+        timeout_seconds: float,
+        should_stop: Callable[[], bool],
+        on_line: Callable[[str], None],
+    ) -> BuildResult:
+        import docker  # a worker dependency; imported here so the module imports without it
+
+        started = time.monotonic()
+        deadline = started + timeout_seconds
+        plats = parse_platforms(platforms)
+        ref = parse_ref(f"{image}:{tags[0]}")
+        registry = self._registry(ref.host)
+        local = f"k8see-build/{uuid.uuid4().hex[:16]}"
+        try:
+            client = docker.APIClient(base_url=self.base_url, version="auto", timeout=None)
+        except docker.errors.DockerException as exc:
+            raise IntegrationError(
+                f"The Docker daemon at {self.base_url} is not reachable.",
+                hint="Start dockerd, or set build.builder to buildah.",
+            ) from exc
+        entries = []
+        try:
+            for plat in plats:
+                tag = f"{local}:{plat.replace('/', '-')}"
+                self._build_one(
+                    client,
+                    plat=plat,
+                    tag=tag,
+                    context_dir=context_dir,
+                    dockerfile=dockerfile,
+                    build_args=build_args,
+                    deadline=deadline,
+                    timeout_seconds=timeout_seconds,
+                    should_stop=should_stop,
+                    on_line=on_line,
+                )
+                on_line(f"[push] uploading {plat} to {ref.host}/{ref.repository}")
+                entries.append(self._upload(client, registry, tag, ref.repository, plat))
+            index = json.dumps(
+                {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
+                separators=(",", ":"),
+            ).encode()
+            digest = ""
+            for tag in tags:
+                digest = registry.put_manifest(ref.repository, tag, index, OCI_INDEX)
+                on_line(f"[push] {image}:{tag} -> {digest}")
+        except docker.errors.DockerException as exc:
+            raise IntegrationError(f"The Docker daemon failed: {type(exc).__name__}.") from exc
+        finally:
+            for plat in plats:
+                # Not built when an earlier platform failed: then there is nothing to remove.
+                with contextlib.suppress(docker.errors.DockerException):
+                    client.remove_image(f"{local}:{plat.replace('/', '-')}", noprune=True)
+            client.close()
+            registry.close()
+        return BuildResult(
+            image=f"{image}@{digest}",
+            digest=digest,
+            platforms=plats,
+            seconds=time.monotonic() - started,
+            tags=tuple(tags),
+        )
+
+    def _registry(self, host: str) -> OciRegistry:
+        creds = next((a for a in self.auth if a.host == host), None)
+        return OciRegistry(
+            host=host,
+            insecure=host in self.insecure_registries,
+            username=creds.username if creds else "",
+            password=creds.password if creds else None,
+        )
+
+    def _build_one(
+        self,
+        client: Any,
+        *,
+        plat: str,
+        tag: str,
+        context_dir: Path,
+        dockerfile: Path,
+        build_args: Mapping[str, str],
+        deadline: float,
+        timeout_seconds: float,
+        should_stop: Callable[[], bool],
+        on_line: Callable[[str], None],
+    ) -> None:
+        os_name, arch, *variant = plat.split("/")
+        args = {
+            **build_args,
+            "TARGETPLATFORM": plat,
+            "TARGETOS": os_name,
+            "TARGETARCH": arch,
+            "TARGETVARIANT": variant[0] if variant else "",
+        }
+        stream = client.build(
+            path=str(context_dir),
+            dockerfile=str(dockerfile.relative_to(context_dir)),
+            tag=tag,
+            platform=plat,
+            buildargs=args,
+            network_mode=self.network_mode,
+            pull=True,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        tail: list[str] = []
+        secrets = [a.password for a in self.auth if a.password]
+        error = ""
+
+        def cancel(container: str) -> None:
+            # Killing the RUN step's container fails the step; the daemon then ends the
+            # build and removes the container (forcerm).
+            with contextlib.suppress(docker_errors()):
+                client.kill(container)
+
+        for chunk in _pump(stream, deadline=deadline, should_stop=should_stop, cancel=cancel):
+            if chunk is STOPPED:
+                raise Superseded(
+                    f"The Docker build for {plat} was stopped: the run was superseded."
+                )
+            if chunk is TIMED_OUT:
+                raise BuildFailed(
+                    f"The build did not finish within {timeout_seconds:g}s and was stopped.",
+                    hint="Make the build faster or ask the platform operators to raise "
+                    "build.timeout_seconds.",
+                )
+            text = str(chunk.get("stream") or chunk.get("status") or chunk.get("error") or "")
+            for secret in secrets:
+                text = text.replace(secret, "***")
+            for line in text.rstrip("\n").splitlines():
+                tail = [*tail[-(ERROR_TAIL_LINES - 1) :], line]
+                on_line(f"[{plat}] {line}")
+            if chunk.get("error"):
+                error = str(chunk["error"])
+        if error:
+            raise BuildFailed(
+                f"The image did not build for {plat} (docker: {error[:200]}).",
+                hint="Last lines of the build output:\n" + "\n".join(tail),
+            )
+
+    def _upload(
+        self, client: Any, registry: OciRegistry, tag: str, repository: str, plat: str
+    ) -> dict[str, Any]:
+        """Upload one built image (``docker save``) as an OCI manifest; its index entry."""
+        with tempfile.TemporaryFile() as archive:
+            for chunk in client.get_image(tag):
+                archive.write(chunk)
+            archive.seek(0)
+            with tarfile.open(fileobj=archive) as tar:
+                saved = json.loads(_member(tar, "manifest.json"))[0]
+                config = _member(tar, saved["Config"])
+                layers = []
+                for name in saved["Layers"]:
+                    blob = gzip.compress(_member(tar, name), mtime=0)
+                    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+                    registry.push_blob(repository, digest, blob)
+                    layers.append(
+                        {"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": len(blob)}
+                    )
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        registry.push_blob(repository, config_digest, config)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                "layers": layers,
+            },
+            separators=(",", ":"),
+        ).encode()
+        digest = registry.put_manifest(
+            repository, "sha256:" + hashlib.sha256(manifest).hexdigest(), manifest, OCI_MANIFEST
+        )
+        info = json.loads(config)
+        os_name, arch, *variant = plat.split("/")
+        if info.get("architecture") != arch:
+            raise RegistryError(
+                f"Docker built a {info.get('architecture')} image where {plat} was asked for."
+            )
+        platform = {
+            "os": os_name,
+            "architecture": arch,
+            **({"variant": variant[0]} if variant else {}),
+        }
+        return {
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": len(manifest),
+            "platform": platform,
+        }
+
+
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    extracted = tar.extractfile(name)
+    if extracted is None:
+        raise IntegrationError(f"docker save produced no file {name!r}.")
+    return extracted.read()
+
+
+STOPPED = object()
+TIMED_OUT = object()
+#: After cancelling, how long to wait for the daemon to end the build stream.
+CANCEL_DRAIN_SECONDS = 30.0
+
+
+def docker_errors() -> type[Exception]:
+    import docker
+
+    return docker.errors.DockerException  # type: ignore[no-any-return]
+
+
+def _pump(
+    stream: Iterator[dict[str, Any]],
+    *,
+    deadline: float,
+    should_stop: Callable[[], bool],
+    cancel: Callable[[str], None],
+) -> Iterator[Any]:
+    """Yield the build's JSON chunks, then ``STOPPED`` or ``TIMED_OUT`` if it was cut short.
+
+    The daemon's stream can be silent for minutes (a long RUN), so a thread reads it while
+    this one checks cancellation and the deadline; ``cancel`` then ends the build daemon-side
+    and the stream is drained so the daemon has cleaned up before we go on.
+    """
+    chunks: queue.Queue[Any] = queue.Queue()
+    done = object()
+
+    failed: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for chunk in stream:
+                chunks.put(chunk)
+        except (OSError, ValueError, docker_errors()) as exc:  # requests errors are OSErrors
+            failed.append(exc)
+        finally:
+            chunks.put(done)
+
+    thread = threading.Thread(target=reader, daemon=True, name="docker-build-stream")
+    thread.start()
+    running = ""  # the classic builder names each RUN step's container in its output
+    while True:
+        stop = should_stop()
+        if stop or time.monotonic() >= deadline:
+            # Keep reading until the build ends: a RUN container may start after we decided
+            # to stop, and each one we learn of is killed.
+            killed = ""
+            drain_until = time.monotonic() + CANCEL_DRAIN_SECONDS
+            while time.monotonic() < drain_until:
+                if running and running != killed:
+                    cancel(running)
+                    killed = running
+                try:
+                    item = chunks.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                if item is done:
+                    break
+                running = _container_of(item) or running
+            yield STOPPED if stop else TIMED_OUT
+            return
+        try:
+            item = chunks.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            continue
+        if item is not done:
+            running = _container_of(item) or running
+        if item is done:
+            if failed:
+                raise IntegrationError(
+                    f"The Docker daemon's build stream broke ({type(failed[0]).__name__})."
+                ) from failed[0]
+            return
+        yield item
+
+
+def _container_of(chunk: dict[str, Any]) -> str:
+    """The container id in a `` ---> Running in <id>`` line of the build output, if any."""
+    text = str(chunk.get("stream") or "")
+    marker = " ---> Running in "
+    return text.split(marker, 1)[1].split()[0] if marker in text else ""
