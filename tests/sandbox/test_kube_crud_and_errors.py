@@ -210,3 +210,11 @@ def deployment(
             },
         },
     }
+
+
+def test_api_service_and_endpoints_exist(kube_api_client: Any) -> None:
+    """NetworkPolicy egress to the API is built from these (reference §3.4)."""
+    core = client.CoreV1Api(kube_api_client)
+    assert core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    endpoints = core.read_namespaced_endpoints("kubernetes", "default")
+    assert endpoints.subsets[0].addresses[0].ip

@@ -170,6 +170,17 @@ class KubeSandbox:
                 },
             )
 
+        ep_rt = self.registry.by_key(("", "endpoints"))
+        if ep_rt is not None and self.store.get(ep_rt.key, "default", "kubernetes") is None:
+            # NetworkPolicies allow egress to the API by these addresses (reference §3.4).
+            subset = {
+                "addresses": [{"ip": "10.0.0.10"}],
+                "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+            }
+            self.api.create(
+                ep_rt, "default", {"metadata": {"name": "kubernetes"}, "subsets": [subset]}
+            )
+
     def _maybe_save(self) -> None:
         if self.state_file and self.store.resource_version != self._saved_rv:
             self._save()
