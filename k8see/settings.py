@@ -86,6 +86,10 @@ class BuildSettings(BaseModel):
     """How buildah runs RUN steps: chroot needs no runtime or user namespaces (works as root
     in a container); oci needs a runtime such as runc or crun."""
 
+    docker_host: str = "unix:///run/docker.sock"
+    """The Docker daemon the ``docker`` builder uses (it builds there and uploads the images
+    itself, so the daemon needs no registry credentials)."""
+
 
 class ScanSettings(BaseModel):
     enabled: bool = True

@@ -20,6 +20,7 @@ from typing import Any
 from k8see import names
 from k8see.errors import ConfigError, PlatformError, Where
 from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
+from k8see.integrations.dockerbuild import DockerBuilder
 from k8see.integrations.registry import parse_ref
 from k8see.run import Run
 from k8see.settings import PlatformSettings
@@ -141,13 +142,14 @@ def image_repository(
 def make_builder(settings: PlatformSettings, *, workdir: Path) -> Builder:
     """The configured builder, with the registry's credentials and the shared cache."""
     build, reg = settings.build, settings.registry
-    if build.builder != "buildah":
-        raise PlatformError(
-            f"The {build.builder!r} builder is not available in this version of k8see.",
-            hint="Set K8SEE_BUILD__BUILDER=buildah (the default).",
-        )
     password = reg.password.get_secret_value() if reg.password else ""
     auth = [RegistryAuth(host=reg.host, username=reg.username, password=password)]
+    if build.builder == "docker":
+        return DockerBuilder(
+            base_url=build.docker_host,
+            insecure_registries=[reg.host] if reg.insecure else [],
+            auth=auth if reg.username and password else [],
+        )
     storage = build.storage_dir or str(
         Path(build.workdir or tempfile.gettempdir()) / "k8see-buildah"
     )

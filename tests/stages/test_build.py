@@ -17,7 +17,7 @@ from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages import build
 from k8see.stages.context import StageContext
-from tests.fixtures.images import HELLO_DIR, LocalRegistry
+from tests.fixtures.images import HELLO_DIR, DockerDaemon, LocalRegistry
 
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
 
@@ -150,8 +150,40 @@ def test_a_custom_repository_must_be_on_the_platform_registry(
         )
 
 
-def test_the_docker_builder_is_refused_clearly(source: Path, tmp_path: Path) -> None:
-    settings = PlatformSettings(build={"builder": "docker"})
-    with pytest.raises(PlatformError, match="'docker' builder is not available") as info:
-        build.run(make_run(source), make_ctx(settings, tmp_path, []))
-    assert "K8SEE_BUILD__BUILDER=buildah" in (info.value.hint or "")
+def test_the_docker_builder_builds_the_same_list(
+    settings: PlatformSettings,
+    source: Path,
+    registry: LocalRegistry,
+    docker_daemon: DockerDaemon,
+    tmp_path: Path,
+) -> None:
+    # Given the platform set to the Docker builder (the session's own dockerd)
+    docker_settings = settings.model_copy(
+        update={
+            "build": settings.build.model_copy(
+                update={"builder": "docker", "docker_host": docker_daemon.base_url}
+            )
+        }
+    )
+    lines: list[str] = []
+    result = build.run(make_run(source), make_ctx(docker_settings, tmp_path, lines)).result("build")
+    # Then the registry holds the same shape of result: a two-platform list under both tags
+    client = registry.client()
+    assert client.get_platforms(result["image"]) == ["linux/amd64", "linux/arm64"]
+    assert client.resolve_digest(f"{result['repository']}:sha-{SHA}") == result["digest"]
+    assert any(line.startswith("[linux/arm64] ") for line in lines)
+
+
+def test_an_unreachable_docker_daemon_is_a_platform_error(
+    settings: PlatformSettings, source: Path, tmp_path: Path
+) -> None:
+    docker_settings = settings.model_copy(
+        update={
+            "build": settings.build.model_copy(
+                update={"builder": "docker", "docker_host": f"unix://{tmp_path}/none.sock"}
+            )
+        }
+    )
+    with pytest.raises(PlatformError, match=r"Docker daemon .* is not reachable") as info:
+        build.run(make_run(source), make_ctx(docker_settings, tmp_path, []))
+    assert "build.builder" in (info.value.hint or "")
