@@ -3,8 +3,8 @@
 Covers: ``kubectl apply -f`` creating and then three-way-updating a Deployment (an env var
 changed, another removed, a container port added: strategic merge by merge keys), ``get -o
 json`` and server-side printing, ``rollout status``, ``wait --for=condition=Available``,
-``scale``, ``apply`` of a custom resource after its CRD (JSON merge patch path),
-``apply --server-side``, and ``delete`` (with ``--wait``) including a namespace.
+``scale``, ``describe``, ``apply`` of a custom resource after its CRD (JSON merge patch path),
+``apply --server-side``, and ``delete`` (with ``--wait``, foreground cascade) including a namespace.
 """
 
 from __future__ import annotations
@@ -100,7 +100,20 @@ def test_apply_rollout_wait_update_scale_delete(
     )
     assert len([p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]) == 3
 
-    kubectl(kube_env, "delete", "deployment", "web", "-n", ns, "--wait=true", "--timeout=60s")
+    described = kubectl(kube_env, "describe", "deployment", "web", "-n", ns).stdout
+    assert "NewReplicaSetAvailable" in described
+
+    kubectl(
+        kube_env,
+        "delete",
+        "deployment",
+        "web",
+        "-n",
+        ns,
+        "--cascade=foreground",
+        "--wait=true",
+        "--timeout=60s",
+    )
     missing = kubectl(kube_env, "get", "deployment", "web", "-n", ns, check=False)
     assert missing.returncode != 0 and "NotFound" in missing.stderr
 

@@ -83,7 +83,8 @@ class Controllers:
         while not self._stop.is_set():
             rv = self.api.store.resource_version
             pending = self.kubelet.pending or self.workloads.pending or self.operators.pending
-            if rv != seen_rv or pending:
+            gc_due = time.monotonic() - self._last_gc > GC_EVERY_SECONDS
+            if rv != seen_rv or pending or gc_due:
                 seen_rv = rv
                 try:
                     self.reconcile_once()

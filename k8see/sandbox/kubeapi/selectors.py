@@ -21,6 +21,15 @@ _EQ_RE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(==|!=|=)\s*([A-Za-z0-9_.-]*)\s*$
 _EXISTS_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*$")
 FIELDS = {"metadata.name", "metadata.namespace"}
 POD_FIELDS = {"status.phase", "spec.nodeName", "spec.restartPolicy"}
+EVENT_OBJECT_FIELDS = (
+    "name",
+    "namespace",
+    "kind",
+    "uid",
+    "apiVersion",
+    "resourceVersion",
+    "fieldPath",
+)
 
 
 def _split_terms(text: str) -> list[str]:
@@ -86,7 +95,11 @@ def field_matcher(selector: str | None, *, kind: str) -> Matcher:
     if kind == "Secret":
         allowed = allowed | {"type"}
     if kind == "Event":
-        allowed = allowed | {"involvedObject.name", "involvedObject.kind", "reason", "type"}
+        allowed = (
+            allowed
+            | {f"involvedObject.{f}" for f in EVENT_OBJECT_FIELDS}
+            | {"reason", "type", "source"}
+        )
     checks: list[tuple[str, str, str]] = []
     for term in _split_terms(selector):
         m = _EQ_RE.match(term)
