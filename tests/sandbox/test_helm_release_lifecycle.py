@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require_tool
+from tests.fixtures.kube import TEST_IMAGE
 
 CHART = Path(__file__).parent / "charts" / "demo"
 pytestmark = pytest.mark.timeout(120)
@@ -50,6 +51,8 @@ def test_install_upgrade_history_rollback_uninstall(
         "--install",
         "rel",
         str(CHART),
+        "--set",
+        f"image={TEST_IMAGE}",
         "-n",
         ns,
         "--atomic",
@@ -81,6 +84,8 @@ def test_install_upgrade_history_rollback_uninstall(
         "--install",
         "rel",
         str(CHART),
+        "--set",
+        f"image={TEST_IMAGE}",
         "-n",
         ns,
         "--atomic",
@@ -119,6 +124,8 @@ def test_atomic_install_of_a_crash_looping_image_rolls_back(
         "--install",
         "bad",
         str(CHART),
+        "--set",
+        f"image={TEST_IMAGE}",
         "-n",
         ns,
         "--atomic",

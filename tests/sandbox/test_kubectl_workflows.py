@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import require_tool
+from tests.fixtures.kube import TEST_IMAGE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,7 +53,7 @@ def manifest(name: str, env: dict[str, str], ports: list[int]) -> str:
                     "containers": [
                         {
                             "name": "web",
-                            "image": "registry.local/web:1",
+                            "image": TEST_IMAGE,
                             "env": [{"name": k, "value": v} for k, v in env.items()],
                             "ports": [{"containerPort": p} for p in ports],
                         }

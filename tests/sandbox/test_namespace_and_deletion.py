@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.fixtures.kube import TEST_IMAGE
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -136,7 +138,7 @@ def test_deleting_a_deployment_removes_its_replicasets_and_pods(
         client.CoreV1Api(kube_api_client),
         kube_namespace,
     )
-    apps.create_namespaced_deployment(ns, deployment("gc", image="img:1", replicas=2))
+    apps.create_namespaced_deployment(ns, deployment("gc", image=TEST_IMAGE, replicas=2))
     eventually(
         lambda: len(core.list_namespaced_pod(ns, label_selector="app=gc").items) == 2,
         what="two pods",

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.fixtures.kube import TEST_IMAGE
 from tests.sandbox.test_kube_crud_and_errors import deployment
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,7 +32,7 @@ def containers(apps: client.AppsV1Api, ns: str, name: str) -> list[Any]:
 def test_strategic_merge_uses_merge_keys(kube_api_client: Any, kube_namespace: str) -> None:
     apps, ns = client.AppsV1Api(kube_api_client), kube_namespace
     apps.create_namespaced_deployment(
-        ns, deployment("smp", image="img:1", env={"A": "1", "B": "2"})
+        ns, deployment("smp", image=TEST_IMAGE, env={"A": "1", "B": "2"})
     )
     patch = {
         "spec": {
@@ -53,7 +54,7 @@ def test_strategic_merge_uses_merge_keys(kube_api_client: Any, kube_namespace: s
     }
     apps.patch_namespaced_deployment("smp", ns, patch, _content_type=SMP)
     app, sidecar = containers(apps, ns, "smp")
-    assert app.image == "img:1" and sidecar.image == "side:1"
+    assert app.image == TEST_IMAGE and sidecar.image == "side:1"
     assert [(e.name, e.value) for e in app.env] == [("A", "1"), ("B", "20"), ("C", "3")]
     assert app.ports[0].container_port == 8080 and app.volume_mounts[0].mount_path == "/tmp"
 
@@ -84,13 +85,13 @@ def test_strategic_merge_uses_merge_keys(kube_api_client: Any, kube_namespace: s
     apps.patch_namespaced_deployment("smp", ns, reorder, _content_type=SMP)
     assert [(c.name, c.image) for c in containers(apps, ns, "smp")] == [
         ("sidecar", "side:2"),
-        ("app", "img:1"),
+        ("app", TEST_IMAGE),
     ]
 
 
 def test_strategic_merge_retain_keys(kube_api_client: Any, kube_namespace: str) -> None:
     apps, ns = client.AppsV1Api(kube_api_client), kube_namespace
-    apps.create_namespaced_deployment(ns, deployment("retain", image="img:1"))
+    apps.create_namespaced_deployment(ns, deployment("retain", image=TEST_IMAGE))
     patch = {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}
     apps.patch_namespaced_deployment("retain", ns, patch, _content_type=SMP)
     strategy = apps.read_namespaced_deployment("retain", ns).spec.strategy
@@ -99,7 +100,7 @@ def test_strategic_merge_retain_keys(kube_api_client: Any, kube_namespace: str) 
 
 def test_json_merge_patch_replaces_lists(kube_api_client: Any, kube_namespace: str) -> None:
     apps, ns = client.AppsV1Api(kube_api_client), kube_namespace
-    apps.create_namespaced_deployment(ns, deployment("merge", image="img:1", env={"A": "1"}))
+    apps.create_namespaced_deployment(ns, deployment("merge", image=TEST_IMAGE, env={"A": "1"}))
     patch = {
         "metadata": {"labels": {"team": "x"}},
         "spec": {"template": {"spec": {"containers": [{"name": "only", "image": "other:1"}]}}},

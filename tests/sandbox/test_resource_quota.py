@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.fixtures.kube import TEST_IMAGE
 from tests.sandbox.test_kube_crud_and_errors import deployment
 from tests.sandbox.test_namespace_and_deletion import eventually
 
@@ -37,7 +38,7 @@ def pod(
         resources["limits"] = limits
     return {
         "metadata": {"name": name},
-        "spec": {"containers": [{"name": "app", "image": "img:1", "resources": resources}]},
+        "spec": {"containers": [{"name": "app", "image": TEST_IMAGE, "resources": resources}]},
     }
 
 
@@ -125,7 +126,7 @@ def test_refused_pods_show_as_replica_failure(kube_api_client: Any, kube_namespa
         kube_namespace,
     )
     quota(core, ns, pods="1")
-    apps.create_namespaced_deployment(ns, deployment("big", image="img:1", replicas=2))
+    apps.create_namespaced_deployment(ns, deployment("big", image=TEST_IMAGE, replicas=2))
 
     def failure() -> Any:
         conditions = apps.read_namespaced_deployment("big", ns).status.conditions or []

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.fixtures.kube import TEST_IMAGE, TEST_IMAGE_2
 from tests.sandbox.test_kube_crud_and_errors import deployment
 from tests.sandbox.test_namespace_and_deletion import eventually
 
@@ -39,7 +40,7 @@ def test_deployment_owns_replicaset_owns_ready_pods(
         client.CoreV1Api(kube_api_client),
         kube_namespace,
     )
-    dep = apps.create_namespaced_deployment(ns, deployment("web", image="img:1", replicas=2))
+    dep = apps.create_namespaced_deployment(ns, deployment("web", image=TEST_IMAGE, replicas=2))
     eventually(lambda: len(ready_pods(core, ns, "app=web")) == 2, what="two ready pods")
     (rs,) = apps.list_namespaced_replica_set(ns, label_selector="app=web").items
     assert (
@@ -67,19 +68,19 @@ def test_rolling_update_replaces_old_pods(kube_api_client: Any, kube_namespace: 
         client.CoreV1Api(kube_api_client),
         kube_namespace,
     )
-    apps.create_namespaced_deployment(ns, deployment("roll", image="img:1"))
+    apps.create_namespaced_deployment(ns, deployment("roll", image=TEST_IMAGE))
     eventually(lambda: len(ready_pods(core, ns, "app=roll")) == 1, what="first pod ready")
     apps.patch_namespaced_deployment(
         "roll",
         ns,
-        {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "img:2"}]}}}},
+        {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": TEST_IMAGE_2}]}}}},
     )
 
     def rolled() -> bool:
         pods = ready_pods(core, ns, "app=roll")
         return (
             len(pods) == 1
-            and pods[0].spec.containers[0].image == "img:2"
+            and pods[0].spec.containers[0].image == TEST_IMAGE_2
             and not pods[0].metadata.deletion_timestamp
         )
 
@@ -88,7 +89,7 @@ def test_rolling_update_replaces_old_pods(kube_api_client: Any, kube_namespace: 
         rs.spec.template.spec.containers[0].image: rs.spec.replicas
         for rs in apps.list_namespaced_replica_set(ns).items
     }
-    assert sets == {"img:1": 0, "img:2": 1}
+    assert sets == {TEST_IMAGE: 0, TEST_IMAGE_2: 1}
 
 
 def test_statefulset_pods_and_claims(kube_api_client: Any, kube_namespace: str) -> None:
@@ -97,7 +98,7 @@ def test_statefulset_pods_and_claims(kube_api_client: Any, kube_namespace: str) 
         client.CoreV1Api(kube_api_client),
         kube_namespace,
     )
-    body = deployment("db", image="img:1", replicas=2)
+    body = deployment("db", image=TEST_IMAGE, replicas=2)
     body["kind"] = "StatefulSet"
     body["spec"]["serviceName"] = "db"
     body["spec"]["volumeClaimTemplates"] = [
@@ -128,7 +129,7 @@ def test_service_gets_cluster_ip_and_endpoints(kube_api_client: Any, kube_namesp
         client.CoreV1Api(kube_api_client),
         kube_namespace,
     )
-    apps.create_namespaced_deployment(ns, deployment("api", image="img:1"))
+    apps.create_namespaced_deployment(ns, deployment("api", image=TEST_IMAGE))
     svc = client.V1Service(
         metadata=client.V1ObjectMeta(name="api"),
         spec=client.V1ServiceSpec(
@@ -149,6 +150,7 @@ def test_service_gets_cluster_ip_and_endpoints(kube_api_client: Any, kube_namesp
     assert core.read_namespaced_endpoints("api", ns).subsets[0].ports[0].port == 8080
 
 
+@pytest.mark.sandbox_only  # a claim binds at once and a job ends with no process
 def test_pvc_binds_and_job_completes(kube_api_client: Any, kube_namespace: str) -> None:
     core, batch, ns = (
         client.CoreV1Api(kube_api_client),
@@ -168,7 +170,10 @@ def test_pvc_binds_and_job_completes(kube_api_client: Any, kube_namespace: str) 
         "metadata": {"name": "migrate"},
         "spec": {
             "template": {
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "img:1"}]}
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "m", "image": TEST_IMAGE}],
+                }
             }
         },
     }
@@ -226,7 +231,7 @@ def test_simulated_pods_say_so(kube_api_client: Any, kube_namespace: str) -> Non
         client.CoreV1Api(kube_api_client),
         kube_namespace,
     )
-    apps.create_namespaced_deployment(ns, deployment("said", image="img:1"))
+    apps.create_namespaced_deployment(ns, deployment("said", image=TEST_IMAGE))
     eventually(lambda: len(ready_pods(core, ns, "app=said")) == 1, what="ready")
     (pod,) = ready_pods(core, ns, "app=said")
     assert any("simulated by the k8see sandbox" in (c.message or "") for c in pod.status.conditions)

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from kubernetes import client, dynamic, watch
 
+from tests.fixtures.kube import TEST_IMAGE
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -95,7 +97,7 @@ def test_dynamic_client_watch(kube_api_client: Any, kube_namespace: str) -> None
             "selector": {"matchLabels": {"app": "dyn"}},
             "template": {
                 "metadata": {"labels": {"app": "dyn"}},
-                "spec": {"containers": [{"name": "c", "image": "img:1"}]},
+                "spec": {"containers": [{"name": "c", "image": TEST_IMAGE}]},
             },
         },
     }
