@@ -273,6 +273,8 @@ def enqueue(
     summary.update(status=outcome.status, preview_url=outcome.record.get("preview_url"))
     if as_json:
         click.echo(json.dumps({**summary, "error": outcome.record.get("error")}))
+    elif outcome.skipped:
+        click.echo(f"skipped: {outcome.record.get('reason', '')}")
     elif outcome.ok:
         url = outcome.record.get("preview_url")
         click.echo(f"{outcome.status}" + (f": {url}" if url and outcome.status == "ready" else ""))

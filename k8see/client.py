@@ -85,7 +85,12 @@ def enqueue(
         ttl_seconds=DEDUPE_SECONDS,
     )
     if earlier is not None:
-        return Enqueued(run=draft, duplicate_of=earlier)
+        earlier_id, earlier_generation = earlier
+        generation = earlier_generation or coordination.current_generation(
+            redis_client, repo=repo, pr=pr
+        )
+        original = Run.from_dict({**draft.to_dict(), "generation": generation})
+        return Enqueued(run=original, duplicate_of=earlier_id)
 
     if decision.action is Action.DESTROY:
         coordination.mark_closed(redis_client, repo=repo, pr=pr)
@@ -93,6 +98,15 @@ def enqueue(
         coordination.clear_closed(redis_client, repo=repo, pr=pr)
     generation = coordination.next_generation(redis_client, repo=repo, pr=pr)
     run = Run.from_dict({**draft.to_dict(), "generation": generation})
+    coordination.settle_delivery(
+        redis_client,
+        repo=repo,
+        pr=pr,
+        fingerprint=fingerprint,
+        run_id=run.run_id,
+        generation=generation,
+    )
+    before = state.get(redis_client, repo=repo, pr=pr) or {}
     state.set_status(
         redis_client,
         repo=repo,
@@ -109,10 +123,21 @@ def enqueue(
         error=None,
         timings={},
         enqueued_at=run.enqueued_at,
+        previous_status=_settled(before),
+        skipped_run=None,
+        reason=None,
     )
     app = create_app(settings)
     chain_for(app, settings, run).apply_async()
     return Enqueued(run=run)
+
+
+def _settled(record: dict[str, Any]) -> str | None:
+    """The environment's last settled status, to restore if the new event is skipped."""
+    status = record.get("status")
+    if status in {s.value for s in TERMINAL}:
+        return str(status)
+    return record.get("previous_status") if isinstance(record.get("previous_status"), str) else None
 
 
 @dataclass(frozen=True)
@@ -124,9 +149,16 @@ class Outcome:
     superseded: bool = False
     timed_out: bool = False
 
+    skipped: bool = False
+
     @property
     def ok(self) -> bool:
-        return self.status in (Status.READY.value, Status.DESTROYED.value, Status.PRESERVED.value)
+        """Ready, destroyed, preserved, or nothing to do for this event."""
+        return self.skipped or self.status in (
+            Status.READY.value,
+            Status.DESTROYED.value,
+            Status.PRESERVED.value,
+        )
 
 
 def follow(
@@ -157,6 +189,8 @@ def follow(
             on_change(record)
         if int(record.get("generation") or 0) > generation:
             return Outcome(status=Status.SUPERSEDED.value, record=record, superseded=True)
+        if record.get("skipped_run") == run_id:
+            return Outcome(status=Status.SKIPPED.value, record=record, skipped=True)
         status = record.get("status")
         if record.get("run_id") == run_id and status in {s.value for s in TERMINAL}:
             commented = status == Status.SKIPPED.value or record.get("commented") == status

@@ -79,13 +79,27 @@ def is_closed(client: redis.Redis, *, repo: str, pr: int) -> bool:
 
 def claim_delivery(
     client: redis.Redis, *, repo: str, pr: int, fingerprint: str, run_id: str, ttl_seconds: int
-) -> str | None:
-    """Record that this event was accepted; return the earlier run id if it already was."""
+) -> tuple[str, int] | None:
+    """Record that this event was accepted.
+
+    Returns None for a first delivery, else the earlier run's id and generation (0 while the
+    earlier enqueue has not bumped the generation yet).
+    """
     key = pr_key(repo, pr, f"delivery:{fingerprint}")
     if client.set(key, run_id, nx=True, ex=ttl_seconds):
         return None
     existing = client.get(key)
-    return existing.decode() if isinstance(existing, bytes) else str(existing)
+    text = existing.decode() if isinstance(existing, bytes) else str(existing)
+    earlier, _, generation = text.partition(":")
+    return earlier, int(generation or 0)
+
+
+def settle_delivery(
+    client: redis.Redis, *, repo: str, pr: int, fingerprint: str, run_id: str, generation: int
+) -> None:
+    """Remember the generation of an accepted delivery, so a duplicate can follow its run."""
+    key = pr_key(repo, pr, f"delivery:{fingerprint}")
+    client.set(key, f"{run_id}:{generation}", xx=True, keepttl=True)
 
 
 @dataclass

@@ -129,6 +129,19 @@ def list_records(
         yield record
 
 
+STATS_KEY = f"{PREFIX}:stats"
+
+
+def count(client: redis.Redis, name: str, amount: int = 1) -> None:
+    """Add to a platform-wide counter (stage starts, supersedes): cheap facts for operators."""
+    client.hincrby(STATS_KEY, name, amount)
+
+
+def stats(client: redis.Redis) -> dict[str, int]:
+    raw = client.hgetall(STATS_KEY)
+    return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+
+
 def append_log(client: redis.Redis, *, run_id: str, line: str, ttl_seconds: int) -> None:
     """Keep the last lines of a run's tool output (already redacted by the caller)."""
     key = log_key(run_id)

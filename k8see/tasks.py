@@ -103,6 +103,7 @@ class StageTask(Task):  # type: ignore[misc]
                 rlog.info("The PR's lease is held by another run; %s retries later.", stage)
                 raise self.retry(countdown=settings.queues.lease_retry_seconds, max_retries=None)
 
+        state.count(client, f"stage_started:{stage}")
         if stage in RUNNING_STATUS:
             state.set_status(
                 client,
@@ -202,18 +203,24 @@ class StageTask(Task):  # type: ignore[misc]
         ttl: int,
     ) -> dict[str, Any]:
         rlog.info("Run stops at %s: %s", stage, exc.message)
+        state.count(client, f"stopped:{exc.reason}:{stage}")
         if not isinstance(exc, Superseded | Closed):
-            # Nothing to do for this event (e.g. on-demand mode): say so in the record.
-            state.set_status(
+            # Nothing to do for this event (e.g. on-demand mode). The environment keeps the
+            # status it had before the event was queued; the record says this run skipped.
+            record = state.get(client, repo=run.repo, pr=run.pr) or {}
+            previous = record.get("previous_status") or Status.SKIPPED.value
+            state.update(
                 client,
                 repo=run.repo,
                 pr=run.pr,
                 generation=run.generation,
-                status=Status.SKIPPED,
+                changes={
+                    "status": previous,
+                    "skipped_run": run.run_id,
+                    "reason": exc.message,
+                    "stage": None,
+                },
                 ttl_seconds=ttl,
-                run_id=run.run_id,
-                stage=stage,
-                reason=exc.message,
             )
         self.request.chain = None  # end the chain here; later stages must not run
         self.request.callbacks = None

@@ -45,7 +45,13 @@ def test_a_redelivered_event_maps_to_the_first_run(client: redis.Redis) -> None:
         client, repo="a/b", pr=1, fingerprint="x", run_id="run2", ttl_seconds=60
     )
     assert first is None
-    assert again == "run1"
+    assert again == ("run1", 0)
+    coordination.settle_delivery(
+        client, repo="a/b", pr=1, fingerprint="x", run_id="run1", generation=4
+    )
+    assert coordination.claim_delivery(
+        client, repo="a/b", pr=1, fingerprint="x", run_id="run3", ttl_seconds=60
+    ) == ("run1", 4)
 
 
 def test_the_lease_is_exclusive_and_fenced(client: redis.Redis) -> None:

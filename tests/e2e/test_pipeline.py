@@ -11,110 +11,21 @@ Covers:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from tests.conftest import require_tool
+from tests.e2e.harness import Harness, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-
-ROOT = Path(__file__).resolve().parents[2]
-ORG = "k8see-demo"
-
-
-class Harness:
-    """The platform plus helpers to make PRs and drive them through `k8see enqueue`."""
-
-    def __init__(self, platform: Any, workdir: Path):
-        self.platform = platform
-        self.workdir = workdir
-        self.redis = redis.Redis.from_url(platform.redis_url)
-
-    def repo(self, name: str, files: dict[str, str] | None = None) -> tuple[str, Path, str]:
-        """A git repository with examples/hello (plus ``files``); returns name, path, sha."""
-        path = self.workdir / "repos" / name
-        shutil.copytree(ROOT / "examples" / "hello", path)
-        for rel, text in (files or {}).items():
-            (path / rel).write_text(text)
-        self._git(path, "init", "-q", "-b", "feature")
-        return f"{ORG}/{name}", path, self.commit(path, "first")
-
-    def commit(self, path: Path, message: str) -> str:
-        self._git(path, "add", "-A")
-        self._git(path, "commit", "-q", "--allow-empty", "-m", message)
-        return self._git(path, "rev-parse", "HEAD").strip()
-
-    def _git(self, path: Path, *args: str) -> str:
-        out = subprocess.run(
-            ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return out.stdout
-
-    def enqueue(self, *args: str, wait: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "k8see", "enqueue", *args]
-        if wait:
-            argv += ["--wait", "--timeout", "600"]
-        return subprocess.run(
-            argv, env=self.platform.process_env(), capture_output=True, text=True, timeout=700
-        )
-
-    def record(self, repo: str, pr: int) -> dict[str, Any]:
-        from k8see import state
-
-        return state.get(self.redis, repo=repo, pr=pr) or {}
-
-    def namespaces(self) -> list[str]:
-        from kubernetes import client, config
-
-        api = client.CoreV1Api(config.new_client_from_config(str(self.platform.kubeconfig)))
-        return [ns.metadata.name for ns in api.list_namespace().items]
-
-    def wait_for(self, predicate: Any, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.25)
-        raise AssertionError("condition not reached")
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    for name in ("redis-server", "buildah", "docker-registry", "helm", "trivy", "git"):
-        require_tool(name)
-    from k8see.sandbox.platform import Platform
-    from k8see.sandbox.podruntime import PodRuntime
-
-    workdir = tmp_path_factory.mktemp("e2e")
-    platform = Platform(workdir=workdir).start()
-    # The built image really runs (buildah), so the deploy's health check is real.
-    runtime = PodRuntime(
-        kube=platform.kube, registry_host=platform.registry_host, workdir=workdir / "pods"
-    ).start()
-    # One platform keeps the suite fast: build only the host platform here (the builder
-    # tests cover two platforms), and retry quickly.
-    platform.start_workers(
-        extra_env={
-            "K8SEE_BUILD__PLATFORMS": "linux/amd64",
-            "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "0.2",
-        }
-    )
-    try:
-        yield Harness(platform, workdir)
-    finally:
-        runtime.stop()
-        platform.stop()
+    with running_platform(tmp_path_factory.mktemp("e2e")) as h:
+        yield h
 
 
 def _comments(h: Harness, repo: str, pr: int) -> list[dict[str, Any]]:
@@ -254,3 +165,87 @@ def test_a_redelivered_event_runs_once(harness: Harness) -> None:
     assert '"action": "deploy"' in decision.stdout
     ids = {h.enqueue(*args[:-1], wait=False).stdout.strip() for _ in range(5)}
     assert len(ids) == 1
+
+
+def test_a_push_storm_builds_at_most_twice_and_the_last_sha_wins(harness: Harness) -> None:
+    from k8see import state
+    from k8see.client import enqueue
+    from k8see.events import decide_from_flags
+    from k8see.settings import load_settings
+
+    h = harness
+    repo, path, _ = h.repo("storm")
+    shas = [h.commit(path, f"push {i}") for i in range(20)]
+    h.platform.github.add_repo(repo)
+    h.platform.github.add_pull(repo, 5, head_sha=shas[-1], head_ref="feature")
+    settings = load_settings(redis={"url": h.platform.redis_url})
+    builds_before = state.stats(h.redis).get("stage_started:build", 0)
+
+    # When 20 pushes arrive within a second
+    started = time.monotonic()
+    for sha in shas:
+        decision = decide_from_flags(
+            repo=repo, pr=5, action="synchronize", sha=sha, ref="feature", trigger="automatic"
+        )
+        enqueue(
+            decision,
+            settings=settings,
+            trigger="pull_request:synchronize",
+            source=str(path),
+            client=h.redis,
+        )
+    assert time.monotonic() - started < 1.0
+
+    # Then the last SHA is deployed, and at most two builds ran
+    h.wait_for(
+        lambda: (
+            h.record(repo, 5).get("status") == "ready" and h.record(repo, 5).get("sha") == shas[-1]
+        ),
+        timeout=300,
+    )
+    assert state.stats(h.redis).get("stage_started:build", 0) - builds_before <= 2
+
+
+def test_on_demand_mode_follows_the_reference_table(harness: Harness) -> None:
+    h = harness
+    repo, path, sha = h.repo(
+        "ondemand",
+        {
+            "k8s-ee.yaml": "projectId: ondemand\ntrigger: on-demand\n"
+            "app:\n  port: 3000\n  healthPath: /health\n"
+        },
+    )
+    h.platform.github.add_repo(repo)
+    h.platform.github.add_pull(repo, 6, head_sha=sha, head_ref="feature")
+    src = ("--source", str(path))
+
+    # opened: nothing happens
+    opened = h.enqueue("--repo", repo, "--pr", "6", "--action", "opened", "--sha", sha, *src)
+    assert opened.returncode == 0 and "skipped" in opened.stdout, opened.stderr
+    assert "ondemand-pr-6" not in h.namespaces()
+    # a push without an environment: nothing happens
+    pushed = h.enqueue("--repo", repo, "--pr", "6", "--action", "synchronize", "--sha", sha, *src)
+    assert pushed.returncode == 0 and "skipped" in pushed.stdout, pushed.stderr
+    assert "ondemand-pr-6" not in h.namespaces()
+    # /deploy-preview: deployed at the PR's head
+    deployed = h.enqueue("--repo", repo, "--pr", "6", "--comment", "/deploy-preview", *src)
+    assert deployed.returncode == 0 and "ready" in deployed.stdout, deployed.stderr
+    assert "ondemand-pr-6" in h.namespaces()
+    # a push with an environment: redeployed at the new SHA
+    new_sha = h.commit(path, "more")
+    h.platform.github.add_pull(repo, 6, head_sha=new_sha, head_ref="feature")
+    again = h.enqueue(
+        "--repo", repo, "--pr", "6", "--action", "synchronize", "--sha", new_sha, *src
+    )
+    assert again.returncode == 0 and "ready" in again.stdout, again.stderr
+    assert h.record(repo, 6)["sha"] == new_sha
+    # /destroy-preview: destroyed, and a later push stays a no-op
+    destroyed = h.enqueue("--repo", repo, "--pr", "6", "--comment", "/destroy-preview", *src)
+    assert destroyed.returncode == 0 and "destroyed" in destroyed.stdout, destroyed.stderr
+    h.wait_for(lambda: "ondemand-pr-6" not in h.namespaces())
+    last_sha = h.commit(path, "after destroy")
+    later = h.enqueue(
+        "--repo", repo, "--pr", "6", "--action", "synchronize", "--sha", last_sha, *src
+    )
+    assert later.returncode == 0 and "skipped" in later.stdout, later.stderr
+    assert "ondemand-pr-6" not in h.namespaces()

@@ -1,0 +1,104 @@
+"""The e2e harness: the sandbox platform, its pod runtime and real worker processes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+ORG = "k8see-demo"
+TOOLS = ("redis-server", "buildah", "docker-registry", "helm", "trivy", "git")
+
+
+class Harness:
+    """The platform plus helpers to make PRs and drive them through `k8see enqueue`."""
+
+    def __init__(self, platform: Any, workdir: Path):
+        self.platform = platform
+        self.workdir = workdir
+        self.redis = redis.Redis.from_url(platform.redis_url)
+
+    def repo(self, name: str, files: dict[str, str] | None = None) -> tuple[str, Path, str]:
+        """A git repository with examples/hello (plus ``files``); returns name, path, sha."""
+        path = self.workdir / "repos" / name
+        shutil.copytree(ROOT / "examples" / "hello", path)
+        for rel, text in (files or {}).items():
+            (path / rel).write_text(text)
+        self._git(path, "init", "-q", "-b", "feature")
+        return f"{ORG}/{name}", path, self.commit(path, "first")
+
+    def commit(self, path: Path, message: str) -> str:
+        self._git(path, "add", "-A")
+        self._git(path, "commit", "-q", "--allow-empty", "-m", message)
+        return self._git(path, "rev-parse", "HEAD").strip()
+
+    def _git(self, path: Path, *args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout
+
+    def enqueue(self, *args: str, wait: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "k8see", "enqueue", *args]
+        if wait:
+            argv += ["--wait", "--timeout", "600"]
+        return subprocess.run(
+            argv, env=self.platform.process_env(), capture_output=True, text=True, timeout=700
+        )
+
+    def record(self, repo: str, pr: int) -> dict[str, Any]:
+        from k8see import state
+
+        return state.get(self.redis, repo=repo, pr=pr) or {}
+
+    def namespaces(self) -> list[str]:
+        from kubernetes import client, config
+
+        api = client.CoreV1Api(config.new_client_from_config(str(self.platform.kubeconfig)))
+        return [ns.metadata.name for ns in api.list_namespace().items]
+
+    def wait_for(self, predicate: Any, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.25)
+        raise AssertionError("condition not reached")
+
+
+@contextmanager
+def running_platform(
+    workdir: Path, *, ready_delay_seconds: float = 0.2, extra_env: dict[str, str] | None = None
+) -> Iterator[Harness]:
+    """A started platform with workers and the pod runtime; everything stops afterwards."""
+    for name in TOOLS:
+        require_tool(name)
+    from k8see.sandbox.platform import Platform
+    from k8see.sandbox.podruntime import PodRuntime
+
+    platform = Platform(workdir=workdir, ready_delay_seconds=ready_delay_seconds).start()
+    # The built image really runs (buildah), so the deploy's health check is real.
+    runtime = PodRuntime(
+        kube=platform.kube, registry_host=platform.registry_host, workdir=workdir / "pods"
+    ).start()
+    # Build only the host platform here (the builder tests cover two), and retry quickly.
+    env = {"K8SEE_BUILD__PLATFORMS": "linux/amd64", "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "0.2"}
+    platform.start_workers(extra_env={**env, **(extra_env or {})})
+    try:
+        yield Harness(platform, workdir)
+    finally:
+        runtime.stop()
+        platform.stop()
