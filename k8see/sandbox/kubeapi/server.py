@@ -58,6 +58,10 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.context = context
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up mid-request (a stopped worker) is routine, not a traceback."""
+        log.debug("Connection from %s ended abruptly.", client_address, exc_info=True)
+
 
 class Handler(BaseHTTPRequestHandler):
     """One request; ``do_*`` methods all go through ``_dispatch``."""
