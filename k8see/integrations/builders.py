@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -187,7 +188,8 @@ class BuildahBuilder:
         self.insecure_registries = tuple(insecure_registries)
         self.auth = tuple(auth)
         self.isolation = isolation
-        self.binary = binary
+        # Found where the worker finds its tools; buildah itself gets a minimal env.
+        self.binary = shutil.which(binary) or binary
         self.path = path
 
     def build_and_push(

@@ -16,6 +16,7 @@ into the summary.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -129,6 +130,8 @@ def scan_image(
     """
     started = time.monotonic()
     deadline = started + timeout_seconds
+    # Found where the worker finds its tools (.tools/bin); trivy itself gets a minimal env.
+    binary = shutil.which(binary) or binary
     wanted = [s.strip() for s in scanners.split(",") if s.strip()]
     if not db_repository:
         wanted = [s for s in wanted if s != "vuln"]
