@@ -2,7 +2,7 @@
 
 ::
 
-    K8seeError                      message (one sentence), hint (next step), where (file/field/line)
+    K8seeError                      message (a sentence), hint (next step), where (file, line)
     ├── UserError                   the PR author or repository owner acts
     │   ├── ConfigError             k8s-ee.yaml is missing or invalid
     │   ├── PolicyError             the platform refuses (allowlist, limits, authorization)

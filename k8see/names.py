@@ -11,7 +11,7 @@ import re
 
 from k8see.errors import ConfigError, PolicyError
 
-#: ``projectId`` as the reference schema defines it: 1–20 chars, lowercase alphanumerics and
+#: ``projectId`` as the reference schema defines it: 1-20 chars, lowercase alphanumerics and
 #: hyphens, starting and ending alphanumeric.
 PROJECT_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
 #: ``owner/repo`` as GitHub allows it (the reference's workflow-input regex).
