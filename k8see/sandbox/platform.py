@@ -244,8 +244,11 @@ def run_forever(workdir: Path) -> int:
     for key, value in platform.env().items():
         print(f"export {key}={value}")
     print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)
+    # Blocked only now, so the children started above keep the default handlers.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        signal.sigwait(stop_signals)
     finally:
         platform.stop()
     return 0

@@ -1,0 +1,69 @@
+"""`k8see sandbox up` starts the stand-ins and a real Redis and registry, prints the
+environment that points k8see at them, and stops everything on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _read_env(proc: subprocess.Popen[str], deadline: float) -> dict[str, str]:
+    env: dict[str, str] = {}
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].strip().partition("=")
+            env[key] = value
+        if line.startswith("# also written to"):
+            return env
+    raise AssertionError(f"sandbox up printed no environment: {env}")
+
+
+def test_sandbox_up_serves_until_terminated(tmp_path: Path) -> None:
+    for tool in ("redis-server", "docker-registry"):
+        require_tool(tool)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "k8see", "sandbox", "up", "--dir", str(tmp_path / "sb")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        env = _read_env(proc, time.monotonic() + 60)
+        # Then every printed address answers with the real protocol
+        assert redis.Redis.from_url(env["K8SEE_REDIS__URL"]).ping()
+        kubeconfig = Path(env["K8SEE_DEPLOY__KUBECONFIG"])
+        server = next(
+            line.split("server:", 1)[1].strip()
+            for line in kubeconfig.read_text().splitlines()
+            if "server:" in line
+        )
+        assert requests.get(f"{server}/version", timeout=5).json()["major"] == "1"
+        headers = {"Authorization": f"Bearer {env['K8SEE_GITHUB__TOKEN']}"}
+        assert requests.get(
+            f"{env['K8SEE_GITHUB__API_URL']}/rate_limit", headers=headers, timeout=5
+        ).status_code in (200, 404)
+        registry = env["K8SEE_REGISTRY__HOST"]
+        assert requests.get(f"http://{registry}/v2/", timeout=5).status_code == 200
+        assert (tmp_path / "sb" / "env").read_text().count("export ") == len(env)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    # And what it started is gone
+    with pytest.raises(redis.exceptions.ConnectionError):
+        redis.Redis.from_url(env["K8SEE_REDIS__URL"], socket_connect_timeout=1).ping()
