@@ -19,7 +19,8 @@
     ├── RetryLater                  transient: try the same stage again after delay_seconds
     └── Stopped                     expected end of a chain, not a failure
         ├── Superseded              a newer event for the PR exists
-        └── Closed                  the PR was closed; close wins over deploys
+        ├── Closed                  the PR was closed; close wins over deploys
+        └── Refused                 not authorized (commenter, unapproved fork); already answered
 
 Users see ``message`` and ``hint``; operators get tracebacks in worker logs. Library
 exceptions are wrapped at the integration edge (``raise KubeError(...) from exc``) and never
@@ -47,6 +48,7 @@ __all__ = [
     "KubeTooManyRequests",
     "PlatformError",
     "PolicyError",
+    "Refused",
     "RegistryError",
     "RetryLater",
     "ScanBlocked",
@@ -233,3 +235,13 @@ class Superseded(Stopped):
 
 class Closed(Stopped):
     reason = "closed"
+
+
+class Refused(Stopped):
+    """The event is not authorized: a commenter without write access, or an unapproved fork.
+
+    A stop, not a failure: the PR already got a reply saying why, and the environment keeps
+    the status it had, so a stranger's comment cannot mark a live preview failed.
+    """
+
+    reason = "refused"

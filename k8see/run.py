@@ -22,6 +22,9 @@ class Action(enum.StrEnum):
     #: on-demand mode: a push redeploys only if an environment exists (reference §2.3).
     REDEPLOY_IF_EXISTS = "redeploy-if-exists"
     SKIP = "skip"
+    #: a PR command answered outside the deploy pipeline (/help, /preserve, /unpreserve); it
+    #: never bumps the PR's generation, so it cannot disturb queued work.
+    COMMAND = "command"
 
 
 class Status(enum.StrEnum):
@@ -63,6 +66,7 @@ class Run:
         trigger: Who or what started the run, e.g. ``pull_request:synchronize``.
         source: Where workers fetch the source (a GitHub tarball URL template or local path).
         comment_id: The command comment to react to, if a PR comment started the run.
+        commenter: Login of the command comment's author; the worker checks their permission.
         merged: For destroy runs from a close event: whether the PR was merged.
         enqueued_at: Unix time of the enqueue, for queue-wait metrics.
         results: Per-stage results, keyed by stage name (small JSON values only).
@@ -77,6 +81,7 @@ class Run:
     trigger: str = ""
     source: str = ""
     comment_id: int = 0
+    commenter: str = ""
     merged: bool = False
     enqueued_at: float = 0.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
