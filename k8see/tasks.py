@@ -150,6 +150,7 @@ class StageTask(Task):  # type: ignore[misc]
             raise
         except RetryLater as exc:
             rlog.info("Stage %s will retry in %.1fs: %s", stage, exc.delay_seconds, exc.message)
+            state.count(client, f"retried_later:{stage}")
             raise self.retry(countdown=exc.delay_seconds, max_retries=None) from exc
         except Exception as exc:
             retries = int(self.request.retries or 0)
@@ -164,6 +165,8 @@ class StageTask(Task):  # type: ignore[misc]
                     delay,
                     exc_info=True,
                 )
+                # Counted so drills and operators see how often failures were retried.
+                state.count(client, f"retried:{stage}")
                 raise self.retry(countdown=delay, exc=exc) from exc
             rlog.error("Stage %s failed after %d retries.", stage, retries, exc_info=True)
             platform_error = _platform_error(exc, stage=stage, run=run)

@@ -104,7 +104,7 @@ class Platform:
         )
 
     def _start_redis(self) -> None:
-        self.redis_port = free_port()
+        self.redis_port = self.redis_port or free_port()  # a restart keeps the port
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
         self._spawn(
@@ -212,6 +212,29 @@ class Platform:
         env = self.process_env({"FLOWER_BASIC_AUTH": basic_auth})
         self._spawn("flower", [k8see, "flower", "--port", str(port)], env=env)
         wait_for_port(port, timeout_seconds=30)
+
+    def stop_process(self, name: str, *, timeout_seconds: float = 30.0) -> None:
+        """End one started process (SIGTERM to its group, SIGKILL after the timeout)."""
+        proc = self.processes.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_seconds)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.logs.pop(name).close()
+
+    def stop_workers(self) -> None:
+        """Stop every worker pool (a warm shutdown); ``start_workers`` starts them again."""
+        for name in [n for n in self.processes if n.startswith("worker-")]:
+            self.stop_process(name)
+
+    def restart_redis(self) -> None:
+        """Stop redis-server (it flushes its append-only file) and start it again on the same
+        port and data directory, as a restarted Redis pod with a persistent volume would."""
+        self.stop_process("redis")
+        self._start_redis()
 
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):
