@@ -183,6 +183,35 @@ class CleanupSettings(BaseModel):
     preserve_max_hours: int = 48
     max_preserved: int = 3
 
+    preserve_project_max_hours: dict[str, int] = {}
+    """Per-repository maximum hours of one ``/preserve`` (``owner/repo`` → hours); others get
+    ``preserve_max_hours``. Env: JSON, e.g. ``{"acme/shop": 96}``."""
+
+    preserve_lifetime_hours: int = 168
+    """Absolute cap, in hours from a namespace's first preserve: re-preserving never goes past
+    it (the reference reset the clock on every ``/preserve``, so it could last forever)."""
+
+    preserve_warning_hours: float = 1.0
+    """Comment on the PR this many hours before a preserve ends (once), as the reference did."""
+
+    expiry_interval_seconds: int = 300
+    """Preserve-expiry job period; short, so a closed PR's environment goes at its deadline."""
+
+    watchdog_interval_seconds: int = 120
+    """How often the watchdog looks for runs stuck in a stage past its time limit."""
+
+    watchdog_grace_seconds: int = 120
+    """Extra seconds after a stage's hard time limit before the watchdog fails the run."""
+
+    pr_state_cache_seconds: int = 300
+    """How long a PR's state fetched from GitHub is reused by maintenance jobs, in seconds."""
+
+    max_github_calls: int = 200
+    """GitHub requests one cleanup run may make; PRs beyond it wait for the next run."""
+
+    registry_gc: bool = True
+    """Delete ``pr-N`` and ``sha-*`` image tags whose PR is gone (generic registries only)."""
+
 
 class MetricsSettings(BaseModel):
     enabled: bool = True
