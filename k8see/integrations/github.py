@@ -1,9 +1,9 @@
 """GitHub REST client for the workers: comments, reactions, permissions, deployments, tarballs.
 
 Sync, on ``requests`` (a worker dependency: the enqueue client never imports this module).
-Two credential modes, chosen by ``make_client``: a static token (simple) or, when no token is
-set, GitHub App installation tokens minted per repository and cached until five minutes before
-they expire (recommended). Every method is idempotent, so a redelivered stage converges.
+Credentials come from ``github_auth`` (a static token, or GitHub App installation tokens minted
+per repository and cached in memory). Every method is idempotent, so a redelivered stage
+converges.
 
 Failures: 5xx answers and network errors are retried with exponential backoff and jitter, and
 rate-limit answers (secondary: 403/429 with ``Retry-After``; primary: ``x-ratelimit-remaining:
@@ -15,21 +15,24 @@ leaves this module, and the token never appears in a message or a log record.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
 from k8see.errors import GitHubError
+from k8see.integrations.github_auth import (
+    AppInstallationTokens,
+    StaticToken,
+    TokenProvider,
+    provider_from_settings,
+)
 from k8see.names import check_repo, check_sha
 from k8see.settings import PlatformSettings
 
@@ -45,8 +48,6 @@ __all__ = [
 
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
-#: Installation tokens are renewed this long before GitHub says they expire.
-TOKEN_RENEW_MARGIN_SECONDS = 300.0
 #: A single backoff never sleeps longer than this, whatever the attempt number.
 MAX_BACKOFF_SECONDS = 30.0
 _HEADERS = {
@@ -54,35 +55,6 @@ _HEADERS = {
     "X-GitHub-Api-Version": "2022-11-28",
     "User-Agent": "k8see",
 }
-
-
-class TokenProvider(Protocol):
-    """Where the client's credential comes from, per repository."""
-
-    def token_for(self, repo: str) -> str: ...
-
-    def forget(self, repo: str) -> None:
-        """Drop a cached credential GitHub rejected (401), so the next call mints a new one."""
-
-
-class StaticToken:
-    """A personal access token or a workflow token: the same credential for every repo."""
-
-    def __init__(self, token: str) -> None:
-        if not token:
-            raise GitHubError(
-                "The GitHub token is empty.", hint="Set K8SEE_GITHUB__TOKEN to a token."
-            )
-        self._token = token
-
-    def token_for(self, repo: str) -> str:
-        return self._token
-
-    def forget(self, repo: str) -> None:
-        return None
-
-    def __repr__(self) -> str:
-        return "StaticToken(***)"
 
 
 @dataclass(frozen=True)
@@ -268,109 +240,6 @@ def _rate_limit_wait(response: requests.Response, message: str) -> float | None:
     if response.status_code == 429 or "secondary rate limit" in message.lower():
         return 60.0  # GitHub's advice for a secondary limit without Retry-After: a minute
     return None
-
-
-class AppInstallationTokens:
-    """GitHub App auth: a short JWT (RS256) buys a per-installation token, cached.
-
-    Args:
-        api_url: GitHub's API base URL.
-        app_id: The App's id (the JWT's ``iss``).
-        private_key_pem: The App's private key, PEM.
-        clock: Unix time source, for the cache.
-    """
-
-    def __init__(
-        self,
-        *,
-        app_id: str,
-        private_key_pem: bytes,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        try:
-            from cryptography.hazmat.primitives.asymmetric import rsa
-            from cryptography.hazmat.primitives.serialization import load_pem_private_key
-        except ImportError:  # pragma: no cover - cryptography ships with the worker image
-            raise GitHubError(
-                "GitHub App authentication needs the 'cryptography' package.",
-                hint="Install k8see[worker], or use a token (K8SEE_GITHUB__TOKEN).",
-            ) from None
-        try:
-            key = load_pem_private_key(private_key_pem, password=None)
-        except (ValueError, TypeError):
-            raise GitHubError(
-                "The GitHub App private key is not a readable PEM key.",
-                hint="Download a new private key from the App's settings page.",
-            ) from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise GitHubError("The GitHub App private key is not an RSA key.")
-        self._key = key
-        self.app_id = str(app_id)
-        self.clock = clock
-        self.transport: _Transport | None = None  # set by GitHubClient
-        self._lock = threading.Lock()
-        self._installations: dict[str, int] = {}
-        self._tokens: dict[int, tuple[str, float]] = {}
-
-    def __repr__(self) -> str:
-        return f"AppInstallationTokens(app_id={self.app_id!r})"
-
-    def jwt(self) -> str:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
-
-        now = int(self.clock())
-        header = _b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-        # iat 60 s in the past absorbs clock drift; GitHub allows at most 10 minutes in all.
-        claims = {"iat": now - 60, "exp": now + 540, "iss": self.app_id}
-        payload = _b64(json.dumps(claims).encode())
-        signature = self._key.sign(
-            f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256()
-        )
-        return f"{header}.{payload}.{_b64(signature)}"
-
-    def token_for(self, repo: str) -> str:
-        if self.transport is None:
-            raise GitHubError("AppInstallationTokens is not attached to a GitHubClient.")
-        with self._lock:
-            installation = self._installations.get(repo.lower())
-            if installation is None:
-                response = self.transport.send(
-                    "GET", self.transport.url(f"/repos/{repo}/installation"), token=self.jwt
-                )
-                installation = int(response.json()["id"])
-                self._installations[repo.lower()] = installation
-            cached = self._tokens.get(installation)
-            if cached and cached[1] - TOKEN_RENEW_MARGIN_SECONDS > self.clock():
-                return cached[0]
-            response = self.transport.send(
-                "POST",
-                self.transport.url(f"/app/installations/{installation}/access_tokens"),
-                token=self.jwt,
-            )
-            data = response.json()
-            expires = _parse_time(str(data.get("expires_at", "")))
-            self._tokens[installation] = (str(data["token"]), expires)
-            return str(data["token"])
-
-    def forget(self, repo: str) -> None:
-        with self._lock:
-            installation = self._installations.pop(repo.lower(), None)
-            if installation is not None:
-                self._tokens.pop(installation, None)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _parse_time(value: str) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time() + 600  # unknown expiry: keep it briefly, then mint again
 
 
 class GitHubClient:
@@ -635,28 +504,9 @@ def _json(response: requests.Response, what: str) -> Any:
 def make_client(settings: PlatformSettings, *, log: Log) -> GitHubClient:
     """The client for these settings: the token if set, else the GitHub App."""
     gh = settings.github
-    provider: TokenProvider
-    if gh.token is not None and gh.token.get_secret_value():
-        provider = StaticToken(gh.token.get_secret_value())
-    elif gh.app_id and gh.app_private_key_path:
-        try:
-            pem = Path(gh.app_private_key_path).read_bytes()
-        except OSError as exc:
-            raise GitHubError(
-                f"The GitHub App private key at {gh.app_private_key_path} cannot be read "
-                f"({exc.strerror}).",
-                hint="Mount the App's key and point K8SEE_GITHUB__APP_PRIVATE_KEY_PATH at it.",
-            ) from None
-        provider = AppInstallationTokens(app_id=gh.app_id, private_key_pem=pem)
-    else:
-        raise GitHubError(
-            "No GitHub credentials are configured.",
-            hint="Set K8SEE_GITHUB__APP_ID and K8SEE_GITHUB__APP_PRIVATE_KEY_PATH (a GitHub "
-            "App, recommended) or K8SEE_GITHUB__TOKEN.",
-        )
     return GitHubClient(
         api_url=gh.api_url,
-        token_provider=provider,
+        token_provider=provider_from_settings(settings),
         timeout_seconds=gh.timeout_seconds,
         max_retries=settings.queues.max_retries,
         backoff_seconds=settings.queues.retry_backoff_seconds,
