@@ -6,6 +6,7 @@ cancellation and the time limit killing the build, credentials kept out of outpu
 from __future__ import annotations
 
 import random
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,11 @@ from k8see.integrations.builders import (
     parse_platforms,
     write_registries_conf,
 )
+from tests.conftest import free_port, wait_for_port
 from tests.fixtures.images import (
     HELLO_REPOSITORY,
     HELLO_SHA,
+    DockerDaemon,
     LocalRegistry,
     read_image_file,
 )
@@ -194,3 +197,37 @@ def _cmdline(proc_dir: Path) -> str:
         return (proc_dir / "cmdline").read_text()
     except OSError:
         return ""
+
+
+def test_the_built_hello_serves_health_read_only_as_non_root(
+    hello_image: BuildResult, docker_daemon: DockerDaemon
+) -> None:
+    # Given the buildah-built image, run by digest the way the app chart runs it: read-only
+    # root filesystem, user 1001, PORT from the environment
+    import docker
+
+    client = docker.DockerClient(base_url=docker_daemon.base_url, version="auto")
+    port = free_port()
+    container = client.containers.run(
+        hello_image.image,
+        detach=True,
+        read_only=True,
+        user="1001",
+        environment={"PORT": str(port)},
+        network_mode="host",
+        platform="linux/amd64",
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        # Then /health and / answer 200, and the process is not root
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10)
+        index = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+        assert health.status == 200
+        assert health.read() == b"ok\n"
+        assert b"Hello from a k8see preview environment" in index.read()
+        container.reload()
+        assert container.attrs["Config"]["User"] == "1001"
+        assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
+    finally:
+        container.remove(force=True)
+        client.close()
