@@ -23,6 +23,11 @@ ROUTES: dict[str, str] = {
     "k8see.scan": "build",
     "k8see.deploy": "deploy",
     "k8see.destroy": "deploy",
+    # Scheduled jobs and preserve commands (k8see.maintenance).
+    "k8see.cleanup": "maintenance",
+    "k8see.preserve_expiry": "maintenance",
+    "k8see.watchdog": "maintenance",
+    "k8see.preserve": "maintenance",
 }
 
 QUEUES = ("default", "build", "deploy", "maintenance")
@@ -38,7 +43,7 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
     Returns:
         The configured app; the tasks in ``k8see.tasks`` register on first worker import.
     """
-    app = Celery(name, include=["k8see.tasks"])
+    app = Celery(name, include=["k8see.tasks", "k8see.maintenance"])
     conf: dict[str, Any] = {
         "broker_url": settings.redis.url,
         "result_backend": settings.redis.url,
@@ -65,12 +70,35 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
             # it must exceed the longest stage (a build) or a slow build would run twice.
             "visibility_timeout": settings.build.timeout_seconds + 300,
         },
+        # One beat replica sends these; each job body also holds a Redis lock, so a second
+        # beat (a rollout overlap) only sends harmless duplicates (k8see.maintenance).
+        "beat_schedule": beat_schedule(settings),
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
     app.conf.update(conf)
     app.k8see_settings = settings
     return app
+
+
+def beat_schedule(settings: PlatformSettings) -> dict[str, dict[str, Any]]:
+    """The maintenance jobs and their periods, in seconds, from ``settings.cleanup``.
+
+    Each entry expires after one period: a job nobody ran in time is dropped, not piled up.
+    """
+    periods = {
+        "cleanup": ("k8see.cleanup", settings.cleanup.interval_seconds),
+        "preserve-expiry": ("k8see.preserve_expiry", settings.cleanup.expiry_interval_seconds),
+        "watchdog": ("k8see.watchdog", settings.cleanup.watchdog_interval_seconds),
+    }
+    return {
+        name: {
+            "task": task,
+            "schedule": float(seconds),
+            "options": {"queue": "maintenance", "expires": float(seconds)},
+        }
+        for name, (task, seconds) in periods.items()
+    }
 
 
 def settings_of(app: Celery) -> PlatformSettings:

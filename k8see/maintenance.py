@@ -1,0 +1,501 @@
+"""Maintenance: the scheduled jobs (beat → ``maintenance`` queue) and the preserve commands.
+
+Jobs, each a thin task over a plain function that tests and ``k8see cleanup`` call directly:
+
+- ``k8see.cleanup`` (every ``cleanup.interval_seconds``): destroys environments whose PR is
+  closed, merged or gone, or that were not deployed for ``cleanup.ttl_hours``, through the same
+  destroy chain a close event uses (``client.enqueue``: generation bump, close mark, record);
+  marks records whose namespace vanished as destroyed; then collects image garbage.
+- ``k8see.preserve_expiry`` (every ``cleanup.expiry_interval_seconds``): warns before a preserve
+  ends and, at the end, destroys at once when the PR is closed.
+- ``k8see.watchdog`` (every ``cleanup.watchdog_interval_seconds``): fails runs stuck in a stage
+  past its hard time limit plus a grace, with a clear record error and the PR comment.
+- ``k8see.preserve``: ``/preserve [hours]`` and ``/unpreserve``, sent by ``k8see enqueue``.
+
+**One active beat.** Run beat as a single replica (the chart does). If two beats run anyway (a
+rollout, a second install), each job body runs under a Redis lock (``k8see:lock:job:<name>``,
+``SET NX PX``, expiring after the job's period): a duplicate finds the lock taken and returns
+``{"skipped": "locked"}``, and every job is idempotent besides, so duplicates are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from celery import Celery, shared_task
+
+from k8see import coordination, metrics, state
+from k8see.app import settings_of
+from k8see.client import enqueue
+from k8see.errors import GitHubError, K8seeError, PolicyError, UserError
+from k8see.events import Decision
+from k8see.integrations import github as gh
+from k8see.integrations import kube
+from k8see.integrations.registry import OciRegistry
+from k8see.pipeline import HARD_LIMIT_GRACE_SECONDS, stage_time_limit
+from k8see.run import Action, Run, Status
+from k8see.settings import PlatformSettings
+from k8see.stages import cleanup, preserve
+
+log = logging.getLogger(__name__)
+
+#: Record statuses of a run inside a stage, and the stage they stand for.
+RUNNING = {
+    Status.VALIDATING.value: "validate",
+    Status.BUILDING.value: "build",
+    Status.SCANNING.value: "scan",
+    Status.DEPLOYING.value: "deploy",
+    Status.DESTROYING.value: "destroy",
+}
+WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+QUOTA_LOCK = "k8see:lock:preserve-quota"
+
+
+def redis_client(settings: PlatformSettings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis.url, health_check_interval=30)
+
+
+@contextmanager
+def exclusive(client: redis.Redis, name: str, *, ttl_seconds: float) -> Iterator[bool]:
+    """Hold ``k8see:lock:job:<name>`` while the body runs; yields False if another holds it."""
+    lock = client.lock(f"k8see:lock:job:{name}", timeout=max(ttl_seconds, 1.0), blocking=False)
+    acquired = bool(lock.acquire())
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("The %s job outlived its lock; another run may have overlapped.", name)
+
+
+def _github(settings: PlatformSettings) -> gh.GitHubClient | None:
+    try:
+        return gh.make_client(settings, log=log)
+    except GitHubError as exc:
+        log.warning("Maintenance runs without GitHub: %s", exc.message)
+        return None
+
+
+def _pr_states(settings: PlatformSettings, client: redis.Redis) -> cleanup.PrStates:
+    return cleanup.PrStates(
+        github=_github(settings),
+        redis_client=client,
+        cache_seconds=settings.cleanup.pr_state_cache_seconds,
+        max_calls=settings.cleanup.max_github_calls,
+        is_closed=lambda repo, pr: coordination.is_closed(client, repo=repo, pr=pr),
+    )
+
+
+def destroy_now(
+    *, settings: PlatformSettings, client: redis.Redis, repo: str, pr: int, reason: str
+) -> str:
+    """Send the PR's destroy chain the way a close event does; returns the run id."""
+    decision = Decision(
+        action=Action.DESTROY,
+        repo=repo,
+        pr=pr,
+        sha="",
+        ref="",
+        reason=f"k8see maintenance: {reason}.",
+        merged=reason == "merged",
+    )
+    sent = enqueue(decision, settings=settings, trigger=f"maintenance:{reason}", client=client)
+    metrics.cleanup_action(reason)
+    return sent.run_id
+
+
+# --- cleanup -----------------------------------------------------------------------------------
+
+
+def run_cleanup(
+    *,
+    settings: PlatformSettings,
+    client: redis.Redis,
+    dry_run: bool = False,
+    now: float | None = None,
+    pr_states: cleanup.PrStates | None = None,
+) -> dict[str, Any]:
+    """One reconcile pass; returns the report (what it destroyed, kept and why)."""
+    now = time.time() if now is None else now
+    states = pr_states or _pr_states(settings, client)
+    api = kube.make_api(settings)
+    try:
+        environments = cleanup.list_environments(api=api)
+    finally:
+        api.close()
+    all_records = list(state.list_records(client))
+    records = {(str(r.get("repo", "")).lower(), int(r.get("pr") or 0)): r for r in all_records}
+    verdicts = cleanup.plan(
+        environments=environments,
+        records=records,
+        pr_state=states,
+        now=now,
+        ttl_hours=settings.cleanup.ttl_hours,
+    )
+    destroyed: list[dict[str, Any]] = []
+    sent: set[tuple[str, int]] = set()
+    for verdict in verdicts:
+        if not verdict.destroy:
+            continue
+        entry = verdict.to_dict()
+        key = (verdict.repo.lower(), verdict.pr)
+        if not dry_run and key not in sent:
+            sent.add(key)
+            entry["run_id"] = destroy_now(
+                settings=settings, client=client, repo=verdict.repo, pr=verdict.pr,
+                reason=verdict.reason,
+            )  # fmt: skip
+        destroyed.append(entry)
+    vanished = cleanup.vanished_records(
+        records=all_records, namespaces={e.namespace for e in environments}
+    )
+    for record in vanished:
+        if not dry_run:
+            state.update(
+                client,
+                repo=str(record["repo"]),
+                pr=int(record["pr"]),
+                generation=int(record.get("generation") or 0),
+                changes={
+                    "status": Status.DESTROYED.value,
+                    "reason": "The namespace no longer exists; found by the cleanup job.",
+                    "stage": None,
+                },
+                ttl_seconds=settings.redis.record_ttl_seconds,
+            )
+            metrics.cleanup_action("vanished")
+    kept: dict[str, int] = {}
+    for verdict in verdicts:
+        if not verdict.destroy:
+            kept[verdict.reason] = kept.get(verdict.reason, 0) + 1
+    report = {
+        "dry_run": dry_run,
+        "checked": len(verdicts),
+        "destroyed": destroyed,
+        "kept": kept,
+        "kept_namespaces": [v.to_dict() for v in verdicts if not v.destroy],
+        "vanished": [f"{r['repo']}#{r['pr']}" for r in vanished],
+        "github_calls": states.calls,
+    }
+    log.info(
+        "Cleanup%s checked %d namespaces: %d to destroy, %d kept %s, %d vanished records, "
+        "%d GitHub calls.",
+        " (dry run)" if dry_run else "",
+        len(verdicts),
+        len(destroyed),
+        sum(kept.values()),
+        kept,
+        len(vanished),
+        states.calls,
+    )
+    return report
+
+
+def run_registry_gc(
+    *,
+    settings: PlatformSettings,
+    client: redis.Redis,
+    dry_run: bool = False,
+    pr_states: cleanup.PrStates | None = None,
+) -> dict[str, Any]:
+    """Delete image tags whose PR is gone (generic OCI registries; GHCR/ECR keep their own)."""
+    reg = settings.registry
+    if reg.type != "generic" or not settings.cleanup.registry_gc:
+        return {"skipped": f"registry type {reg.type} (or registry_gc off)"}
+    registry = OciRegistry(
+        host=reg.host,
+        insecure=reg.insecure,
+        username=reg.username,
+        password=reg.password.get_secret_value() if reg.password else None,
+    )
+    try:
+        garbage = cleanup.collect_images(
+            registry=registry,
+            records=list(state.list_records(client)),
+            pr_state=pr_states or _pr_states(settings, client),
+        )
+        deleted: dict[str, list[str]] = {}
+        for item in garbage:
+            deleted[item.repository] = (
+                item.tags if dry_run else registry.delete_tags(item.repository, item.tags)
+            )
+            if not dry_run:
+                metrics.cleanup_action("image-tag", len(deleted[item.repository]))
+    finally:
+        registry.close()
+    return {"dry_run": dry_run, "deleted": deleted}
+
+
+# --- preserve ----------------------------------------------------------------------------------
+
+
+def limits_of(settings: PlatformSettings) -> preserve.Limits:
+    c = settings.cleanup
+    return preserve.Limits(
+        default_hours=c.preserve_default_hours,
+        max_hours=c.preserve_max_hours,
+        lifetime_hours=c.preserve_lifetime_hours,
+        max_preserved=c.max_preserved,
+        project_max_hours=dict(c.preserve_project_max_hours),
+    )
+
+
+def run_expiry(
+    *,
+    settings: PlatformSettings,
+    client: redis.Redis,
+    now: float | None = None,
+    github: gh.GitHubClient | None = None,
+) -> dict[str, Any]:
+    """Warn about preserves ending within the hour; end expired ones, destroying closed PRs."""
+    now = time.time() if now is None else now
+    github = github or _github(settings)
+
+    def notify(repo: str, pr: int, body: str) -> bool:
+        if github is None:
+            return False
+        try:
+            github.create_comment(repo, pr, body)
+        except GitHubError as exc:
+            log.warning("Could not comment on %s#%s: %s", repo, pr, exc.message)
+            return False
+        return True
+
+    api = kube.make_api(settings)
+    try:
+        acted = preserve.expire(
+            api=api, now=now, warning_hours=settings.cleanup.preserve_warning_hours, notify=notify
+        )
+    finally:
+        api.close()
+    states = cleanup.PrStates(
+        github=github,
+        redis_client=client,
+        cache_seconds=1,  # an expiry decides a destroy: ask GitHub afresh
+        max_calls=settings.cleanup.max_github_calls,
+        is_closed=lambda repo, pr: coordination.is_closed(client, repo=repo, pr=pr),
+    )
+    destroyed = []
+    for item in acted:
+        if item.action == "expired":
+            metrics.cleanup_action("preserve-expired")
+            pr_state = states(item.repo, item.pr)
+            if pr_state in ("closed", "merged", "missing"):
+                destroy_now(
+                    settings=settings, client=client, repo=item.repo, pr=item.pr,
+                    reason="preserve-expired",
+                )  # fmt: skip
+                destroyed.append(item.namespace)
+    return {
+        "warned": [i.namespace for i in acted if i.action == "warned"],
+        "expired": [i.namespace for i in acted if i.action == "expired"],
+        "destroyed": destroyed,
+        "errors": [i.namespace for i in acted if i.action in ("error", "warn-failed")],
+    }
+
+
+def run_preserve_command(
+    *,
+    settings: PlatformSettings,
+    client: redis.Redis,
+    command: dict[str, Any],
+    github: gh.GitHubClient | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """``/preserve [hours]`` or ``/unpreserve`` from a PR comment, answered on the PR.
+
+    Only commenters with write, maintain or admin permission may use them (reference gap 9).
+    """
+    now = time.time() if now is None else now
+    repo, pr = str(command["repo"]), int(command["pr"])
+    name = str(command.get("command") or "")
+    args = [str(a) for a in command.get("args") or []]
+    actor = str(command.get("commenter") or "")
+    comment_id = int(command.get("comment_id") or 0)
+    client_gh = github or gh.make_client(settings, log=log)
+    outcome: dict[str, Any] = {"repo": repo, "pr": pr, "command": name}
+    try:
+        if name not in ("preserve", "unpreserve"):
+            raise PolicyError(f"/{name} is not a preserve command.")
+        permission = client_gh.get_permission(repo, actor) if actor else "none"
+        if permission not in WRITE_PERMISSIONS:
+            raise PolicyError(
+                f"@{actor or 'unknown'} may not /{name} here (permission: {permission}).",
+                hint="Ask someone with write access to the repository.",
+            )
+        pull = client_gh.get_pull(repo, pr)
+        api = kube.make_api(settings)
+        try:
+            if name == "preserve":
+                if pull.state != "open":
+                    raise PolicyError(
+                        f"{repo}#{pr} is not open (state: {pull.state}).",
+                        hint="Preserve an environment before closing its PR.",
+                    )
+                lock = client.lock(QUOTA_LOCK, timeout=60, blocking_timeout=30)
+                result = preserve.preserve(
+                    api=api,
+                    lock=lock,
+                    repo=repo,
+                    pr=pr,
+                    hours=int(args[0]) if args else None,
+                    actor=actor,
+                    limits=limits_of(settings),
+                    now=now,
+                )
+                body = preserve.preserved_body(result)
+                outcome.update(namespace=result.namespace, until=result.until, ok=True,
+                               extended=result.extended, capped_by=result.capped_by)  # fmt: skip
+                _record(settings, client, repo, pr, {"preserve_until": result.until})
+            else:
+                ns = preserve.unpreserve(api=api, repo=repo, pr=pr)
+                body = f"{preserve.PRESERVE_MARKER}\n### Preserve removed\n\n`{ns}` is no " + (
+                    "longer preserved; it is destroyed now because the PR is closed."
+                    if pull.state != "open"
+                    else "longer preserved; it goes when the PR closes."
+                )
+                outcome.update(namespace=ns, ok=True)
+                _record(settings, client, repo, pr, {"preserve_until": None})
+                if pull.state != "open":
+                    outcome["destroy_run"] = destroy_now(
+                        settings=settings, client=client, repo=repo, pr=pr, reason="unpreserved"
+                    )
+        finally:
+            api.close()
+        reaction = "+1"
+    except UserError as exc:
+        outcome.update(ok=False, error=exc.to_dict())
+        body = f"{preserve.PRESERVE_MARKER}\n### /{name} refused\n\n{exc.message}" + (
+            f"\n\n**Hint:** {exc.hint}" if exc.hint else ""
+        )
+        reaction = "-1"
+    client_gh.upsert_comment(repo, pr, body, marker=preserve.PRESERVE_MARKER)
+    if comment_id:
+        client_gh.add_reaction(repo, comment_id, reaction)
+    return outcome
+
+
+def _record(
+    settings: PlatformSettings, client: redis.Redis, repo: str, pr: int, changes: dict[str, Any]
+) -> None:
+    record = state.get(client, repo=repo, pr=pr)
+    if record is not None:
+        state.update(client, repo=repo, pr=pr, generation=int(record.get("generation") or 0),
+                     changes=changes, ttl_seconds=settings.redis.record_ttl_seconds)  # fmt: skip
+
+
+# --- watchdog ----------------------------------------------------------------------------------
+
+
+def run_watchdog(
+    *,
+    settings: PlatformSettings,
+    client: redis.Redis,
+    send_task: Callable[..., Any],
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Fail runs whose record has sat in a stage past that stage's hard limit plus a grace."""
+    now = time.time() if now is None else now
+    failed = []
+    for record in state.list_records(client):
+        stage = RUNNING.get(str(record.get("status")))
+        updated = cleanup.parse_time(record.get("updated_at"))
+        if stage is None or updated is None:
+            continue
+        limit = (
+            stage_time_limit(settings, stage)
+            + HARD_LIMIT_GRACE_SECONDS
+            + settings.cleanup.watchdog_grace_seconds
+        )
+        if now - updated <= limit:
+            continue
+        repo, pr = str(record["repo"]), int(record["pr"])
+        generation = int(record.get("generation") or 0)
+        error = {
+            "type": "PlatformError",
+            "reason": "stuck",
+            "message": f"The {stage} stage stopped reporting: no progress for "
+            f"{int(now - updated)} seconds, past its limit of {limit} seconds.",
+            "hint": "Push again or comment /deploy-preview to retry; if it happens again, give "
+            f"the platform team run id {record.get('run_id', '?')}.",
+            "stage": stage,
+        }
+        written = state.set_status(
+            client, repo=repo, pr=pr, generation=generation, status=Status.FAILED,
+            ttl_seconds=settings.redis.record_ttl_seconds, stage=stage, error=error,
+        )  # fmt: skip
+        if written is None:
+            continue  # a newer run took over meanwhile
+        metrics.stage_failed(stage=stage, reason="stuck")
+        run = Run(
+            repo=repo,
+            pr=pr,
+            sha=str(record.get("sha") or ""),
+            generation=generation,
+            action=Action(str(record.get("action") or Action.DEPLOY.value)),
+            ref=str(record.get("ref") or ""),
+            trigger=str(record.get("trigger") or ""),
+            run_id=str(record.get("run_id") or "watchdog"),
+        )
+        send_task("k8see.comment", args=[run.to_dict()])
+        log.warning("Watchdog failed %s#%s, stuck in %s since %s.", repo, pr, stage,
+                    record.get("updated_at"))  # fmt: skip
+        failed.append({"repo": repo, "pr": pr, "stage": stage, "run_id": run.run_id})
+    return {"failed": failed}
+
+
+# --- tasks -------------------------------------------------------------------------------------
+
+
+def _job(app: Celery, name: str, period_seconds: float, body: Callable[..., dict[str, Any]],
+         **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+    settings = settings_of(app)
+    client = redis_client(settings)
+    with exclusive(client, name, ttl_seconds=period_seconds) as mine:
+        if not mine:
+            log.info("The %s job is already running elsewhere; this one skips.", name)
+            return {"skipped": "locked"}
+        try:
+            report = body(settings=settings, client=client, **kwargs)
+        except K8seeError as exc:
+            log.error("The %s job failed: %s", name, exc.message)
+            metrics.maintenance_run(name, "failed")
+            raise
+        metrics.maintenance_run(name, "ok")
+        return report
+
+
+@shared_task(bind=True, name="k8see.cleanup", acks_late=True)  # type: ignore[untyped-decorator]
+def cleanup_task(self: Any, dry_run: bool = False) -> dict[str, Any]:
+    settings = settings_of(self.app)
+    report = _job(self.app, "cleanup", settings.cleanup.interval_seconds, run_cleanup,
+                  dry_run=dry_run)  # fmt: skip
+    if "skipped" not in report:
+        report["registry"] = _job(self.app, "registry-gc", settings.cleanup.interval_seconds,
+                                  run_registry_gc, dry_run=dry_run)  # fmt: skip
+    return report
+
+
+@shared_task(bind=True, name="k8see.preserve_expiry", acks_late=True)  # type: ignore[untyped-decorator]
+def preserve_expiry_task(self: Any) -> dict[str, Any]:
+    period = settings_of(self.app).cleanup.expiry_interval_seconds
+    return _job(self.app, "preserve-expiry", period, run_expiry)
+
+
+@shared_task(bind=True, name="k8see.watchdog", acks_late=True)  # type: ignore[untyped-decorator]
+def watchdog_task(self: Any) -> dict[str, Any]:
+    period = settings_of(self.app).cleanup.watchdog_interval_seconds
+    return _job(self.app, "watchdog", period, run_watchdog, send_task=self.app.send_task)
+
+
+@shared_task(bind=True, name="k8see.preserve", acks_late=True)  # type: ignore[untyped-decorator]
+def preserve_task(self: Any, command: dict[str, Any]) -> dict[str, Any]:
+    settings = settings_of(self.app)
+    return run_preserve_command(settings=settings, client=redis_client(settings), command=command)
