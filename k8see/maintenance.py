@@ -315,7 +315,9 @@ def run_preserve_command(
     """
     now = time.time() if now is None else now
     repo, pr = str(command["repo"]), int(command["pr"])
-    name = str(command.get("command") or "")
+    # A command dict names the command; a Run dict (k8see.command forwarding) has it in its
+    # trigger, ``issue_comment:/preserve``.
+    name = str(command.get("command") or str(command.get("trigger") or "").rpartition("/")[2])
     args = [str(a) for a in command.get("args") or []]
     actor = str(command.get("commenter") or "")
     comment_id = int(command.get("comment_id") or 0)
@@ -496,6 +498,12 @@ def watchdog_task(self: Any) -> dict[str, Any]:
 
 
 @shared_task(bind=True, name="k8see.preserve", acks_late=True)  # type: ignore[untyped-decorator]
-def preserve_task(self: Any, command: dict[str, Any]) -> dict[str, Any]:
+def preserve_task(
+    self: Any, payload: dict[str, Any], command: str = "", args: list[str] | None = None
+) -> dict[str, Any]:
+    """``payload``: a command dict (repo, pr, commenter, comment_id, command, args) or a Run."""
     settings = settings_of(self.app)
-    return run_preserve_command(settings=settings, client=redis_client(settings), command=command)
+    merged = {**payload, **({"command": command} if command else {})}
+    if args is not None:
+        merged["args"] = list(args)
+    return run_preserve_command(settings=settings, client=redis_client(settings), command=merged)
