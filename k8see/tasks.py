@@ -28,7 +28,7 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from k8see import coordination, state
+from k8see import coordination, metrics, state
 from k8see.app import settings_of
 from k8see.errors import (
     Closed,
@@ -101,6 +101,7 @@ class StageTask(Task):  # type: ignore[misc]
             )
             if lease is None:
                 rlog.info("The PR's lease is held by another run; %s retries later.", stage)
+                metrics.lease_contended(stage)
                 raise self.retry(countdown=settings.queues.lease_retry_seconds, max_retries=None)
 
         state.count(client, f"stage_started:{stage}")
@@ -116,6 +117,7 @@ class StageTask(Task):  # type: ignore[misc]
                 stage=stage,
             )
         rlog.info("Stage %s started.", stage)
+        metrics.stage_started(client, run, stage)
         started = time.monotonic()
         workdir = _workdir(settings, run)
         ctx = StageContext(
@@ -194,6 +196,7 @@ class StageTask(Task):  # type: ignore[misc]
             ttl_seconds=ttl,
         )
         rlog.info("Stage %s finished in %.1fs.", stage, seconds)
+        metrics.stage_finished(client, run, stage, seconds=seconds, status=changes.get("commented"))
         return result.to_dict()
 
     def _stopped(
@@ -206,6 +209,7 @@ class StageTask(Task):  # type: ignore[misc]
         ttl: int,
     ) -> dict[str, Any]:
         rlog.info("Run stops at %s: %s", stage, exc.message)
+        metrics.run_stopped(run, stage=stage, reason=exc.reason)
         state.count(client, f"stopped:{exc.reason}:{stage}")
         if not isinstance(exc, Superseded | Closed):
             # Nothing to do for this event (e.g. on-demand mode). The environment keeps the
@@ -239,6 +243,7 @@ class StageTask(Task):  # type: ignore[misc]
         ttl: int,
     ) -> None:
         rlog.info("Stage %s failed: %s", stage, exc.message)
+        metrics.stage_failed(stage=stage, reason=exc.reason)
         error = {
             **exc.to_dict(),
             "stage": stage,
