@@ -315,10 +315,15 @@ def run_preserve_command(
     """
     now = time.time() if now is None else now
     repo, pr = str(command["repo"]), int(command["pr"])
-    # A command dict names the command; a Run dict (k8see.command forwarding) has it in its
-    # trigger, ``issue_comment:/preserve``.
-    name = str(command.get("command") or str(command.get("trigger") or "").rpartition("/")[2])
-    args = [str(a) for a in command.get("args") or []]
+    # A command dict names the command; a Run forwarded by k8see.command carries it in its
+    # ``command`` result, and in its trigger (``issue_comment:/preserve 24``) besides.
+    results = command.get("results")
+    forwarded = results.get("command") if isinstance(results, dict) else None
+    forwarded = forwarded if isinstance(forwarded, dict) else {}
+    words = str(command.get("trigger") or "").partition(":")[2].lstrip("/").split()
+    name = str(command.get("command") or forwarded.get("command") or (words[:1] or [""])[0])
+    raw_args = command.get("args") or forwarded.get("args") or words[1:]
+    args = [str(a) for a in raw_args]
     actor = str(command.get("commenter") or "")
     comment_id = int(command.get("comment_id") or 0)
     client_gh = github or gh.make_client(settings, log=log)
