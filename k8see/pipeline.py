@@ -34,8 +34,18 @@ def stage_time_limit(settings: PlatformSettings, stage: str) -> int:
     }[stage]
 
 
+def describe(run: Run) -> str:
+    """What Flower and worker logs show as a task's arguments: ``acme/shop#42 gen 3 abc1234``.
+
+    Every task of a chain gets it (``argsrepr``), so an admin sees the repo, PR, generation and
+    commit at a glance instead of the Run's JSON.
+    """
+    sha = f" {run.sha[:7]}" if run.sha else ""
+    return f"{run.repo}#{run.pr} gen {run.generation}{sha} {run.action.value} run {run.run_id}"
+
+
 def _signature(
-    app: Celery, settings: PlatformSettings, stage: str, args: tuple[Any, ...]
+    app: Celery, settings: PlatformSettings, stage: str, args: tuple[Any, ...], run: Run
 ) -> Signature:
     soft = stage_time_limit(settings, stage)
     return app.signature(
@@ -43,6 +53,8 @@ def _signature(
         args=args,
         soft_time_limit=soft,
         time_limit=soft + HARD_LIMIT_GRACE_SECONDS,
+        argsrepr=describe(run),
+        kwargsrepr="{}",
     )
 
 
@@ -55,6 +67,6 @@ def chain_for(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
     else:
         stages = DEPLOY_STAGES
     first, *rest = stages
-    signatures = [_signature(app, settings, first, (run.to_dict(),))]
-    signatures += [_signature(app, settings, stage, ()) for stage in rest]
+    signatures = [_signature(app, settings, first, (run.to_dict(),), run)]
+    signatures += [_signature(app, settings, stage, (), run) for stage in rest]
     return chain(*signatures)
