@@ -382,6 +382,11 @@ def worker(pool: str, concurrency: int | None, celery_args: tuple[str, ...]) -> 
         "maintenance": settings.queues.maintenance_concurrency,
     }
     count = concurrency or (sum(per_pool.values()) if pool == "all" else per_pool[pool])
+    # Prefork children write their metrics here and the main process serves them (k8see.metrics).
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="k8see-metrics-")
     _celery(
         [
             "worker",
@@ -409,10 +414,77 @@ def beat(celery_args: tuple[str, ...]) -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, default=5555, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Serve Flower without authentication (a laptop only: Flower can revoke tasks).",
+)
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
-def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
-    """Run Flower, the admins' dashboard (basic auth from FLOWER_BASIC_AUTH)."""
+def flower(port: int, address: str, insecure_no_auth: bool, flower_args: tuple[str, ...]) -> None:
+    """Run Flower, the admins' dashboard; authentication is required.
+
+    Basic auth from FLOWER_BASIC_AUTH=user:password (or --basic-auth=...), or GitHub OAuth from
+    FLOWER_AUTH_PROVIDER=flower.views.auth.GithubLoginHandler, FLOWER_AUTH (an email regex),
+    FLOWER_OAUTH2_KEY, FLOWER_OAUTH2_SECRET and FLOWER_OAUTH2_REDIRECT_URI.
+    """
+    given = " ".join(flower_args)
+    basic = os.environ.get("FLOWER_BASIC_AUTH") or "--basic-auth" in given
+    oauth = (os.environ.get("FLOWER_AUTH_PROVIDER") or "--auth_provider" in given) and (
+        os.environ.get("FLOWER_AUTH") or "--auth=" in given
+    )
+    if not (basic or oauth or insecure_no_auth):
+        click.echo("Error: Flower would start without authentication.", err=True)
+        click.echo(
+            "Hint: set FLOWER_BASIC_AUTH=user:password, or GitHub OAuth (FLOWER_AUTH_PROVIDER, "
+            "FLOWER_AUTH, FLOWER_OAUTH2_KEY/SECRET/REDIRECT_URI); --insecure-no-auth only on a "
+            "laptop.",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
     _celery(["flower", f"--port={port}", f"--address={address}", *flower_args])
+
+
+@main.command("cleanup")
+@click.option("--dry-run", is_flag=True, help="Report what would be destroyed; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_guard
+def cleanup_cmd(dry_run: bool, as_json: bool) -> None:
+    """Run the stale-environment reconciler once, now (the beat job runs it every 15 minutes)."""
+    from k8see.maintenance import redis_client, run_cleanup, run_registry_gc
+
+    settings = _settings()
+    client = redis_client(settings)
+    report = run_cleanup(settings=settings, client=client, dry_run=dry_run)
+    report["registry"] = run_registry_gc(settings=settings, client=client, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True, default=str))
+        return
+    verb = "would destroy" if dry_run else "destroying"
+    for entry in report["destroyed"]:
+        where = f"{entry['repo']}#{entry['pr']}"
+        click.echo(f"{verb} {entry['namespace']} ({where}): {entry['reason']}")
+    kept = ", ".join(f"{n} {reason}" for reason, n in sorted(report["kept"].items()))
+    click.echo(f"checked {report['checked']} namespaces; kept: {kept or 'none'}")
+    for name in report["vanished"]:
+        marked = "would mark" if dry_run else "marked"
+        click.echo(f"record {name}: namespace gone, {marked} destroyed")
+    click.echo(f"GitHub calls: {report['github_calls']}")
+
+
+@main.command("metrics")
+@click.option("--port", type=int, default=9808, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True)
+def metrics_cmd(port: int, address: str) -> None:
+    """Serve /metrics for the workers sharing PROMETHEUS_MULTIPROC_DIR, plus the record gauges."""
+    import signal
+
+    from k8see.metrics import serve
+
+    settings = _settings()
+    if not serve(port=port, redis_url=settings.redis.url, address=address):
+        click.echo(f"Error: cannot listen on {address}:{port}.", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
 def _celery(argv: list[str]) -> NoReturn:
