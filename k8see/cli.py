@@ -248,7 +248,8 @@ def enqueue(
     if sent.duplicate_of:
         summary["duplicate_of"] = sent.duplicate_of
     summary["run_id"] = sent.run_id
-    if not wait:
+    if not wait or decision.action.value == "command":
+        # A command (/help, /preserve, ...) is answered on the PR; there is no run to follow.
         click.echo(json.dumps(summary) if as_json else sent.run_id)
         return
     if not as_json:
@@ -441,7 +442,13 @@ def flower(port: int, address: str, insecure_no_auth: bool, flower_args: tuple[s
             err=True,
         )
         sys.exit(EXIT_USAGE)
-    _celery(["flower", f"--port={port}", f"--address={address}", *flower_args])
+    # Show each task's arguments (its argsrepr: repo#PR, generation, commit) in the task list.
+    columns = (
+        []
+        if "tasks_columns" in given or os.environ.get("FLOWER_TASKS_COLUMNS")
+        else ["--tasks_columns=name,args,state,received,started,runtime,worker,uuid"]
+    )
+    _celery(["flower", f"--port={port}", f"--address={address}", *columns, *flower_args])
 
 
 @main.command("cleanup")

@@ -25,6 +25,8 @@ from k8see.settings import PlatformSettings
 #: How long a delivered event is remembered, so a redelivery enqueues nothing.
 DEDUPE_SECONDS = 3600
 POLL_SECONDS = 0.25
+#: The worker task that authorizes and answers /help, /preserve and /unpreserve.
+COMMAND_TASK = "k8see.command"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def enqueue(
         trigger=trigger,
         source=source,
         comment_id=decision.comment_id or 0,
+        commenter=decision.commenter,
         merged=bool(decision.merged),
         enqueued_at=time.time(),
     )
@@ -91,6 +94,18 @@ def enqueue(
         )
         original = Run.from_dict({**draft.to_dict(), "generation": generation})
         return Enqueued(run=original, duplicate_of=earlier_id)
+
+    if decision.action is Action.COMMAND:
+        # /help, /preserve, /unpreserve: one task, and the PR's generation, close mark and
+        # record stay as they are, so a command can never supersede or disturb queued work.
+        run = Run.from_dict(
+            {
+                **draft.to_dict(),
+                "generation": coordination.current_generation(redis_client, repo=repo, pr=pr),
+            }
+        )
+        create_app(settings).send_task(COMMAND_TASK, args=[run.to_dict()])
+        return Enqueued(run=run)
 
     if decision.action is Action.DESTROY:
         coordination.mark_closed(redis_client, repo=repo, pr=pr)

@@ -8,15 +8,20 @@ event                         automatic               on-demand
 PR opened / reopened          deploy                  skip
 PR synchronize (push)         deploy                  redeploy-if-exists
 PR closed (merged or not)     destroy                 destroy
-``/deploy-preview`` comment   skip                    deploy
+``/deploy-preview`` comment   deploy (the head now)   deploy
 ``/destroy-preview`` comment  skip                    destroy
+``/help``, ``/preserve``,     command                 command
+``/unpreserve``
 ============================  ======================  ======================
 
-Two things are stricter than the reference on purpose. Commands are parsed from the first
-line of the comment as an exact word (``/deploy-previewx`` and ``please /deploy-preview`` are
-not commands), so ordinary conversation never starts or disturbs work. And ``/preserve
-[hours]``, ``/unpreserve`` and ``/help`` are recognised here (``command`` is set) but decided
-as ``skip``: they are handled outside the deploy pipeline.
+Three things differ from the reference on purpose. Commands are parsed from the first line of
+the comment as an exact word (``/deploy-previewx`` and ``please /deploy-preview`` are not
+commands), so ordinary conversation is skipped here, before anything touches Redis, and never
+disturbs queued work. ``/deploy-preview`` counts in automatic mode too: it is how a maintainer
+approves a fork PR's head (forks are never deployed automatically) and how anyone with write
+access retries a failed deploy. And ``/help``, ``/preserve [hours]`` and ``/unpreserve`` are
+decided as ``command``: the client sends them as one task that never bumps the PR's generation.
+Workers check every command's author has write access before acting (``k8see.approvals``).
 
 A comment carries no commit: a comment-triggered deploy has ``sha == ""`` and the worker
 resolves the PR's head (and checks the PR is open) itself. Fork status is unknown for
@@ -66,7 +71,7 @@ class Decision:
     """What to do for one event.
 
     Attributes:
-        action: deploy, destroy, redeploy-if-exists or skip.
+        action: deploy, destroy, redeploy-if-exists, command or skip.
         repo: ``owner/repo`` (validated).
         pr: PR number.
         sha: Head commit, 40 hex; ``""`` for comment-triggered runs (the worker resolves the
@@ -196,23 +201,26 @@ def decide_from_comment(
     if not command:
         return replace(base, reason=problem) if problem else base
     base = replace(base, command=command, command_args=args, event=f"issue_comment:/{command}")
-    if command in {"deploy-preview", "destroy-preview"}:
+    if command == "deploy-preview":
+        return replace(
+            base,
+            action=Action.DEPLOY,
+            reason=f"/deploy-preview on PR #{pr}: deploy its current head.",
+        )
+    if command == "destroy-preview":
         if trigger == "automatic":
             return replace(
                 base,
-                reason=f"/{command} is ignored in automatic mode: every push deploys and "
-                "closing the PR destroys.",
-            )
-        if command == "deploy-preview":
-            return replace(
-                base,
-                action=Action.DEPLOY,
-                reason=f"/deploy-preview on PR #{pr}: deploy its current head.",
+                reason="/destroy-preview is ignored in automatic mode: closing the PR destroys.",
             )
         return replace(
             base, action=Action.DESTROY, reason=f"/destroy-preview on PR #{pr}: destroy."
         )
-    return replace(base, reason=f"/{command} is handled separately from the deploy pipeline.")
+    return replace(
+        base,
+        action=Action.COMMAND,
+        reason=f"/{command} on PR #{pr}: answered by the workers, queued work is untouched.",
+    )
 
 
 def parse_command(body: str) -> tuple[str, tuple[str, ...], str]:

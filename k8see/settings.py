@@ -222,6 +222,10 @@ class PolicySettings(BaseModel):
     allowlist_path: str = "config/allowed-orgs.json"
     """The org/repository allowlist; missing or invalid means nobody is allowed."""
 
+    access_request_url: str = ""
+    """Where a refused repository asks for access (e.g. the platform team's issue form); shown
+    in the refusal comment. The reference linked the caller's own issues page (its gap 10)."""
+
 
 class PlatformSettings(BaseSettings):
     """Every setting of a k8see installation, grouped by topic."""

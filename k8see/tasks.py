@@ -34,6 +34,7 @@ from k8see.errors import (
     Closed,
     K8seeError,
     PlatformError,
+    Refused,
     RetryLater,
     Stopped,
     Superseded,
@@ -42,7 +43,7 @@ from k8see.errors import (
 from k8see.logs import redactor, run_logger
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
-from k8see.stages import build, comment, deploy, destroy, scan, validate
+from k8see.stages import build, command, comment, deploy, destroy, scan, validate
 from k8see.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,11 @@ class StageTask(Task):  # type: ignore[misc]
         rlog.info("Run stops at %s: %s", stage, exc.message)
         metrics.run_stopped(run, stage=stage, reason=exc.reason)
         state.count(client, f"stopped:{exc.reason}:{stage}")
+        latest = coordination.current_generation(client, repo=run.repo, pr=run.pr)
+        if isinstance(exc, Refused) and run.action is Action.DESTROY and latest == run.generation:
+            # A refused /destroy-preview must not leave its close mark behind: deploys
+            # enqueued later by people allowed to would otherwise stop as "closed".
+            coordination.clear_closed(client, repo=run.repo, pr=run.pr)
         if not isinstance(exc, Superseded | Closed):
             # Nothing to do for this event (e.g. on-demand mode). The environment keeps the
             # status it had before the event was queued; the record says this run skipped.
@@ -360,6 +366,7 @@ def _record_changes(stage: str, run: Run) -> dict[str, Any]:
             "databases": result.get("databases", []),
             "sha": result.get("sha") or run.sha,
             "ref": result.get("ref") or run.ref,
+            "trigger_mode": result.get("trigger_mode"),
             "error": None,
         }
     if stage == "build":
@@ -414,6 +421,50 @@ def comment_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     if payload.get("stopped"):
         return payload
     return _run_stage(self, "comment", payload, comment.run)
+
+
+@shared_task(bind=True, name="k8see.command", acks_late=True)  # type: ignore[untyped-decorator]
+def command_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
+    """/help, /preserve, /unpreserve: authorized and answered without touching the PR's
+    generation or record (not a ``StageTask``: a newer push must not stop a /help)."""
+    settings = settings_of(self.app)
+    run = Run.from_dict(payload)
+    client = redis_for(settings.redis.url)
+    rlog = run_logger(run, stage="command", task_id=str(self.request.id or ""))
+    workdir = _workdir(settings, run)
+    ctx = StageContext(
+        settings=settings,
+        log=rlog,
+        workdir=workdir,
+        extra={"record": state.get(client, repo=run.repo, pr=run.pr) or {}},
+    )
+    try:
+        result = command.run(run, ctx)
+    except Stopped as exc:
+        rlog.info("Command stops: %s", exc.message)
+        state.count(client, f"stopped:{exc.reason}:command")
+        return {**run.to_dict(), "stopped": exc.reason, "stop_message": exc.message}
+    except UserError as exc:
+        rlog.info("Command refused: %s", exc.message)
+        return {**run.to_dict(), "stopped": exc.reason, "stop_message": exc.message}
+    except PlatformError as exc:
+        retries = int(self.request.retries or 0)
+        if retries >= settings.queues.max_retries:
+            rlog.error("Command failed after %d retries: %s", retries, exc.message)
+            raise
+        delay = getattr(exc, "retry_after_seconds", None) or _backoff(
+            settings.queues.retry_backoff_seconds, retries
+        )
+        rlog.warning("Command failed (%s); retry in %.1fs.", exc.message, delay)
+        raise self.retry(countdown=delay, exc=exc) from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    state.count(client, "commands")
+    forward = str(result.result("command").get("forward") or "")
+    if forward:
+        self.app.send_task(forward, args=[result.to_dict()])
+    rlog.info("Command %s handled.", result.result("command").get("command"))
+    return result.to_dict()
 
 
 __all__ = ["Action", "StageTask"]

@@ -2,7 +2,8 @@
 
 Covered: the trigger table for both modes, from payloads and from flags; close → destroy in
 both modes with ``merged`` carried; strict command parsing (first line, exact word);
-/preserve, /unpreserve and /help recognised but skipped; comments on plain issues, edited
+/preserve, /unpreserve and /help decided as ``command`` (never a generation bump);
+/deploy-preview counting in automatic mode (fork approval, retry); comments on plain issues, edited
 comments and closed PRs; fork detection; validation of every identifier with PolicyError
 and a hint; random payloads of any shape never raise anything but PolicyError.
 """
@@ -77,7 +78,7 @@ PR_TABLE = [
     ("on-demand", "closed", Action.DESTROY),
 ]
 COMMENT_TABLE = [
-    ("automatic", "/deploy-preview", Action.SKIP),
+    ("automatic", "/deploy-preview", Action.DEPLOY),
     ("automatic", "/destroy-preview", Action.SKIP),
     ("on-demand", "/deploy-preview", Action.DEPLOY),
     ("on-demand", "/destroy-preview", Action.DESTROY),
@@ -121,7 +122,7 @@ def test_commands_follow_the_reference_table(mode: str, body: str, expected: Act
     assert decision.is_fork is None
     assert (decision.comment_id, decision.commenter) == (99, "octocat")
     assert decision.event == f"issue_comment:{body}"
-    if mode == "automatic":
+    if mode == "automatic" and expected is Action.SKIP:
         assert "ignored in automatic mode" in decision.reason
 
 
@@ -233,9 +234,9 @@ def test_other_commands_are_recognised_and_left_to_their_handlers(
     body: str, command: str, args: tuple[str, ...], mode: str
 ) -> None:
     decision = decide(event_name="issue_comment", payload=comment_payload(body), trigger=mode)
-    assert decision.action is Action.SKIP
+    assert decision.action is Action.COMMAND
     assert (decision.command, decision.command_args) == (command, args)
-    assert "handled separately" in decision.reason
+    assert "queued work is untouched" in decision.reason
 
 
 @pytest.mark.parametrize(
@@ -291,7 +292,7 @@ def test_decision_to_dict_is_json() -> None:
         event_name="issue_comment", payload=comment_payload("/preserve 5"), trigger="on-demand"
     )
     data = json.loads(json.dumps(decision.to_dict()))
-    assert data["action"] == "skip" and data["command_args"] == ["5"]
+    assert data["action"] == "command" and data["command_args"] == ["5"]
     assert set(data) >= {
         "action",
         "repo",
@@ -508,4 +509,6 @@ def test_any_comment_body_is_decided(body: str) -> None:
     if decision.command:
         assert first and first[0] == "/" + decision.command
     if decision.action is not Action.SKIP:
-        assert decision.command in {"deploy-preview", "destroy-preview"}
+        assert decision.command  # only a parsed command ever becomes work
+    if decision.action is Action.COMMAND:
+        assert decision.command in {"help", "preserve", "unpreserve"}

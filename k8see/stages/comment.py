@@ -367,20 +367,34 @@ def run(run: Run, ctx: StageContext) -> Run:
 def _update_deployment(
     client: GitHubClient, run: Run, record: dict[str, Any], status: str, ctx: StageContext
 ) -> None:
-    """Mirror the outcome as a GitHub Deployment, so the PR shows "View deployment"."""
-    sha = str(record.get("sha") or "")
+    """Finish the GitHub Deployment validate started, so the PR shows "View deployment".
+
+    Frugal: validate passes the deployment's id along, so a deploy's outcome is one call; a
+    destroy finds the environment's newest deployment (one call) and retires it (one call).
+    Runs that stopped before validate created a deployment (config errors) post nothing here:
+    the ``k8see/validate`` commit status already says what failed.
+    """
     environment = f"preview/{record.get('namespace') or f'pr-{run.pr}'}"
     try:
-        if status in (Status.READY, Status.FAILED) and run.action is not Action.DESTROY and sha:
-            deployment = client.create_deployment(
-                run.repo, sha=sha, environment=environment, description="k8see preview environment"
-            )
-            state = "success" if status == Status.READY else "failure"
-            url = str(record.get("preview_url") or "") if status == Status.READY else ""
-            client.set_deployment_status(run.repo, deployment, state, environment_url=url)
-        elif status == Status.DESTROYED:
+        if status in (Status.READY, Status.FAILED) and run.action is not Action.DESTROY:
+            deployment = _int(run.result("validate").get("deployment_id"))
+            if not deployment:
+                return
+            if status == Status.READY:
+                url = str(record.get("preview_url") or "")
+                client.set_deployment_status(
+                    run.repo, deployment, "success", environment_url=url, description="Ready."
+                )
+            else:
+                failed = _dict(record, "error").get("stage") or "a stage"
+                client.set_deployment_status(
+                    run.repo, deployment, "failure", description=f"Failed in {failed}."
+                )
+        elif status == Status.DESTROYED:  # a preserved environment still answers
             latest = client.latest_deployment(run.repo, environment=environment)
             if latest is not None:
-                client.set_deployment_status(run.repo, latest, "inactive")
+                client.set_deployment_status(
+                    run.repo, latest, "inactive", description="Environment destroyed."
+                )
     except GitHubError as exc:  # the comment is the record users read; the badge is extra
         ctx.log.warning("GitHub deployment status for %s failed: %s", environment, exc)

@@ -1,8 +1,17 @@
-"""validate: fetch the source at the head SHA, load ``k8s-ee.yaml``, apply platform policy.
+"""validate: authorize, fetch the source at the head SHA, load ``k8s-ee.yaml``, apply policy.
 
-Workers never trust the enqueuer: this stage resolves the head SHA itself when a comment
-started the run, fetches the source, re-validates the config, checks the allowlist, and
-re-decides the action with the repository's real trigger mode (the enqueuer may not know it).
+Workers never trust the enqueuer. In order, this stage:
+
+1. checks the platform allowlist (fail closed; the refusal says where to ask for access);
+2. for a command comment, checks the commenter has write access (``approvals.authorize``:
+   others get a polite reply and the run stops as ``Refused``, leaving the environment as it
+   was), then reacts 👀;
+3. for a deploy, reads the PR from GitHub: a comment's run resolves the head SHA (the PR must
+   be open); a fork PR runs only at the one SHA a maintainer approved with ``/deploy-preview``;
+4. fetches the source at that SHA, re-validates the config and re-decides the action with the
+   repository's real trigger mode (the enqueuer may not know it);
+5. reports on GitHub: a ``k8see/validate`` commit status, and for a deploy a Deployment in
+   ``preview/<namespace>`` marked ``in_progress`` (the comment stage finishes it).
 """
 
 from __future__ import annotations
@@ -12,19 +21,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from k8see import names
+import redis
+
+from k8see import approvals, names
 from k8see.config import load_repo_config
 from k8see.config.policy import check_allowed
-from k8see.errors import PolicyError, Stopped
-from k8see.events import decide_from_comment, decide_from_flags
+from k8see.errors import GitHubError, PolicyError, Stopped, UserError
+from k8see.events import decide_from_comment, decide_from_flags, parse_command
 from k8see.integrations import kube, source
-from k8see.integrations.github import make_client
+from k8see.integrations.github import GitHubClient, make_client
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
 
 CONFIG_FILE = "k8s-ee.yaml"
 SOURCE_TIMEOUT_SECONDS = 120
+#: The commit status context of this stage, shown in the PR's checks.
+STATUS_CONTEXT = "k8see/validate"
 
 
 def source_dir(settings: PlatformSettings, repo: str, sha: str) -> Path:
@@ -50,10 +63,26 @@ def ensure_source(run: Run, ctx: StageContext) -> Path:
 def run(run: Run, ctx: StageContext) -> Run:
     """Validate the run's repository at its head SHA and record the validated config."""
     settings = ctx.settings
-    check_allowed(run.repo, allowlist_path=settings.policy.allowlist_path)
-    if not run.sha:
-        run = _resolve_head(run, ctx)
+    _check_allowed(run, ctx)
+    github = make_client(settings, log=ctx.log)
+    if run.trigger.startswith("issue_comment:"):
+        _authorize(run, ctx, github)
+    deploying = run.action is not Action.DESTROY
+    if deploying or not run.sha:
+        run = _check_pull(run, ctx, github, deploying=deploying)
+    if not deploying:  # a /destroy-preview: validate only reads the trigger mode
+        return _validate(run, ctx)
+    try:
+        run = _validate(run, ctx)
+    except UserError as exc:
+        _commit_status(github, run, ctx, "failure", exc.message)
+        raise
+    _commit_status(github, run, ctx, "success", "k8s-ee.yaml is valid.")
+    return _start_deployment(github, run, ctx)
 
+
+def _validate(run: Run, ctx: StageContext) -> Run:
+    settings = ctx.settings
     directory = ensure_source(run, ctx)
     config = load_repo_config(directory / CONFIG_FILE, filename=CONFIG_FILE)
     action = _redecide(run, config.trigger)
@@ -89,6 +118,108 @@ def run(run: Run, ctx: StageContext) -> Run:
     return run.with_result("validate", result)
 
 
+def _check_allowed(run: Run, ctx: StageContext) -> None:
+    """The allowlist, with the platform's own access-request address in the refusal."""
+    try:
+        check_allowed(run.repo, allowlist_path=ctx.settings.policy.allowlist_path)
+    except PolicyError as exc:
+        url = ctx.settings.policy.access_request_url
+        if url:
+            exc.hint = f"{exc.hint or ''} To request access, open {url}".strip()
+        raise
+
+
+def _authorize(run: Run, ctx: StageContext, github: GitHubClient) -> None:
+    """A command counts only from someone with write access; 👀 says it was accepted."""
+    command, _, _ = parse_command(run.trigger.partition(":")[2])
+    approvals.authorize(
+        github,
+        repo=run.repo,
+        pr=run.pr,
+        commenter=run.commenter,
+        command=command or "deploy-preview",
+        comment_id=run.comment_id,
+        log=ctx.log,
+    )
+    if run.comment_id:
+        try:
+            github.add_reaction(run.repo, run.comment_id, "eyes")
+        except GitHubError as exc:  # a courtesy: the command still runs
+            ctx.log.warning("The 👀 reaction on comment %s failed: %s", run.comment_id, exc)
+
+
+def _check_pull(run: Run, ctx: StageContext, github: GitHubClient, *, deploying: bool) -> Run:
+    """Read the PR: resolve a comment's head, and run a fork only at its approved SHA."""
+    try:
+        pull = github.get_pull(run.repo, run.pr)
+    except GitHubError as exc:
+        if exc.status != 404:
+            raise
+        raise PolicyError(
+            f"PR #{run.pr} of {run.repo} was not found on GitHub.",
+            hint="Check the PR exists and k8see's GitHub App is installed on the repository.",
+        ) from None
+    if not run.sha:
+        if deploying and pull.state != "open":
+            raise PolicyError(
+                f"PR #{run.pr} is not open, so it cannot be deployed.",
+                hint="Reopen the pull request, then comment /deploy-preview again.",
+            )
+        run = dataclasses.replace(
+            run, sha=names.check_sha(pull.head_sha), ref=pull.head_ref or run.ref
+        )
+    if not deploying or not pull.fork:
+        return run
+    store = redis.Redis.from_url(ctx.settings.redis.url)
+    try:
+        if run.trigger.startswith("issue_comment:"):
+            # An authorized /deploy-preview approves exactly the head it just resolved.
+            approvals.approve(store, repo=run.repo, pr=run.pr, sha=run.sha, by=run.commenter)
+            ctx.log.info("Fork PR #%s: %s approved %s.", run.pr, run.commenter, run.sha[:12])
+            return run
+        approved = approvals.approved_sha(store, repo=run.repo, pr=run.pr)
+    finally:
+        store.close()
+    if approved != run.sha:
+        approvals.refuse_fork(github, repo=run.repo, pr=run.pr, sha=run.sha, approved=approved)
+    return run
+
+
+def _commit_status(
+    github: GitHubClient, run: Run, ctx: StageContext, state: str, description: str
+) -> None:
+    if not run.sha:
+        return
+    try:
+        github.set_commit_status(
+            run.repo, run.sha, state, context=STATUS_CONTEXT, description=description
+        )
+    except GitHubError as exc:  # a badge: the PR comment is the record users read
+        ctx.log.warning("The %s commit status failed: %s", STATUS_CONTEXT, exc)
+
+
+def _start_deployment(github: GitHubClient, run: Run, ctx: StageContext) -> Run:
+    """A GitHub Deployment marked in_progress; its id rides in the result for the comment."""
+    result = run.result("validate")
+    environment = deployment_environment(str(result["namespace"]))
+    try:
+        deployment = github.create_deployment(
+            run.repo, sha=run.sha, environment=environment, description="k8see preview"
+        )
+        github.set_deployment_status(
+            run.repo, deployment, "in_progress", description="Building and deploying."
+        )
+    except GitHubError as exc:
+        ctx.log.warning("The GitHub deployment for %s failed: %s", environment, exc)
+        return run
+    return run.with_result("validate", {**result, "deployment_id": deployment})
+
+
+def deployment_environment(namespace: str) -> str:
+    """The GitHub environment name of a PR's preview (the comment stage uses the same rule)."""
+    return f"preview/{namespace}"
+
+
 def _redecide(run: Run, trigger_mode: str) -> Action:
     """The action for this run's event under the repository's real trigger mode."""
     event, _, what = run.trigger.partition(":")
@@ -105,18 +236,6 @@ def _redecide(run: Run, trigger_mode: str) -> Action:
     if decision.action is Action.SKIP:
         return Action.SKIP
     return decision.action
-
-
-def _resolve_head(run: Run, ctx: StageContext) -> Run:
-    """A comment carries no SHA: read the PR's head from GitHub; the PR must be open."""
-    pull = make_client(ctx.settings, log=ctx.log).get_pull(run.repo, run.pr)
-    if pull.state != "open":
-        raise PolicyError(
-            f"PR #{run.pr} is not open, so it cannot be deployed.",
-            hint="Reopen the pull request, then comment /deploy-preview again.",
-        )
-    sha = names.check_sha(pull.head_sha)
-    return dataclasses.replace(run, sha=sha, ref=pull.head_ref or run.ref)
 
 
 def _is_local(location: str) -> bool:

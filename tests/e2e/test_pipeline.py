@@ -215,9 +215,10 @@ def test_on_demand_mode_follows_the_reference_table(harness: Harness) -> None:
             "app:\n  port: 3000\n  healthPath: /health\n"
         },
     )
-    h.platform.github.add_repo(repo)
+    # commands count only from people with write access (tests/e2e/test_github_trust.py)
+    h.platform.github.add_repo(repo, collaborators={"maintainer": "write"})
     h.platform.github.add_pull(repo, 6, head_sha=sha, head_ref="feature")
-    src = ("--source", str(path))
+    src = ("--source", str(path), "--commenter", "maintainer")
 
     # opened: nothing happens
     opened = h.enqueue("--repo", repo, "--pr", "6", "--action", "opened", "--sha", sha, *src)

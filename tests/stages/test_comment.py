@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from k8see.integrations.github import make_client
 from k8see.run import Action, Run, Status
 from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
@@ -213,6 +214,10 @@ def test_stage_cycles_one_comment_through_states_with_reactions(
     command = shop.add_comment("acme/shop", 7, "/deploy-preview", login="alice")
     deploy = Run(repo="acme/shop", pr=7, sha=SHA, generation=3, action=Action.DEPLOY,
                  ref="feature/login", comment_id=command["id"])  # fmt: skip
+    # validate started the GitHub Deployment and passes its id along
+    started = make_client(context(shop, {}, tmp_path).settings, log=logging.getLogger("t"))
+    deployment_id = started.create_deployment("acme/shop", sha=SHA, environment="preview/shop-pr-7")
+    deploy = deploy.with_result("validate", {"deployment_id": deployment_id})
     ids = set()
     for status in ("queued", "building", "ready"):
         out = comment.run(deploy, context(shop, record(status=status), tmp_path))

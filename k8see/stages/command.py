@@ -1,0 +1,135 @@
+"""command: ``/help``, ``/preserve [hours]`` and ``/unpreserve``, outside the deploy pipeline.
+
+The client sends these as one ``k8see.command`` task that never bumps the PR's generation, so
+a command cannot supersede or disturb queued work. Here the worker checks the commenter has
+write access (``approvals.authorize``; others get a polite reply), reacts 👀, and then:
+
+- ``/help`` is answered with a reply comment listing the commands and the repository's trigger
+  mode (from the last validated run, else read from ``k8s-ee.yaml`` at the PR's head);
+- ``/preserve`` and ``/unpreserve`` are authorized only: the result names the task that handles
+  them (``k8see.preserve``, in the maintenance area), which the task layer sends the run to.
+"""
+
+from __future__ import annotations
+
+from k8see import approvals, names
+from k8see.config import load_repo_config
+from k8see.errors import ConfigError, GitHubError, PolicyError
+from k8see.events import parse_command
+from k8see.integrations import source
+from k8see.integrations.github import GitHubClient, make_client
+from k8see.run import Run
+from k8see.settings import PlatformSettings
+from k8see.stages.context import StageContext
+
+__all__ = ["FORWARD", "help_text", "run"]
+
+#: Commands this stage only authorizes, and the task that carries them out.
+FORWARD = {"preserve": "k8see.preserve", "unpreserve": "k8see.preserve"}
+SOURCE_TIMEOUT_SECONDS = 120
+
+
+def run(run: Run, ctx: StageContext) -> Run:
+    """Authorize the command, then answer ``/help`` or name the task for the others.
+
+    Raises:
+        Refused: the commenter lacks write access (the reply is already posted).
+        PolicyError: the comment is not a command this stage handles.
+    """
+    command, args, _ = parse_command(run.trigger.partition(":")[2])
+    if command not in ("help", *FORWARD):
+        raise PolicyError(f"{run.trigger[:80]!r} is not /help, /preserve or /unpreserve.")
+    github = make_client(ctx.settings, log=ctx.log)
+    permission = approvals.authorize(
+        github,
+        repo=run.repo,
+        pr=run.pr,
+        commenter=run.commenter,
+        command=command,
+        comment_id=run.comment_id,
+        log=ctx.log,
+    )
+    if run.comment_id:
+        try:
+            github.add_reaction(run.repo, run.comment_id, "eyes")
+        except GitHubError as exc:
+            ctx.log.warning("The 👀 reaction on comment %s failed: %s", run.comment_id, exc)
+    result: dict[str, object] = {
+        "command": command,
+        "args": list(args),
+        "permission": permission,
+        "forward": FORWARD.get(command, ""),
+    }
+    if command == "help":
+        mode = _trigger_mode(run, ctx, github)
+        result["reply_id"] = approvals.reply(
+            github,
+            repo=run.repo,
+            pr=run.pr,
+            comment_id=run.comment_id,
+            text=help_text(mode=mode, settings=ctx.settings),
+        )
+    return run.with_result("command", result)
+
+
+def help_text(*, mode: str, settings: PlatformSettings) -> str:
+    """The ``/help`` answer: every command, what it does under this repository's mode."""
+    if mode == "automatic":
+        how = (
+            "This repository uses trigger mode **automatic**: every push to the pull request "
+            "deploys it, and closing the pull request destroys the environment."
+        )
+    elif mode == "on-demand":
+        how = (
+            "This repository uses trigger mode **on-demand**: nothing is deployed until "
+            "someone comments `/deploy-preview`; later pushes redeploy while the environment "
+            "exists, and closing the pull request destroys it."
+        )
+    else:
+        how = f"The trigger mode of this repository could not be read ({mode})."
+    cleanup = settings.cleanup
+    return "\n".join(
+        [
+            "## 🤖 k8see commands",
+            "",
+            how,
+            "",
+            "| Command | What it does |",
+            "|---------|--------------|",
+            "| `/deploy-preview` | Deploy the pull request's current head (on-demand mode, a "
+            "retry, or a maintainer's approval of a fork's head commit). |",
+            "| `/destroy-preview` | Destroy the environment now (on-demand mode). |",
+            f"| `/preserve [hours]` | Keep the environment after the pull request closes, for "
+            f"`hours` (default {cleanup.preserve_default_hours}, at most "
+            f"{cleanup.preserve_max_hours}). |",
+            "| `/unpreserve` | Drop the preserve; cleanup removes the environment as usual. |",
+            "| `/help` | This message. |",
+            "",
+            "The command must be the first word of the comment's first line. Commands count only "
+            "from people with write access to the repository. Pull requests from forks are "
+            "never deployed automatically: a maintainer's `/deploy-preview` approves exactly the "
+            "head commit of that moment, and each new push needs a new approval.",
+        ]
+    )
+
+
+def _trigger_mode(run: Run, ctx: StageContext, github: GitHubClient) -> str:
+    record = ctx.extra.get("record")
+    if isinstance(record, dict) and record.get("trigger_mode") in ("automatic", "on-demand"):
+        return str(record["trigger_mode"])
+    pull = github.get_pull(run.repo, run.pr)
+    sha = names.check_sha(pull.head_sha)
+    local = run.source.startswith("file://") or run.source.startswith("/")
+    try:
+        directory = source.fetch_source(
+            repo=run.repo,
+            sha=sha,
+            dest_dir=ctx.workdir / "help-src",
+            source=run.source,
+            github=None if local else github,
+            timeout_seconds=SOURCE_TIMEOUT_SECONDS,
+        )
+        return str(load_repo_config(directory / "k8s-ee.yaml", filename="k8s-ee.yaml").trigger)
+    except (ConfigError, PolicyError) as exc:
+        ctx.log.info("/help could not read the trigger mode: %s", exc.message)
+        return f"k8s-ee.yaml at {sha[:12]} is not valid"
