@@ -1,0 +1,117 @@
+"""Comments at the enqueue client, against a real Redis (no workers).
+
+Covers: an ordinary comment is skipped before anything touches Redis (the CLI succeeds even
+with Redis unreachable), so it can never disturb queued work; ``/help`` becomes one
+``k8see.command`` message that leaves the PR's generation, close mark and record alone, and
+``--wait`` does not follow it; ``/deploy-preview`` carries the commenter to the workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from k8see import coordination, state
+from k8see.client import enqueue
+from k8see.events import decide_from_comment, decide_from_flags
+from k8see.settings import load_settings
+
+SHA = "d" * 40
+
+
+def _event(tmp_path: Path, body: str, login: str = "alice") -> Path:
+    path = tmp_path / "event.json"
+    payload = {
+        "action": "created",
+        "issue": {"number": 4, "state": "open", "pull_request": {"url": "x"}},
+        "comment": {"id": 77, "body": body, "user": {"login": login}},
+        "repository": {"full_name": "acme/shop"},
+    }
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def _cli(*args: str, redis_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "K8SEE_REDIS__URL": redis_url}
+    return subprocess.run(
+        [sys.executable, "-m", "k8see", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_an_ordinary_comment_is_skipped_before_redis_is_touched(tmp_path: Path) -> None:
+    # Given Redis is unreachable: any attempt to use it would exit 3
+    event = _event(tmp_path, "LGTM, but please /deploy-preview later")
+    out = _cli(
+        "enqueue",
+        "--event-path",
+        str(event),
+        "--event-name",
+        "issue_comment",
+        "--wait",
+        redis_url="redis://127.0.0.1:1/0",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("skip: ")
+
+
+def test_help_is_one_command_message_that_disturbs_nothing(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    settings = load_settings(redis={"url": redis_url})
+    # Given a deploy is queued for the PR
+    push = decide_from_flags(
+        repo="acme/shop", pr=4, action="synchronize", sha=SHA, ref="x", trigger="automatic"
+    )
+    queued = enqueue(push, settings=settings, trigger="pull_request:synchronize")
+    before = state.get(client, repo="acme/shop", pr=4)
+    # When a maintainer asks for /help
+    decision = decide_from_comment(
+        repo="acme/shop", pr=4, body="/help", trigger="automatic", commenter="bob", comment_id=9
+    )
+    sent = enqueue(decision, settings=settings, trigger="issue_comment:/help")
+    # Then one command message, and the queued deploy is still the PR's latest run
+    assert client.llen("default") == 2
+    message = json.loads(client.lindex("default", 0))
+    assert message["headers"]["task"] == "k8see.command"
+    assert sent.run.generation == queued.run.generation
+    assert coordination.current_generation(client, repo="acme/shop", pr=4) == queued.run.generation
+    assert state.get(client, repo="acme/shop", pr=4) == before
+
+
+def test_wait_does_not_follow_a_command(redis_url: str, tmp_path: Path) -> None:
+    out = _cli(
+        "enqueue",
+        "--event-path",
+        str(_event(tmp_path, "/help")),
+        "--event-name",
+        "issue_comment",
+        "--wait",
+        "--timeout",
+        "30",
+        redis_url=redis_url,
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.strip()) == 12  # the run id, printed at once
+
+
+def test_deploy_preview_carries_the_commenter(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    decision = decide_from_comment(
+        repo="acme/shop", pr=4, body="/deploy-preview", trigger="on-demand", commenter="carol",
+        comment_id=12,
+    )  # fmt: skip
+    sent = enqueue(
+        decision,
+        settings=load_settings(redis={"url": redis_url}),
+        trigger="issue_comment:/deploy-preview",
+    )
+    assert sent.run.commenter == "carol" and sent.run.comment_id == 12
+    message = json.loads(client.lindex("default", 0))
+    assert message["headers"]["task"] == "k8see.validate"
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert args[0]["commenter"] == "carol"
