@@ -5,7 +5,8 @@ enabled databases) and ``run.result("build")`` (the image by digest). Steps, eac
 idempotent so a redelivered task converges (reference §2.4, §2.6):
 
 1. the namespace ``{projectId}-pr-{N}``, created or ownership-checked and relabelled;
-2. ResourceQuota, LimitRange and the five NetworkPolicies, re-applied on every deploy;
+2. ResourceQuota, LimitRange, the five NetworkPolicies and the registry pull secret,
+   re-applied on every deploy (so a rotated registry password reaches the namespace);
 3. a stuck release (failed, pending-*) is uninstalled;
 4. ``helm upgrade --install --atomic --wait`` of the app chart by digest. While helm waits,
    the pods are watched: a crash loop, an image that cannot be pulled or a quota refusal
@@ -13,27 +14,33 @@ idempotent so a redelivered task converges (reference §2.4, §2.6):
 5. GET ``app.healthPath`` through the API server's service proxy; any 2xx passes.
 
 Each failure the PR author can fix becomes ``DeployFailed`` with the reason, the last log
-lines and the next step. The pure builders (``namespace_metadata``, ``guardrail_manifests``,
-``helm_values``) are what ``k8see render`` prints.
+lines and the next step. What is applied is computed by the pure builders of
+``deploy_manifests``, the same ones ``k8see render`` prints.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from pathlib import Path
 from typing import Any
 
 from k8see import names, quota
 from k8see.errors import DeployFailed, HelmError, Where
-from k8see.integrations import helm, kube
+from k8see.integrations import health, helm, kube
 from k8see.run import Run
-from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
+from k8see.stages.deploy_manifests import (
+    chart_path,
+    guardrail_manifests,
+    helm_values,
+    namespace_metadata,
+    pull_secret_manifest,
+    render_manifests,
+)
 
-#: The chart shipped with k8see, used when ``deploy.chart_path`` is empty.
-DEFAULT_CHART = Path(__file__).resolve().parents[2] / "charts" / "k8s-ee-app"
+__all__ = ["render_manifests", "run"]
+
 SERVICE_PORT = 80
-CREATED_BY = "k8see"
 #: Waiting reasons that stop helm early; the others (ContainerCreating, ...) pass in time.
 FAIL_FAST_REASONS = (
     "CrashLoopBackOff",
@@ -43,156 +50,8 @@ FAIL_FAST_REASONS = (
     "FailedCreate",
 )
 LOG_LINES_IN_HINT = 10
-
-
-def chart_path(settings: PlatformSettings) -> Path:
-    return Path(settings.deploy.chart_path) if settings.deploy.chart_path else DEFAULT_CHART
-
-
-def namespace_metadata(run: Run, *, project_id: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The PR namespace's labels and annotations (reference §3.1), k8see as manager."""
-    labels = {
-        names.LABEL_MANAGED_BY: names.MANAGED_BY,
-        names.LABEL_TYPE: "ephemeral",
-        names.LABEL_PROJECT: names.check_project_id(project_id),
-        names.LABEL_PR: str(names.check_pr(run.pr)),
-        names.LABEL_BRANCH: names.sanitize_label_value(run.ref),
-        names.LABEL_SHA: names.check_sha(run.sha),
-    }
-    annotations = {
-        names.ANN_CREATED_BY: CREATED_BY,
-        names.ANN_REPOSITORY: names.check_repo(run.repo),
-        names.ANN_LAST_UPDATED: kube.now_iso(),
-    }
-    return labels, annotations
-
-
-def database_options(validated: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{db: options}`` of the enabled databases (options ``{}`` for the ``true`` form)."""
-    declared = (validated.get("config") or {}).get("databases") or {}
-    return {
-        db: dict(declared[db]) if isinstance(declared.get(db), dict) else {}
-        for db in validated.get("databases") or []
-    }
-
-
-def guardrail_manifests(
-    validated: dict[str, Any], *, pr: int, settings: PlatformSettings, api_cidrs: list[str]
-) -> list[dict[str, Any]]:
-    """Quota, limits and network policies for this config (reference §3.2-3.4)."""
-    config = validated["config"]
-    return quota.guardrails(
-        namespace=validated["namespace"],
-        project_id=validated["project_id"],
-        pr=pr,
-        app_port=int(config["app"]["port"]),
-        databases=database_options(validated),
-        resources=config.get("resources"),
-        ingress_namespace=settings.deploy.ingress_controller_namespace,
-        ingress_labels=settings.deploy.ingress_controller_labels,
-        api_cidrs=api_cidrs,
-    )
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
-
-
-def split_image(image: str, digest: str = "") -> dict[str, str]:
-    """``repo@sha256:…`` or ``repo:tag`` as the chart's ``image`` values."""
-    if "@" in image:
-        repository, _, found = image.partition("@")
-        return {"repository": repository, "digest": digest or found}
-    last = image.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, _, tag = image.rpartition(":")
-        return {"repository": repository, "tag": tag, "digest": digest}
-    return {"repository": image, "digest": digest}
-
-
-def helm_values(
-    run: Run, *, validated: dict[str, Any], build: dict[str, Any], settings: PlatformSettings
-) -> dict[str, Any]:
-    """The app chart's values for this run: identity, image by digest, and every config field."""
-    config = validated["config"]
-    app = config.get("app") or {}
-    ingress = config.get("ingress") or {}
-    metrics = config.get("metrics") or {}
-    image = split_image(str(build.get("image") or ""), str(build.get("digest") or ""))
-    image.setdefault("tag", names.image_tag(run.pr))
-    values: dict[str, Any] = {
-        "projectId": validated["project_id"],
-        "prNumber": run.pr,
-        "commitSha": run.sha,
-        "branchName": run.ref,
-        "previewDomain": settings.deploy.domain,
-        "previewUrl": validated["preview_url"],
-        "image": image,
-        "app": {
-            "port": int(app.get("port") or 3000),
-            "healthPath": app.get("healthPath") or "/health",
-            "metricsPath": app.get("metricsPath") or "/metrics",
-        },
-        "env": {str(k): str(v) for k, v in (config.get("env") or {}).items()},
-        "envFrom": _drop_none(config.get("envFrom") or []),
-        "writableDirs": list(config.get("writableDirs") or []),
-        "ingress": {
-            "enabled": bool(ingress.get("enabled", True)),
-            "className": settings.deploy.ingress_class,
-            "annotations": {
-                **settings.deploy.ingress_annotations,
-                **(ingress.get("annotations") or {}),
-            },
-        },
-        "metrics": {
-            "enabled": bool(metrics.get("enabled", False)),
-            "interval": metrics.get("interval") or "30s",
-        },
-    }
-    if config.get("resources"):
-        values["resources"] = _drop_none(config["resources"])
-    return values
-
-
-def render_manifests(
-    run: Run, *, settings: PlatformSettings, api_cidrs: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """Everything a deploy of ``run`` would apply, offline, for ``k8see render``.
-
-    The namespace, the guardrails, then the release's templates rendered by ``helm template``
-    (no cluster needed). ``run`` carries ``validate`` and ``build`` results; without a build,
-    the image is shown by tag ``pr-<N>`` at ``image.repository`` or a placeholder.
-    """
-    validated = run.result("validate")
-    build = run.result("build") or {
-        "image": f"{_placeholder_image(validated)}:{names.image_tag(run.pr)}"
-    }
-    project_id = str(validated["project_id"])
-    labels, annotations = namespace_metadata(run, project_id=project_id)
-    namespace = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": validated["namespace"], "labels": labels, "annotations": annotations},
-    }
-    cidrs = list(api_cidrs if api_cidrs is not None else settings.deploy.api_server_cidrs)
-    guardrails = guardrail_manifests(validated, pr=run.pr, settings=settings, api_cidrs=cidrs)
-    values = helm_values(run, validated=validated, build=build, settings=settings)
-    release = helm.template(
-        release=names.RELEASE_NAME,
-        chart=chart_path(settings),
-        namespace=validated["namespace"],
-        values=values,
-    )
-    return [namespace, *guardrails, *release]
-
-
-def _placeholder_image(validated: dict[str, Any]) -> str:
-    image = (validated.get("config") or {}).get("image") or {}
-    return str(image.get("repository") or f"registry.invalid/{validated['project_id']}")
+#: ``app.kubernetes.io/name`` of the app's pods (the chart's name).
+APP_CHART_NAME = "k8s-ee-app"
 
 
 def run(run: Run, ctx: StageContext) -> Run:
@@ -218,6 +77,10 @@ def run(run: Run, ctx: StageContext) -> Run:
         ctx.renew_lease()
         cidrs = settings.deploy.api_server_cidrs or kube.api_server_addresses(api=api)
         manifests = guardrail_manifests(validated, pr=run.pr, settings=settings, api_cidrs=cidrs)
+        secret = pull_secret_manifest(
+            settings, namespace=namespace, project_id=project_id, pr=run.pr
+        )
+        manifests += [secret] if secret else []
         applied = kube.apply_objects(api=api, namespace=namespace, manifests=manifests)
         ctx.renew_lease()
         kubeconfig = settings.deploy.kubeconfig
@@ -255,9 +118,10 @@ def run(run: Run, ctx: StageContext) -> Run:
 
 
 def _selector(project_id: str, pr: int) -> str:
+    # The app's pods only: the database pods share the release and the k8s-ee labels.
     return (
         f"{names.LABEL_PROJECT}={project_id},{names.LABEL_PR}={pr},"
-        f"app.kubernetes.io/instance={names.RELEASE_NAME}"
+        f"app.kubernetes.io/instance={names.RELEASE_NAME},app.kubernetes.io/name={APP_CHART_NAME}"
     )
 
 
@@ -269,12 +133,16 @@ def _install(
 
     def on_tick() -> str | None:
         ctx.renew_lease()
-        diagnostics = kube.pod_diagnostics(
+        diagnostics = health.pod_diagnostics(
             api=api, namespace=namespace, selector=_selector(project_id, pr)
         )
         if diagnostics["reason"]:
             seen.clear()
             seen.update(diagnostics)
+        if diagnostics["reason"] == "CreateContainerConfigError" and _database_secret_pending(
+            str(diagnostics["message"])
+        ):
+            return None  # the operator has not written the database's Secret yet
         return str(diagnostics["reason"]) if diagnostics["reason"] in FAIL_FAST_REASONS else None
 
     try:
@@ -292,13 +160,18 @@ def _install(
     except HelmError as exc:
         if not seen.get("reason"):
             seen.update(
-                kube.pod_diagnostics(
+                health.pod_diagnostics(
                     api=api, namespace=namespace, selector=_selector(project_id, pr)
                 )
             )
         raise _deploy_failure(
             exc, seen, values=values, timeout=ctx.settings.deploy.helm_timeout_seconds
         ) from exc
+
+
+def _database_secret_pending(message: str) -> bool:
+    """The missing Secret is one a database operator creates (app-postgresql-app, ...)."""
+    return any(f'"{names.RELEASE_NAME}-{db}' in message for db in quota.DATABASES)
 
 
 def _logs_hint(diagnostics: dict[str, Any]) -> str:
@@ -336,6 +209,17 @@ def _deploy_failure(
             where=Where(file="k8s-ee.yaml", field="envFrom"),
         )
     message = exc.message.lower()
+    if "specifications of the schema" in message:
+        found = re.search(
+            r"(?:[\w.]+: )?[A-Z][^:;]*(?:is not allowed|is required|must be [^;]+)", exc.message
+        )
+        return DeployFailed(
+            "k8s-ee.yaml sets a value the app chart does not accept"
+            + (f": {found.group(0)}." if found else "."),
+            hint="Check the options under databases in k8s-ee.yaml against "
+            "docs/environments.md (each database's options are listed there).",
+            where=Where(file="k8s-ee.yaml", field="databases"),
+        )
     if reason == "FailedCreate" or "exceeded quota" in message or "exceeded quota" in detail:
         return DeployFailed(
             f"Kubernetes refused to create the app's pods: {detail or exc.message}",
@@ -359,7 +243,7 @@ def _check_health(
 ) -> None:
     settings = ctx.settings.deploy
     service = names.deployment_name(project_id, pr)
-    result = kube.wait_healthy(
+    result = health.wait_healthy(
         api=api,
         namespace=namespace,
         service=service,
@@ -371,7 +255,7 @@ def _check_health(
     if result.ok:
         ctx.log.info("health check %s answered %s", health_path, result.status)
         return
-    diagnostics = kube.pod_diagnostics(
+    diagnostics = health.pod_diagnostics(
         api=api, namespace=namespace, selector=_selector(project_id, pr)
     )
     state = f"; pod state {diagnostics['reason']}" if diagnostics["reason"] else ""

@@ -23,7 +23,7 @@ from kubernetes import client
 
 from k8see import names, quota
 from k8see.errors import KubeError, KubeNotFound, PolicyError
-from k8see.integrations import kube
+from k8see.integrations import health, kube
 from k8see.settings import PlatformSettings
 from tests.conftest import free_port
 
@@ -391,7 +391,7 @@ def test_health_check_through_service_proxy(
     ns = f"hc{status}-pr-1"
     _service(api, ns, "hc-app")
     kube_sandbox.register_service_backend(ns, "hc-app", 80, backend.url)
-    result = kube.wait_healthy(
+    result = health.wait_healthy(
         api=api,
         namespace=ns,
         service="hc-app",
@@ -411,7 +411,7 @@ def test_health_check_through_service_proxy(
 
 def test_health_check_without_ready_backend(api: Any) -> None:
     _service(api, "nobody-pr-1", "nobody-pr-1-app")
-    result = kube.wait_healthy(
+    result = health.wait_healthy(
         api=api,
         namespace="nobody-pr-1",
         service="nobody-pr-1-app",

@@ -1,0 +1,31 @@
+{{/*
+"<release>-mariadb": the Deployment, PVC and Service names; "-secret" is the Secret.
+*/}}
+{{- define "mariadb.fullname" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: stable for the release's lifetime.
+*/}}
+{{- define "mariadb.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of every object: the selector labels plus chart and the environment's k8s-ee labels.
+*/}}
+{{- define "mariadb.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 }}
+{{ include "mariadb.selectorLabels" . }}
+app.kubernetes.io/component: database
+app.kubernetes.io/part-of: k8s-ee-app
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.global.projectId }}
+k8s-ee/project-id: {{ . | quote }}
+{{- end }}
+{{- with .Values.global.prNumber }}
+k8s-ee/pr-number: {{ . | int | toString | quote }}
+{{- end }}
+{{- end }}
