@@ -1,0 +1,91 @@
+"""What the fault drills share: opening PRs through ``k8see enqueue``, counting resources,
+and writing each drill's figures to ``bench/drills.json`` for the benchmark report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.harness import ROOT, Harness
+
+FIGURES = ROOT / "bench" / "drills.json"
+#: The extra worker environment ``running_platform`` uses; restarted workers get it again.
+WORKER_ENV = {"K8SEE_BUILD__PLATFORMS": "linux/amd64", "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "0.2"}
+
+
+def open_pr(h: Harness, repo: str, path: Path, sha: str, pr: int, *, wait: bool = False) -> str:
+    """Register PR ``pr`` with the GitHub sandbox and enqueue its ``opened`` event."""
+    h.platform.github.add_repo(repo)
+    h.platform.github.add_pull(repo, pr, head_sha=sha, head_ref="feature")
+    done = h.enqueue(
+        "--repo", repo, "--pr", str(pr), "--action", "opened", "--sha", sha,
+        "--ref", "feature", "--source", str(path), wait=wait,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def settled(h: Harness, repo: str, pr: int) -> bool:
+    return h.record(repo, pr).get("status") in ("ready", "failed")
+
+
+def kube_api(h: Harness) -> Any:
+    from kubernetes import config
+
+    return config.new_client_from_config(str(h.platform.kubeconfig))
+
+
+def app_objects(h: Harness, namespace: str) -> dict[str, int]:
+    """How many app Deployments, Services and Helm releases the namespace holds."""
+    from kubernetes import client
+
+    api = kube_api(h)
+    apps = client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+    services = client.CoreV1Api(api).list_namespaced_service(namespace).items
+    helm = subprocess.run(
+        ["helm", "list", "-a", "-q", "-n", namespace, "--kubeconfig", str(h.platform.kubeconfig)],
+        capture_output=True, text=True, check=True, env={**os.environ, **h.platform.process_env()},
+    )  # fmt: skip
+    return {
+        "deployments": len(apps),
+        "services": len(services),
+        "releases": len(helm.stdout.split()),
+    }
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc (children before grandchildren)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def record_figures(drill: str, figures: dict[str, Any]) -> None:
+    """Merge one drill's figures into bench/drills.json (git-ignored), for docs and the report."""
+    FIGURES.parent.mkdir(exist_ok=True)
+    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    data[drill] = figures
+    FIGURES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
