@@ -161,6 +161,18 @@ def test_commands_need_write_access_and_maintainers_get_the_whole_conversation(
     assert not coordination.is_closed(h.redis, repo=repo, pr=1)
     assert _reactions(h, destroy_comment) == []
 
+    # When a push redeploys it (on-demand mode, the environment exists)
+    start = len(gh.calls)
+    new_sha = h.commit(path, "second")
+    gh.set_pull_state(repo, 1, head_sha=new_sha)
+    pushed = h.enqueue(
+        "--repo", repo, "--pr", "1", "--action", "synchronize", "--sha", new_sha, "--source",
+        str(path),
+    )  # fmt: skip
+    assert pushed.returncode == 0 and "ready" in pushed.stdout, pushed.stderr
+    h.wait_for(lambda: h.record(repo, 1).get("commented") == "ready")
+    push_calls = _calls_since(h, start)
+
     # When the PR closes
     start = len(gh.calls)
     gh.set_pull_state(repo, 1, state="closed")
@@ -168,16 +180,20 @@ def test_commands_need_write_access_and_maintainers_get_the_whole_conversation(
     assert closed.returncode == 0 and "destroyed" in closed.stdout, closed.stderr
     h.wait_for(lambda: h.record(repo, 1).get("commented") == "destroyed")
     destroy_calls = _calls_since(h, start)
-    (deployment,) = gh.deployments(repo)
-    assert [s["state"] for s in deployment["statuses"]] == ["in_progress", "success", "inactive"]
+    first, second = gh.deployments(repo)
+    assert (first["sha"], second["sha"]) == (sha, new_sha)
+    assert [s["state"] for s in first["statuses"]] == ["in_progress", "success", "inactive"]
+    assert [s["state"] for s in second["statuses"]] == ["in_progress", "success", "inactive"]
 
     # Frugal: a few calls per stage. Printed for the report (pytest -s), and bounded.
     with capsys.disabled():
         print(f"\nGitHub calls, /deploy-preview → ready: {sum(deploy_calls.values())} "
               f"{dict(deploy_calls)}")  # fmt: skip
+        print(f"GitHub calls, push → ready: {sum(push_calls.values())} {dict(push_calls)}")
         print(f"GitHub calls, closed → destroyed: {sum(destroy_calls.values())} "
               f"{dict(destroy_calls)}")  # fmt: skip
     assert sum(deploy_calls.values()) <= 12
+    assert sum(push_calls.values()) <= 9
     assert sum(destroy_calls.values()) <= 5
 
 
