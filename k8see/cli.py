@@ -1,6 +1,6 @@
 """The ``k8see`` command.
 
-Subcommands: enqueue, validate, schema, status, worker, beat, flower, sandbox, demo. Process
+Subcommands: enqueue, validate, schema, render, status, worker, beat, flower, sandbox, demo. Process
 subcommands only pick queues and options, then hand over to Celery's own worker, beat and
 Flower. Heavy imports happen inside the commands that need them, so ``k8see enqueue`` starts
 fast. A ``K8seeError`` prints ``Error: …`` and ``Hint: …``, never a traceback.
@@ -39,6 +39,7 @@ Examples:
   k8see enqueue --event-path "$GITHUB_EVENT_PATH" --config k8s-ee.yaml --wait
   k8see enqueue --repo acme/shop --pr 42 --action opened --sha <40-hex> --dry-run
   k8see validate k8s-ee.yaml
+  k8see render . --pr 42 --repo acme/shop
   k8see status --repo acme/shop --json
   k8see worker --pool build
 """
@@ -323,6 +324,44 @@ def schema() -> None:
     from k8see.config.model import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("path", default=".", type=click.Path(exists=True))
+@click.option("--pr", type=click.IntRange(min=1), required=True, help="The PR number.")
+@click.option(
+    "--repo", default="local/preview", show_default=True, help="OWNER/REPO (labels only)."
+)
+@click.option("--sha", default="0" * 40, help="Commit shown in labels and COMMIT_SHA.")
+@click.option("--ref", default="main", show_default=True, help="Branch shown in labels.")
+@_guard
+def render(path: str, pr: int, repo: str, sha: str, ref: str) -> None:
+    """Print every manifest a deploy would apply, offline, as one YAML stream.
+
+    PATH is a k8s-ee.yaml or the directory holding it. The order is the deploy's: namespace,
+    quota, limits, network policies, pull secret, then the app release's templates. Secret
+    values are blanked; the image is shown by tag, since nothing is built.
+
+    \b
+    Example:
+      k8see render examples/postgres-app --pr 42 --repo acme/shop
+    """
+    import yaml
+
+    from k8see.config import load_repo_config
+    from k8see.stages.deploy import render_manifests
+    from k8see.stages.deploy_manifests import offline_run
+
+    file = Path(path) / "k8s-ee.yaml" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise PolicyError(
+            f"There is no {file}.", hint="Give the path of a k8s-ee.yaml or of its directory."
+        )
+    settings = _settings()
+    config = load_repo_config(file, filename=str(file))
+    run = offline_run(config, repo=repo, pr=pr, sha=sha, ref=ref, settings=settings)
+    docs = render_manifests(run, settings=settings)
+    click.echo(yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True), nl=False)
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from k8see import names, quota
+from k8see.config.model import RepoConfig
 from k8see.integrations import helm, kube
-from k8see.run import Run
+from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 
 #: The chart shipped with k8see, used when ``deploy.chart_path`` is empty.
@@ -259,3 +260,33 @@ def redact_secret(manifest: dict[str, Any]) -> dict[str, Any]:
 def _placeholder_image(validated: dict[str, Any]) -> str:
     image = (validated.get("config") or {}).get("image") or {}
     return str(image.get("repository") or f"registry.invalid/{validated['project_id']}")
+
+
+def offline_run(
+    config: RepoConfig, *, repo: str, pr: int, sha: str, ref: str, settings: PlatformSettings
+) -> Run:
+    """A deploy ``Run`` for ``config`` as the validate stage would produce it, without GitHub.
+
+    ``k8see render`` uses it to show what a deploy of this config would apply; there is no
+    build, so ``render_manifests`` shows the image by tag.
+    """
+    data = config.to_dict()
+    project_id = str(data["projectId"])
+    validated = {
+        "config": data,
+        "project_id": project_id,
+        "namespace": names.namespace(project_id, pr),
+        "preview_url": names.preview_url(project_id, pr, settings.deploy.domain),
+        "databases": config.enabled_databases(),
+        "sha": sha,
+        "ref": ref,
+    }
+    return Run(
+        repo=names.check_repo(repo),
+        pr=names.check_pr(pr),
+        sha=names.check_sha(sha),
+        generation=0,
+        action=Action.DEPLOY,
+        ref=ref,
+        results={"validate": validated},
+    )
