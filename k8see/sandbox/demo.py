@@ -20,6 +20,8 @@ import requests
 
 from k8see.client import enqueue, follow
 from k8see.events import decide_from_flags
+from k8see.integrations.kube import make_api
+from k8see.sandbox.databases import describe, install_operator_crds
 from k8see.sandbox.platform import ROOT, Platform, free_port
 from k8see.sandbox.podruntime import PodRuntime
 from k8see.settings import load_settings
@@ -91,6 +93,8 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         runtime = PodRuntime(
             kube=platform.kube, registry_host=platform.registry_host, workdir=workdir / "pods"
         ).start()
+        kube_api = make_api(settings)
+        install_operator_crds(kube_api)  # what installing the database operators would do
 
         sha = make_source_repo(source, workdir / "src-repo")
         platform.github.add_repo(repo, collaborators={"demo-dev": "write"})
@@ -131,6 +135,12 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         record = outcome.record
         namespace = str(record.get("namespace", ""))
         local = runtime.address(namespace)
+        describe(
+            kube_api,
+            namespace=namespace,
+            deployment=f"{namespace}-app",
+            say=say,
+        )
         say(f"\nPreview URL (on a real cluster): {record.get('preview_url')}")
         if local:
             answer = requests.get(f"{local}/", timeout=5)
