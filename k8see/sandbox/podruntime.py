@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from k8see.sandbox.platform import free_port, tool
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+PULL_RETRY_SECONDS = 10.0
 
 
 @dataclass
@@ -44,6 +46,7 @@ class RunningPod:
     container: str
     process: subprocess.Popen[bytes]
     labels: dict[str, str] = field(default_factory=dict)
+    probe_path: str | None = None
 
 
 def _expand(text: str, env: dict[str, str]) -> str:
@@ -59,6 +62,7 @@ class PodRuntime:
         self.registry_host = registry_host
         self.workdir = workdir
         self.pods: dict[tuple[str, str], RunningPod] = {}
+        self._failed: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pod-runtime", daemon=True)
         self._session = requests.Session()
@@ -77,6 +81,8 @@ class PodRuntime:
 
     def start(self) -> PodRuntime:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # From now on the sandbox waits for this runtime's verdict on these pods' readiness.
+        self.kube.use_pod_runtime(f"{self.registry_host}/")
         self._thread.start()
         return self
 
@@ -120,11 +126,40 @@ class PodRuntime:
             if not image.startswith(f"{self.registry_host}/"):
                 continue
             live.add(key)
+            failed_at = self._failed.get(key)
+            if failed_at is not None and time.monotonic() - failed_at < PULL_RETRY_SECONDS:
+                continue
             if key not in self.pods:
                 self._run(pod, containers[0])
         for key in set(self.pods) - live:
             self._kill(self.pods.pop(key))
+        for pod in self.pods.values():
+            self._probe(pod)
         self._register_services()
+
+    def _probe(self, pod: RunningPod) -> None:
+        """Report the real container's state: exited, or its readiness probe's answer."""
+        code = pod.process.poll()
+        if code is not None:
+            self.kube.report_pod(
+                pod.namespace,
+                pod.name,
+                ready=False,
+                exit_code=code,
+                message=f"the container exited with code {code}",
+            )
+            return
+        if pod.probe_path is None:
+            self.kube.report_pod(pod.namespace, pod.name, ready=True)
+            return
+        try:
+            answer = self._session.get(
+                f"http://127.0.0.1:{pod.port}{pod.probe_path}", timeout=1, allow_redirects=False
+            )
+            ready, message = 200 <= answer.status_code < 400, f"HTTP {answer.status_code}"
+        except requests.RequestException as exc:
+            ready, message = False, f"readiness probe failed: {type(exc).__name__}"
+        self.kube.report_pod(pod.namespace, pod.name, ready=ready, message=message)
 
     def _run(self, pod: dict[str, Any], container: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -155,6 +190,10 @@ class PodRuntime:
                 image,
                 pulled.stderr.strip()[-300:],
             )
+            self.kube.report_pod(
+                namespace, name, ready=False, exit_code=-1, message=f"cannot pull {image}"
+            )
+            self._failed[(namespace, name)] = time.monotonic()
             return
         inspected = subprocess.run(
             [*self._buildah, "inspect", "--type", "container", ctr],
@@ -184,7 +223,10 @@ class PodRuntime:
         )
         logfile.close()
         labels = dict(meta.get("labels") or {})
-        self.pods[(namespace, name)] = RunningPod(namespace, name, port, ctr, process, labels)
+        probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
+        self.pods[(namespace, name)] = RunningPod(
+            namespace, name, port, ctr, process, labels, probe.get("path") if probe else None
+        )
         log.info("Pod %s/%s runs %s on 127.0.0.1:%d.", namespace, name, image, port)
 
     def _env_from(self, namespace: str, container: dict[str, Any]) -> dict[str, str]:

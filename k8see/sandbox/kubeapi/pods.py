@@ -54,14 +54,41 @@ def is_ready(pod: Obj) -> bool:
     )
 
 
+RUNTIME = "running the built image (k8see sandbox pod runtime)"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an external pod runtime saw of a real container: ready, or why not."""
+
+    ready: bool
+    message: str = ""
+    exit_code: int | None = None
+
+
 class Kubelet:
-    """Moves every pod through its simulated lifecycle; remembers when it first saw each."""
+    """Moves every pod through its simulated lifecycle; remembers when it first saw each.
+
+    Pods whose first image starts with ``runtime_prefix`` are run for real by an external pod
+    runtime (``k8see.sandbox.podruntime``): their readiness follows the runtime's verdicts
+    (the real readiness probe, or the real exit) instead of the ready delay.
+    """
 
     def __init__(self, *, api: Api, settings: PodSettings) -> None:
         self.api = api
         self.settings = settings
         self.first_seen: dict[str, float] = {}
         self.pending = False
+        self.runtime_prefix: str | None = None
+        self.verdicts: dict[tuple[str, str], Verdict] = {}
+
+    def _external(self, pod: Obj) -> bool:
+        containers = pod.get("spec", {}).get("containers") or []
+        return bool(
+            self.runtime_prefix
+            and containers
+            and str(containers[0].get("image", "")).startswith(self.runtime_prefix)
+        )
 
     def _failure(self, pod: Obj) -> tuple[str, str] | None:
         for c in pod.get("spec", {}).get("containers") or []:
@@ -110,6 +137,28 @@ class Kubelet:
             ]
             return self._keep_times(old, status)
         failure = self._failure(pod)
+        verdict: Verdict | None = None
+        if failure is None and self._external(pod):
+            meta = pod["metadata"]
+            verdict = self.verdicts.get((meta.get("namespace", ""), meta["name"]))
+            if verdict is None or (not verdict.ready and verdict.exit_code is None):
+                self.pending = True
+                status["conditions"] = [_condition("PodScheduled", True)]
+                message = verdict.message if verdict else "starting the real container"
+                status["containerStatuses"] = [
+                    self._waiting(c, "ContainerCreating", message) for c in containers
+                ]
+                if verdict is not None:  # running, but the real readiness probe fails
+                    status["phase"] = "Running"
+                    status["conditions"] = [
+                        _condition("Initialized", True),
+                        _condition("Ready", False, "ContainersNotReady"),
+                        _condition("ContainersReady", False, "ContainersNotReady"),
+                        _condition("PodScheduled", True),
+                    ]
+                return self._keep_times(old, status)
+            if not verdict.ready:
+                failure = ("CrashLoopBackOff", str(containers[0].get("image", "")))
         base = {
             "hostIP": "10.0.0.10",
             "podIP": _ip(pod["metadata"]["uid"]),
@@ -123,6 +172,9 @@ class Kubelet:
                 _condition(k, True)
                 for k in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
             ]
+            if verdict is not None:
+                for cond in status["conditions"]:
+                    cond["message"] = RUNTIME
             status["containerStatuses"] = [
                 {
                     "name": c.get("name"),
@@ -152,6 +204,8 @@ class Kubelet:
                 int((elapsed - self.settings.ready_delay_seconds) / RESTART_EVERY_SECONDS) + 1
             )
             msg = f"back-off 10s restarting failed container ({SIMULATED})"
+            if verdict is not None:
+                msg = f"back-off 10s restarting failed container: {verdict.message}"
             statuses = [self._waiting(c, reason, msg, restarts=restarts) for c in containers]
             for s in statuses:
                 s["lastState"] = {

@@ -115,6 +115,29 @@ class KubeSandbox:
         """Forward the service proxy for ``service:port`` in ``namespace`` to ``url``."""
         self.context.backends[(namespace, service, str(port))] = url
 
+    def use_pod_runtime(self, image_prefix: str) -> None:
+        """Pods whose image starts with ``image_prefix`` are run for real by a pod runtime,
+        which reports their readiness with ``report_pod``."""
+        self.controllers.kubelet.runtime_prefix = image_prefix
+
+    def report_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        ready: bool,
+        message: str = "",
+        exit_code: int | None = None,
+    ) -> None:
+        """The pod runtime's verdict on a real container (its readiness probe, or its exit)."""
+        from k8see.sandbox.kubeapi.pods import Verdict
+
+        key = (namespace, name)
+        verdict = Verdict(ready=ready, message=message, exit_code=exit_code)
+        if self.controllers.kubelet.verdicts.get(key) != verdict:
+            self.controllers.kubelet.verdicts[key] = verdict
+            self.controllers.api.store.wake()
+
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
         """Write a kubeconfig with context ``sandbox`` (current) and a bearer-token user."""
         config = {
