@@ -1,0 +1,107 @@
+"""``make bench``: every benchmark, a table on stdout, ``bench/results.json``.
+
+Usage: ``python -m tests.benchmarks [--only NAME ...] [--fanout-prs N] [--quick]``.
+Names: enqueue, throughput, pipeline (overhead, time to URL, storm, fan-out), cleanup.
+The drills' figures, when ``make test`` wrote them (bench/drills.json), are included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform as host
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.benchmarks.measure import Result, TaskEvents, markdown_table, print_table
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "bench" / "results.json"
+DRILLS = ROOT / "bench" / "drills.json"
+GROUPS = ("enqueue", "throughput", "pipeline", "cleanup")
+
+
+def _machine() -> dict[str, object]:
+    load = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": host.platform(),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _pipeline(args: argparse.Namespace, workdir: Path) -> list[Result]:
+    from k8see.app import create_app
+    from k8see.settings import load_settings
+    from tests.benchmarks import bench_pipeline as bp
+    from tests.e2e.harness import running_platform
+
+    with running_platform(workdir / "pipeline") as h:
+        app = create_app(load_settings(redis={"url": h.platform.redis_url}))
+        with TaskEvents(app) as events:
+            b = bp.Bench(h, events)
+            b.wait_workers()
+            results = bp.time_to_url(
+                b, cold_runs=1 if args.quick else 2, warm_runs=2 if args.quick else 3
+            )
+            warm = next(r for r in results if r.name.startswith("time to URL: warm rebuild"))
+            results += bp.orchestration_overhead(b, runs=2 if args.quick else 5)
+            results += bp.push_storm(b)
+            per_pr = statistics.median(warm.samples)
+            results += bp.fan_out(b, prs=args.fanout_prs, per_pr_seconds=per_pr)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
+    parser.add_argument("--only", nargs="*", choices=GROUPS, default=list(GROUPS))
+    parser.add_argument("--fanout-prs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (for trying)")
+    args = parser.parse_args()
+    from tests.benchmarks import bench_cleanup, bench_client
+
+    machine = _machine()
+    results: list[Result] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="k8see-bench-") as tmp:
+        workdir = Path(tmp)
+        for group in args.only:
+            t0 = time.monotonic()
+            print(f"== {group} ...", flush=True)
+            if group == "enqueue":
+                results += bench_client.enqueue_cold_start(runs=5 if args.quick else 20)
+            elif group == "throughput":
+                results += bench_client.throughput(
+                    pipelines=30 if args.quick else 100, repeats=1 if args.quick else 3
+                )
+            elif group == "pipeline":
+                results += _pipeline(args, workdir)
+            elif group == "cleanup":
+                results += bench_cleanup.cleanup_at_scale(workdir / "cleanup")
+            print(f"   {group} took {time.monotonic() - t0:.0f}s", flush=True)
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    machine["bench_seconds"] = round(time.monotonic() - started, 1)
+    print()
+    print_table(results)
+    drills = json.loads(DRILLS.read_text()) if DRILLS.exists() else {}
+    if drills:
+        print("\nFault drills (from the last `make test`, bench/drills.json):")
+        for name, figures in sorted(drills.items()):
+            print(f"  {name}: {json.dumps(figures, sort_keys=True)}")
+    print(f"\nmachine: {json.dumps(machine)}")
+    OUT.parent.mkdir(exist_ok=True)
+    payload = {"machine": machine, "benchmarks": [r.to_dict() for r in results], "drills": drills}
+    OUT.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    (OUT.parent / "results.md").write_text(markdown_table(results) + "\n")
+    print(f"wrote {OUT.relative_to(ROOT)} and bench/results.md (the table for docs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""A Celery app whose stage tasks only record: the framework without the tools.
+
+Every stage task is the real ``StageTask`` (generation and close checks, lease, record
+transitions, counters, chain hand-off, and build's source fetch), registered under the real
+task names on a dedicated app, so the real client's ``enqueue`` drives it unchanged. Only the
+stage bodies are trivial: each adds a small result and returns. Run with
+``celery -A tests.benchmarks.trivial_app worker -Q <queue>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from k8see.app import create_app
+from k8see.run import Run
+from k8see.settings import load_settings
+from k8see.stages.context import StageContext
+from k8see.tasks import StageTask
+
+STAGES = ("validate", "build", "scan", "deploy", "comment", "destroy")
+
+
+def _record_only(stage: str) -> Any:
+    def body(run: Run, ctx: StageContext) -> Run:
+        if stage == "validate":
+            namespace = f"bench-pr-{run.pr}"
+            return run.with_result(
+                "validate",
+                {
+                    "project_id": "bench",
+                    "namespace": namespace,
+                    "preview_url": f"https://{namespace}.bench.invalid",
+                    "sha": run.sha,
+                    "ref": run.ref,
+                },
+            )
+        return run.with_result(stage, {"recorded": True})
+
+    return body
+
+
+def _task_class(stage: str) -> type[StageTask]:
+    body = _record_only(stage)
+
+    def run(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+        if stage == "comment" and payload.get("stopped"):
+            return payload
+        return self.execute(stage, payload, body)
+
+    return type(f"Trivial{stage.title()}", (StageTask,), {"name": f"k8see.{stage}", "run": run})
+
+
+app = create_app(load_settings(), name="k8see-bench")
+for _stage in STAGES:
+    # After the app's shared tasks (the real stages), so these replace them by name.
+    app.register_task(_task_class(_stage)())
