@@ -171,6 +171,10 @@ class RegistrySettings(BaseModel):
 
     ecr_region: str = ""
 
+    aws_endpoint_url: str = ""
+    """ECR and STS API endpoint; empty: AWS's public one. A VPC endpoint in production,
+    moto's server in tests. Credentials always come from the ambient AWS identity."""
+
 
 class CleanupSettings(BaseModel):
     interval_seconds: int = 900

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "ImageRef",
     "Manifest",
     "OciRegistry",
+    "TagDeletion",
     "parse_ref",
     "push_mirror",
     "push_oci_layout",
@@ -47,6 +48,10 @@ MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFE
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_DEL_HINT = (
+    "Check the registry credentials and that the registry allows deletion "
+    "(REGISTRY_STORAGE_DELETE_ENABLED=true for docker-registry)."
+)
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
@@ -61,6 +66,21 @@ class ImageRef:
     def __str__(self) -> str:
         sep = "@" if self.reference.startswith("sha256:") else ":"
         return f"{self.host}/{self.repository}{sep}{self.reference}"
+
+
+@dataclass(frozen=True)
+class TagDeletion:
+    """The outcome of a best-effort tag deletion, per tag (same shape for every registry).
+
+    Attributes:
+        deleted: Tags that existed and are gone now.
+        absent: Tags that did not exist (already deleted, or never pushed).
+        failed: Tags that may still be there, each with a reason (never a response body).
+    """
+
+    deleted: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -217,32 +237,59 @@ class OciRegistry:
     def delete_tags(self, repository: str, tags: Iterable[str]) -> list[str]:
         """Delete ``tags`` of ``repository``; idempotent (a missing tag counts as done).
 
-        The distribution API deletes manifests by digest, which also removes every other tag
-        on that digest; on close we delete all of a PR's tags, so that is what we want.
-
         Returns:
             The tags that existed and are now gone.
+
+        Raises:
+            RegistryError: a tag could not be deleted (the first reason).
         """
-        deleted = []
+        outcome = self.remove_tags(repository, list(tags))
+        if outcome.failed:
+            tag, reason = next(iter(outcome.failed.items()))
+            raise RegistryError(f"Could not delete {repository}:{tag}: {reason}", hint=_DEL_HINT)
+        return list(outcome.deleted)
+
+    def remove_tags(self, repository: str, tags: Sequence[str]) -> TagDeletion:
+        """Delete ``tags`` best-effort: every tag gets an outcome, none raises.
+
+        The distribution API deletes manifests by digest, which also removes every other tag
+        on that digest; on close we delete all of a PR's tags, so that is what we want. Tags
+        are resolved first, so two tags on one digest are both reported deleted.
+        """
+        by_digest: dict[str, list[str]] = {}
+        absent: list[str] = []
+        failed: dict[str, str] = {}
         for tag in tags:
-            resp = self._request("HEAD", repository, f"manifests/{tag}", accept=MANIFEST_ACCEPT)
-            if resp.status_code == 404:
+            try:
+                resp = self._request("HEAD", repository, f"manifests/{tag}", accept=MANIFEST_ACCEPT)
+                if resp.status_code == 404:
+                    absent.append(tag)
+                    continue
+                self._check(resp, f"resolve {repository}:{tag}")
+                digest = resp.headers.get("Docker-Content-Digest", "")
+                if not _DIGEST_RE.match(digest):
+                    digest = self.get_manifest(f"{self.host}/{repository}:{tag}").digest
+            except RegistryError as exc:
+                failed[tag] = exc.message
                 continue
-            self._check(resp, f"resolve {repository}:{tag}")
-            digest = resp.headers.get("Docker-Content-Digest", "")
-            if not _DIGEST_RE.match(digest):
-                digest = self.get_manifest(f"{self.host}/{repository}:{tag}").digest
-            resp = self._request("DELETE", repository, f"manifests/{digest}")
-            if resp.status_code == 405:
-                raise RegistryError(
-                    f"Registry {self.host} refuses to delete images.",
-                    hint="Enable deletion (REGISTRY_STORAGE_DELETE_ENABLED=true for "
-                    "docker-registry).",
-                )
-            if resp.status_code != 404:
-                self._check(resp, f"delete {repository}:{tag}")
-            deleted.append(tag)
-        return deleted
+            by_digest.setdefault(digest, []).append(tag)
+        deleted: list[str] = []
+        for digest, on_it in by_digest.items():
+            try:
+                resp = self._request("DELETE", repository, f"manifests/{digest}")
+                if resp.status_code == 405:
+                    raise RegistryError(f"Registry {self.host} refuses to delete images.")
+                if resp.status_code != 404:
+                    self._check(resp, f"delete {repository}@{digest[:19]}")
+            except RegistryError as exc:
+                failed.update(dict.fromkeys(on_it, exc.message))
+                continue
+            deleted += on_it
+        return TagDeletion(
+            deleted=tuple(t for t in tags if t in deleted),
+            absent=tuple(absent),
+            failed=failed,
+        )
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest under a tag or digest; returns its digest."""

@@ -1,0 +1,109 @@
+"""The platform's registry, from the settings: its host, its credentials, how tags go.
+
+Why a module of its own: three registry types (GHCR, ECR, a generic OCI registry) differ in
+exactly three places: where the host comes from (ECR: the AWS account and region), what the
+login is (ECR: a 12-hour token from the API) and how a tag is deleted (GHCR: package versions
+through the GitHub API; ECR: ``BatchDeleteImage``; generic: the distribution API). The build,
+scan, untag and deploy stages ask here instead of each knowing all three.
+
+``registry_credentials(settings)`` is the one function the deploy side calls to create and
+refresh the image pull secret (``ghcr-pull-secret`` / ``ecr-pull-secret``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from k8see.integrations.registry import OciRegistry, TagDeletion
+from k8see.settings import PlatformSettings
+
+__all__ = [
+    "TagRemover",
+    "ensure_repository",
+    "registry_credentials",
+    "registry_host",
+    "tag_remover",
+]
+
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+class TagRemover(Protocol):
+    """Best-effort, idempotent tag deletion in one registry."""
+
+    def remove_tags(self, repository: str, tags: Sequence[str]) -> TagDeletion: ...
+
+
+def _ecr(settings: PlatformSettings) -> Any:
+    from k8see.integrations.ecr import EcrRegistry  # boto3: a worker-only dependency
+
+    reg = settings.registry
+    return EcrRegistry(region=reg.ecr_region, endpoint_url=reg.aws_endpoint_url)
+
+
+def registry_host(settings: PlatformSettings) -> str:
+    """``registry.host``; for ECR left empty (or at the GHCR default), the account's host."""
+    reg = settings.registry
+    if reg.type == "ecr" and reg.host in ("", "ghcr.io"):
+        return str(_ecr(settings).host())
+    return reg.host
+
+
+def registry_credentials(settings: PlatformSettings) -> tuple[str, str, datetime | None]:
+    """The login for pushing and pulling: ``(username, password, expires_at)``.
+
+    ECR: ``("AWS", <token>, <expiry, about 12 h ahead>)`` from ``GetAuthorizationToken`` with
+    the ambient AWS identity; refresh the pull secret before ``expires_at``. GHCR and generic
+    registries: ``registry.username``/``registry.password`` and ``None`` (no expiry);
+    ``("", "", None)`` when the registry needs no login. The password is a secret: never log
+    it or put it into a message.
+
+    Raises:
+        RegistryError: the ECR API refused or could not be reached.
+    """
+    reg = settings.registry
+    if reg.type == "ecr":
+        auth = _ecr(settings).authorization()
+        return auth.username, auth.password, auth.expires_at
+    password = reg.password.get_secret_value() if reg.password else ""
+    return (reg.username, password, None) if password else ("", "", None)
+
+
+def ensure_repository(settings: PlatformSettings, *, repository: str) -> bool:
+    """Create the image repository before the first push where the registry needs it.
+
+    Only ECR does (GHCR and registries create repositories on push). ``repository`` is the
+    path without the host. Returns True when it was created now.
+    """
+    if settings.registry.type != "ecr":
+        return False
+    return bool(_ecr(settings).ensure_repository(repository))
+
+
+def tag_remover(settings: PlatformSettings, *, log: Log) -> TagRemover:
+    """The deleter for the configured registry type."""
+    reg = settings.registry
+    if reg.type == "ecr":
+        remover: TagRemover = _ecr(settings)
+        return remover
+    password = reg.password.get_secret_value() if reg.password else ""
+    if reg.type == "ghcr":
+        from k8see.integrations.ghcr import GhcrPackages
+
+        token = password or (
+            settings.github.token.get_secret_value() if settings.github.token else ""
+        )
+        return GhcrPackages(
+            api_url=settings.github.api_url,
+            token=token,
+            log=log,
+            timeout_seconds=settings.github.timeout_seconds,
+            max_retries=settings.queues.max_retries,
+            backoff_seconds=settings.queues.retry_backoff_seconds,
+        )
+    return OciRegistry(
+        host=reg.host, insecure=reg.insecure, username=reg.username, password=password or None
+    )
