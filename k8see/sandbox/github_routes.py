@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from k8see.sandbox.github_state import (
     COMMIT_STATES,
@@ -430,7 +430,76 @@ def create_access_token(req: Request) -> Reply:
     )
 
 
+def _package(req: Request) -> tuple[tuple[str, str, str], list[dict[str, Any]]] | None:
+    """The package of an ``/orgs/{org}/...`` or ``/user/...`` path (the token's own)."""
+    org = req.groups.get("org")
+    owner = org or (req.actor.login if req.actor else "")
+    key = ("org" if org else "user", owner.lower(), unquote(req.groups["package"]))
+    versions = req.state.packages.get(key)
+    return None if versions is None else (key, versions)
+
+
+def package_versions(req: Request) -> Reply:
+    found = _package(req)
+    return paginate(req, found[1]) if found else not_found()
+
+
+def delete_package_version(req: Request) -> Reply:
+    found = _package(req)
+    if found is None:
+        return not_found()
+    key, versions = found
+    kept = [v for v in versions if v["id"] != int(req.groups["id"])]
+    if len(kept) == len(versions):
+        return not_found()
+    if not kept:  # GitHub's rule: the package must be deleted instead
+        return error(400, "You cannot delete the last tagged version of a package. "
+                     "You must delete the package instead.")  # fmt: skip
+    req.state.packages[key] = kept
+    return Reply(204)
+
+
+def delete_package(req: Request) -> Reply:
+    found = _package(req)
+    if found is None:
+        return not_found()
+    del req.state.packages[found[0]]
+    return Reply(204)
+
+
+def upload_sarif(req: Request) -> Reply:
+    """``POST /repos/{o}/{r}/code-scanning/sarifs``: gzip + base64 SARIF, commit and ref."""
+    import base64
+    import gzip
+    import json
+
+    repo = _repo(req)
+    if repo is None:
+        return not_found()
+    if repo.private:
+        return error(403, "Advanced Security must be enabled for this repository to use "
+                     "code scanning.")  # fmt: skip
+    body = req.body if isinstance(req.body, dict) else {}
+    if not SHA_RE.match(str(body.get("commit_sha", ""))):
+        return invalid("commit_sha")
+    if not str(body.get("ref", "")).startswith("refs/"):
+        return invalid("ref")
+    try:
+        sarif = json.loads(gzip.decompress(base64.b64decode(str(body.get("sarif", "")))))
+    except (ValueError, OSError):
+        return error(400, "Invalid SARIF: it must be gzip-compressed and base64-encoded.")
+    if not isinstance(sarif, dict) or sarif.get("version") != "2.1.0" or "runs" not in sarif:
+        return error(400, "Invalid SARIF: version 2.1.0 with runs is required.")
+    sid = f"sarif-{req.state.next_id()}"
+    req.state.sarifs.setdefault(repo.full_name.lower(), []).append(
+        {"id": sid, "commit_sha": body["commit_sha"], "ref": body["ref"], "sarif": sarif}
+    )
+    url = f"{req.base_url}/repos/{repo.full_name}/code-scanning/sarifs/{sid}"
+    return Reply(202, {"id": sid, "url": url})
+
+
 Route = tuple[str, re.Pattern[str], Callable[[Request], Reply], str]
+_P = r"/(?:orgs/(?P<org>[^/]+)|user)/packages/container/(?P<package>[^/]+)"
 _O = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 
 #: (method, path pattern, handler, auth kind: "token", "jwt" or "none")
@@ -452,6 +521,10 @@ ROUTES: list[Route] = [
         ("POST", _O + r"/deployments/(?P<id>\d+)/statuses", deployment_statuses, "token"),
         ("POST", _O + r"/statuses/(?P<sha>[^/]+)", create_commit_status, "token"),
         ("GET", _O + r"/tarball/(?P<ref>.+)", get_tarball, "token"),
+        ("POST", _O + r"/code-scanning/sarifs", upload_sarif, "token"),
+        ("GET", _P + r"/versions", package_versions, "token"),
+        ("DELETE", _P + r"/versions/(?P<id>\d+)", delete_package_version, "token"),
+        ("DELETE", _P, delete_package, "token"),
         ("GET", _O + r"/installation", get_installation, "jwt"),
         (
             "POST",

@@ -102,6 +102,10 @@ class GitHubState:
         self.apps: dict[str, tuple[bytes, dict[str, int]]] = {}
         self.installation_token_ttl_seconds = 3600
         self.codeload_tokens: set[str] = set()
+        #: ("org"|"user", owner, package name) → container package versions, newest first.
+        self.packages: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        #: repository → uploaded SARIF analyses (decoded), oldest first.
+        self.sarifs: dict[str, list[dict[str, Any]]] = {}
         self._ids = itertools.count(1001)
         self.reset()
 
@@ -117,6 +121,8 @@ class GitHubState:
             self.apps.clear()
             self.installation_token_ttl_seconds = 3600
             self.codeload_tokens.clear()
+            self.packages.clear()
+            self.sarifs.clear()
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -208,6 +214,19 @@ class GitHubState:
             }
             self.comments[cid] = comment
             return public(comment)
+
+    def add_package_version(
+        self, owner: str, package: str, tags: list[str], *, org: bool = True
+    ) -> int:
+        """A GHCR container package version (an image) of org or user ``owner``."""
+        with self.lock:
+            vid = self.next_id()
+            key = ("org" if org else "user", owner.lower(), package)
+            versions = self.packages.setdefault(key, [])
+            versions.insert(0, {"id": vid, "name": f"sha256:{vid:064x}", "created_at": iso(),
+                                "metadata": {"package_type": "container",
+                                             "container": {"tags": list(tags)}}})  # fmt: skip
+            return vid
 
     def _need(self, full_name: str) -> RepoState:
         repo = self.repo(full_name)
