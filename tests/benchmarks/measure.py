@@ -120,12 +120,17 @@ class TaskEvents:
 
 
 def handoffs(tasks: list[dict[str, Any]]) -> dict[str, float]:
-    """For consecutive tasks of one chain: next started minus previous succeeded, seconds."""
+    """For consecutive tasks of one chain: when the next one started minus when the previous
+    stage's worker sent it (both events carry the sender's clock), in seconds.
+
+    The previous task's ``task-succeeded`` is not used: Celery sends a chain's next task
+    before it emits that event, so the difference can be negative.
+    """
     out: dict[str, float] = {}
     for prev, nxt in itertools.pairwise(tasks):
-        if "task-succeeded" in prev and "task-started" in nxt:
+        if "task-sent" in nxt and "task-started" in nxt:
             key = f"{prev['name'].split('.')[-1]}->{nxt['name'].split('.')[-1]}"
-            out[key] = nxt["task-started"] - prev["task-succeeded"]
+            out[key] = nxt["task-started"] - nxt["task-sent"]
     return out
 
 

@@ -1,0 +1,254 @@
+"""Benchmarks through the real pipeline on the sandbox platform: buildah, the registry, Trivy,
+helm, real worker pools at their default sizes, the sandbox Kubernetes and GitHub servers.
+
+- orchestration overhead: a full pipeline whose image is already built (full layer cache),
+  minus the time inside the stages; and the hand-off latency between stages;
+- time to URL for examples/hello: cold (empty build storage) and warm (a push to the PR);
+- push storm: 50 synchronize events for one PR within 2 s;
+- fan-out: many PRs opened at once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.measure import Result, TaskEvents, handoffs, wait_until
+from tests.drills.common import WORKER_ENV
+from tests.e2e.harness import ROOT, Harness
+
+STAGES = ("validate", "build", "scan", "deploy")
+
+
+class Bench:
+    """The platform plus what the pipeline benchmarks share."""
+
+    def __init__(self, h: Harness, events: TaskEvents):
+        from k8see.settings import load_settings
+
+        self.h = h
+        self.events = events
+        self.settings = load_settings(redis={"url": h.platform.redis_url})
+        self.repos = 0
+
+    def repo(self, name: str) -> tuple[str, Path, str]:
+        """A new git repository, registered with the GitHub sandbox (once: it resets PRs)."""
+        self.repos += 1
+        name = f"{name}{self.repos}"
+        # Its own projectId, so PR numbers may repeat across repositories.
+        config = (ROOT / "examples" / "hello" / "k8s-ee.yaml").read_text()
+        config = config.replace("projectId: hello", f"projectId: {name}")
+        repo, path, sha = self.h.repo(name, {"k8s-ee.yaml": config})
+        self.h.platform.github.add_repo(repo)
+        return repo, path, sha
+
+    def send(
+        self, repo: str, path: Path, pr: int, sha: str, action: str = "opened", pull: bool = True
+    ) -> None:
+        from k8see.client import enqueue
+        from k8see.events import decide_from_flags
+
+        if pull:
+            self.h.platform.github.add_pull(repo, pr, head_sha=sha, head_ref="feature")
+        decision = decide_from_flags(
+            repo=repo, pr=pr, action=action, sha=sha, ref="feature", trigger="automatic"
+        )
+        enqueue(
+            decision,
+            settings=self.settings,
+            trigger=f"pull_request:{action}",
+            source=str(path),
+            client=self.h.redis,
+        )
+
+    def ready_at(self, repo: str, pr: int, sha: str, timeout: float = 900) -> float:
+        def ready() -> bool:
+            record = self.h.record(repo, pr)
+            if record.get("status") == "failed":
+                raise RuntimeError(f"{repo}#{pr} failed: {record.get('error')}")
+            return record.get("status") == "ready" and record.get("sha") == sha
+
+        return wait_until(ready, timeout=timeout)
+
+    def one_run(
+        self, repo: str, path: Path, pr: int, sha: str, action: str = "opened"
+    ) -> dict[str, Any]:
+        """One run, alone on the platform: wall time, the record's stage timings, hand-offs."""
+        wall_start = time.time()
+        started = time.monotonic()
+        self.send(repo, path, pr, sha, action)
+        seconds = self.ready_at(repo, pr, sha) - started
+        time.sleep(1.0)  # the comment task and its events
+        record = self.h.record(repo, pr)
+        tasks = self.events.between(wall_start, time.time())
+        return {
+            "seconds": seconds,
+            "timings": {k: float(v) for k, v in (record.get("timings") or {}).items()},
+            "handoffs": handoffs(tasks),
+        }
+
+    def wait_workers(self, count: int = 4, timeout: float = 60) -> None:
+        from k8see.app import create_app
+
+        app = create_app(self.settings)
+        wait_until(lambda: len(app.control.ping(timeout=0.5)) >= count, timeout=timeout, poll=0.5)
+
+
+def time_to_url(b: Bench, *, cold_runs: int = 2, warm_runs: int = 3) -> list[Result]:
+    """examples/hello from enqueue to ready: cold build storage, then pushes to the PR."""
+    platform = b.h.platform
+    cold, warm = [], []
+    cold_stages: dict[str, list[float]] = {s: [] for s in STAGES}
+    warm_stages: dict[str, list[float]] = {s: [] for s in STAGES}
+    for i in range(cold_runs):
+        # An empty buildah storage for the build pool: base image pulled, every step run.
+        platform.stop_process("worker-build")
+        storage = platform.workdir / f"cold-storage-{i}"
+        platform.start_workers(
+            pools=("build",), extra_env={**WORKER_ENV, "K8SEE_BUILD__STORAGE_DIR": str(storage)}
+        )
+        b.wait_workers()
+        repo, path, sha = b.repo("cold")
+        run = b.one_run(repo, path, 1, sha)
+        cold.append(run["seconds"])
+        for s in STAGES:
+            cold_stages[s].append(run["timings"].get(s, 0.0))
+        # Warm: the same PR gets pushes that change the served files (COPY layer rebuilt).
+        if i == cold_runs - 1:
+            for j in range(warm_runs):
+                (path / "www" / "index.html").write_text(f"<p>push {j}</p>\n")
+                new_sha = b.h.commit(path, f"push {j}")
+                run = b.one_run(repo, path, 1, new_sha, action="synchronize")
+                warm.append(run["seconds"])
+                for s in STAGES:
+                    warm_stages[s].append(run["timings"].get(s, 0.0))
+    params = {"example": "hello", "platforms": WORKER_ENV["K8SEE_BUILD__PLATFORMS"]}
+    results = [
+        Result("time to URL: cold build", "s", cold, {**params, "runs": cold_runs}),
+        Result("time to URL: warm rebuild (push)", "s", warm, {**params, "runs": warm_runs}),
+    ]
+    if cold and warm:
+        import statistics
+
+        results[1].ratio = statistics.median(warm) / statistics.median(cold)
+        results[1].notes = "ratio = warm median / cold median"
+    for s in STAGES:
+        results.append(Result(f"time to URL: cold, {s} stage", "s", cold_stages[s], params))
+        results.append(Result(f"time to URL: warm, {s} stage", "s", warm_stages[s], params))
+    return results
+
+
+def orchestration_overhead(b: Bench, *, runs: int = 5) -> list[Result]:
+    """A PR whose SHA is already built and scanned: wall time minus the stages' own time."""
+    repo, path, sha = b.repo("overhead")
+    b.one_run(repo, path, 1, sha)  # builds and scans the image once
+    overheads, walls = [], []
+    hand: dict[str, list[float]] = {}
+    stage_sum = []
+    for pr in range(2, runs + 2):
+        run = b.one_run(repo, path, pr, sha)
+        inside = sum(run["timings"].get(s, 0.0) for s in STAGES)
+        walls.append(run["seconds"])
+        stage_sum.append(inside)
+        overheads.append(run["seconds"] - inside)
+        for key, value in run["handoffs"].items():
+            hand.setdefault(key, []).append(value)
+    params = {"runs": runs, "cache": "image layers cached; same SHA as an earlier PR"}
+    results = [
+        Result("orchestration: pipeline wall time (cached)", "s", walls, params),
+        Result("orchestration: time inside stages", "s", stage_sum, params),
+        Result(
+            "orchestration: overhead (wall - stages)",
+            "s",
+            overheads,
+            params,
+            notes="enqueue, queueing, hand-offs and record writes: everything not in a stage",
+        ),
+    ]
+    for key, values in sorted(hand.items()):
+        results.append(Result(f"hand-off latency {key}", "s", values, params))
+    return results
+
+
+def push_storm(b: Bench, *, pushes: int = 50) -> list[Result]:
+    """50 synchronize events for one PR in under 2 s; what ran, and whether the last SHA won."""
+    from k8see import state
+
+    repo, path, _ = b.repo("storm")
+    shas = [b.h.commit(path, f"push {i}") for i in range(pushes)]
+    before = state.stats(b.h.redis)
+    b.h.platform.github.add_pull(repo, 1, head_sha=shas[-1], head_ref="feature")
+    started = time.monotonic()
+    for sha in shas:
+        b.send(repo, path, 1, sha, action="synchronize", pull=False)
+    spread = time.monotonic() - started
+    ready = b.ready_at(repo, 1, shas[-1]) - started
+    time.sleep(3)  # stragglers: a superseded stage that still starts would count
+    after = state.stats(b.h.redis)
+    record = b.h.record(repo, 1)
+
+    def delta(name: str) -> int:
+        return after.get(name, 0) - before.get(name, 0)
+
+    params = {"pushes": pushes, "enqueue_spread_seconds": round(spread, 3)}
+    extra = {
+        "builds_started": delta("stage_started:build"),
+        "deploys_run": delta("stage_started:deploy"),
+        "validates_started": delta("stage_started:validate"),
+        "last_sha_won": record.get("sha") == shas[-1] and record.get("status") == "ready",
+    }
+    return [
+        Result("push storm: time until last SHA ready", "s", [ready], params, extra=extra),
+        Result("push storm: builds started", "builds", [extra["builds_started"]], params),
+        Result("push storm: deploys run", "deploys", [extra["deploys_run"]], params),
+        Result(
+            "push storm: last SHA won (1 = yes)", "bool", [float(extra["last_sha_won"])], params
+        ),
+    ]
+
+
+def fan_out(b: Bench, *, prs: int, per_pr_seconds: float) -> list[Result]:
+    """``prs`` PRs opened at once, each its own commit; all ready, queue waits, vs ideal."""
+    repo, path, _ = b.repo("fanout")
+    shas = []
+    for pr in range(1, prs + 1):
+        (path / "www" / "index.html").write_text(f"<p>PR {pr}</p>\n")
+        shas.append(b.h.commit(path, f"PR {pr}"))
+    wall_start = time.time()
+    started = time.monotonic()
+    for pr, sha in enumerate(shas, start=1):
+        b.send(repo, path, pr, sha)
+    done = max(b.ready_at(repo, pr, sha, timeout=1800) for pr, sha in enumerate(shas, start=1))
+    elapsed = done - started
+    time.sleep(2)
+    tasks = [t for t in b.events.snapshot() if t.get("task-sent", 0) >= wall_start - 1]
+    waits = [
+        t["task-started"] - t["task-sent"]
+        for t in tasks
+        if "task-started" in t and "task-sent" in t
+    ]
+    concurrency = b.settings.queues.build_concurrency
+    ideal = per_pr_seconds * prs / concurrency
+    params = {
+        "prs": prs,
+        "pools": {
+            "default": b.settings.queues.default_concurrency,
+            "build": concurrency,
+            "deploy": b.settings.queues.deploy_concurrency,
+        },
+        "per_pr_seconds": round(per_pr_seconds, 2),
+        "ideal_seconds": round(ideal, 1),
+        "ideal": "per-PR time x PRs / build-pool concurrency (build and scan share that pool)",
+    }
+    return [
+        Result(
+            "fan-out: time until all ready",
+            "s",
+            [elapsed],
+            params,
+            ratio=elapsed / ideal,
+            notes="ratio = measured / ideal",
+        ),
+        Result("fan-out: queue wait per task", "s", waits, params),
+    ]
