@@ -1,11 +1,18 @@
 """The platform chart: helm lint and template pass, Flower cannot be installed without auth,
-and the rendered manifests install into the sandbox cluster (kubectl apply, real API)."""
+and the rendered manifests install into the sandbox cluster (kubectl apply, real API).
+
+The Grafana dashboard: every metric and label its queries use is one k8see.metrics exports,
+and its ConfigMap is off by default and, when on, carries the sidecar label and the JSON."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import uuid
 from pathlib import Path
+
+import yaml
 
 from tests.conftest import require_tool
 
@@ -51,3 +58,70 @@ def test_rendered_manifests_install_into_the_cluster(kube_env: dict[str, str]) -
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "deployment.apps/k8see-k8see-platform-worker-build created" in done.stdout
+
+
+# --- the Grafana dashboard ----------------------------------------------------------------------
+
+DASHBOARD = CHART / "dashboards" / "k8see.json"
+#: Sample names each metric type exposes, from its family name.
+SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("_total",), "gauge": ("",)}
+
+
+def exported_metrics(redis_url: str) -> dict[str, set[str]]:
+    """Every sample name k8see.metrics exports, with the labels a query may group by."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from k8see import metrics
+
+    out: dict[str, set[str]] = {}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            labels = set(value._labelnames)
+            if value._type == "histogram":
+                labels.add("le")
+            for suffix in SUFFIXES[value._type]:
+                out[value._name.removesuffix("_total") + suffix] = labels
+    # The environment gauges are collected from Redis at scrape time.
+    for family in metrics.EnvironmentCollector(redis_url).collect():
+        out[family.name] = {"status"} if family.name == "k8see_environments" else set()
+    return out
+
+
+def test_dashboard_queries_only_metrics_and_labels_k8see_exports(redis_url: str) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exported = exported_metrics(redis_url)
+    assert len(exprs) >= 12
+    used = set()
+    for expr in exprs:
+        names = set(re.findall(r"\bk8see_[a-z_]+\b", expr))
+        assert names, expr
+        for name in names:
+            assert name in exported, f"{name} in {expr!r} is not exported by k8see.metrics"
+            used.add(name)
+        labels = set(re.findall(r"(?:by|without) \(([^)]*)\)", expr))
+        grouped = {label.strip() for group in labels for label in group.split(",")}
+        matched = set(re.findall(r"(\w+)=~?\"", expr))
+        allowed = set().union(*(exported[n] for n in names))
+        assert grouped | matched <= allowed, expr
+    # Every topic the issue asks for has a panel.
+    for name in ("k8see_time_to_ready_seconds_bucket", "k8see_stage_duration_seconds_bucket",
+                 "k8see_queue_wait_seconds_bucket", "k8see_runs_total",
+                 "k8see_stage_failures_total", "k8see_environments",
+                 "k8see_cleanup_actions_total", "k8see_lease_contention_total",
+                 "k8see_stage_stops_total"):  # fmt: skip
+        assert name in used
+
+
+def test_dashboard_configmap_is_off_by_default_and_carries_the_sidecar_label(
+    kube_env: dict[str, str],
+) -> None:
+    off = helm("template", "k8see", str(CHART), "-f", str(VALUES), env=kube_env)
+    assert off.returncode == 0 and "-dashboard" not in off.stdout
+    on = helm("template", "k8see", str(CHART), "-f", str(VALUES), "--set",
+              "grafanaDashboard.enabled=true", "--show-only",
+              "templates/dashboard-configmap.yaml", env=kube_env)  # fmt: skip
+    assert on.returncode == 0, on.stderr
+    configmap = yaml.safe_load(on.stdout)
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["k8see.json"]) == json.loads(DASHBOARD.read_text())
