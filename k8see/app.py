@@ -21,6 +21,8 @@ ROUTES: dict[str, str] = {
     "k8see.comment": "default",
     "k8see.build": "build",
     "k8see.scan": "build",
+    # Registry work with the build pool's registry credentials (deletes the PR's tags).
+    "k8see.untag": "build",
     "k8see.deploy": "deploy",
     "k8see.destroy": "deploy",
     # Scheduled jobs and preserve commands (k8see.maintenance).

@@ -15,10 +15,11 @@ from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 
 DEPLOY_STAGES = ("validate", "build", "scan", "deploy", "comment")
-DESTROY_STAGES = ("destroy", "comment")
+#: ``untag`` deletes the PR's image tags after the destroy (best-effort, on the build queue).
+DESTROY_STAGES = ("destroy", "untag", "comment")
 #: A destroy asked for by a comment is checked first: the repository's trigger mode decides
 #: whether the command counts (automatic mode ignores it), and only the worker can read it.
-COMMAND_DESTROY_STAGES = ("validate", "destroy", "comment")
+COMMAND_DESTROY_STAGES = ("validate", "destroy", "untag", "comment")
 HARD_LIMIT_GRACE_SECONDS = 30
 
 
@@ -30,6 +31,7 @@ def stage_time_limit(settings: PlatformSettings, stage: str) -> int:
         "scan": settings.scan.timeout_seconds,
         "deploy": settings.deploy.helm_timeout_seconds + 120,
         "destroy": settings.deploy.destroy_timeout_seconds + 120,
+        "untag": 180,
         "comment": 120,
     }[stage]
 

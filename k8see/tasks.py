@@ -43,7 +43,7 @@ from k8see.errors import (
 from k8see.logs import redactor, run_logger
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
-from k8see.stages import build, command, comment, deploy, destroy, scan, validate
+from k8see.stages import build, command, comment, deploy, destroy, scan, untag, validate
 from k8see.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -370,7 +370,7 @@ def _record_changes(stage: str, run: Run) -> dict[str, Any]:
             "error": None,
         }
     if stage == "build":
-        return {k: result.get(k) for k in ("image", "digest", "platforms")}
+        return {k: result.get(k) for k in ("image", "digest", "platforms", "pushed_tags")}
     if stage == "scan":
         return {"scan": result}
     if stage == "deploy":
@@ -382,6 +382,8 @@ def _record_changes(stage: str, run: Run) -> dict[str, Any]:
     if stage == "destroy":
         status = Status.PRESERVED if result.get("preserved") else Status.DESTROYED
         return {"status": status.value, "merged": run.merged, "error": None}
+    if stage == "untag":
+        return {"untagged": {k: result.get(k) or [] for k in ("deleted", "failed")}}
     if stage == "comment":
         return {"comment_id": result.get("comment_id")}
     return {}
@@ -414,6 +416,11 @@ def deploy_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
 @shared_task(base=StageTask, bind=True, name="k8see.destroy")  # type: ignore[untyped-decorator]
 def destroy_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     return _run_stage(self, "destroy", payload, destroy.run)
+
+
+@shared_task(base=StageTask, bind=True, name="k8see.untag")  # type: ignore[untyped-decorator]
+def untag_task(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    return _run_stage(self, "untag", payload, untag.run)
 
 
 @shared_task(base=StageTask, bind=True, name="k8see.comment")  # type: ignore[untyped-decorator]

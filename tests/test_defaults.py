@@ -35,10 +35,10 @@ def test_platform_defaults() -> None:
 def test_queues_routes_and_chains() -> None:
     assert QUEUES == ("default", "build", "deploy", "maintenance")
     assert ROUTES["k8see.validate"] == "default" and ROUTES["k8see.comment"] == "default"
-    assert ROUTES["k8see.build"] == ROUTES["k8see.scan"] == "build"
+    assert ROUTES["k8see.build"] == ROUTES["k8see.scan"] == ROUTES["k8see.untag"] == "build"
     assert ROUTES["k8see.deploy"] == ROUTES["k8see.destroy"] == "deploy"
     assert DEPLOY_STAGES == ("validate", "build", "scan", "deploy", "comment")
-    assert DESTROY_STAGES == ("destroy", "comment")
+    assert DESTROY_STAGES == ("destroy", "untag", "comment")
 
 
 def test_the_app_is_json_only_and_acks_late() -> None:

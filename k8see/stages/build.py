@@ -2,7 +2,8 @@
 
 Input: ``run.result("validate")`` (``config`` with camelCase keys, ``project_id``,
 ``source_dir`` = the checked-out source at the head SHA). Output: ``run.result("build")`` =
-``{"image": "<repo>@<digest>", "digest", "platforms", "seconds", "tags", "repository"}``.
+``{"image": "<repo>@<digest>", "digest", "platforms", "seconds", "tags", "repository",
+"pushed_tags"}`` (``pushed_tags``: every tag of the PR so far, for deletion on close).
 
 Why the path checks live here and not only in the config model: the build is where a path
 meets the disk, so this is where ``..``, absolute paths and symlinks that leave the checkout
@@ -22,11 +23,18 @@ from k8see.errors import ConfigError, PlatformError, Where
 from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
 from k8see.integrations.dockerbuild import DockerBuilder
 from k8see.integrations.registry import parse_ref
+from k8see.integrations.registry_access import (
+    ensure_repository,
+    registry_credentials,
+    registry_host,
+)
 from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
 
 CONFIG_FILE = "k8s-ee.yaml"
+#: Tags remembered per PR for deletion on close (older ones are left to registry GC).
+MAX_PUSHED_TAGS = 100
 
 
 def run(run: Run, ctx: StageContext) -> Run:
@@ -54,12 +62,17 @@ def run(run: Run, ctx: StageContext) -> Run:
             where=Where(file=CONFIG_FILE, field="image.dockerfile"),
         )
     project_id = str(validated.get("project_id") or config.get("projectId") or "")
-    repository = image_repository(settings, run.repo, project_id, image_cfg.get("repository"))
+    host = registry_host(settings)
+    repository = image_repository(
+        settings, run.repo, project_id, image_cfg.get("repository"), host=host
+    )
     tags = [names.image_tag(run.pr), names.sha_tag(run.sha)]
     platforms = parse_platforms(settings.build.platforms)
+    if ensure_repository(settings, repository=repository.split("/", 1)[1]):
+        ctx.log.info("Created the registry repository %s.", repository)
 
     ctx.log.info("Building %s for %s.", repository, ", ".join(platforms))
-    result = make_builder(settings, workdir=ctx.workdir).build_and_push(
+    result = make_builder(settings, workdir=ctx.workdir, host=host).build_and_push(
         context_dir=context_dir,
         dockerfile=dockerfile,
         image=repository,
@@ -80,8 +93,22 @@ def run(run: Run, ctx: StageContext) -> Run:
             "platforms": list(result.platforms),
             "seconds": round(result.seconds, 3),
             "tags": list(result.tags),
+            "pushed_tags": pushed_tags(ctx, list(result.tags)),
         },
     )
+
+
+def pushed_tags(ctx: StageContext, tags: list[str]) -> list[str]:
+    """Every tag the PR's builds pushed so far (the record's list plus these), newest last.
+
+    The untag stage deletes them when the PR closes: per-commit tags of earlier pushes are
+    otherwise unknown (a registry cannot say which PR pushed ``sha-<x>``).
+    """
+    record = ctx.extra.get("record")
+    before = record.get("pushed_tags") if isinstance(record, dict) else None
+    known = [t for t in before if isinstance(t, str)] if isinstance(before, list) else []
+    merged = [t for t in known if t not in tags] + tags
+    return merged[-MAX_PUSHED_TAGS:]
 
 
 def inside(base: Path, relative: str, field: str) -> Path:
@@ -110,14 +137,20 @@ def inside(base: Path, relative: str, field: str) -> Path:
 
 
 def image_repository(
-    settings: PlatformSettings, repo: str, project_id: str, custom: object = None
+    settings: PlatformSettings,
+    repo: str,
+    project_id: str,
+    custom: object = None,
+    *,
+    host: str | None = None,
 ) -> str:
     """The image repository: ``image.repository`` if set, else the platform's naming.
 
     A custom repository must be on the platform's registry: builds push with the platform's
-    credentials, which must not be pointed at another registry by a pull request.
+    credentials, which must not be pointed at another registry by a pull request. ``host``
+    is the registry host when already resolved (ECR derives it from the AWS account).
     """
-    host = settings.registry.host
+    host = host or settings.registry.host
     if not custom:
         return names.image_repository(host, repo, project_id)
     value = str(custom)
@@ -139,16 +172,21 @@ def image_repository(
     return value
 
 
-def make_builder(settings: PlatformSettings, *, workdir: Path) -> Builder:
-    """The configured builder, with the registry's credentials and the shared cache."""
+def make_builder(settings: PlatformSettings, *, workdir: Path, host: str | None = None) -> Builder:
+    """The configured builder, with the registry's credentials and the shared cache.
+
+    ``host`` is the registry host when already resolved; ECR's login is fetched here, fresh
+    for each build (it lives 12 hours, a build at most ``build.timeout_seconds``).
+    """
     build, reg = settings.build, settings.registry
-    password = reg.password.get_secret_value() if reg.password else ""
-    auth = [RegistryAuth(host=reg.host, username=reg.username, password=password)]
+    host = host or reg.host
+    username, password, _expires = registry_credentials(settings)
+    auth = [RegistryAuth(host=host, username=username, password=password)]
     if build.builder == "docker":
         return DockerBuilder(
             base_url=build.docker_host,
-            insecure_registries=[reg.host] if reg.insecure else [],
-            auth=auth if reg.username and password else [],
+            insecure_registries=[host] if reg.insecure else [],
+            auth=auth if username and password else [],
         )
     storage = build.storage_dir or str(
         Path(build.workdir or tempfile.gettempdir()) / "k8see-buildah"
@@ -157,7 +195,7 @@ def make_builder(settings: PlatformSettings, *, workdir: Path) -> Builder:
         storage_dir=Path(storage),
         storage_driver=build.buildah_storage_driver,
         registries_conf=Path(build.registries_conf) if build.registries_conf else None,
-        insecure_registries=[reg.host] if reg.insecure else [],
-        auth=auth if reg.username and password else [],
+        insecure_registries=[host] if reg.insecure else [],
+        auth=auth if username and password else [],
         isolation=build.isolation,
     )

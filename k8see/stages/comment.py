@@ -58,7 +58,7 @@ DATABASE_ENV: dict[str, tuple[str, ...]] = {
     "mariadb": ("MYSQL_URL", "MYSQL_HOST", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE"),
 }
 SEVERITIES = (("CRITICAL", "🔴"), ("HIGH", "🟠"), ("MEDIUM", "🟡"), ("LOW", "🔵"))
-STAGE_ORDER = ("validate", "build", "scan", "deploy", "destroy", "comment")
+STAGE_ORDER = ("validate", "build", "scan", "deploy", "destroy", "untag", "comment")
 LOG_TAIL_LINES = 30
 FOOTER = "---\n<sub>🤖 Managed by k8see</sub>"
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
@@ -171,6 +171,20 @@ def _scan(record: dict[str, Any]) -> str | None:
     return " · ".join(cells) + verdict
 
 
+def _untagged(record: dict[str, Any]) -> str | None:
+    """One line for the image tags deleted on close (the untag stage), if it did anything."""
+    done = _dict(record, "untagged")
+    deleted = [str(t) for t in done.get("deleted") or []]
+    failed = [str(t) for t in done.get("failed") or []]
+    if not deleted and not failed:
+        return None
+    parts = [f"🧹 {len(deleted)} tag(s) deleted"] if deleted else []
+    if failed:
+        shown = ", ".join(code(t[:19]) for t in failed[:3]) + (" …" if len(failed) > 3 else "")
+        parts.append(f"⚠️ {len(failed)} could not be deleted ({shown}; see the worker logs)")
+    return " · ".join(parts)
+
+
 def _timings(record: dict[str, Any]) -> list[str]:
     timings = record.get("timings")
     if not isinstance(timings, dict) or not timings:
@@ -247,6 +261,7 @@ def render(record: dict[str, Any], *, settings: PlatformSettings) -> str:
         rows.append(("Merged", merged))
         label = "Destroyed" if status == Status.DESTROYED else "PR Closed"
         rows.append((label, timestamp(record.get("updated_at"))))
+        rows.append(("Images", _untagged(record)))
     else:
         rows.append(("Commit", code(sha) if sha else None))
         rows.append(("Branch", code(ref) if ref else None))

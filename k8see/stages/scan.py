@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from k8see.errors import PlatformError, ScanBlocked
+from k8see.integrations.registry_access import registry_credentials
 from k8see.integrations.scanner import SEVERITIES, ScanReport, scan_image, severity_at_least
 from k8see.run import Run
 from k8see.stages.context import StageContext
@@ -31,6 +32,7 @@ def run(run: Run, ctx: StageContext) -> Run:
             hint="This run skipped build; enqueue the PR again.",
         )
     reg = ctx.settings.registry
+    username, password, _expires = registry_credentials(ctx.settings)
     report = scan_image(
         image_ref=str(build["image"]),
         platforms=[str(p) for p in build.get("platforms") or []],
@@ -40,8 +42,8 @@ def run(run: Run, ctx: StageContext) -> Run:
         timeout_seconds=settings.timeout_seconds,
         workdir=ctx.workdir / "scan",
         insecure=reg.insecure,
-        username=reg.username,
-        password=reg.password.get_secret_value() if reg.password else None,
+        username=username,
+        password=password or None,
         sbom=settings.sbom,
         should_stop=ctx.should_stop,
         on_line=ctx.record_log,

@@ -1,0 +1,107 @@
+"""The untag stage: after a destroy, delete the PR's image tags from the registry.
+
+Input: ``run.result("destroy")`` and the environment record (``ctx.extra["record"]``: the
+deployed ``image``, the PR's ``sha`` and every tag its builds pushed, ``pushed_tags``).
+Output: ``run.result("untag")`` = ``{"repository", "deleted", "failed", "absent", "errors"}``
+(``failed`` lists tags; ``errors`` says why, per tag, without secrets), or ``{"skipped":
+reason, "deleted": [], "failed": []}``.
+
+Why a stage of its own, on the build queue: it talks to the registry with the build pool's
+registry credentials, and a slow or failing registry must not hold the deploy pool or the
+destroy's lease. It is best-effort: nothing here fails the chain, so the destroy comment is
+always posted and says what could not be deleted; and idempotent: a second run finds the
+tags absent. A preserved environment keeps its image (its pods still pull it by digest).
+Which tags: ``pr-<N>`` and every ``sha-*`` tag the PR's builds pushed (reference §2.8 deleted
+only ``pr-<N>`` on ECR and nothing on GHCR). Untagged leftovers expire through the ECR
+lifecycle policy, or the registry's garbage collection.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from k8see import names
+from k8see.errors import K8seeError, PlatformError
+from k8see.integrations.registry import parse_ref
+from k8see.integrations.registry_access import tag_remover
+from k8see.run import Run
+from k8see.stages.context import StageContext
+
+#: At most this many tags are deleted per close (a PR with hundreds of pushes keeps the rest
+#: for the registry garbage collection job).
+MAX_TAGS = 200
+
+
+def run(run: Run, ctx: StageContext) -> Run:
+    """Delete the PR's ``pr-<N>`` and ``sha-*`` tags; record what went and what did not."""
+    started = time.monotonic()
+    destroy = run.result("destroy")
+    record_raw = ctx.extra.get("record")
+    record: dict[str, Any] = dict(record_raw) if isinstance(record_raw, dict) else {}
+    if destroy.get("preserved"):
+        return _skip(run, ctx, "preserved", started)
+    image = str(record.get("image") or "")
+    if not image:
+        return _skip(run, ctx, "no-image", started)
+    try:
+        ref = parse_ref(image)
+    except PlatformError:
+        return _skip(run, ctx, "unknown-image", started)
+    reg = ctx.settings.registry
+    derived_ecr = reg.type == "ecr" and reg.host in ("", "ghcr.io")
+    if not derived_ecr and ref.host != reg.host:
+        # Built when the platform used another registry: our credentials are not for it.
+        return _skip(run, ctx, "other-registry", started)
+    tags = tags_of(run, record)
+    try:
+        outcome = tag_remover(ctx.settings, log=ctx.log).remove_tags(ref.repository, tags)
+        deleted, absent, errors = list(outcome.deleted), list(outcome.absent), outcome.failed
+    except PlatformError as exc:  # no registry login at all, e.g. GHCR without a token
+        deleted, absent, errors = [], [], dict.fromkeys(tags, exc.message)
+    result = {
+        "repository": f"{ref.host}/{ref.repository}",
+        "deleted": deleted,
+        "failed": list(errors),
+        "absent": absent,
+        "errors": errors,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    log = ctx.log.warning if errors else ctx.log.info
+    log(
+        "Image tags of %s#%s in %s: %d deleted, %d absent, %d failed%s.",
+        run.repo,
+        run.pr,
+        result["repository"],
+        len(deleted),
+        len(absent),
+        len(errors),
+        f" ({next(iter(errors.values()))})" if errors else "",
+    )
+    return run.with_result("untag", result)
+
+
+def tags_of(run: Run, record: dict[str, Any]) -> list[str]:
+    """``pr-<N>``, then the PR's commit tags: every one its builds pushed, newest known."""
+    tags = [names.image_tag(run.pr)]
+    pushed = record.get("pushed_tags")
+    for tag in pushed if isinstance(pushed, list) else []:
+        if isinstance(tag, str) and tag.startswith("sha-") and tag not in tags:
+            tags.append(tag)
+    for sha in (record.get("sha"), run.sha):
+        if isinstance(sha, str) and len(sha) == 40:
+            try:
+                tag = names.sha_tag(sha)
+            except K8seeError:  # not a lowercase hex SHA: nothing was pushed under it
+                continue
+            if tag not in tags:
+                tags.append(tag)
+    return tags[:MAX_TAGS]
+
+
+def _skip(run: Run, ctx: StageContext, reason: str, started: float) -> Run:
+    ctx.log.info("Image tags of %s#%s are kept: %s.", run.repo, run.pr, reason)
+    seconds = round(time.monotonic() - started, 3)
+    return run.with_result(
+        "untag", {"skipped": reason, "deleted": [], "failed": [], "seconds": seconds}
+    )
