@@ -18,13 +18,13 @@ WORKER_ENV = {"K8SEE_BUILD__PLATFORMS": "linux/amd64", "K8SEE_QUEUES__RETRY_BACK
 
 
 def open_pr(h: Harness, repo: str, path: Path, sha: str, pr: int, *, wait: bool = False) -> str:
-    """Register PR ``pr`` with the GitHub sandbox and enqueue its ``opened`` event."""
-    h.platform.github.add_repo(repo)
+    """Register PR ``pr`` with the GitHub sandbox and enqueue its ``opened`` event.
+
+    The repository must be registered already (``add_repo`` replaces it, PRs and all).
+    """
     h.platform.github.add_pull(repo, pr, head_sha=sha, head_ref="feature")
-    done = h.enqueue(
-        "--repo", repo, "--pr", str(pr), "--action", "opened", "--sha", sha,
-        "--ref", "feature", "--source", str(path), wait=wait,
-    )  # fmt: skip
+    args = ["--repo", repo, "--pr", str(pr), "--action", "opened", "--sha", sha]
+    done = h.enqueue(*args, "--ref", "feature", "--source", str(path), wait=wait)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -48,8 +48,11 @@ def app_objects(h: Harness, namespace: str) -> dict[str, int]:
     services = client.CoreV1Api(api).list_namespaced_service(namespace).items
     helm = subprocess.run(
         ["helm", "list", "-a", "-q", "-n", namespace, "--kubeconfig", str(h.platform.kubeconfig)],
-        capture_output=True, text=True, check=True, env={**os.environ, **h.platform.process_env()},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **h.platform.process_env()},
+    )
     return {
         "deployments": len(apps),
         "services": len(services),

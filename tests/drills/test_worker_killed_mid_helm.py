@@ -71,6 +71,7 @@ def test_sigkill_during_helm_upgrade_ten_times(harness: Harness) -> None:
 
     h = harness
     repo, path, sha = h.repo("killed")
+    h.platform.github.add_repo(repo)
     worker = h.platform.processes["worker-deploy"]
     recoveries: list[float] = []
 
