@@ -29,6 +29,7 @@ ROUTES: dict[str, str] = {
     "k8see.cleanup": "maintenance",
     "k8see.preserve_expiry": "maintenance",
     "k8see.watchdog": "maintenance",
+    "k8see.pull_secret_refresh": "maintenance",
     "k8see.preserve": "maintenance",
 }
 
@@ -92,6 +93,10 @@ def beat_schedule(settings: PlatformSettings) -> dict[str, dict[str, Any]]:
         "cleanup": ("k8see.cleanup", settings.cleanup.interval_seconds),
         "preserve-expiry": ("k8see.preserve_expiry", settings.cleanup.expiry_interval_seconds),
         "watchdog": ("k8see.watchdog", settings.cleanup.watchdog_interval_seconds),
+        "pull-secret-refresh": (
+            "k8see.pull_secret_refresh",
+            settings.registry.pull_secret_refresh_seconds,
+        ),
     }
     return {
         name: {
@@ -100,6 +105,7 @@ def beat_schedule(settings: PlatformSettings) -> dict[str, dict[str, Any]]:
             "options": {"queue": "maintenance", "expires": float(seconds)},
         }
         for name, (task, seconds) in periods.items()
+        if seconds > 0
     }
 
 

@@ -25,6 +25,9 @@ TOKEN_PATTERNS = re.compile(
     r"|(?i:bearer|token)\s+[A-Za-z0-9._~+/=-]{12,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)"
 )
 REDACTED = "[redacted]"
+#: Loggers whose DEBUG lines are whole API response bodies (a Secret's data included), so they
+#: are held at INFO whatever the level: redaction cannot recognise base64-encoded secrets.
+BODY_LOGGERS = ("kubernetes.client.rest",)
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
@@ -103,6 +106,8 @@ def configure(*, fmt: str = "plain", level: str = "INFO", secrets: Iterable[str]
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in BODY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
 
 
 def run_logger(run: Run, *, stage: str, task_id: str = "") -> logging.LoggerAdapter[logging.Logger]:

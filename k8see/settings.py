@@ -175,6 +175,11 @@ class RegistrySettings(BaseModel):
     """ECR and STS API endpoint; empty: AWS's public one. A VPC endpoint in production,
     moto's server in tests. Credentials always come from the ambient AWS identity."""
 
+    pull_secret_refresh_seconds: int = 6 * 3600
+    """How often the beat job rewrites the pull secret in every environment, in seconds; 0
+    turns it off. Six hours is half an ECR token's 12-hour life, so a secret is never stale;
+    it also carries a rotated static password to every namespace without a redeploy."""
+
 
 class CleanupSettings(BaseModel):
     interval_seconds: int = 900

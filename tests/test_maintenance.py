@@ -75,7 +75,8 @@ def test_beat_schedule_runs_every_job_on_the_maintenance_queue(redis_url: str) -
     settings = make_settings(redis_url=redis_url, kubeconfig="", github_url="http://x.invalid")
     schedule = beat_schedule(settings)
     assert {e["task"] for e in schedule.values()} == {
-        "k8see.cleanup", "k8see.preserve_expiry", "k8see.watchdog"}  # fmt: skip
+        "k8see.cleanup", "k8see.preserve_expiry", "k8see.watchdog",
+        "k8see.pull_secret_refresh"}  # fmt: skip
     assert schedule["cleanup"]["schedule"] == 900.0
     assert all(e["options"]["queue"] == "maintenance" for e in schedule.values())
 
