@@ -1,11 +1,16 @@
 """Both builders (buildah; Docker through our own dockerd) with qemu and a real registry: a
 two-platform manifest list pushed under every tag, the foreign-architecture RUN step executed
 under emulation, build args set, a broken Dockerfile as BuildFailed with the output tail,
-cancellation and the time limit killing the build, credentials kept out of output."""
+cancellation and the time limit killing the build, credentials kept out of output, and a RUN
+step that finds none of the worker's secrets (its env, /proc) in what it can read."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -231,3 +236,83 @@ def test_the_built_hello_serves_health_read_only_as_non_root(
     finally:
         container.remove(force=True)
         client.close()
+
+
+#: A build step that writes everything a build could learn about the worker's environment:
+#: its own variables, and those of every process it can see in /proc.
+SNOOP_DOCKERFILE = """FROM busybox
+RUN env > /k8see-env.txt; \\
+    for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < "$f"; echo; done \\
+      > /k8see-procenv.txt 2>/dev/null; \\
+    ls /proc > /k8see-proc.txt; true
+"""
+
+#: The builder runs in its own worker-like process whose environment holds these at exec time
+#: (as a worker pod's does), so /proc/<pid>/environ would show them to a step that can see it.
+WORKER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from k8see.integrations.builders import BuildahBuilder, RegistryAuth
+args = json.loads(sys.argv[1])
+builder = BuildahBuilder(storage_dir=Path(args["storage"]), registries_conf=Path(args["conf"]),
+    insecure_registries=[args["host"]],
+    auth=[RegistryAuth(host=args["host"], username="bot", password=args["password"])])
+ctx = Path(args["ctx"])
+result = builder.build_and_push(context_dir=ctx, dockerfile=ctx / "Dockerfile",
+    image=args["host"] + "/k8see-tests/snoop/app", tags=["pr-1"], platforms=["linux/amd64"],
+    build_args={}, timeout_seconds=600, should_stop=lambda: False, on_line=lambda line: None)
+print(result.image)
+"""
+
+
+def test_a_run_step_sees_no_worker_credentials(
+    registry: LocalRegistry, buildah_builder: BuildahBuilder, buildah_storage: Path, tmp_path: Path
+) -> None:
+    # Given a worker process holding cluster, GitHub, AWS and registry secrets in its env
+    secrets = {
+        "KUBECONFIG": "/var/run/k8see/kubeconfig-" + "Zq7" * 4,
+        "K8SEE_GITHUB__TOKEN": "ghp_" + "workerTOKENvalue" * 2,
+        "K8SEE_REGISTRY__PASSWORD": "reg-" + "Passw0rdValue" * 2,
+        "AWS_SECRET_ACCESS_KEY": "aws/" + "SecretKeyValue" * 3,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/secrets/eks/" + "tokenFile" * 2,
+    }
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(SNOOP_DOCKERFILE)
+    args = {
+        "storage": str(buildah_storage),
+        "conf": str(buildah_builder.registries_conf),
+        "host": registry.host,
+        "password": secrets["K8SEE_REGISTRY__PASSWORD"],
+        "ctx": str(ctx),
+    }
+    env = {**os.environ, **secrets}
+    # When the PR's Dockerfile builds there, with a step that dumps what it can see
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_SCRIPT, json.dumps(args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    image = done.stdout.strip().splitlines()[-1]
+    client = registry.client()
+    seen = {
+        name: read_image_file(client, image, "linux/amd64", f"/k8see-{name}.txt").decode()
+        for name in ("env", "procenv", "proc")
+    }
+    client.close()
+    # Then the step's files hold none of the values and none of the variables' names
+    # (the dumps worked: the step's own variables, and its own processes' environ, are there;
+    # under chroot isolation it shares the worker's PID namespace and lists its processes,
+    # but reading another process's environ needs CAP_SYS_PTRACE, which a step lacks)
+    assert "PATH=" in seen["env"]
+    assert "HOSTNAME=" in seen["procenv"]
+    for text in seen.values():
+        for name, value in secrets.items():
+            assert value not in text, f"{name}'s value is visible to a RUN step"
+        assert "KUBECONFIG=" not in text
+        assert "K8SEE_" not in text
+        assert "AWS_" not in text
