@@ -40,6 +40,7 @@ Examples:
   k8see enqueue --repo acme/shop --pr 42 --action opened --sha <40-hex> --dry-run
   k8see validate k8s-ee.yaml
   k8see render . --pr 42 --repo acme/shop
+  k8see build . --pr 42 --repo acme/shop --registry 127.0.0.1:5000 --insecure
   k8see status --repo acme/shop --json
   k8see worker --pool build
 """
@@ -362,6 +363,93 @@ def render(path: str, pr: int, repo: str, sha: str, ref: str) -> None:
     run = offline_run(config, repo=repo, pr=pr, sha=sha, ref=ref, settings=settings)
     docs = render_manifests(run, settings=settings)
     click.echo(yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True), nl=False)
+
+
+@main.command("build")
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=False))
+@click.option("--pr", type=click.IntRange(min=1), required=True, help="The PR number.")
+@click.option("--repo", required=True, help="OWNER/REPO: names the image repository.")
+@click.option("--registry", "registry_host", required=True, help="HOST[:PORT] to push to.")
+@click.option("--platforms", help="Comma list (default: the platform setting).")
+@click.option("--insecure", is_flag=True, help="Plain HTTP to the registry (a local one).")
+@click.option("--sha", help="Commit for the sha-* tag (default: PATH's git HEAD).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_guard
+def build_command(
+    path: str,
+    pr: int,
+    repo: str,
+    registry_host: str,
+    platforms: str | None,
+    insecure: bool,
+    sha: str | None,
+    as_json: bool,
+) -> None:
+    """Build, push and scan PATH exactly as the build pool would, to reproduce a preview build.
+
+    Runs the build and scan stages on this machine (buildah or docker, per the platform
+    settings, with K8SEE_REGISTRY__USERNAME/PASSWORD as the login) and prints the image by
+    digest, its platforms and the scan summary. A scan policy of ``block`` fails it the same
+    way a deploy would be stopped.
+
+    \b
+    Example:
+      k8see build examples/hello --pr 42 --repo acme/shop --registry 127.0.0.1:5000 --insecure
+    """
+    import logging
+    import subprocess
+    import tempfile
+
+    from k8see.config import load_repo_config
+    from k8see.integrations.registry import parse_ref
+    from k8see.stages import build as build_stage
+    from k8see.stages import scan as scan_stage
+    from k8see.stages.context import StageContext
+    from k8see.stages.deploy_manifests import offline_run
+
+    source = Path(path).resolve()
+    if not (source / "k8s-ee.yaml").is_file():
+        raise PolicyError(f"There is no k8s-ee.yaml in {source}.", hint="Give the app's root.")
+    parse_ref(f"{registry_host}/probe/probe:probe")  # a RegistryError with a hint if invalid
+    if sha is None:
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        sha = head.stdout.strip() if head.returncode == 0 else ""
+        if not sha:
+            raise PolicyError(f"{source} is not a git checkout.", hint="Pass --sha <40 hex>.")
+    settings = _settings()
+    same = registry_host == settings.registry.host
+    kind = "ecr" if ".dkr.ecr." in registry_host else settings.registry.type if same else "generic"
+    kind = "ghcr" if registry_host == "ghcr.io" else kind
+    registry = settings.registry.model_copy(
+        update={"host": registry_host, "insecure": insecure, "type": kind}
+    )
+    build_group = settings.build.model_copy(
+        update={"platforms": platforms or settings.build.platforms}
+    )
+    settings = settings.model_copy(update={"registry": registry, "build": build_group})
+    config = load_repo_config(source / "k8s-ee.yaml", filename="k8s-ee.yaml")
+    run = offline_run(config, repo=repo, pr=pr, sha=sha, ref="local", settings=settings)
+    run = run.with_result("validate", {**run.result("validate"), "source_dir": str(source)})
+    with tempfile.TemporaryDirectory(prefix="k8see-build-") as workdir:
+        ctx = StageContext(
+            settings=settings,
+            log=logging.getLogger("k8see.build"),
+            workdir=Path(workdir),
+            record_log=lambda line: click.echo(line, err=True),
+        )
+        run = scan_stage.run(build_stage.run(run, ctx), ctx)
+    built, scanned = run.result("build"), run.result("scan")
+    if as_json:
+        out = {"image": built["image"], "platforms": built["platforms"], "scan": scanned}
+        click.echo(json.dumps({**out, "tags": built["tags"]}, sort_keys=True))
+        return
+    click.echo(f"Image:     {built['image']}")
+    click.echo(f"Platforms: {', '.join(built['platforms'])}")
+    click.echo(f"Tags:      {', '.join(built['tags'])}")
+    verdict = "skipped" if scanned.get("skipped") else scan_stage.counts_text(scanned["counts"])
+    click.echo(f"Scan:      {verdict} (policy {settings.scan.policy})")
 
 
 # --- status ----------------------------------------------------------------------------------
