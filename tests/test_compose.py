@@ -1,0 +1,111 @@
+"""docker-compose.yml: the platform on one machine, checked against the Procfile and the CLI.
+
+Covers:
+- one service per Procfile line, whose command is that line (extra arguments only after it),
+  and a worker service for every pool ``k8see worker --pool`` knows (``all`` aside);
+- Redis requires a password and keeps an append-only file; every k8see service reaches it
+  with that password, reads the host's kubeconfig read-only and shares the metrics directory
+  that ``k8see metrics`` serves; Flower cannot start without basic auth and, like metrics,
+  listens on loopback only;
+- Docker Compose itself (Debian's docker-compose) accepts the file, refuses it without the
+  Redis password, and resolves the worker command and environment as written.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from k8see.cli import POOLS
+from tests.conftest import ROOT, require_tool
+
+COMPOSE = ROOT / "docker-compose.yml"
+K8SEE_SERVICES = ("worker-default", "worker-build", "worker-deploy", "worker-maintenance",
+                  "beat", "flower", "metrics")  # fmt: skip
+
+
+def services() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    return dict(data["services"])
+
+
+def procfile() -> dict[str, list[str]]:
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, command = line.partition(":")
+            entries[name.strip()] = shlex.split(command)
+    return entries
+
+
+def test_services_run_the_procfile_commands_and_every_pool() -> None:
+    found = services()
+    assert set(found) == {"redis", *K8SEE_SERVICES}
+    for name, command in procfile().items():
+        assert found[name]["command"][: len(command)] == command, name
+    pools = {
+        s["command"][3] for s in found.values() if s.get("command", [])[:2] == ["k8see", "worker"]
+    }
+    assert pools == set(POOLS) - {"all"}
+    assert all(found[f"worker-{pool}"]["command"] == ["k8see", "worker", "--pool", pool]
+               for pool in pools)  # fmt: skip
+
+
+def test_redis_has_a_password_and_an_append_only_file() -> None:
+    found = services()
+    redis_cmd = found["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    password = redis_cmd[redis_cmd.index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?")  # compose refuses to start without it
+    assert found["redis"]["volumes"] == ["redis-data:/data"]
+    for name in K8SEE_SERVICES:
+        service = found[name]
+        env = service["environment"]
+        assert env["K8SEE_REDIS__URL"].startswith("redis://:${REDIS_PASSWORD:?")
+        assert env["K8SEE_REDIS__URL"].endswith("@redis:6379/0")
+        kube = [v for v in service["volumes"] if v.endswith(":/kube/config:ro")]
+        assert kube and env["KUBECONFIG"] == env["K8SEE_DEPLOY__KUBECONFIG"] == "/kube/config"
+        assert "metrics:/metrics" in service["volumes"]
+        assert env["PROMETHEUS_MULTIPROC_DIR"] == "/metrics"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert found["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    for name in ("flower", "metrics"):
+        assert all(port.startswith("127.0.0.1:") for port in found[name]["ports"])
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The compose file with an empty k8see.env and a kubeconfig, as a user would set it up."""
+    shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
+    (tmp_path / "k8see.env").write_text("K8SEE_REGISTRY__TYPE=ghcr\n")
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    return tmp_path
+
+
+def compose(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    argv = [require_tool("docker-compose"), "--project-directory", str(project), "-f",
+            str(project / "docker-compose.yml"), "config"]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", **env})  # fmt: skip
+
+
+def test_docker_compose_accepts_the_file(project: Path) -> None:
+    env = {"REDIS_PASSWORD": "pw-for-redis-1", "FLOWER_BASIC_AUTH": "admin:pw-2",
+           "KUBECONFIG_FILE": str(project / "kubeconfig")}  # fmt: skip
+    done = compose(project, env)
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)["services"]
+    build = resolved["worker-build"]
+    assert build["command"] == ["k8see", "worker", "--pool", "build"]
+    assert build["environment"]["K8SEE_REDIS__URL"] == "redis://:pw-for-redis-1@redis:6379/0"
+    assert build["environment"]["K8SEE_REGISTRY__TYPE"] == "ghcr"  # from k8see.env
+    assert resolved["redis"]["command"][:3] == ["redis-server", "--requirepass", "pw-for-redis-1"]
+
+    missing = compose(project, {k: v for k, v in env.items() if k != "REDIS_PASSWORD"})
+    assert missing.returncode != 0 and "set REDIS_PASSWORD" in missing.stderr
