@@ -428,7 +428,11 @@ def build_command(
     build_group = settings.build.model_copy(
         update={"platforms": platforms or settings.build.platforms}
     )
-    settings = settings.model_copy(update={"registry": registry, "build": build_group})
+    # A local reproduction never uploads to the repository's code scanning.
+    scan_group = settings.scan.model_copy(update={"upload_sarif": "never"})
+    settings = settings.model_copy(
+        update={"registry": registry, "build": build_group, "scan": scan_group}
+    )
     config = load_repo_config(source / "k8s-ee.yaml", filename="k8s-ee.yaml")
     run = offline_run(config, repo=repo, pr=pr, sha=sha, ref="local", settings=settings)
     run = run.with_result("validate", {**run.result("validate"), "source_dir": str(source)})

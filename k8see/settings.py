@@ -108,6 +108,11 @@ class ScanSettings(BaseModel):
     sbom: bool = True
     """Also write a CycloneDX SBOM per platform (one more Trivy pass over the image)."""
 
+    upload_sarif: Literal["auto", "always", "never"] = "auto"
+    """Upload each platform's SARIF to GitHub code scanning (the Security tab): ``auto`` for
+    public repositories only (the reference's rule: private ones need Advanced Security),
+    ``always`` tries every repository. Best-effort: a refusal only warns."""
+
 
 class DeploySettings(BaseModel):
     domain: str = DEFAULT_DOMAIN

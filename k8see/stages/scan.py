@@ -5,14 +5,18 @@ Input: ``run.result("build")`` (image by digest, platforms). Output: ``run.resul
 ``seconds``; ``{"skipped": true}`` when scanning is off. Under ``policy: block`` a finding at
 or above ``block_severity`` raises ``ScanBlocked`` (a user error: the PR comment shows the
 counts and the findings that blocked it). Under ``warn`` (the reference's behaviour) the
-findings are reported and the deploy goes on.
+findings are reported and the deploy goes on. Either way each platform's SARIF goes to GitHub
+code scanning (``scan.upload_sarif``; the result's ``code_scanning``), best-effort.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from k8see.errors import PlatformError, ScanBlocked
+from k8see.errors import K8seeError, PlatformError, ScanBlocked
+from k8see.integrations.codescanning import repo_is_public, upload_sarif
+from k8see.integrations.github import make_client
 from k8see.integrations.registry_access import registry_credentials
 from k8see.integrations.scanner import SEVERITIES, ScanReport, scan_image, severity_at_least
 from k8see.run import Run
@@ -51,6 +55,8 @@ def run(run: Run, ctx: StageContext) -> Run:
     blocking = [f for f in report.top if severity_at_least(f.severity, settings.block_severity)]
     blocked = settings.policy == "block" and bool(blocking)
     summary = summarize(report, policy=settings.policy, blocked=blocked)
+    # Before the policy decides: blocked findings belong in the Security tab too.
+    summary["code_scanning"] = upload_to_code_scanning(run, ctx, report.reports)
     ctx.log.info(
         "Scan of %s found %d issue(s) (%s) in %.1fs.",
         report.image,
@@ -68,6 +74,44 @@ def run(run: Run, ctx: StageContext) -> Run:
             ),
         )
     return run.with_result("scan", summary)
+
+
+def upload_to_code_scanning(
+    run: Run, ctx: StageContext, reports: dict[str, dict[str, str]]
+) -> dict[str, Any]:
+    """Upload each platform's SARIF for the PR's head commit; best-effort (only warns).
+
+    Returns:
+        ``{"state": "uploaded", "ids": [...]}``, ``{"state": "off" | "private"}`` or
+        ``{"state": "failed", "error": "..."}`` (no credential in it).
+    """
+    mode = ctx.settings.scan.upload_sarif
+    if mode == "never" or not reports:
+        return {"state": "off"}
+    try:
+        client = make_client(ctx.settings, log=ctx.log)
+        if mode == "auto" and not repo_is_public(client, run.repo):
+            return {"state": "private"}
+        ids = [
+            upload_sarif(
+                client,
+                repo=run.repo,
+                sha=run.sha,
+                ref=f"refs/pull/{run.pr}/head",
+                sarif_file=Path(files["sarif"]),
+                category=f"k8see-trivy/{plat}",
+            )
+            for plat, files in sorted(reports.items())
+            if files.get("sarif")
+        ]
+    except K8seeError as exc:
+        ctx.log.warning("The SARIF upload to code scanning failed: %s", exc.message)
+        return {"state": "failed", "error": exc.message}
+    except (OSError, ValueError) as exc:  # an unreadable or invalid SARIF file
+        ctx.log.warning("The SARIF report could not be read: %s", type(exc).__name__)
+        return {"state": "failed", "error": f"unreadable SARIF ({type(exc).__name__})"}
+    ctx.log.info("Uploaded %d SARIF report(s) to code scanning.", len(ids))
+    return {"state": "uploaded", "ids": ids}
 
 
 def summarize(report: ScanReport, *, policy: str, blocked: bool) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """The scan stage with real Trivy: under warn the findings are reported and the run goes on;
 under block a committed secret stops it with ScanBlocked naming the counts and findings
-(never the secret itself); a clean image passes block; scanning off is recorded as skipped."""
+(never the secret itself); a clean image passes block; scanning off is recorded as skipped;
+each platform's SARIF uploaded to code scanning (sandbox GitHub) even when blocked, skipped
+for a private repository under auto, a refusal recorded under always."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +20,7 @@ from k8see.settings import PlatformSettings
 from k8see.stages import scan
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
+from tests.fixtures.github import SANDBOX_TOKEN
 from tests.fixtures.images import LocalRegistry, fake_secrets
 
 
@@ -77,3 +81,45 @@ def test_scanning_off_is_recorded_as_skipped(
 ) -> None:
     out = scan.run(make_run(hello_image), make_ctx(registry, tmp_path, enabled=False))
     assert out.result("scan") == {"skipped": True}
+
+
+def test_sarif_goes_to_code_scanning_even_when_blocked(
+    secret_image: BuildResult, registry: LocalRegistry, github: Any, tmp_path: Path
+) -> None:
+    # Given a public and a private repository on the sandbox GitHub
+    github.add_repo("acme/app")
+    github.add_repo("acme/private-app", private=True)
+    require_tool("trivy")
+    settings = PlatformSettings(
+        registry={"type": "generic", "host": registry.host, "insecure": True},
+        scan={"sbom": False, "policy": "block", "block_severity": "HIGH"},
+        github={"api_url": github.url, "token": SANDBOX_TOKEN},
+    )
+    ctx = StageContext(settings=settings, log=logging.getLogger("test.scan"), workdir=tmp_path)
+    # When the secret image is scanned for a PR of the public one (blocked by the policy)
+    with pytest.raises(ScanBlocked):
+        scan.run(make_run(secret_image), ctx)
+    # Then both platforms' analyses were uploaded for the head commit and the PR ref
+    uploads = github.state.sarifs["acme/app"]
+    assert sorted(u["sarif"]["runs"][0]["automationDetails"]["id"] for u in uploads) == [
+        "k8see-trivy/linux/amd64/",
+        "k8see-trivy/linux/arm64/",
+    ]
+    assert {(u["commit_sha"], u["ref"]) for u in uploads} == {("f" * 40, "refs/pull/2/head")}
+    rules = {r["id"] for u in uploads for r in u["sarif"]["runs"][0]["tool"]["driver"]["rules"]}
+    assert "github-pat" in rules
+    # and a private repository (auto) is skipped, "always" tries and records the refusal
+    built = make_run(secret_image).result("build")
+    private = Run(
+        repo="acme/private-app", pr=2, sha="f" * 40, generation=1, action=Action.DEPLOY
+    ).with_result("build", built)
+    warn = settings.model_copy(update={"scan": settings.scan.model_copy(update={"policy": "warn"})})
+    ctx.settings = warn
+    assert scan.run(private, ctx).result("scan")["code_scanning"] == {"state": "private"}
+    ctx.settings = warn.model_copy(
+        update={"scan": warn.scan.model_copy(update={"upload_sarif": "always"})}
+    )
+    refused = scan.run(private, ctx).result("scan")["code_scanning"]
+    assert refused["state"] == "failed" and "403" in refused["error"]
+    assert SANDBOX_TOKEN not in refused["error"]
+    assert "acme/private-app" not in github.state.sarifs
