@@ -629,7 +629,10 @@ def _celery(argv: list[str]) -> NoReturn:
     """Hand over to Celery's own command line with k8see's app."""
     from celery.bin.celery import main as celery_main
 
-    sys.argv = ["celery", "-A", "k8see.app", *argv]
+    # Celery's start-up banner is printed, not logged: with JSON logs it would be the only
+    # lines that are not JSON, so -q leaves it out.
+    json_logs = click.get_current_context().find_root().params.get("log_format") == "json"
+    sys.argv = ["celery", "-A", "k8see.app", *(["-q"] if json_logs else []), *argv]
     sys.exit(celery_main())
 
 

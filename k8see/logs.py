@@ -3,15 +3,22 @@
 ``configure()`` is called once by the CLI. ``run_logger()`` binds repo, PR, generation, stage,
 run id and task id, so every line of a stage says which run it belongs to. The redaction
 filter replaces known secret values and token-shaped strings before anything is written.
+
+Lines the stage code does not write itself (Celery's "received" and "succeeded" lines, the
+integrations' and libraries' lines) get the same context from ``RunContextFilter``: Celery's
+``task_prerun`` signal binds the running task's run for the task's thread and ``task_postrun``
+clears it. The "received" line is logged by the worker's main process before any task runs,
+so the filter reads the run from the task's arguments as ``pipeline.describe`` wrote them.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,6 +35,15 @@ REDACTED = "[redacted]"
 #: Loggers whose DEBUG lines are whole API response bodies (a Secret's data included), so they
 #: are held at INFO whatever the level: redaction cannot recognise base64-encoded secrets.
 BODY_LOGGERS = ("kubernetes.client.rest",)
+#: ``pipeline.describe(run)``, the arguments Celery logs: ``acme/shop#42 gen 3 abc1234 deploy
+#: run <run id>`` (the short SHA is absent for a destroy).
+DESCRIBED = re.compile(
+    r"^(?P<repo>[^\s#]+)#(?P<pr>\d+) gen (?P<generation>\d+)(?: [0-9a-f]{7})? "
+    r"(?P<action>[a-z-]+) run (?P<run_id>\S+)$"
+)
+_TASK_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "k8see_task_context", default=None
+)
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
@@ -66,6 +82,64 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def task_context(*, task_id: str, name: str, args: Sequence[Any] | None) -> dict[str, Any]:
+    """The log context of a k8see task: its stage and id, and the run its first argument is."""
+    context: dict[str, Any] = {"stage": name.removeprefix("k8see."), "task_id": task_id}
+    first = args[0] if args else None
+    if isinstance(first, dict):
+        for field in ("run_id", "repo", "pr", "generation"):
+            if first.get(field) not in (None, ""):
+                context[field] = first[field]
+    return context
+
+
+def _described(data: dict[str, Any]) -> dict[str, Any]:
+    """The context of Celery's received line, from the task name and its ``argsrepr``."""
+    context: dict[str, Any] = {"stage": str(data["name"]).removeprefix("k8see."),
+                               "task_id": str(data.get("id") or "")}  # fmt: skip
+    match = DESCRIBED.match(str(data.get("args") or ""))
+    if match:
+        context.update(run_id=match["run_id"], repo=match["repo"], pr=int(match["pr"]),
+                       generation=int(match["generation"]))  # fmt: skip
+    return context
+
+
+class RunContextFilter(logging.Filter):
+    """Stamps every record with the run the process is working on, when there is one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _TASK_CONTEXT.get()
+        data = getattr(record, "data", None)
+        if (
+            context is None
+            and isinstance(data, dict)
+            and str(data.get("name", "")).startswith("k8see.")
+        ):
+            context = _described(data)
+        for name, value in (context or {}).items():
+            if getattr(record, name, None) in (None, ""):
+                setattr(record, name, value)
+        return True
+
+
+def _task_started(task_id: str = "", task: Any = None, args: Any = None, **_: Any) -> None:
+    name = str(getattr(task, "name", "") or "")
+    if name.startswith("k8see."):
+        _TASK_CONTEXT.set(task_context(task_id=task_id, name=name, args=args))
+
+
+def _task_ended(**_: Any) -> None:
+    _TASK_CONTEXT.set(None)
+
+
+def bind_task_signals() -> None:
+    """Bind the running task's context from Celery's task_prerun/task_postrun signals."""
+    from celery import signals
+
+    signals.task_prerun.connect(_task_started, weak=False, dispatch_uid="k8see.logs.prerun")
+    signals.task_postrun.connect(_task_ended, weak=False, dispatch_uid="k8see.logs.postrun")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -102,7 +176,11 @@ def configure(*, fmt: str = "plain", level: str = "INFO", secrets: Iterable[str]
         handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(ContextFormatter("%(levelname)s %(message)s"))
+    handler.addFilter(RunContextFilter())
     handler.addFilter(RedactingFilter(secrets))
+    bind_task_signals()
+    # Python warnings (Celery's SecurityWarning, deprecations) become lines of this format too.
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -79,7 +79,7 @@ def exported_metrics(redis_url: str) -> dict[str, set[str]]:
             labels = set(value._labelnames)
             if value._type == "histogram":
                 labels.add("le")
-            for suffix in SUFFIXES[value._type]:
+            for suffix in SUFFIXES[str(value._type)]:
                 out[value._name.removesuffix("_total") + suffix] = labels
     # The environment gauges are collected from Redis at scrape time.
     for family in metrics.EnvironmentCollector(redis_url).collect():
