@@ -7,6 +7,7 @@ used anywhere.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from k8see.errors import ConfigError, PolicyError
@@ -111,10 +112,33 @@ def sanitize_label_value(value: str, *, fallback: str = "unknown") -> str:
     return value or fallback
 
 
+#: One path component of an OCI repository name (the distribution spec's grammar).
+OCI_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+
+
+def oci_component(value: str) -> str:
+    """A GitHub owner or repository name as a valid OCI path component.
+
+    GitHub allows names such as ``.github``, ``_private`` or ``shop.`` that the OCI grammar
+    does not. Those are cleaned (separators trimmed and folded) and, so that two different
+    names cannot meet in one image repository, suffixed with a short hash of the original.
+    """
+    lowered = value.lower()
+    if OCI_COMPONENT_RE.match(lowered):
+        return lowered
+    cleaned = re.sub(r"[^a-z0-9]+", "-", lowered).strip("-") or "repo"
+    digest = hashlib.sha256(value.encode()).hexdigest()[:6]
+    return f"{cleaned}-{digest}"
+
+
 def image_repository(registry: str, repo: str, project_id: str) -> str:
-    """``<registry>/<owner>/<repo>/<projectId>``, lowercased (the reference fails on uppercase)."""
-    owner, name = check_repo(repo).lower().split("/")
-    return f"{registry.rstrip('/')}/{owner}/{name}/{check_project_id(project_id)}"
+    """``<registry>/<owner>/<repo>/<projectId>``, lowercased (the reference fails on uppercase)
+    and valid under the OCI naming rules for every repository name GitHub allows."""
+    owner, name = check_repo(repo).split("/")
+    return (
+        f"{registry.rstrip('/')}/{oci_component(owner)}/{oci_component(name)}/"
+        f"{check_project_id(project_id)}"
+    )
 
 
 def image_tag(pr: int) -> str:

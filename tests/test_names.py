@@ -50,3 +50,12 @@ def test_branch_names_become_valid_label_values(branch: str, label: str) -> None
 def test_a_short_sha_is_refused() -> None:
     with pytest.raises(PolicyError):
         names.check_sha("abc123")
+
+
+@pytest.mark.parametrize("repo", ["acme/.github", "acme/_private", "acme/shop.", "Acme/Shop_"])
+def test_every_github_repository_name_gives_a_valid_and_distinct_image(repo: str) -> None:
+    image = names.image_repository("ghcr.io", repo, "web")
+    owner, name, project = image.split("/")[1:]
+    assert all(names.OCI_COMPONENT_RE.match(part) for part in (owner, name, project)), image
+    # A cleaned name never meets the plain name it resembles.
+    assert image != names.image_repository("ghcr.io", "acme/github", "web")

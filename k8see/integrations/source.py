@@ -88,7 +88,14 @@ def fetch_source(
             extract_tarball(
                 raw, tree, strip=strip, max_total_bytes=max_total_bytes, max_files=max_files
             )
-        tree.rename(dest_dir)
+        try:
+            tree.rename(dest_dir)
+        except OSError:
+            # Another worker fetched the same commit at the same moment and won the rename:
+            # its complete tree is as good as ours.
+            if not (done_mark.is_file() and done_mark.read_text().strip() == sha):
+                raise
+            return dest_dir
         done_mark.write_text(sha + "\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -104,12 +104,6 @@ def test_repositories_give_a_safe_source_dir_and_image_or_are_refused(repo: str)
     assert not image.startswith("-") and ".." not in path.split("/")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="names.image_repository keeps GitHub repo names that start or end with '.', '_' "
-    "or '-' (e.g. '.github'), giving a reference outside the OCI grammar that the build "
-    "then fails on; the reference's image-name regex has the same gap (behaviour.md §262)",
-)
 @pytest.mark.parametrize("repo", ["acme/.github", "acme/_private", "acme/shop."])
 def test_github_legal_repository_names_give_valid_oci_repositories(repo: str) -> None:
     names.check_repo(repo)  # GitHub allows these names
