@@ -108,10 +108,11 @@ class ScanSettings(BaseModel):
     sbom: bool = True
     """Also write a CycloneDX SBOM per platform (one more Trivy pass over the image)."""
 
-    upload_sarif: Literal["auto", "always", "never"] = "auto"
-    """Upload each platform's SARIF to GitHub code scanning (the Security tab): ``auto`` for
-    public repositories only (the reference's rule: private ones need Advanced Security),
-    ``always`` tries every repository. Best-effort: a refusal only warns."""
+    upload_sarif: Literal["auto", "public", "never"] = "auto"
+    """Upload each platform's SARIF to GitHub code scanning (the Security tab). ``auto`` tries
+    every repository: one without code scanning (private without Advanced Security) answers
+    403, recorded as unavailable, at no extra call; ``public`` asks first and uploads for
+    public repositories only (the reference's rule). Best-effort: a failure only warns."""
 
 
 class DeploySettings(BaseModel):

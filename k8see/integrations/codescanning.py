@@ -2,8 +2,9 @@
 
 Why here and not in ``github.py``: it is one endpoint with its own rules, used only by the
 scan stage. The reference uploaded only when the repository was public (code scanning on
-private repositories needs GitHub Advanced Security); ``scan.upload_sarif`` keeps that as
-``auto``, and ``always`` also tries private repositories (a 403 then only warns).
+private repositories needs GitHub Advanced Security); ``scan.upload_sarif: public`` keeps
+that rule, and the default ``auto`` simply tries: a repository without code scanning answers
+403, which costs one call instead of a visibility lookup on every scan.
 
 Each platform's SARIF is uploaded on its own with its own category
 (``runAutomationDetails.id``), so GitHub keeps the amd64 and arm64 analyses side by side

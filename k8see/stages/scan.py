@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from k8see.errors import K8seeError, PlatformError, ScanBlocked
+from k8see.errors import GitHubError, K8seeError, PlatformError, ScanBlocked
 from k8see.integrations.codescanning import repo_is_public, upload_sarif
 from k8see.integrations.github import make_client
 from k8see.integrations.registry_access import registry_credentials
@@ -82,15 +82,15 @@ def upload_to_code_scanning(
     """Upload each platform's SARIF for the PR's head commit; best-effort (only warns).
 
     Returns:
-        ``{"state": "uploaded", "ids": [...]}``, ``{"state": "off" | "private"}`` or
-        ``{"state": "failed", "error": "..."}`` (no credential in it).
+        ``{"state": "uploaded", "ids": [...]}``, ``{"state": "off" | "private" |
+        "unavailable"}`` or ``{"state": "failed", "error": "..."}`` (no credential in it).
     """
     mode = ctx.settings.scan.upload_sarif
     if mode == "never" or not reports:
         return {"state": "off"}
     try:
         client = make_client(ctx.settings, log=ctx.log)
-        if mode == "auto" and not repo_is_public(client, run.repo):
+        if mode == "public" and not repo_is_public(client, run.repo):
             return {"state": "private"}
         ids = [
             upload_sarif(
@@ -104,6 +104,12 @@ def upload_to_code_scanning(
             for plat, files in sorted(reports.items())
             if files.get("sarif")
         ]
+    except GitHubError as exc:
+        if exc.status in (403, 404):  # code scanning is not available for this repository
+            ctx.log.info("Code scanning is not available for %s: %s", run.repo, exc.message)
+            return {"state": "unavailable"}
+        ctx.log.warning("The SARIF upload to code scanning failed: %s", exc.message)
+        return {"state": "failed", "error": exc.message}
     except K8seeError as exc:
         ctx.log.warning("The SARIF upload to code scanning failed: %s", exc.message)
         return {"state": "failed", "error": exc.message}

@@ -1,8 +1,8 @@
 """The scan stage with real Trivy: under warn the findings are reported and the run goes on;
 under block a committed secret stops it with ScanBlocked naming the counts and findings
 (never the secret itself); a clean image passes block; scanning off is recorded as skipped;
-each platform's SARIF uploaded to code scanning (sandbox GitHub) even when blocked, skipped
-for a private repository under auto, a refusal recorded under always."""
+each platform's SARIF uploaded to code scanning (sandbox GitHub) even when blocked; a private
+repository's refusal recorded as unavailable (auto), or not tried at all (public)."""
 
 from __future__ import annotations
 
@@ -108,18 +108,20 @@ def test_sarif_goes_to_code_scanning_even_when_blocked(
     assert {(u["commit_sha"], u["ref"]) for u in uploads} == {("f" * 40, "refs/pull/2/head")}
     rules = {r["id"] for u in uploads for r in u["sarif"]["runs"][0]["tool"]["driver"]["rules"]}
     assert "github-pat" in rules
-    # and a private repository (auto) is skipped, "always" tries and records the refusal
+    # and a private repository without code scanning refuses (auto: recorded as unavailable),
+    # while "public" asks for the visibility first and does not try
     built = make_run(secret_image).result("build")
     private = Run(
         repo="acme/private-app", pr=2, sha="f" * 40, generation=1, action=Action.DEPLOY
     ).with_result("build", built)
     warn = settings.model_copy(update={"scan": settings.scan.model_copy(update={"policy": "warn"})})
     ctx.settings = warn
-    assert scan.run(private, ctx).result("scan")["code_scanning"] == {"state": "private"}
+    assert scan.run(private, ctx).result("scan")["code_scanning"] == {"state": "unavailable"}
+    assert ("POST", "/repos/acme/private-app/code-scanning/sarifs") in github.calls
     ctx.settings = warn.model_copy(
-        update={"scan": warn.scan.model_copy(update={"upload_sarif": "always"})}
+        update={"scan": warn.scan.model_copy(update={"upload_sarif": "public"})}
     )
-    refused = scan.run(private, ctx).result("scan")["code_scanning"]
-    assert refused["state"] == "failed" and "403" in refused["error"]
-    assert SANDBOX_TOKEN not in refused["error"]
+    calls_before = len(github.calls)
+    assert scan.run(private, ctx).result("scan")["code_scanning"] == {"state": "private"}
+    assert github.calls[calls_before:] == [("GET", "/repos/acme/private-app")]
     assert "acme/private-app" not in github.state.sarifs
