@@ -6,7 +6,7 @@ export PATH := $(ROOT)/.tools/bin:$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 EXAMPLE ?= hello
 
-.PHONY: bootstrap test lint format bench demo schema clean
+.PHONY: bootstrap test lint format bench demo schema clean worker-image worker-base
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -32,6 +32,14 @@ demo: bootstrap
 
 schema: bootstrap
 	@$(VENV)/bin/k8see schema > config/k8s-ee.schema.json
+
+# The worker image (workers/Dockerfile) with buildah; BASE_IMAGE, IMAGE, PLATFORM overridable.
+worker-image: bootstrap
+	@bash workers/build-image.sh
+
+# A Debian bookworm base from deb.debian.org, for hosts without an image registry (root).
+worker-base:
+	@bash workers/base-image.sh
 
 clean:
 	rm -rf .venv .tools .sandbox

@@ -6,7 +6,8 @@ on PATH that prints the arguments it got, so what is tested is our script's choi
 Covers: every pool ``k8see worker --pool`` knows, with and without CONCURRENCY; beat, Flower
 and metrics listening beyond loopback; an unset or unknown POOL refused with exit 2 and the
 list of pools; the platform chart's arguments (``--log-format json worker …``) and bare
-subcommands go to k8see; a program on PATH runs as is.
+subcommands go to k8see; a program on PATH runs as is; the metrics directory is created
+(prometheus_client's multiprocess mode needs it and the chart's /tmp is a fresh emptyDir).
 """
 
 from __future__ import annotations
@@ -69,3 +70,9 @@ def test_arguments_win_over_pool(path: str) -> None:
     assert entry(path, "status", "--json").stdout == "k8see status --json\n"
     assert entry(path, "k8see", "enqueue", "--help").stdout == "k8see enqueue --help\n"
     assert entry(path, "echo", "plain program").stdout == "plain program\n"
+
+
+def test_the_metrics_directory_is_created(path: str, tmp_path: Path) -> None:
+    directory = tmp_path / "tmp" / "metrics"
+    done = entry(path, POOL="default", PROMETHEUS_MULTIPROC_DIR=str(directory))
+    assert done.returncode == 0 and directory.is_dir()

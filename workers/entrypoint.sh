@@ -10,6 +10,12 @@
 # Pool names are k8see's (`k8see worker --pool`): default, build, deploy, maintenance, all.
 set -eu
 
+# prometheus_client's multiprocess mode writes there and does not create it (the image and the
+# chart both point it at a directory under /tmp, which may be a fresh emptyDir).
+if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+    mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+fi
+
 POOLS="default build deploy maintenance all"
 usage() {
     echo "k8see-entrypoint: $1" >&2
