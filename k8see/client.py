@@ -139,6 +139,8 @@ def enqueue(
         timings={},
         enqueued_at=run.enqueued_at,
         previous_status=_settled(before),
+        # The commit the environment runs, restored if this event is skipped or refused.
+        previous_sha=before.get("sha") if _settled(before) else before.get("previous_sha"),
         skipped_run=None,
         reason=None,
     )

@@ -232,6 +232,8 @@ class StageTask(Task):  # type: ignore[misc]
                     "skipped_run": run.run_id,
                     "reason": exc.message,
                     "stage": None,
+                    # A refused fork push must not show its commit as the running one.
+                    **({"sha": record["previous_sha"]} if record.get("previous_sha") else {}),
                 },
                 ttl_seconds=ttl,
             )

@@ -192,9 +192,10 @@ def test_commands_need_write_access_and_maintainers_get_the_whole_conversation(
         print(f"GitHub calls, push → ready: {sum(push_calls.values())} {dict(push_calls)}")
         print(f"GitHub calls, closed → destroyed: {sum(destroy_calls.values())} "
               f"{dict(destroy_calls)}")  # fmt: skip
-    assert sum(deploy_calls.values()) <= 12
-    assert sum(push_calls.values()) <= 9
-    assert sum(destroy_calls.values()) <= 5
+    # "A few per stage": at most 3 on average over the five deploy stages, 3 over destroy's two
+    assert sum(deploy_calls.values()) <= 15
+    assert sum(push_calls.values()) <= 15
+    assert sum(destroy_calls.values()) <= 6
 
 
 def test_a_fork_is_deployed_only_at_the_sha_a_maintainer_approved(harness: Harness) -> None:
@@ -229,7 +230,8 @@ def test_a_fork_is_deployed_only_at_the_sha_a_maintainer_approved(harness: Harne
     )
     # Then it is not deployed: the approved SHA stays, and the comment asks for a new approval
     assert pushed.returncode == 0 and "skipped" in pushed.stdout, pushed.stderr
-    assert h.record(repo, 2)["status"] == "ready"
+    record = h.record(repo, 2)
+    assert (record["status"], record["sha"]) == ("ready", sha)
     assert _stats(h).get("stage_started:build", 0) == builds
     assert {d["sha"] for d in gh.deployments(repo)} == {sha}
     forks = [b for b in _bodies(h, repo, 2) if b.startswith(FORK_MARKER)]
