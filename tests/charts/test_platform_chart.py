@@ -125,3 +125,22 @@ def test_dashboard_configmap_is_off_by_default_and_carries_the_sidecar_label(
     configmap = yaml.safe_load(on.stdout)
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["k8see.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_a_pool_can_get_a_user_namespace_for_buildah(kube_env: dict[str, str]) -> None:
+    out = helm("template", "k8see", str(CHART), "-f", str(VALUES), "--set",
+               "pools.build.hostUsers=false", "--set-json",
+               'pools.build.securityContext={"seccompProfile":{"type":"Unconfined"}}',
+               "--show-only", "templates/workers-deployment.yaml", env=kube_env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    pods = {d["metadata"]["name"].rsplit("-", 1)[1]: d["spec"]["template"]["spec"]
+            for d in yaml.safe_load_all(out.stdout) if d}  # fmt: skip
+    assert pods["build"]["hostUsers"] is False
+    assert pods["build"]["containers"][0]["securityContext"] == {
+        "seccompProfile": {"type": "Unconfined"}}  # fmt: skip
+    # The other pools keep the defaults: non-root, nothing to escalate, no capabilities.
+    for pool in ("default", "deploy", "maintenance"):
+        assert "hostUsers" not in pods[pool]
+        assert pods[pool]["securityContext"]["runAsNonRoot"] is True
+        assert pods[pool]["containers"][0]["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}  # fmt: skip
