@@ -1,0 +1,142 @@
+"""The validate stage without Celery: the real GitHub client against the sandbox, a real Redis
+for fork approvals, a local git repository as the source.
+
+Covers: a missing allowlist refuses before any GitHub call, with the platform's access-request
+address in the hint; a config error posts a failing ``k8see/validate`` commit status naming
+the problem; a valid config posts a success status and starts a Deployment (``in_progress``)
+whose id rides in the result; a fork push without approval is refused with the fork notice; a
+maintainer's command approves and pins the fork's head; a stranger's command is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import redis
+
+from k8see import approvals
+from k8see.errors import ConfigError, PolicyError, Refused
+from k8see.run import Action, Run
+from k8see.sandbox.github import GitHubSandbox
+from k8see.settings import PlatformSettings
+from k8see.stages import validate
+from k8see.stages.context import StageContext
+from tests.fixtures.github import SANDBOX_TOKEN, git
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCESS = "https://platform.example.test/access"
+
+
+@pytest.fixture
+def repo_dir(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "src"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "k8s-ee.yaml").write_text("projectId: shop\napp:\n  port: 3000\n")
+    (path / "Dockerfile").write_text("FROM busybox\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "one")
+    return path, git(path, "rev-parse", "HEAD")
+
+
+def _ctx(hub: GitHubSandbox, tmp_path: Path, redis_url: str, allowlist: Path) -> StageContext:
+    settings = PlatformSettings(
+        github={"api_url": hub.url, "token": SANDBOX_TOKEN},
+        redis={"url": redis_url},
+        policy={"allowlist_path": str(allowlist), "access_request_url": ACCESS},
+        build={"workdir": str(tmp_path / "work")},
+        queues={"max_retries": 1, "retry_backoff_seconds": 0.01},
+    )
+    return StageContext(settings=settings, log=logging.getLogger("t"), workdir=tmp_path)
+
+
+@pytest.fixture
+def allowlist(tmp_path: Path) -> Path:
+    path = tmp_path / "allowed.json"
+    path.write_text(json.dumps({"mode": "allowlist", "organizations": ["acme"]}))
+    return path
+
+
+def _run(sha: str, src: Path, **kw: object) -> Run:
+    fields: dict[str, object] = {
+        "repo": "acme/shop", "pr": 7, "sha": sha, "generation": 1, "action": Action.DEPLOY,
+        "trigger": "pull_request:opened", "source": str(src), **kw,
+    }  # fmt: skip
+    return Run(**fields)  # type: ignore[arg-type]
+
+
+def test_a_missing_allowlist_refuses_before_asking_github(
+    github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str]
+) -> None:
+    src, sha = repo_dir
+    ctx = _ctx(github, tmp_path, redis_url, tmp_path / "gone.json")
+    with pytest.raises(PolicyError) as refused:
+        validate.run(_run(sha, src), ctx)
+    assert "missing" in refused.value.message and ACCESS in (refused.value.hint or "")
+    assert github.calls == []
+
+
+def test_config_error_fails_the_commit_status(
+    github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str],
+    allowlist: Path,
+) -> None:  # fmt: skip
+    src, _ = repo_dir
+    (src / "k8s-ee.yaml").write_text("projectId: Not_Valid\n")
+    git(src, "commit", "-qam", "bad")
+    sha = git(src, "rev-parse", "HEAD")
+    github.add_repo("acme/shop")
+    github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f")
+    with pytest.raises(ConfigError) as bad:
+        validate.run(_run(sha, src), _ctx(github, tmp_path, redis_url, allowlist))
+    assert bad.value.where is not None and bad.value.where.field == "projectId"
+    (status,) = github.commit_statuses("acme/shop")
+    assert (status["context"], status["state"]) == ("k8see/validate", "failure")
+    assert "projectId" in status["description"]
+    assert github.deployments("acme/shop") == []
+
+
+def test_a_valid_config_starts_a_deployment(
+    github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str],
+    allowlist: Path,
+) -> None:  # fmt: skip
+    src, sha = repo_dir
+    github.add_repo("acme/shop")
+    github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f")
+    out = validate.run(_run(sha, src), _ctx(github, tmp_path, redis_url, allowlist))
+    (deployment,) = github.deployments("acme/shop")
+    assert out.result("validate")["deployment_id"] == deployment["id"]
+    assert deployment["environment"] == "preview/shop-pr-7"
+    assert [s["state"] for s in deployment["statuses"]] == ["in_progress"]
+    assert [s["state"] for s in github.commit_statuses("acme/shop")] == ["success"]
+
+
+def test_fork_runs_only_at_the_sha_a_maintainer_approved(
+    github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str],
+    allowlist: Path,
+) -> None:  # fmt: skip
+    src, sha = repo_dir
+    github.add_repo("acme/shop", collaborators={"boss": "admin"})
+    github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f", fork=True)
+    ctx = _ctx(github, tmp_path, redis_url, allowlist)
+    store = redis.Redis.from_url(redis_url)
+    # a push from the fork: refused, with the notice
+    with pytest.raises(Refused):
+        validate.run(_run(sha, src), ctx)
+    assert github.comments("acme/shop", 7)[0]["body"].startswith(approvals.FORK_MARKER)
+    # a stranger's /deploy-preview approves nothing
+    stranger = github.add_comment("acme/shop", 7, "/deploy-preview", login="someone")
+    command = {"trigger": "issue_comment:/deploy-preview", "comment_id": stranger["id"]}
+    with pytest.raises(Refused):
+        validate.run(_run("", src, commenter="someone", **command), ctx)
+    assert approvals.approved_sha(store, repo="acme/shop", pr=7) is None
+    # the maintainer's approves the head and the run carries exactly it
+    boss = github.add_comment("acme/shop", 7, "/deploy-preview", login="boss")
+    command["comment_id"] = boss["id"]
+    out = validate.run(_run("", src, commenter="boss", **command), ctx)
+    assert out.sha == sha and approvals.approved_sha(store, repo="acme/shop", pr=7) == sha
+    assert [r["content"] for r in github.reactions(boss["id"])] == ["eyes"]
+    # and the same SHA pushed again is accepted without a new approval
+    assert validate.run(_run(sha, src), ctx).sha == sha
