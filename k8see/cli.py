@@ -272,6 +272,7 @@ def enqueue(
         generation=sent.run.generation,
         timeout_seconds=timeout,
         on_change=progress,
+        authorizing=sent.authorizing,
     )
     summary.update(status=outcome.status, preview_url=outcome.record.get("preview_url"))
     if as_json:

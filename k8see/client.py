@@ -18,7 +18,7 @@ import redis
 from k8see import coordination, state
 from k8see.app import create_app
 from k8see.events import Decision
-from k8see.pipeline import chain_for
+from k8see.pipeline import admit
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
 
@@ -27,6 +27,8 @@ DEDUPE_SECONDS = 3600
 POLL_SECONDS = 0.25
 #: The worker task that authorizes and answers /help, /preserve and /unpreserve.
 COMMAND_TASK = "k8see.command"
+#: Comment commands that start a pipeline: authorized by a worker before they are admitted.
+AUTHORIZED_FIRST = frozenset({"deploy-preview", "destroy-preview"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Enqueued:
 
     run: Run
     duplicate_of: str | None = None
+    #: A command waiting for a worker to authorize it; admitted (or refused) later.
+    authorizing: bool = False
 
     @property
     def run_id(self) -> str:
@@ -93,68 +97,27 @@ def enqueue(
             redis_client, repo=repo, pr=pr
         )
         original = Run.from_dict({**draft.to_dict(), "generation": generation})
-        return Enqueued(run=original, duplicate_of=earlier_id)
+        # An unsettled command is still waiting for its authorization.
+        waiting = not earlier_generation and decision.command in AUTHORIZED_FIRST
+        return Enqueued(run=original, duplicate_of=earlier_id, authorizing=waiting)
 
-    if decision.action is Action.COMMAND:
-        # /help, /preserve, /unpreserve: one task, and the PR's generation, close mark and
-        # record stay as they are, so a command can never supersede or disturb queued work.
+    app = create_app(settings)
+    if decision.action is Action.COMMAND or decision.command in AUTHORIZED_FIRST:
+        # Every comment command goes to one k8see.command task first, which authorizes it.
+        # /help and /preserve never touch the PR's generation, close mark or record;
+        # /deploy-preview and /destroy-preview are admitted (generation bumped, close mark
+        # set, chain sent) only after the commenter was found to have write access, so a
+        # stranger's command can never supersede or disturb queued work.
         run = Run.from_dict(
             {
                 **draft.to_dict(),
                 "generation": coordination.current_generation(redis_client, repo=repo, pr=pr),
             }
         )
-        create_app(settings).send_task(COMMAND_TASK, args=[run.to_dict()])
-        return Enqueued(run=run)
-
-    if decision.action is Action.DESTROY:
-        coordination.mark_closed(redis_client, repo=repo, pr=pr)
-    else:
-        coordination.clear_closed(redis_client, repo=repo, pr=pr)
-    generation = coordination.next_generation(redis_client, repo=repo, pr=pr)
-    run = Run.from_dict({**draft.to_dict(), "generation": generation})
-    coordination.settle_delivery(
-        redis_client,
-        repo=repo,
-        pr=pr,
-        fingerprint=fingerprint,
-        run_id=run.run_id,
-        generation=generation,
-    )
-    before = state.get(redis_client, repo=repo, pr=pr) or {}
-    state.set_status(
-        redis_client,
-        repo=repo,
-        pr=pr,
-        generation=generation,
-        status=Status.QUEUED,
-        ttl_seconds=settings.redis.record_ttl_seconds,
-        run_id=run.run_id,
-        action=run.action.value,
-        trigger=trigger,
-        sha=run.sha or None,
-        ref=run.ref,
-        stage=None,
-        error=None,
-        timings={},
-        enqueued_at=run.enqueued_at,
-        previous_status=_settled(before),
-        # The commit the environment runs, restored if this event is skipped or refused.
-        previous_sha=before.get("sha") if _settled(before) else before.get("previous_sha"),
-        skipped_run=None,
-        reason=None,
-    )
-    app = create_app(settings)
-    chain_for(app, settings, run).apply_async()
+        app.send_task(COMMAND_TASK, args=[run.to_dict()])
+        return Enqueued(run=run, authorizing=decision.command in AUTHORIZED_FIRST)
+    run = admit(draft, app=app, settings=settings, client=redis_client, fingerprint=fingerprint)
     return Enqueued(run=run)
-
-
-def _settled(record: dict[str, Any]) -> str | None:
-    """The environment's last settled status, to restore if the new event is skipped."""
-    status = record.get("status")
-    if status in {s.value for s in TERMINAL}:
-        return str(status)
-    return record.get("previous_status") if isinstance(record.get("previous_status"), str) else None
 
 
 @dataclass(frozen=True)
@@ -188,18 +151,37 @@ def follow(
     timeout_seconds: float,
     on_change: Callable[[dict[str, Any]], None] = lambda record: None,
     until_commented: bool = False,
+    authorizing: bool = False,
     client: redis.Redis | None = None,
 ) -> Outcome:
     """Watch the PR's record until this run ends, calling ``on_change`` on every update.
 
     With ``until_commented``, a finished run also waits for its PR comment to be written.
+    An ``authorizing`` run (a comment command) has no generation of its own until a worker
+    admits it; until then only its refusal or its admission ends the wait.
     """
     redis_client = client or redis.Redis.from_url(settings.redis.url)
     deadline = time.monotonic() + timeout_seconds
     seen: tuple[Any, ...] = ()
     record: dict[str, Any] = {}
+    admitted = not authorizing
     while time.monotonic() < deadline:
         record = state.get(redis_client, repo=repo, pr=pr) or {}
+        if not admitted:
+            if record.get("run_id") == run_id:
+                admitted, generation = True, int(record.get("generation") or 0)
+            else:
+                refusal = state.run_outcome(redis_client, run_id=run_id)
+                if refusal is not None:
+                    # Refused or not applicable: nothing changed, like a skipped event.
+                    reason = str(refusal.get("message") or "the command was refused")
+                    return Outcome(
+                        status=Status.SKIPPED.value,
+                        record={**record, "reason": reason},
+                        skipped=True,
+                    )
+                time.sleep(POLL_SECONDS)
+                continue
         key = (record.get("status"), record.get("stage"), record.get("updated_at"))
         if key != seen:
             seen = key

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery, chain
 from celery.canvas import Signature
 
-from k8see.run import Action, Run
+from k8see import coordination, state
+from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
 
 DEPLOY_STAGES = ("validate", "build", "scan", "deploy", "comment")
@@ -72,3 +74,74 @@ def chain_for(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
     signatures = [_signature(app, settings, first, (run.to_dict(),), run)]
     signatures += [_signature(app, settings, stage, (), run) for stage in rest]
     return chain(*signatures)
+
+
+def admit(
+    run: Run,
+    *,
+    app: Celery,
+    settings: PlatformSettings,
+    client: redis.Redis,
+    fingerprint: str = "",
+) -> Run:
+    """Accept ``run`` for its PR: the one place a run becomes the PR's latest.
+
+    Sets or clears the close mark, bumps the generation (older runs stop), writes the
+    ``queued`` record and sends the chain. The enqueue client calls it for events; the
+    command task calls it for ``/deploy-preview`` and ``/destroy-preview`` only after the
+    commenter was authorized, so a stranger's command can never supersede queued work.
+
+    Returns:
+        The run with its generation.
+    """
+    repo, pr = run.repo, run.pr
+    if run.action is Action.DESTROY:
+        coordination.mark_closed(client, repo=repo, pr=pr)
+    else:
+        coordination.clear_closed(client, repo=repo, pr=pr)
+    generation = coordination.next_generation(client, repo=repo, pr=pr)
+    run = Run.from_dict({**run.to_dict(), "generation": generation})
+    if fingerprint:
+        coordination.settle_delivery(
+            client,
+            repo=repo,
+            pr=pr,
+            fingerprint=fingerprint,
+            run_id=run.run_id,
+            generation=generation,
+        )
+    before = state.get(client, repo=repo, pr=pr) or {}
+    settled = _settled(before)
+    state.set_status(
+        client,
+        repo=repo,
+        pr=pr,
+        generation=generation,
+        status=Status.QUEUED,
+        ttl_seconds=settings.redis.record_ttl_seconds,
+        run_id=run.run_id,
+        action=run.action.value,
+        trigger=run.trigger,
+        sha=run.sha or None,
+        ref=run.ref,
+        stage=None,
+        error=None,
+        timings={},
+        enqueued_at=run.enqueued_at,
+        previous_status=settled,
+        # The commit the environment runs, restored if this event is skipped or refused.
+        previous_sha=before.get("sha") if settled else before.get("previous_sha"),
+        skipped_run=None,
+        reason=None,
+    )
+    chain_for(app, settings, run).apply_async()
+    return run
+
+
+def _settled(record: dict[str, Any]) -> str | None:
+    """The environment's last settled status, to restore if the new event is skipped."""
+    status = record.get("status")
+    if status in {s.value for s in TERMINAL}:
+        return str(status)
+    previous = record.get("previous_status")
+    return previous if isinstance(previous, str) else None

@@ -130,6 +130,18 @@ def list_records(
 
 
 STATS_KEY = f"{PREFIX}:stats"
+OUTCOME_TTL_SECONDS = 3600
+
+
+def set_run_outcome(client: redis.Redis, *, run_id: str, outcome: dict[str, Any]) -> None:
+    """How a run that never reached the record ended (a refused command), for ``--wait``."""
+    client.set(f"{PREFIX}:outcome:{run_id}", json.dumps(outcome), ex=OUTCOME_TTL_SECONDS)
+
+
+def run_outcome(client: redis.Redis, *, run_id: str) -> dict[str, Any] | None:
+    raw = client.get(f"{PREFIX}:outcome:{run_id}")
+    data = json.loads(raw) if raw else None
+    return data if isinstance(data, dict) else None
 
 
 def count(client: redis.Redis, name: str, amount: int = 1) -> None:

@@ -28,7 +28,7 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
-from k8see import coordination, metrics, state
+from k8see import coordination, metrics, pipeline, state
 from k8see.app import settings_of
 from k8see.errors import (
     Closed,
@@ -452,9 +452,11 @@ def command_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     except Stopped as exc:
         rlog.info("Command stops: %s", exc.message)
         state.count(client, f"stopped:{exc.reason}:command")
+        state.set_run_outcome(client, run_id=run.run_id, outcome=exc.to_dict())
         return {**run.to_dict(), "stopped": exc.reason, "stop_message": exc.message}
     except UserError as exc:
         rlog.info("Command refused: %s", exc.message)
+        state.set_run_outcome(client, run_id=run.run_id, outcome=exc.to_dict())
         return {**run.to_dict(), "stopped": exc.reason, "stop_message": exc.message}
     except PlatformError as exc:
         retries = int(self.request.retries or 0)
@@ -470,6 +472,10 @@ def command_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     state.count(client, "commands")
     forward = str(result.result("command").get("forward") or "")
+    if forward == "admit":
+        admitted = pipeline.admit(result, app=self.app, settings=settings, client=client)
+        rlog.info("Command admitted as generation %d.", admitted.generation)
+        return admitted.to_dict()
     if forward:
         self.app.send_task(forward, args=[result.to_dict()])
     rlog.info("Command %s handled.", result.result("command").get("command"))

@@ -99,7 +99,7 @@ def test_wait_does_not_follow_a_command(redis_url: str, tmp_path: Path) -> None:
     assert len(out.stdout.strip()) == 12  # the run id, printed at once
 
 
-def test_deploy_preview_carries_the_commenter(redis_url: str) -> None:
+def test_deploy_preview_is_authorized_before_it_touches_the_pr(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     decision = decide_from_comment(
         repo="acme/shop", pr=4, body="/deploy-preview", trigger="on-demand", commenter="carol",
@@ -111,7 +111,14 @@ def test_deploy_preview_carries_the_commenter(redis_url: str) -> None:
         trigger="issue_comment:/deploy-preview",
     )
     assert sent.run.commenter == "carol" and sent.run.comment_id == 12
+    assert sent.authorizing
+    # Only the command task is queued: it checks carol's permission, then admits the run.
+    assert client.llen("default") == 1
     message = json.loads(client.lindex("default", 0))
-    assert message["headers"]["task"] == "k8see.validate"
+    assert message["headers"]["task"] == "k8see.command"
     args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-    assert args[0]["commenter"] == "carol"
+    assert args[0]["commenter"] == "carol" and args[0]["action"] == "deploy"
+    # Until then nothing about the PR changed: no generation, no close mark, no record.
+    assert coordination.current_generation(client, repo="acme/shop", pr=4) == 0
+    assert not coordination.is_closed(client, repo="acme/shop", pr=4)
+    assert state.get(client, repo="acme/shop", pr=4) is None

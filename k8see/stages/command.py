@@ -1,4 +1,4 @@
-"""command: ``/help``, ``/preserve [hours]`` and ``/unpreserve``, outside the deploy pipeline.
+"""command: every PR comment command is authorized here first, outside the deploy pipeline.
 
 The client sends these as one ``k8see.command`` task that never bumps the PR's generation, so
 a command cannot supersede or disturb queued work. Here the worker checks the commenter has
@@ -7,7 +7,9 @@ write access (``approvals.authorize``; others get a polite reply), reacts 👀, 
 - ``/help`` is answered with a reply comment listing the commands and the repository's trigger
   mode (from the last validated run, else read from ``k8s-ee.yaml`` at the PR's head);
 - ``/preserve`` and ``/unpreserve`` are authorized only: the result names the task that handles
-  them (``k8see.preserve``, in the maintenance area), which the task layer sends the run to.
+  them (``k8see.preserve``, in the maintenance area), which the task layer sends the run to;
+- ``/deploy-preview`` and ``/destroy-preview`` are authorized only: the task layer then admits
+  the run (generation, close mark, chain), so a refused command changes nothing at all.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ from k8see.stages.context import StageContext
 
 __all__ = ["FORWARD", "help_text", "run"]
 
-#: Commands this stage only authorizes, and the task that carries them out.
-FORWARD = {"preserve": "k8see.preserve", "unpreserve": "k8see.preserve"}
+#: Commands this stage only authorizes, and the task that carries them out. ``admit`` means
+#: the task layer admits the run as the PR's latest (pipeline.admit), starting its chain.
+FORWARD = {
+    "preserve": "k8see.preserve",
+    "unpreserve": "k8see.preserve",
+    "deploy-preview": "admit",
+    "destroy-preview": "admit",
+}
 SOURCE_TIMEOUT_SECONDS = 120
 
 
@@ -38,7 +46,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     """
     command, args, _ = parse_command(run.trigger.partition(":")[2])
     if command not in ("help", *FORWARD):
-        raise PolicyError(f"{run.trigger[:80]!r} is not /help, /preserve or /unpreserve.")
+        raise PolicyError(f"{run.trigger[:80]!r} is not a command this task handles.")
     github = make_client(ctx.settings, log=ctx.log)
     permission = approvals.authorize(
         github,

@@ -65,7 +65,9 @@ def run(run: Run, ctx: StageContext) -> Run:
     settings = ctx.settings
     _check_allowed(run, ctx)
     github = make_client(settings, log=ctx.log)
-    if run.trigger.startswith("issue_comment:"):
+    if run.trigger.startswith("issue_comment:") and not run.result("command").get("permission"):
+        # Commands are authorized by the command task before they are admitted; this covers
+        # runs enqueued without it (older clients, replays).
         _authorize(run, ctx, github)
     deploying = run.action is not Action.DESTROY
     if deploying or not run.sha:

@@ -1,7 +1,8 @@
 """GitHub that reviewers trust, through real worker processes against the sandbox GitHub.
 
 Covers:
-- a non-collaborator's ``/deploy-preview`` and ``/destroy-preview`` are refused with one polite
+- a non-collaborator's ``/deploy-preview`` and ``/destroy-preview`` are refused before they touch
+  the PR (no generation bump, so they cannot supersede queued work), with one polite
   reply, no 👎, nothing built or destroyed, and the environment's status untouched;
 - ``/help`` from a maintainer is answered with the commands and the trigger mode, without
   touching the PR's generation;
@@ -120,11 +121,12 @@ def test_commands_need_write_access_and_maintainers_get_the_whole_conversation(
     assert len(replies) == 1 and "write access" in replies[0] and "@viewer" in replies[0]
     assert _reactions(h, stranger_comment) == []
     after = _stats(h)
-    assert after.get("stage_started:validate", 0) == before.get("stage_started:validate", 0) + 1
+    # the command task refused it before the PR was touched: no pipeline stage ran at all
+    assert after.get("stage_started:validate", 0) == before.get("stage_started:validate", 0)
     assert after.get("stage_started:build", 0) == before.get("stage_started:build", 0)
-    assert after.get("stopped:refused:validate", 0) == before.get("stopped:refused:validate", 0) + 1
+    assert after.get("stopped:refused:command", 0) == before.get("stopped:refused:command", 0) + 1
     assert "trust-pr-1" not in h.namespaces()
-    assert coordination.current_generation(h.redis, repo=repo, pr=1) == generation + 1
+    assert coordination.current_generation(h.redis, repo=repo, pr=1) == generation
 
     # When a maintainer asks for help
     helped, help_comment = _command(h, repo, 1, "/help", "maintainer", path)
@@ -134,7 +136,7 @@ def test_commands_need_write_access_and_maintainers_get_the_whole_conversation(
     assert "**on-demand**" in answer and "/destroy-preview" in answer and "/preserve" in answer
     assert _reactions(h, help_comment) == ["eyes"]
     # a command never bumps the generation: it cannot disturb queued work
-    assert coordination.current_generation(h.redis, repo=repo, pr=1) == generation + 1
+    assert coordination.current_generation(h.redis, repo=repo, pr=1) == generation
 
     # When a maintainer asks for a preview
     start = len(gh.calls)
