@@ -18,13 +18,13 @@ from typing import Any
 
 import requests
 
-from k8see.client import enqueue, follow
+from k8see.client import Outcome, enqueue, follow
 from k8see.events import decide_from_flags
 from k8see.integrations.kube import make_api
 from k8see.sandbox.databases import describe, install_operator_crds
 from k8see.sandbox.platform import ROOT, Platform, free_port
 from k8see.sandbox.podruntime import PodRuntime
-from k8see.settings import load_settings
+from k8see.settings import PlatformSettings, load_settings
 
 DEMO_ORG = "k8see-demo"
 PR_NUMBER = 1
@@ -75,6 +75,9 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
     repo = f"{DEMO_ORG}/{example}"
     say("k8see demo: LOCAL SANDBOX. Kubernetes and GitHub are stand-ins that speak the real")
     say("APIs; Redis, Celery workers, buildah, the registry, Trivy and helm are the real tools.")
+    # Each demo starts from empty state (the registry and build caches are kept: they only
+    # make it faster); KEEP=1 leaves this run's state for exploring.
+    shutil.rmtree(workdir / "redis", ignore_errors=True)
     platform = Platform(workdir=workdir)
     runtime: PodRuntime | None = None
     try:
@@ -100,26 +103,7 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         platform.github.add_repo(repo, collaborators={"demo-dev": "write"})
         platform.github.add_pull(repo, PR_NUMBER, head_sha=sha, head_ref=HEAD_REF)
         say(f"\nPR {repo}#{PR_NUMBER} opened at {sha[:12]}; enqueueing the 'opened' event.")
-        decision = decide_from_flags(
-            repo=repo, pr=PR_NUMBER, action="opened", sha=sha, ref=HEAD_REF, trigger="automatic"
-        )
-        sent = enqueue(
-            decision,
-            settings=settings,
-            trigger="pull_request:opened",
-            source=str(workdir / "src-repo"),
-        )
-        say(f"run {sent.run_id}:")
-        outcome = follow(
-            settings=settings,
-            repo=repo,
-            pr=PR_NUMBER,
-            run_id=sent.run_id,
-            generation=sent.run.generation,
-            timeout_seconds=FOLLOW_SECONDS,
-            on_change=_progress(time.monotonic()),
-            until_commented=True,
-        )
+        outcome = _event(settings, repo, sha, "opened", source=str(workdir / "src-repo"))
         if not outcome.ok:
             error = outcome.record.get("error") or {}
             say(f"\nThe deploy ended as {outcome.status}: {error.get('message', '')}")
@@ -148,22 +132,8 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         say(f"Flower: http://127.0.0.1:{flower_port}/  (user admin, password {password})")
 
         say(f"\nPR {repo}#{PR_NUMBER} closed; enqueueing the 'closed' event.")
-        closing = decide_from_flags(
-            repo=repo, pr=PR_NUMBER, action="closed", sha=sha, ref=HEAD_REF, trigger="automatic"
-        )
         platform.github.set_pull_state(repo, PR_NUMBER, state="closed")
-        gone = enqueue(closing, settings=settings, trigger="pull_request:closed")
-        say(f"run {gone.run_id}:")
-        ended = follow(
-            settings=settings,
-            repo=repo,
-            pr=PR_NUMBER,
-            run_id=gone.run_id,
-            generation=gone.run.generation,
-            timeout_seconds=FOLLOW_SECONDS,
-            on_change=_progress(time.monotonic()),
-            until_commented=True,
-        )
+        ended = _event(settings, repo, sha, "closed")
         _show_comment(platform, repo)
         if not ended.ok:
             say(f"The destroy ended as {ended.status}.")
@@ -186,6 +156,27 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         if runtime is not None:
             runtime.stop()
         platform.stop()
+
+
+def _event(
+    settings: PlatformSettings, repo: str, sha: str, action: str, *, source: str = ""
+) -> Outcome:
+    """Enqueue a pull_request event exactly as a workflow would, and follow it to the end."""
+    decision = decide_from_flags(
+        repo=repo, pr=PR_NUMBER, action=action, sha=sha, ref=HEAD_REF, trigger="automatic"
+    )
+    sent = enqueue(decision, settings=settings, trigger=f"pull_request:{action}", source=source)
+    say(f"run {sent.run_id}:")
+    return follow(
+        settings=settings,
+        repo=repo,
+        pr=PR_NUMBER,
+        run_id=sent.run_id,
+        generation=sent.run.generation,
+        timeout_seconds=FOLLOW_SECONDS,
+        on_change=_progress(time.monotonic()),
+        until_commented=True,
+    )
 
 
 def _show_comment(platform: Platform, repo: str) -> None:

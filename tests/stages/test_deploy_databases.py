@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from k8see import names, quota
 from k8see.integrations import kube
+from k8see.sandbox.databases import crd
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
 from k8see.stages.context import StageContext
@@ -64,34 +65,6 @@ OBJECTS = {
 }
 #: Secrets whose values the chart generates and must keep across upgrades.
 GENERATED = ("app-mongodb-password", "app-redis-secret", "app-minio-secret", "app-mariadb-secret")
-
-
-def crd(group: str, plural: str, kind: str, version: str) -> dict[str, Any]:
-    """A minimal CRD: the kind served, any spec accepted, a status subresource."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
-            "versions": [
-                {
-                    "name": version,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
 
 
 @pytest.fixture(scope="session")
