@@ -3,14 +3,17 @@
 The sandbox API server simulates pods. For the demo and the end-to-end tests the preview should
 be the real built image answering real HTTP, so this runtime watches the sandbox over the
 Kubernetes API (the same protocol a kubelet uses), and for each pod whose first container comes
-from the local registry it pulls that image by digest and runs its entrypoint with
-``buildah run --isolation chroot`` (no daemon needed), as the pod's user, with the pod's
-environment (its ConfigMap ``envFrom`` included) and a free host port passed as ``PORT``. It then
+from the local registry it pulls that image by digest with buildah (no daemon needed) and runs
+its entrypoint from the mounted root filesystem, as the pod's user, with the pod's environment
+(its ConfigMap ``envFrom`` included) and a free host port passed as ``PORT``. It then
 registers that port as the backend of the Services selecting the pod, so the API server's
 service proxy, the deploy stage's health check and a person's browser all reach the real app.
 
-What it does not do, and says so: read-only root filesystem and dropped capabilities are not
-enforced (chroot isolation cannot), and database images stay simulated.
+Each container runs in a private mount namespace with its root filesystem read-only when the
+pod asks (``readOnlyRootFilesystem``), its emptyDir volumes writable, as the pod's user. What it
+does not do, and says so: network, PID and user namespaces (the app shares the host's loopback,
+which is how the service proxy reaches it), capabilities beyond dropping root, and the images
+of database operators, which stay simulated.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -47,6 +51,30 @@ class RunningPod:
     process: subprocess.Popen[bytes]
     labels: dict[str, str] = field(default_factory=dict)
     probe_path: str | None = None
+
+
+#: Runs one container the way a kubelet would, without a daemon: in a private mount namespace,
+#: the image's root filesystem bind-mounted (read-only when the container asks), its emptyDir
+#: volumes mounted writable, /proc and a minimal /dev, then chroot to the pod's user.
+#: Arguments: rootfs, read-only flag, uid:gid, host:path volume pairs, "--", the command.
+_CONTAINER_SCRIPT = r"""
+set -e
+root="$1"; read_only="$2"; userspec="$3"; shift 3
+volumes=""
+while [ "$1" != "--" ]; do volumes="$volumes $1"; shift; done
+shift
+mkdir -p "$root/proc" "$root/dev" "$root/tmp"
+for volume in $volumes; do mkdir -p "$root${volume#*:}"; done
+mount --bind "$root" "$root"
+if [ "$read_only" = 1 ]; then mount -o remount,bind,ro "$root"; fi
+for volume in $volumes; do mount --bind "${volume%%:*}" "$root${volume#*:}"; done
+mount -t proc proc "$root/proc"
+mount -t tmpfs -o mode=755 tmpfs "$root/dev"
+for node in null zero random urandom tty; do
+  touch "$root/dev/$node" && mount --bind "/dev/$node" "$root/dev/$node"
+done
+exec chroot --userspec="$userspec" "$root" "$@"
+"""
 
 
 def _expand(text: str, env: dict[str, str]) -> str:
@@ -210,16 +238,27 @@ class PodRuntime:
             *(container.get("args") or config.get("Cmd") or []),
         ]
         command = [_expand(str(part), env) for part in parts]
-        user = pod.get("spec", {}).get("securityContext", {}).get("runAsUser")
-        argv = [*self._buildah, "run", "--isolation", "chroot"]
-        if user is not None:
-            argv += ["--user", f"{user}:{user}"]
-        for key, value in env.items():
-            argv += ["--env", f"{key}={value}"]
-        argv += [ctr, "--", *command]
+        rootfs = subprocess.run(
+            [*self._buildah, "mount", ctr], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        pod_ctx = pod.get("spec", {}).get("securityContext") or {}
+        ctr_ctx = container.get("securityContext") or {}
+        user = ctr_ctx.get("runAsUser", pod_ctx.get("runAsUser", 0))
+        group = ctr_ctx.get("runAsGroup", pod_ctx.get("runAsGroup", user))
+        read_only = "1" if ctr_ctx.get("readOnlyRootFilesystem") else "0"
+        volumes = self._empty_dirs(pod, container)
+        argv = [
+            tool("unshare"), "-m", "--propagation", "private", "--",
+            "sh", "-c", _CONTAINER_SCRIPT, "k8see-pod", rootfs, read_only, f"{user}:{group}",
+            *volumes, "--", *command,
+        ]  # fmt: skip
+        # The image's environment, then the pod's: passed as the process environment, so no
+        # value (a database password from a Secret, say) appears on a command line.
+        image_env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+        proc_env = {**image_env, **env}
         logfile = (self.workdir / f"{namespace}-{name}.log").open("ab")
         process = subprocess.Popen(
-            argv, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, env=proc_env
         )
         logfile.close()
         labels = dict(meta.get("labels") or {})
@@ -228,6 +267,20 @@ class PodRuntime:
             namespace, name, port, ctr, process, labels, probe.get("path") if probe else None
         )
         log.info("Pod %s/%s runs %s on 127.0.0.1:%d.", namespace, name, image, port)
+
+    def _empty_dirs(self, pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
+        """``host:path`` pairs: a fresh host directory for each emptyDir the container mounts."""
+        meta = pod["metadata"]
+        empty = {v["name"] for v in pod.get("spec", {}).get("volumes") or [] if "emptyDir" in v}
+        pairs = []
+        for mount in container.get("volumeMounts") or []:
+            if mount.get("name") not in empty or ":" in str(mount.get("mountPath", ":")):
+                continue
+            host = self.workdir / "volumes" / f"{meta['namespace']}-{meta['name']}" / mount["name"]
+            host.mkdir(parents=True, exist_ok=True)
+            host.chmod(0o1777)  # like an emptyDir with fsGroup: writable by the pod's user
+            pairs.append(f"{host}:{mount['mountPath']}")
+        return pairs
 
     def _env_from(self, namespace: str, container: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -277,4 +330,6 @@ class PodRuntime:
                 pod.process.wait(timeout=5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(pod.process.pid, signal.SIGKILL)
+        subprocess.run([*self._buildah, "umount", pod.container], capture_output=True, check=False)
         subprocess.run([*self._buildah, "rm", pod.container], capture_output=True, check=False)
+        shutil.rmtree(self.workdir / "volumes" / f"{pod.namespace}-{pod.name}", ignore_errors=True)

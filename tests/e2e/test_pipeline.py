@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from tests.e2e.harness import Harness, running_platform
 
@@ -275,3 +276,33 @@ def test_an_app_that_exits_fails_the_deploy_with_what_the_container_did(harness:
     assert "CrashLoopBackOff" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert h.record(repo, 8)["error"]["stage"] == "deploy"
+
+
+def test_the_preview_runs_as_the_pod_says(harness: Harness) -> None:
+    # Given an app that reports how it was started (the chart asks for a read-only root,
+    # /tmp as an emptyDir, and user 1001)
+    h = harness
+    script = (
+        "mkdir -p /tmp/www && echo ok > /tmp/www/health && id -u > /tmp/www/uid.txt && "
+        "( (echo x > /etc/probe) 2>/dev/null && echo writable || echo read-only ) "
+        "> /tmp/www/root.txt && exec httpd -f -p $PORT -h /tmp/www"
+    )
+    repo, path, sha = h.repo(
+        "runsas",
+        {
+            "Dockerfile": f'FROM busybox:1.35\nUSER 1001\nCMD ["sh", "-c", "{script}"]\n',
+            "k8s-ee.yaml": "projectId: runsas\napp:\n  port: 3000\n",
+        },
+    )
+    h.platform.github.add_repo(repo)
+    h.platform.github.add_pull(repo, 9, head_sha=sha, head_ref="feature")
+
+    result = h.enqueue(
+        "--repo", repo, "--pr", "9", "--action", "opened", "--sha", sha, "--source", str(path)
+    )
+
+    # Then, read through the API server's service proxy like any client would
+    assert result.returncode == 0, result.stderr
+    proxy = f"{h.platform.kube.url}/api/v1/namespaces/runsas-pr-9/services/runsas-pr-9-app:80/proxy"
+    assert requests.get(f"{proxy}/root.txt", timeout=5).text.strip() == "read-only"
+    assert requests.get(f"{proxy}/uid.txt", timeout=5).text.strip() == "1001"
