@@ -32,7 +32,6 @@ from typing import Any
 import redis
 from celery import Celery, shared_task
 from kubernetes import client as k8s
-from pydantic import SecretStr
 
 from k8see import coordination, metrics, names, state
 from k8see.app import settings_of
@@ -328,14 +327,7 @@ def registry_credentials(settings: PlatformSettings) -> RegistryCredentials | No
 
 def _with_credentials(settings: PlatformSettings, creds: RegistryCredentials) -> PlatformSettings:
     """Settings whose registry login is ``creds``, for the deploy stage's secret builder."""
-    registry = settings.registry.model_copy(
-        update={
-            "host": registry_access.registry_host(settings),
-            "username": creds.username,
-            "password": SecretStr(creds.password),
-        }
-    )
-    return settings.model_copy(update={"registry": registry})
+    return registry_access.with_login(settings, username=creds.username, password=creds.password)
 
 
 def run_pull_secret_refresh(

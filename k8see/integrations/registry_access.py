@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from pydantic import SecretStr
+
 from k8see.integrations.registry import OciRegistry, TagDeletion
 from k8see.settings import PlatformSettings
 
@@ -70,6 +72,19 @@ def registry_credentials(settings: PlatformSettings) -> tuple[str, str, datetime
         return auth.username, auth.password, auth.expires_at
     password = reg.password.get_secret_value() if reg.password else ""
     return (reg.username, password, None) if password else ("", "", None)
+
+
+def with_login(settings: PlatformSettings, *, username: str, password: str) -> PlatformSettings:
+    """Settings whose registry host and login are the ones to use now (an ECR token, say),
+    for builders of pull secrets that read ``settings.registry``."""
+    registry = settings.registry.model_copy(
+        update={
+            "host": registry_host(settings),
+            "username": username,
+            "password": SecretStr(password) if password else None,
+        }
+    )
+    return settings.model_copy(update={"registry": registry})
 
 
 def ensure_repository(settings: PlatformSettings, *, repository: str) -> bool:

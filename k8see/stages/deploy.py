@@ -26,8 +26,9 @@ from typing import Any
 
 from k8see import names, quota
 from k8see.errors import DeployFailed, HelmError, Where
-from k8see.integrations import health, helm, kube
+from k8see.integrations import health, helm, kube, registry_access
 from k8see.run import Run
+from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
 from k8see.stages.deploy_manifests import (
     chart_path,
@@ -54,6 +55,20 @@ LOG_LINES_IN_HINT = 10
 APP_CHART_NAME = "k8s-ee-app"
 
 
+def pull_secret(
+    settings: PlatformSettings, *, namespace: str, project_id: str, pr: int
+) -> dict[str, Any] | None:
+    """The pull secret with the registry's login as of now: for ECR a fresh 12-hour token
+    (the ``pull_secret_refresh`` beat job renews it before it expires)."""
+    username, password, _expires = registry_access.registry_credentials(settings)
+    return pull_secret_manifest(
+        registry_access.with_login(settings, username=username, password=password),
+        namespace=namespace,
+        project_id=project_id,
+        pr=pr,
+    )
+
+
 def run(run: Run, ctx: StageContext) -> Run:
     """Deploy the run's image into the PR's environment and check it answers."""
     started = time.monotonic()
@@ -77,9 +92,7 @@ def run(run: Run, ctx: StageContext) -> Run:
         ctx.renew_lease()
         cidrs = settings.deploy.api_server_cidrs or kube.api_server_addresses(api=api)
         manifests = guardrail_manifests(validated, pr=run.pr, settings=settings, api_cidrs=cidrs)
-        secret = pull_secret_manifest(
-            settings, namespace=namespace, project_id=project_id, pr=run.pr
-        )
+        secret = pull_secret(settings, namespace=namespace, project_id=project_id, pr=run.pr)
         manifests += [secret] if secret else []
         applied = kube.apply_objects(api=api, namespace=namespace, manifests=manifests)
         ctx.renew_lease()
