@@ -38,7 +38,12 @@ DELIVERIES = 5
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     with running_platform(
         tmp_path_factory.mktemp("drill-flaky"),
-        extra_env={"K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "2.0"},
+        # A helm attempt whose requests keep failing waits out its timeout; 60 s per attempt
+        # keeps a whole run (6 attempts and the backoff between them) inside the drill's wait.
+        extra_env={
+            "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "2.0",
+            "K8SEE_DEPLOY__HELM_TIMEOUT_SECONDS": "60",
+        },
     ) as h:
         yield h
 

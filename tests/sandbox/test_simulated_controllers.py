@@ -163,7 +163,10 @@ def test_pvc_binds_and_job_completes(kube_api_client: Any, kube_namespace: str) 
     }
     core.create_namespaced_persistent_volume_claim(ns, pvc)
     eventually(
-        lambda: core.read_namespaced_persistent_volume_claim("data", ns).status.phase == "Bound",
+        lambda: (
+            getattr(core.read_namespaced_persistent_volume_claim("data", ns).status, "phase", None)
+            == "Bound"
+        ),
         what="bound",
     )
     job = {
@@ -179,7 +182,8 @@ def test_pvc_binds_and_job_completes(kube_api_client: Any, kube_namespace: str) 
     }
     batch.create_namespaced_job(ns, job)
     eventually(
-        lambda: batch.read_namespaced_job("migrate", ns).status.succeeded == 1, what="job succeeded"
+        lambda: getattr(batch.read_namespaced_job("migrate", ns).status, "succeeded", None) == 1,
+        what="job succeeded",
     )
     conditions = {
         c.type: c.status for c in batch.read_namespaced_job("migrate", ns).status.conditions
