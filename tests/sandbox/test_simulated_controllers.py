@@ -52,7 +52,13 @@ def test_deployment_owns_replicaset_owns_ready_pods(
         assert pod.metadata.owner_references[0].uid == rs.metadata.uid
         assert pod.metadata.labels["pod-template-hash"] == phash
     eventually(
-        lambda: (apps.read_namespaced_deployment("web", ns).status.available_replicas or 0) == 2,
+        lambda: (
+            (
+                getattr(apps.read_namespaced_deployment("web", ns).status, "available_replicas", 0)
+                or 0
+            )
+            == 2
+        ),
         what="available",
     )
     status = apps.read_namespaced_deployment("web", ns).status
@@ -112,7 +118,10 @@ def test_statefulset_pods_and_claims(kube_api_client: Any, kube_namespace: str) 
     ]
     apps.create_namespaced_stateful_set(ns, body)
     eventually(
-        lambda: (apps.read_namespaced_stateful_set("db", ns).status.ready_replicas or 0) == 2,
+        lambda: (
+            (getattr(apps.read_namespaced_stateful_set("db", ns).status, "ready_replicas", 0) or 0)
+            == 2
+        ),
         what="sts ready",
     )
     assert sorted(p.metadata.name for p in ready_pods(core, ns, "app=db")) == ["db-0", "db-1"]
