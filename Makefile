@@ -6,13 +6,17 @@ export PATH := $(ROOT)/.tools/bin:$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 EXAMPLE ?= hello
 
-.PHONY: bootstrap test lint format bench demo schema clean worker-image worker-base
+.PHONY: bootstrap test drills lint format bench demo schema clean worker-image worker-base
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
 test: bootstrap
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The fault drills whose outcome depends on injected chance (not part of make test).
+drills: bootstrap
+	@$(VENV)/bin/python -m pytest tests/drills -m nondeterministic $(PYTEST_ARGS)
 
 lint: bootstrap
 	@$(VENV)/bin/ruff format --check k8see tests

@@ -98,6 +98,7 @@ def test_a_run_succeeds_while_the_kube_api_throttles_a_fifth_of_requests(
     assert _run_under_api_faults(harness, "throttled", (429,), 1)["status"] == "ready"
 
 
+@pytest.mark.nondeterministic  # run by `make drills`: helm's fate under raw 500s is dice
 def test_a_fifth_of_requests_failing_with_500_ends_cleanly_either_way(harness: Harness) -> None:
     """The issue's 500/429 mix. Whether the run gets through depends on the dice: helm
     (client-go) does not retry a 500 without Retry-After, and one helm upgrade makes dozens of
