@@ -46,8 +46,14 @@ class Status(enum.StrEnum):
 
 #: The statuses after which nothing more happens for a run.
 TERMINAL = frozenset(
-    {Status.READY, Status.FAILED, Status.SUPERSEDED, Status.DESTROYED, Status.PRESERVED,
-     Status.SKIPPED}
+    {
+        Status.READY,
+        Status.FAILED,
+        Status.SUPERSEDED,
+        Status.DESTROYED,
+        Status.PRESERVED,
+        Status.SKIPPED,
+    }
 )
 
 
