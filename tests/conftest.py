@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# One implementation of the loopback helpers, shared with the sandbox platform; re-exported
+# here because the tests import them from tests.conftest.
+from k8see.sandbox.platform import free_port, wait_for_port
 
 pytest_plugins = [
     "tests.fixtures.kube",
@@ -38,22 +40,6 @@ def require_tool(name: str) -> str:
     if os.environ.get("K8SEE_REQUIRE_TOOLS") == "1":
         pytest.fail(f"{message}; K8SEE_REQUIRE_TOOLS=1 requires it")
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 class RedisServer:

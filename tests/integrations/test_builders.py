@@ -223,7 +223,7 @@ def test_the_built_hello_serves_health_read_only_as_non_root(
         platform="linux/amd64",
     )
     try:
-        wait_for_port(port, timeout=30)
+        wait_for_port(port, timeout_seconds=30)
         # Then /health and / answer 200, and the process is not root
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10)
         index = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
