@@ -109,6 +109,12 @@ CLEANUP_ACTIONS = Counter(
     "preserve-expired, unpreserved), vanished records, deleted image tags.",
     ["action"],
 )
+HELM_API_RETRIES = Counter(
+    "k8see_helm_api_retries_total",
+    "helm's requests to the Kubernetes API that k8see's API proxy retried, by stage and the "
+    "answer that caused it (429, 500, 502, 503, 504, or connection).",
+    ["stage", "cause"],
+)
 MAINTENANCE_RUNS = Counter(
     "k8see_maintenance_runs_total",
     "Maintenance job runs by job and outcome (ok, failed).",
@@ -164,6 +170,12 @@ def lease_contended(stage: str) -> None:
 def cleanup_action(action: str, amount: int = 1) -> None:
     if amount:
         CLEANUP_ACTIONS.labels(action=action).inc(amount)
+
+
+def helm_api_retried(stage: str, retried: dict[str, int]) -> None:
+    for cause, amount in retried.items():
+        if amount:
+            HELM_API_RETRIES.labels(stage=stage, cause=cause).inc(amount)
 
 
 def maintenance_run(job: str, outcome: str) -> None:

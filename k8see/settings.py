@@ -148,6 +148,12 @@ class DeploySettings(BaseModel):
     destroy_timeout_seconds: int = 240
     """Namespace deletion wait (the reference's 4 minutes) before finalizers are forced."""
 
+    helm_api_retries: int = Field(default=8, ge=0, le=20)
+    """How often a request of helm's to the API server is retried when the server answers
+    429 or 5xx or cannot be reached (client-go alone retries only answers with Retry-After).
+    helm then goes through a TLS proxy on 127.0.0.1 inside the worker; 0 lets helm talk to
+    the API server directly."""
+
 
 class GitHubSettings(BaseModel):
     api_url: str = "https://api.github.com"

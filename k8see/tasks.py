@@ -181,6 +181,11 @@ class StageTask(Task):  # type: ignore[misc]
             shutil.rmtree(workdir, ignore_errors=True)
 
         seconds = round(time.monotonic() - started, 3)
+        helm_api = result.result(stage).get("helm_api") or {}
+        if helm_api.get("retries"):
+            # helm's requests that the API proxy retried (stage retries are counted above).
+            state.count(client, f"retried_helm_requests:{stage}", int(helm_api["retries"]))
+            metrics.helm_api_retried(stage, dict(helm_api.get("retried") or {}))
         changes = _record_changes(stage, result)
         if stage == "comment":
             snapshot = ctx.extra.get("record")
@@ -379,6 +384,7 @@ def _record_changes(stage: str, run: Run) -> dict[str, Any]:
         return {
             "status": Status.READY.value,
             "preview_url": result.get("preview_url"),
+            "helm_api": result.get("helm_api"),
             "error": None,
         }
     if stage == "destroy":

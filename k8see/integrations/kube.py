@@ -47,6 +47,7 @@ __all__ = [
     "delete_namespace",
     "ensure_namespace",
     "find_namespaces",
+    "load_configuration",
     "make_api",
     "namespace_state",
     "now_iso",
@@ -73,12 +74,24 @@ def now_iso() -> str:
 
 def make_api(settings: PlatformSettings) -> ApiClient:
     """An API client from ``deploy.kubeconfig``, or the pod's service account when empty."""
+    return ApiClient(load_configuration(settings))
+
+
+def load_configuration(settings: PlatformSettings) -> client.Configuration:
+    """The API server's address and the worker's credentials (kubeconfig or service account).
+
+    Raises:
+        KubeError: the kubeconfig or the service account cannot be read.
+    """
+    configuration = client.Configuration()
     try:
         if settings.deploy.kubeconfig:
-            return config.new_client_from_config(config_file=settings.deploy.kubeconfig)
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return ApiClient(configuration)
+            config.load_kube_config(
+                config_file=settings.deploy.kubeconfig, client_configuration=configuration
+            )
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+        return configuration
     except (ConfigException, OSError, ValueError, TypeError) as exc:
         where = settings.deploy.kubeconfig or "the in-cluster service account"
         raise KubeError(

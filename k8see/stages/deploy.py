@@ -26,7 +26,7 @@ from typing import Any
 
 from k8see import names, quota
 from k8see.errors import DeployFailed, HelmError, Where
-from k8see.integrations import health, helm, kube, registry_access
+from k8see.integrations import health, helm, kube, kubeproxy, registry_access
 from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
@@ -96,15 +96,27 @@ def run(run: Run, ctx: StageContext) -> Run:
         manifests += [secret] if secret else []
         applied = kube.apply_objects(api=api, namespace=namespace, manifests=manifests)
         ctx.renew_lease()
-        kubeconfig = settings.deploy.kubeconfig
-        recovered = helm.recover_stuck(
-            release=names.RELEASE_NAME, namespace=namespace, kubeconfig=kubeconfig, log=ctx.log
-        )
-        ctx.renew_lease()
         values = helm_values(run, validated=validated, build=build, settings=settings)
-        release = _install(
-            api, ctx, namespace=namespace, project_id=project_id, pr=run.pr, values=values
-        )
+        # helm's own requests go through the retrying proxy (see kubeproxy for why).
+        with kubeproxy.for_helm(settings) as helm_api:
+            recovered = helm.recover_stuck(
+                release=names.RELEASE_NAME,
+                namespace=namespace,
+                kubeconfig=helm_api.kubeconfig,
+                log=ctx.log,
+            )
+            ctx.renew_lease()
+            release = _install(
+                api,
+                ctx,
+                namespace=namespace,
+                project_id=project_id,
+                pr=run.pr,
+                values=values,
+                kubeconfig=helm_api.kubeconfig,
+            )
+        if helm_api.retries:
+            ctx.log.info("helm's API requests: %s", helm_api.summary())
         ctx.renew_lease()
         _check_health(
             api,
@@ -124,6 +136,7 @@ def run(run: Run, ctx: StageContext) -> Run:
         "created": created,
         "applied": applied,
         "recovered_release": recovered,
+        "helm_api": helm_api.summary(),
         "image": build.get("image"),
     }
     ctx.log.info("deployed %s revision %s to %s", run.repo, release.revision, namespace)
@@ -139,7 +152,14 @@ def _selector(project_id: str, pr: int) -> str:
 
 
 def _install(
-    api: Any, ctx: StageContext, *, namespace: str, project_id: str, pr: int, values: dict[str, Any]
+    api: Any,
+    ctx: StageContext,
+    *,
+    namespace: str,
+    project_id: str,
+    pr: int,
+    values: dict[str, Any],
+    kubeconfig: str,
 ) -> helm.ReleaseStatus:
     """helm upgrade --install, watching the pods so a hopeless rollout fails fast."""
     seen: dict[str, Any] = {}
@@ -165,7 +185,7 @@ def _install(
             namespace=namespace,
             values=values,
             timeout_seconds=ctx.settings.deploy.helm_timeout_seconds,
-            kubeconfig=ctx.settings.deploy.kubeconfig,
+            kubeconfig=kubeconfig,
             log=ctx.log,
             on_tick=on_tick,
             on_line=ctx.record_log,

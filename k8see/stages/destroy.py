@@ -11,10 +11,11 @@ the same state.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from k8see import names
-from k8see.integrations import helm, kube
+from k8see.integrations import helm, kube, kubeproxy
 from k8see.run import Run
 from k8see.stages.context import StageContext
 
@@ -46,6 +47,7 @@ def run(run: Run, ctx: StageContext) -> Run:
         "skipped": sorted({o["skipped"] for o in outcomes if o["skipped"]})
         or ([] if targets else ["not-found"]),
         "preserve_until": next((o["preserve_until"] for o in outcomes if o["preserved"]), ""),
+        "helm_api": _helm_api_total([o["helm_api"] for o in outcomes if "helm_api" in o]),
         "seconds": round(time.monotonic() - started, 3),
     }
     ctx.log.info(
@@ -57,6 +59,18 @@ def run(run: Run, ctx: StageContext) -> Run:
         targets,
     )
     return run.with_result("destroy", result)
+
+
+def _helm_api_total(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The API proxy's counts over every namespace destroyed."""
+    retried: Counter[str] = Counter()
+    for summary in summaries:
+        retried.update(summary["retried"])
+    return {
+        "requests": sum(s["requests"] for s in summaries),
+        "retries": sum(retried.values()),
+        "retried": dict(sorted(retried.items())),
+    }
 
 
 def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> dict[str, Any]:
@@ -75,15 +89,19 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
         outcome.update(skipped=state, preserved=state == "preserved", preserve_until=until)
         return outcome
     ctx.renew_lease()
-    kubeconfig = ctx.settings.deploy.kubeconfig
-    if helm.uninstall(
-        release=names.RELEASE_NAME,
-        namespace=namespace,
-        kubeconfig=kubeconfig,
-        timeout_seconds=UNINSTALL_TIMEOUT_SECONDS,
-        log=ctx.log,
-    ):
+    with kubeproxy.for_helm(ctx.settings) as helm_api:
+        uninstalled = helm.uninstall(
+            release=names.RELEASE_NAME,
+            namespace=namespace,
+            kubeconfig=helm_api.kubeconfig,
+            timeout_seconds=UNINSTALL_TIMEOUT_SECONDS,
+            log=ctx.log,
+        )
+    outcome["helm_api"] = helm_api.summary()
+    if uninstalled:
         outcome["removed"].append(f"HelmRelease/{names.RELEASE_NAME}")
+    if helm_api.retries:
+        ctx.log.info("helm's API requests: %s", helm_api.summary())
     ctx.renew_lease()
     removal = kube.delete_namespace(
         api=api,

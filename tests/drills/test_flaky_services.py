@@ -3,8 +3,9 @@
 Covers:
 - the Kubernetes API answering 20% of requests with 429 (Retry-After: 1) for a whole run: the
   run ends ready through retries; the injected faults and the stage retries are recorded.
-- the same with 500 or 429: the run may or may not get through (helm does not retry a plain
-  500); either way it ends, a failure names the run id, and no lease is left.
+- the same with 500 or 429 (500 without Retry-After, which helm alone does not retry): the run
+  ends ready, helm's requests retried by k8see's API proxy, their number in the record, and no
+  lease is left.
 - GitHub refusing comment writes (502) for a window that opens as the deploy starts: the PR
   comment lands once, after the window, through the comment stage's retries and backoff.
 - the same event delivered five times at once: one run, one build, one comment.
@@ -83,6 +84,7 @@ def _run_under_api_faults(
             "injected": faults.injected,
             "injected_by_status": {str(k): v for k, v in faults.injected_by_status.items()},
             "stage_retries": _delta(_retries(h), retries_before),
+            "helm_api": record.get("helm_api"),
             "status": record["status"],
         },
     )
@@ -98,23 +100,22 @@ def test_a_run_succeeds_while_the_kube_api_throttles_a_fifth_of_requests(
     assert _run_under_api_faults(harness, "throttled", (429,), 1)["status"] == "ready"
 
 
-@pytest.mark.nondeterministic  # run by `make drills`: helm's fate under raw 500s is dice
-def test_a_fifth_of_requests_failing_with_500_ends_cleanly_either_way(harness: Harness) -> None:
-    """The issue's 500/429 mix. Whether the run gets through depends on the dice: helm
-    (client-go) does not retry a 500 without Retry-After, and one helm upgrade makes dozens of
-    requests, so an attempt fails often and the deploy stage's 5 retries may all fail too
-    (docs/benchmarks.md). What must hold either way: the run ends (ready, or failed with a
-    platform error that names the run id), and no lease is left behind."""
+def test_a_run_succeeds_while_the_kube_api_fails_a_fifth_of_requests_with_500_or_429(
+    harness: Harness,
+) -> None:
+    """The issue's 500/429 mix. helm (client-go) alone does not retry a 500 without
+    Retry-After, and one helm upgrade makes dozens of requests; through k8see's API proxy
+    (``integrations/kubeproxy``) each is retried up to 8 times, so the run gets through."""
     from k8see import coordination
 
     h = harness
+    # Given an API server answering 20% of requests 500 or 429, When a PR's whole run goes
+    # through, Then it ends ready, with helm's requests and their retries in the record
     record = _run_under_api_faults(h, "flakykube", (500, 429), 4)
-    status = record["status"]
-    assert status in ("ready", "failed")
+    assert record["status"] == "ready", record.get("error")
+    assert record["helm_api"]["requests"] > 0
+    assert record["helm_api"]["retries"] == sum(record["helm_api"]["retried"].values())
     assert coordination.lease_holder(h.redis, repo=record["repo"], pr=4) is None
-    if status == "failed":
-        assert record["error"]["type"] == "PlatformError"
-        assert record["run_id"] in record["error"]["hint"]
 
 
 def test_comment_lands_once_after_github_refuses_comment_writes(harness: Harness) -> None:
