@@ -144,12 +144,12 @@ def run_cleanup(
         api.close()
     all_records = list(state.list_records(client))
     records = {(str(r.get("repo", "")).lower(), int(r.get("pr") or 0)): r for r in all_records}
+    ttl_hours = settings.cleanup.ttl_hours
+    states.prefetch(
+        cleanup.questions(environments=environments, records=records, now=now, ttl_hours=ttl_hours)
+    )
     verdicts = cleanup.plan(
-        environments=environments,
-        records=records,
-        pr_state=states,
-        now=now,
-        ttl_hours=settings.cleanup.ttl_hours,
+        environments=environments, records=records, pr_state=states, now=now, ttl_hours=ttl_hours
     )
     destroyed: list[dict[str, Any]] = []
     sent: set[tuple[str, int]] = set()
@@ -464,6 +464,7 @@ def run_expiry(
         max_calls=settings.cleanup.max_github_calls,
         is_closed=lambda repo, pr: coordination.is_closed(client, repo=repo, pr=pr),
     )
+    states.prefetch([(item.repo, item.pr) for item in acted if item.action == "expired"])
     destroyed = []
     for item in acted:
         if item.action == "expired":

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
@@ -297,7 +297,8 @@ class GitHubClient:
 
     def _pages(self, repo: str, path: str) -> Iterator[list[Any]]:
         """Every page of a list endpoint, following ``Link: rel="next"``, using ETags."""
-        url: str | None = self.http.url(f"/repos/{check_repo(repo)}{path}?per_page=100")
+        query = "&" if "?" in path else "?"
+        url: str | None = self.http.url(f"/repos/{check_repo(repo)}{path}{query}per_page=100")
         while url:
             cached = self._etags.get(url)
             headers = {"If-None-Match": cached[0]} if cached else None
@@ -317,20 +318,22 @@ class GitHubClient:
 
     def get_pull(self, repo: str, number: int) -> Pull:
         data = _json(self._call("GET", repo, f"/pulls/{int(number)}"), "GET pull")
-        try:
-            return Pull(
-                repo=repo,
-                number=int(data["number"]),
-                state=str(data["state"]),
-                merged=bool(data.get("merged")),
-                head_sha=str(data["head"]["sha"]),
-                head_ref=str(data["head"]["ref"]),
-                head_repo=str((data["head"].get("repo") or {}).get("full_name") or ""),
-                base_ref=str(data["base"]["ref"]),
-                author=str((data.get("user") or {}).get("login") or ""),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise GitHubError(f"GitHub's answer for {repo}#{number} lacks head or base.") from None
+        return _pull(repo, data, f"{repo}#{number}")
+
+    def list_pulls(
+        self, repo: str, *, state: str, sort: str = "created", direction: str = "desc"
+    ) -> Iterator[list[Pull]]:
+        """The repository's pulls, one list per page of 100: one request per page, made only
+        when the caller asks for the page, so it can count requests and stop early.
+
+        Args:
+            state: ``open``, ``closed`` or ``all``.
+            sort: ``created`` or ``updated``.
+            direction: ``desc`` (newest first) or ``asc``.
+        """
+        query = urlencode({"state": state, "sort": sort, "direction": direction})
+        for page in self._pages(repo, f"/pulls?{query}"):
+            yield [_pull(repo, item, f"a pull of {repo}") for item in page]
 
     def get_permission(self, repo: str, user: str) -> str:
         """``admin``, ``maintain``, ``write``, ``triage``, ``read`` or ``none``."""
@@ -492,6 +495,25 @@ class GitHubClient:
             raise
         partial.replace(dest)
         return dest
+
+
+def _pull(repo: str, data: Any, what: str) -> Pull:
+    """A ``Pull`` from a full pull or a list item; list items have no ``merged``, only
+    ``merged_at``."""
+    try:
+        return Pull(
+            repo=repo,
+            number=int(data["number"]),
+            state=str(data["state"]),
+            merged=bool(data.get("merged")) or data.get("merged_at") is not None,
+            head_sha=str(data["head"]["sha"]),
+            head_ref=str(data["head"]["ref"]),
+            head_repo=str((data["head"].get("repo") or {}).get("full_name") or ""),
+            base_ref=str(data["base"]["ref"]),
+            author=str((data.get("user") or {}).get("login") or ""),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise GitHubError(f"GitHub's answer for {what} lacks head or base.") from None
 
 
 def _json(response: requests.Response, what: str) -> Any:

@@ -128,6 +128,33 @@ def get_pull(req: Request) -> Reply:
     return Reply(200, pull) if pull else not_found()
 
 
+def list_pulls(req: Request) -> Reply:
+    """GitHub's pull list: ``state`` open (default), closed or all; ``sort`` created (default)
+    or updated; ``direction`` desc by default when sorted by created, else asc."""
+    repo = _repo(req)
+    if repo is None:
+        return not_found()
+    wanted = req.query.get("state", "open")
+    sort = req.query.get("sort", "created")
+    direction = req.query.get("direction", "desc" if sort == "created" else "asc")
+    if wanted not in ("open", "closed", "all"):
+        return invalid("state")
+    if sort not in ("created", "updated"):
+        return invalid("sort")
+    if direction not in ("asc", "desc"):
+        return invalid("direction")
+    rank = {
+        n: p["id"] if sort == "created" else repo.pull_changes[n] for n, p in repo.pulls.items()
+    }
+    found = sorted(
+        (p for p in repo.pulls.values() if wanted in ("all", p["state"])),
+        key=lambda p: rank[p["number"]],
+        reverse=direction == "desc",
+    )
+    # List items are GitHub's ``pull-request-simple``: no ``merged``; readers use ``merged_at``.
+    return paginate(req, [{k: v for k, v in public(p).items() if k != "merged"} for p in found])
+
+
 def list_comments(req: Request) -> Reply:
     repo = _repo(req)
     number = int(req.groups["number"])
@@ -507,6 +534,7 @@ ROUTES: list[Route] = [
     (m, re.compile(p + r"$"), h, a)
     for m, p, h, a in [
         ("GET", _O, get_repo, "token"),
+        ("GET", _O + r"/pulls", list_pulls, "token"),
         ("GET", _O + r"/pulls/(?P<number>\d+)", get_pull, "token"),
         ("GET", _O + r"/issues/(?P<number>\d+)/comments", list_comments, "token"),
         ("POST", _O + r"/issues/(?P<number>\d+)/comments", create_comment, "token"),

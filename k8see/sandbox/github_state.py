@@ -67,6 +67,9 @@ class RepoState:
     collaborators: dict[str, str]
     default_branch: str = "main"
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: pull number → sequence of its last change: orders pulls updated within the same second
+    #: (``updated_at`` has GitHub's one-second resolution) the way GitHub's finer clock would.
+    pull_changes: dict[int, int] = field(default_factory=dict)
     deployments: list[dict[str, Any]] = field(default_factory=list)
     commit_statuses: list[dict[str, Any]] = field(default_factory=list)
     source: Path | None = None
@@ -166,6 +169,7 @@ class GitHubState:
                 "html_url": f"https://github.com/{full_name}/pull/{number}",
                 "merged": fields["merged"],
                 "merged_at": iso() if fields["merged"] else None,
+                "closed_at": iso() if fields["state"] == "closed" else None,
                 "head": {
                     "ref": fields["head_ref"],
                     "sha": fields["head_sha"],
@@ -176,20 +180,27 @@ class GitHubState:
                 "updated_at": iso(),
             }
             repo.pulls[number] = pull
+            repo.pull_changes[number] = self.next_id()
             return copy.deepcopy(pull)
 
     def set_pull_state(self, full_name: str, number: int, **changes: Any) -> None:
+        """Change a pull; closing sets ``closed_at``, merging also closes it, as on GitHub."""
         with self.lock:
-            pull = self._need(full_name).pulls[number]
+            repo = self._need(full_name)
+            pull = repo.pulls[number]
+            if changes.get("merged"):
+                changes["state"] = "closed"
+                pull["merged_at"] = iso()
+            if changes.get("state") not in (None, pull["state"]):
+                pull["closed_at"] = iso() if changes["state"] == "closed" else None
             for key in ("state", "merged"):
                 if changes.get(key) is not None:
                     pull[key] = changes[key]
-            if changes.get("merged"):
-                pull["merged_at"] = iso()
             for key in ("sha", "ref"):
                 if changes.get(f"head_{key}") is not None:
                     pull["head"][key] = changes[f"head_{key}"]
             pull["updated_at"] = iso()
+            repo.pull_changes[number] = self.next_id()
 
     def add_comment(
         self, full_name: str, number: int, body: str, *, actor: Actor

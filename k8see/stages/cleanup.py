@@ -3,10 +3,13 @@
 The reference ran a CronJob every 6 hours that asked GitHub about every namespace, one by one
 (reference §5.1). Here the decision is a pure function, ``plan()``, over three inputs the
 maintenance task gathers: the k8see-managed namespaces, the environment records, and a PR-state
-lookup. The lookup (``PrStates``) asks GitHub at most once per PR per run, caches the answer in
-Redis for a few minutes (several beat replicas or a manual ``--dry-run`` reuse it), answers
-"closed" from the close mark without asking, and stops asking after ``max_calls`` (the rest wait
-for the next run) so a cluster with hundreds of PRs cannot exhaust the rate limit.
+lookup. The lookup (``PrStates``) first lists the pulls of each repository with several PRs to
+ask about (``prefetch``: a page of 100 pulls per request, where asking one by one costs a
+request per PR), then asks GitHub about each PR the lists did not answer, at most once per run.
+It caches every answer in Redis for a few minutes (several beat replicas or a manual
+``--dry-run`` reuse it), answers "closed" from the close mark without asking, and stops asking
+after ``max_calls`` requests of either kind (the rest wait for the next run) so a cluster with
+hundreds of PRs cannot exhaust the rate limit.
 
 A namespace is destroyed when its PR is closed or merged, when the PR (or its repository) no
 longer exists ("orphaned"), or when it has not been deployed for ``ttl_hours`` ("stale", decided
@@ -19,6 +22,7 @@ through the same destroy chain a close event uses.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +34,7 @@ from kubernetes import client as k8s
 from k8see import names
 from k8see.errors import GitHubError
 from k8see.integrations import kube
-from k8see.integrations.github import GitHubClient
+from k8see.integrations.github import GitHubClient, Pull
 from k8see.integrations.registry import OciRegistry, parse_ref
 from k8see.run import Status
 
@@ -43,14 +47,23 @@ __all__ = [
     "list_environments",
     "parse_time",
     "plan",
+    "questions",
     "vanished_records",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Reasons that lead to a destroy; every other verdict keeps the namespace.
 DESTROY_REASONS = frozenset({"closed", "merged", "orphaned", "stale"})
 #: Statuses whose record promises a namespace exists.
 LIVE_STATUSES = frozenset({Status.READY.value, Status.PRESERVED.value})
 PR_STATE_PREFIX = "k8see:prstate"
+#: A repository's pulls are listed only when at least this many of its PRs are to be asked
+#: about; for fewer, one request per PR costs no more than a listing.
+BULK_MIN_PRS = 2
+#: Pages of closed pulls (100 each, most recently updated first) read per repository. A PR
+#: closed longer ago whose environment still stands is rare; it is asked about on its own.
+CLOSED_PAGES = 10
 
 
 def parse_time(value: object) -> float | None:
@@ -127,10 +140,11 @@ def list_environments(*, api: Any) -> list[Environment]:
 class PrStates:
     """PR state lookups for one maintenance run: ``open``, ``closed``, ``merged``, ``missing``.
 
-    ``error`` means GitHub could not tell (the namespace is kept). Each PR is asked about at most
-    once per run; answers are cached in Redis for ``cache_seconds`` so a second run (another
-    replica, a dry run) within that window asks nothing. After ``max_calls`` GitHub requests the
-    answer is ``deferred`` and the PR is looked at next run.
+    ``error`` means GitHub could not tell (the namespace is kept). ``prefetch`` answers many PRs
+    from a few list requests; each PR it does not answer is asked about at most once per run.
+    Answers are cached in Redis for ``cache_seconds`` so a second run (another replica, a dry
+    run) within that window asks nothing. After ``max_calls`` GitHub requests (list pages and
+    single PRs alike) the answer is ``deferred`` and the PR is looked at next run.
 
     Args:
         github: The worker's GitHub client, or None (every uncached answer is ``error``).
@@ -163,11 +177,78 @@ class PrStates:
             self._seen[key] = self._lookup(repo, pr)
         return self._seen[key]
 
+    def prefetch(self, pairs: Iterable[tuple[str, int]]) -> None:
+        """Answer the PRs of ``pairs`` from list requests, before they are asked about one by one.
+
+        For each repository with at least ``BULK_MIN_PRS`` PRs neither cached nor close-marked,
+        its open pulls are listed newest first, stopping below the oldest PR wanted (pull
+        numbers grow with creation); then its closed pulls, most recently updated first, until
+        every PR still unanswered is found or ``CLOSED_PAGES`` pages were read. A repository's
+        listing stops after as many requests as it has PRs to ask about: past that, asking one
+        by one would have been cheaper. A PR found in neither list (it never existed, or closed
+        long ago), and every PR left when a listing stops or fails, is asked about on its own.
+
+        Args:
+            pairs: ``(repo, pr)`` pairs, in the order they will be asked about: repositories
+                are listed in that order while ``max_calls`` lasts.
+        """
+        if self.github is None:
+            return
+        keys = [(repo, pr) for repo, pr in pairs if (repo.lower(), pr) not in self._seen]
+        cached = self.redis.mget([_cache_key(repo, pr) for repo, pr in keys]) if keys else []
+        wanted: dict[str, tuple[str, set[int]]] = {}  # repo.lower() → (a spelling, its PRs)
+        for (repo, pr), answer in zip(keys, cached, strict=True):
+            if answer is not None:
+                self._seen[(repo.lower(), pr)] = _text(answer)
+            elif not self.is_closed(repo, pr):
+                wanted.setdefault(repo.lower(), (repo, set()))[1].add(pr)
+        for repo, prs in wanted.values():
+            if len(prs) >= BULK_MIN_PRS:
+                self._list(self.github, repo, prs)
+
+    def _list(self, github: GitHubClient, repo: str, prs: set[int]) -> None:
+        """Answer ``prs`` from ``repo``'s open, then closed pulls, a page per request."""
+        left = set(prs)
+        spent = 0  # this repository's list requests: never more than it has PRs to ask about
+        for state, sort in (("open", "created"), ("closed", "updated")):
+            if not left or spent >= len(prs) or self.calls >= self.max_calls:
+                return
+            try:
+                for read, page in enumerate(
+                    github.list_pulls(repo, state=state, sort=sort, direction="desc"), start=1
+                ):
+                    self.calls += 1
+                    spent += 1
+                    self._remember(repo, [p for p in page if p.number in left])
+                    left -= {p.number for p in page}
+                    if not left or spent >= len(prs) or self.calls >= self.max_calls:
+                        return
+                    if state == "open" and page and page[-1].number < min(left):
+                        break  # the open pulls still unread are older than every PR left
+                    if state == "closed" and read >= CLOSED_PAGES:
+                        return
+            except GitHubError as exc:
+                self.calls += 1  # the failed request counts, as a failed single lookup does
+                log.warning(
+                    "Listing the %s pulls of %s failed (%s); its PRs are asked about one by one.",
+                    state,
+                    repo,
+                    exc.message,
+                )
+                return
+
+    def _remember(self, repo: str, pulls: Iterable[Pull]) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for pull in pulls:
+                answer = _answer(pull)
+                self._seen[(repo.lower(), pull.number)] = answer
+                pipe.set(_cache_key(repo, pull.number), answer, ex=self.cache_seconds)
+            pipe.execute()
+
     def _lookup(self, repo: str, pr: int) -> str:
-        cache_key = f"{PR_STATE_PREFIX}:{repo.lower()}:{pr}"
-        cached = self.redis.get(cache_key)
+        cached = self.redis.get(_cache_key(repo, pr))
         if cached is not None:
-            return cached.decode() if isinstance(cached, bytes) else str(cached)
+            return _text(cached)
         if self.is_closed(repo, pr):
             return "closed"
         if self.github is None:
@@ -176,14 +257,25 @@ class PrStates:
             return "deferred"
         self.calls += 1
         try:
-            pull = self.github.get_pull(repo, pr)
-            answer = "merged" if pull.merged else ("open" if pull.state == "open" else "closed")
+            answer = _answer(self.github.get_pull(repo, pr))
         except GitHubError as exc:
             if exc.status != 404:
                 return "error"
             answer = "missing"  # the PR or its repository is gone (or out of the token's reach)
-        self.redis.set(cache_key, answer, ex=self.cache_seconds)
+        self.redis.set(_cache_key(repo, pr), answer, ex=self.cache_seconds)
         return answer
+
+
+def _cache_key(repo: str, pr: int) -> str:
+    return f"{PR_STATE_PREFIX}:{repo.lower()}:{pr}"
+
+
+def _text(cached: object) -> str:
+    return cached.decode() if isinstance(cached, bytes) else str(cached)
+
+
+def _answer(pull: Pull) -> str:
+    return "merged" if pull.merged else ("open" if pull.state == "open" else "closed")
 
 
 @dataclass(frozen=True)
@@ -233,6 +325,22 @@ def plan(
     return verdicts
 
 
+def questions(
+    *,
+    environments: Iterable[Environment],
+    records: dict[tuple[str, int], dict[str, Any]],
+    now: float,
+    ttl_hours: float,
+) -> list[tuple[str, int]]:
+    """The ``(repo, pr)`` pairs ``plan`` will ask its ``pr_state`` about, in that order.
+
+    Takes ``plan``'s arguments; for ``PrStates.prefetch``.
+    """
+    return [
+        (env.repo, env.pr) for env in environments if _settled(env, records, now, ttl_hours) is None
+    ]
+
+
 def _reason(
     env: Environment,
     records: dict[tuple[str, int], dict[str, Any]],
@@ -240,6 +348,23 @@ def _reason(
     now: float,
     ttl_hours: float,
 ) -> str:
+    settled = _settled(env, records, now, ttl_hours)
+    if settled is not None:
+        return settled
+    state = pr_state(env.repo, env.pr)
+    if state in ("closed", "merged"):
+        return state
+    if state == "missing":
+        return "orphaned"
+    if state == "open":
+        return "open"
+    return state  # deferred or error: keep it, look again next run
+
+
+def _settled(
+    env: Environment, records: dict[tuple[str, int], dict[str, Any]], now: float, ttl_hours: float
+) -> str | None:
+    """The reason decided without asking GitHub, or None when the PR's state decides."""
     if not env.owned or not env.repo or "/" not in env.repo or env.pr <= 0:
         return "safety"
     if env.phase == "Terminating":
@@ -253,14 +378,7 @@ def _reason(
     )
     if last is not None and now - last > ttl_hours * 3600:
         return "stale"
-    state = pr_state(env.repo, env.pr)
-    if state in ("closed", "merged"):
-        return state
-    if state == "missing":
-        return "orphaned"
-    if state == "open":
-        return "open"
-    return state  # deferred or error: keep it, look again next run
+    return None
 
 
 def vanished_records(

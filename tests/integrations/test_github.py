@@ -66,6 +66,31 @@ def test_get_pull_reads_head_and_fork(shop: GitHubSandbox, github_client: GitHub
     assert github_client.get_pull("acme/shop", 8).fork is True
 
 
+def test_list_pulls_pages_by_100_and_reads_merges_from_merged_at(
+    shop: GitHubSandbox, github_client: GitHubClient
+) -> None:
+    # Given 150 open pulls besides PR 7, and two closed ones, one merged
+    for number in range(8, 158):
+        shop.add_pull("acme/shop", number, head_sha=SHA, head_ref=f"f{number}")
+    shop.add_pull("acme/shop", 200, head_sha=SHA, head_ref="merged", state="closed", merged=True)
+    shop.add_pull("acme/shop", 201, head_sha=SHA, head_ref="closed", state="closed")
+
+    # When the open pulls are listed
+    pages = list(github_client.list_pulls("acme/shop", state="open"))
+
+    # Then two pages of 100 and 51 come back, newest first, one request each
+    assert [len(page) for page in pages] == [100, 51]
+    numbers = [pull.number for page in pages for pull in page]
+    assert numbers == sorted(range(7, 158), reverse=True)
+    assert shop.calls == [("GET", "/repos/acme/shop/pulls")] * 2
+    # ... and the closed list tells a merge from ``merged_at`` (list items have no ``merged``)
+    (closed,) = github_client.list_pulls("acme/shop", state="closed", sort="updated")
+    assert [(p.number, p.state, p.merged) for p in closed] == [
+        (201, "closed", False),
+        (200, "closed", True),
+    ]
+
+
 def test_404_is_a_github_error_with_status(
     shop: GitHubSandbox, github_client: GitHubClient
 ) -> None:

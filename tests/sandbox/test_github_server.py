@@ -67,6 +67,40 @@ def test_comments_paginate_with_link_headers_and_cap_per_page(github: GitHubSand
     assert len(default.json()) == 30
 
 
+def test_pulls_list_by_state_and_update_in_githubs_list_shape(github: GitHubSandbox) -> None:
+    seed(github)
+    for number in range(8, 12):
+        github.add_pull("acme/shop", number, head_sha="b" * 40, head_ref=f"f{number}")
+    url = f"{github.url}/repos/acme/shop/pulls"
+
+    # Open pulls by default, newest first, two per page with the query kept in the links
+    first = requests.get(url, params={"per_page": 2}, headers=AUTH, timeout=5)
+    assert [p["number"] for p in first.json()] == [11, 10]
+    assert "merged" not in first.json()[0] and first.json()[0]["merged_at"] is None
+    following = requests.get(first.links["next"]["url"], headers=AUTH, timeout=5)
+    assert [p["number"] for p in following.json()] == [9, 8]
+
+    # Closing and merging move a pull to the closed list, most recently updated first
+    before = requests.get(f"{url}/9", headers=AUTH, timeout=5).json()
+    github.set_pull_state("acme/shop", 9, merged=True)
+    github.set_pull_state("acme/shop", 11, state="closed")
+    github.set_pull_state("acme/shop", 7, state="closed")
+    newest = {"state": "closed", "sort": "updated", "direction": "desc"}
+    closed = requests.get(url, params=newest, headers=AUTH, timeout=5).json()
+    assert [p["number"] for p in closed] == [7, 11, 9]
+    assert [p["merged_at"] is not None for p in closed] == [False, False, True]
+    assert all(p["state"] == "closed" and p["closed_at"] for p in closed)
+    after = requests.get(f"{url}/9", headers=AUTH, timeout=5).json()
+    assert after["merged"] is True and after["updated_at"] >= before["updated_at"]
+    oldest = {"state": "all", "sort": "created", "direction": "asc"}
+    every = requests.get(url, params=oldest, headers=AUTH, timeout=5).json()
+    assert [p["number"] for p in every] == [7, 8, 9, 10, 11]
+
+    # Unknown values are GitHub's 422; every request is counted
+    assert requests.get(url, params={"state": "merged"}, headers=AUTH, timeout=5).status_code == 422
+    assert github.calls.count(("GET", "/repos/acme/shop/pulls")) == 5
+
+
 def test_comment_pages_answer_304_to_a_matching_etag(github: GitHubSandbox) -> None:
     seed(github, comments=3)
     url = f"{github.url}/repos/acme/shop/issues/7/comments"

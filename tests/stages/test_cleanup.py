@@ -3,11 +3,12 @@
 Covers:
 - 40 environments mixing open, closed, merged, preserved, expired-preserve, orphaned, stale and
   unlabelled ones: exactly the closed, merged, expired, orphaned and stale ones get a destroy
-  chain (through the enqueue client: generation bumped, close mark, queued record), with at
-  most one GitHub call per PR and none for preserved, stale or unlabelled namespaces.
+  chain (through the enqueue client: generation bumped, close mark, queued record), with one
+  page each of open and closed pulls and a single lookup only for the PRs in neither list,
+  none for preserved, stale or unlabelled namespaces.
 - a second run within the cache window asks GitHub nothing; a dry run sends nothing.
 - a record whose namespace vanished is marked destroyed.
-- ``max_github_calls`` defers the PRs beyond it to the next run.
+- ``max_github_calls`` (list pages included) defers the PRs beyond it to the next run.
 """
 
 from __future__ import annotations
@@ -123,6 +124,10 @@ def pull_calls(github: GitHubSandbox, repo: str) -> list[str]:
     ]
 
 
+def list_calls(github: GitHubSandbox, repo: str) -> int:
+    return github.calls.count(("GET", f"/repos/{repo}/pulls"))
+
+
 def test_forty_environments_exactly_the_right_ones_are_destroyed(
     settings: PlatformSettings, github: GitHubSandbox, kube_api_client: Any
 ) -> None:
@@ -159,11 +164,14 @@ def test_forty_environments_exactly_the_right_ones_are_destroyed(
         if k["namespace"].startswith(prefix)
     }
     assert kept == {ns: r for ns, (_, r) in expected.items() if ns not in want}
-    # ... with at most one GitHub call per PR, none for preserved, stale or unlabelled ones
+    # ... with a page of open and a page of closed pulls, then one call for each PR in neither
+    # list (the orphaned ones), none for preserved, stale or unlabelled ones: 6 requests where
+    # asking one by one took 8 + 8 + 6 + 4 + 4
+    assert list_calls(github, repo) == 2
     calls = pull_calls(github, repo)
-    assert len(calls) == len(set(calls)) == 8 + 8 + 6 + 4 + 4
+    assert len(calls) == len(set(calls)) == 4
     asked = {int(path.rsplit("/", 1)[1]) for path in calls}
-    assert not asked & {pr for pr, r in expected.values() if r in ("preserved", "stale", "safety")}
+    assert asked == {pr for pr, r in expected.values() if r == "orphaned"}
     # ... and the vanished record is marked destroyed
     assert f"{repo}#99" in report["vanished"]
     assert (state.get(client, repo=repo, pr=99) or {})["status"] == "destroyed"
@@ -189,9 +197,12 @@ def test_github_calls_are_bounded_per_run(
         add_namespace(
             kube_api_client, f"{prefix}-pr-{pr}", repo=repo, pr=pr, last_updated=time.time()
         )
+    # A busy repository: 600 newer open pulls, so listing them takes the whole budget
+    for pr in range(9, 609):
+        github.add_pull(repo, pr, head_sha="b" * 40, head_ref="x")
     client = redis.Redis.from_url(redis_url)
     report = maintenance.run_cleanup(settings=settings, client=client, dry_run=True)
     assert report["github_calls"] <= 5
     mine = [k for k in report["kept_namespaces"] if k["namespace"].startswith(prefix)]
-    assert {k["reason"] for k in mine} == {"deferred"}
-    assert len(pull_calls(github, repo)) == 5
+    assert len(mine) == 8 and {k["reason"] for k in mine} == {"deferred"}
+    assert list_calls(github, repo) == 5 and pull_calls(github, repo) == []
