@@ -86,6 +86,23 @@ class BuildSettings(BaseModel):
     """How buildah runs RUN steps: chroot needs no runtime or user namespaces (works as root
     in a container); oci needs a runtime such as runc or crun."""
 
+    pid_namespace: bool = True
+    """Run buildah, and so every RUN step, in a PID namespace of its own (util-linux
+    ``unshare --pid --fork --kill-child --mount-proc``). Without it, chroot isolation lets a
+    RUN step (the PR's code) list the worker's processes and their command lines, and, as
+    root, signal them. Costs one ``unshare`` process per buildah call (milliseconds); needs
+    util-linux and root or CAP_SYS_ADMIN on the build worker, so a rootless build pool must
+    set it false (its builds fail with a hint saying so otherwise)."""
+
+    cache_repository: str = "{image}/cache"
+    """The registry build cache (buildah): each build step's image is pushed here and a
+    worker whose storage lacks a step pulls it instead of running it, so a new or restarted
+    worker does not rerun steps another worker ran. ``{image}`` is the image repository, so
+    every project has its own cache (keep it in: a cache shared between projects lets one
+    project's build feed another's). Same registry credentials as the image; empty: no
+    registry cache. Costs one cache push per step on every build (buildah 1.28 pushes cache
+    hits too). Its tags are not deleted when a PR closes (the cache is the project's)."""
+
     docker_host: str = "unix:///run/docker.sock"
     """The Docker daemon the ``docker`` builder uses (it builds there and uploads the images
     itself, so the daemon needs no registry credentials)."""

@@ -8,12 +8,18 @@ because deployments pin the digest, never a tag.
 
 Untrusted code runs here (the pull request's Dockerfile), so a build gets a minimal
 environment built from scratch (never the worker's, which holds cluster and GitHub
-credentials) and registry credentials only through a private auth file.
+credentials), registry credentials only through a private auth file, and (``pid_namespace``)
+a PID namespace of its own, so a ``RUN`` step can neither list nor signal the worker.
+
+With a cache repository, each step's image also goes to the registry (``--cache-to``) and a
+worker with an empty storage pulls steps from there (``--cache-from``) instead of running
+them; ``k8see.integrations.buildcache`` says what buildah 1.28 needs for that to work.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from k8see.errors import BuildFailed, RegistryError
+from k8see.errors import BuildFailed, IntegrationError, RegistryError, ToolMissing
+from k8see.integrations.buildcache import (
+    arg_anchor_tags,
+    arg_step_images,
+    cache_push_failed,
+    cache_repository_for,
+)
 from k8see.integrations.process import ToolResult, run_tool
 
 __all__ = [
@@ -37,8 +49,13 @@ __all__ = [
     "write_registries_conf",
 ]
 
+log = logging.getLogger(__name__)
+
 #: The PATH a build sees; the worker's own environment is never passed through.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: One quick retry for anchor pulls and pushes (buildah 1.28 reads ``--retry 0`` as its
+#: default of 3 retries, 2 s apart).
+ANCHOR_RETRY = ("--retry", "1", "--retry-delay", "10ms")
 #: Lines of build output kept for the error shown to the PR author.
 ERROR_TAIL_LINES = 20
 #: The platforms the reference allows (build-image input validation).
@@ -74,6 +91,17 @@ class RegistryAuth:
     host: str
     username: str
     password: str
+
+
+class _Tool(Protocol):
+    """Runs one buildah subcommand within the build's deadline (see ``build_and_push``).
+
+    ``keep`` collects the output lines; ``echo`` (default) also sends them to the build log.
+    """
+
+    def __call__(
+        self, args: list[str], what: str, *, keep: list[str] | None = None, echo: bool = True
+    ) -> ToolResult: ...
 
 
 class Builder(Protocol):
@@ -166,7 +194,16 @@ class BuildahBuilder:
         auth: Credentials for the registry pushed to, if it needs them.
         isolation: ``chroot`` needs no runtime or user namespaces (works as root in a
             container); ``oci`` where a runtime is available.
+        pid_namespace: Run buildah as PID 1 of a new PID namespace (util-linux ``unshare
+            --pid --fork --kill-child --mount-proc``). Under ``chroot`` isolation a ``RUN``
+            step otherwise shares the worker's PID namespace: it lists the worker's
+            processes and, as root, can signal them. Needs root or ``CAP_SYS_ADMIN``.
+        cache_repository: The registry build cache, ``{image}`` standing for the image
+            repository (e.g. ``{image}/cache``); empty: no registry cache. Pushed and
+            pulled with the image's credentials and TLS setting. A failed cache push is
+            logged and the platform is built again without the cache.
         binary: The buildah executable.
+        unshare: The util-linux ``unshare`` executable (used when ``pid_namespace``).
         path: The PATH a build sees.
     """
 
@@ -179,7 +216,10 @@ class BuildahBuilder:
         insecure_registries: Sequence[str] = (),
         auth: Sequence[RegistryAuth] = (),
         isolation: str = "chroot",
+        pid_namespace: bool = True,
+        cache_repository: str = "",
         binary: str = "buildah",
+        unshare: str = "unshare",
         path: str = DEFAULT_PATH,
     ) -> None:
         self.storage_dir = storage_dir
@@ -188,8 +228,11 @@ class BuildahBuilder:
         self.insecure_registries = tuple(insecure_registries)
         self.auth = tuple(auth)
         self.isolation = isolation
+        self.pid_namespace = pid_namespace
+        self.cache_repository = cache_repository
         # Found where the worker finds its tools; buildah itself gets a minimal env.
         self.binary = shutil.which(binary) or binary
+        self.unshare = shutil.which(unshare) or unshare
         self.path = path
 
     def build_and_push(
@@ -208,38 +251,62 @@ class BuildahBuilder:
         started = time.monotonic()
         deadline = started + timeout_seconds
         plats = parse_platforms(platforms)
+        self._check_unshare()
         secrets = [a.password for a in self.auth]
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         list_name = f"localhost/k8see-build/{uuid.uuid4().hex[:16]}"
+        cache = cache_repository_for(self.cache_repository, image)
         with tempfile.TemporaryDirectory(prefix="k8see-build-") as scratch:
             env = self._env(Path(scratch))
 
-            def tool(args: list[str], what: str) -> ToolResult:
+            def tool(
+                args: list[str], what: str, *, keep: list[str] | None = None, echo: bool = True
+            ) -> ToolResult:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timeout(timeout_seconds)
+
+                def line_out(line: str) -> None:
+                    if keep is not None:
+                        keep.append(line)
+                    if echo:
+                        on_line(f"[{what}] {line}")
+
                 try:
-                    return run_tool(
-                        [self.binary, *self._global_args(), *args],
+                    result = run_tool(
+                        self._command(args),
                         timeout_seconds=remaining,
                         env=env,
                         should_stop=should_stop,
-                        on_line=lambda line: on_line(f"[{what}] {line}"),
+                        on_line=line_out,
                         redact=secrets,
                         timeout_error=BuildFailed,
                     )
                 except BuildFailed as exc:  # only the time limit raises it here
                     raise self._timeout(timeout_seconds) from exc
+                self._check_namespace(result)
+                return result
 
             self._ok(tool(["manifest", "create", list_name], "manifest"), "create a manifest list")
             try:
                 for plat in plats:
-                    self._build_one(tool, plat, context_dir, dockerfile, list_name, build_args)
+                    argv = self._build_argv(plat, context_dir, dockerfile, list_name, build_args)
+                    if cache:
+                        result = self._build_cached(tool, argv, plat, dockerfile, cache)
+                    else:
+                        result = tool(argv, plat)
+                    if not result.ok:
+                        raise BuildFailed(
+                            f"The image did not build for {plat} (buildah exited with "
+                            f"{result.returncode}).",
+                            hint="Last lines of the build output:\n"
+                            + result.tail_text(ERROR_TAIL_LINES),
+                        )
                 digest = self._push(tool, list_name, image, tags, Path(scratch))
             finally:
                 # The list is per build; the per-platform images and layers stay as cache.
                 run_tool(
-                    [self.binary, *self._global_args(), "manifest", "rm", list_name],
+                    self._command(["manifest", "rm", list_name]),
                     timeout_seconds=60,
                     env=env,
                 )
@@ -253,15 +320,14 @@ class BuildahBuilder:
 
     # --- steps ------------------------------------------------------------------------------
 
-    def _build_one(
+    def _build_argv(
         self,
-        tool: Callable[[list[str], str], ToolResult],
         plat: str,
         context_dir: Path,
         dockerfile: Path,
         list_name: str,
         build_args: Mapping[str, str],
-    ) -> None:
+    ) -> list[str]:
         os_name, arch, *variant = plat.split("/")
         args = {
             **build_args,
@@ -284,17 +350,72 @@ class BuildahBuilder:
         ]
         for key, value in args.items():
             argv += ["--build-arg", f"{key}={value}"]
-        argv.append(str(context_dir))
-        result = tool(argv, plat)
-        if not result.ok:
-            raise BuildFailed(
-                f"The image did not build for {plat} (buildah exited with {result.returncode}).",
-                hint="Last lines of the build output:\n" + result.tail_text(ERROR_TAIL_LINES),
+        return [*argv, str(context_dir)]
+
+    def _build_cached(
+        self, tool: _Tool, argv: list[str], plat: str, dockerfile: Path, cache: str
+    ) -> ToolResult:
+        """``argv`` with the registry cache: anchors pulled first, pushed after.
+
+        A failed cache push fails a buildah 1.28 build; then the platform is built again
+        without the cache (its steps are in local storage by now, so that is quick).
+        """
+        anchors = self._pull_anchors(tool, plat, dockerfile, cache)
+        tls = ["--tls-verify=false"] if self._is_insecure(cache) else []
+        lines: list[str] = []
+        cached = [*argv[:-1], *tls, "--cache-from", cache, "--cache-to", cache, argv[-1]]
+        result = tool(cached, plat, keep=lines)
+        if result.ok:
+            self._push_anchors(tool, anchors, arg_step_images(lines), cache)
+        elif cache_push_failed(lines):
+            log.warning(
+                "Pushing the build cache to %s failed; building %s again without it.", cache, plat
             )
+            result = tool(argv, plat)
+        return result
+
+    def _pull_anchors(self, tool: _Tool, plat: str, dockerfile: Path, cache: str) -> dict[str, str]:
+        """Pull the ``ARG`` steps' anchors into local storage: tag → image id ("" if absent).
+
+        Stops at the first absent one: buildah stops looking for cache at that step anyway.
+        One quick retry only: an anchor saves time, so an unreachable registry must not cost
+        more than it saves.
+        """
+        tls = ["--tls-verify=false"] if self._is_insecure(cache) else []
+        anchors = dict.fromkeys(arg_anchor_tags(dockerfile.read_text(errors="replace"), plat), "")
+        for tag in anchors:
+            argv = ["pull", "--quiet", *ANCHOR_RETRY, *tls, f"docker://{cache}:{tag}"]
+            result = tool(argv, "cache", echo=False)
+            if not result.ok or not result.tail:
+                break
+            anchors[tag] = result.tail[-1].strip()
+        return anchors
+
+    def _push_anchors(
+        self, tool: _Tool, anchors: dict[str, str], images: list[str], cache: str
+    ) -> None:
+        """Push each ``ARG`` step's image under its anchor, unless the anchor is it already."""
+        if len(images) != len(anchors):  # e.g. a skipped stage; the cache then ends there
+            log.info(
+                "The build ran %d ARG steps where its Dockerfile has %d; no cache anchors.",
+                len(images),
+                len(anchors),
+            )
+            return
+        tls = ["--tls-verify=false"] if self._is_insecure(cache) else []
+        for (tag, pulled), image_id in zip(anchors.items(), images, strict=True):
+            if pulled.startswith(image_id):
+                continue
+            argv = ["push", "--quiet", *ANCHOR_RETRY, *tls, image_id, f"docker://{cache}:{tag}"]
+            result = tool(argv, "cache", echo=False)
+            if not result.ok:
+                log.warning(
+                    "Could not push the cache anchor %s:%s: %s", cache, tag, result.tail_text(1)
+                )
 
     def _push(
         self,
-        tool: Callable[[list[str], str], ToolResult],
+        tool: _Tool,
         list_name: str,
         image: str,
         tags: Sequence[str],
@@ -316,6 +437,47 @@ class BuildahBuilder:
         return digests[0]
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    def _command(self, args: list[str]) -> list[str]:
+        """buildah with ``args``; in a PID namespace of its own when ``pid_namespace``.
+
+        Every subcommand goes the same way (one code path; only ``build`` runs PR code).
+        ``--fork`` makes buildah PID 1 of the new namespace, so when it dies the kernel kills
+        every step process left in it; ``--kill-child`` kills buildah when ``unshare`` is
+        killed; ``--mount-proc`` gives the namespace its own /proc, which buildah's chroot
+        isolation binds into each ``RUN`` step.
+        """
+        buildah = [self.binary, *self._global_args(), *args]
+        if not self.pid_namespace:
+            return buildah
+        return [self.unshare, "--pid", "--fork", "--kill-child", "--mount-proc", *buildah]
+
+    def _check_unshare(self) -> None:
+        if self.pid_namespace and shutil.which(self.unshare, path=self.path) is None:
+            raise ToolMissing(
+                "The tool 'unshare' (util-linux) is not installed on this worker; builds "
+                "need it to run in their own PID namespace.",
+                hint="Install util-linux on the worker, or set build.pid_namespace to false "
+                "(RUN steps then see the worker's processes).",
+            )
+
+    def _check_namespace(self, result: ToolResult) -> None:
+        """Raise when ``unshare`` itself failed, before buildah ever started.
+
+        Then the output is exactly unshare's one error line (buildah prints its own lines
+        first, so a failing build step cannot pose as this).
+        """
+        if not self.pid_namespace or result.ok or len(result.tail) != 1:
+            return
+        line = result.tail[0]
+        if line.startswith("unshare: "):
+            raise IntegrationError(
+                f"buildah could not start in a PID namespace of its own ({line}).",
+                hint="The build worker needs root or CAP_SYS_ADMIN for this: give the build "
+                "pool's pod CAP_SYS_ADMIN, or set build.pid_namespace to false "
+                "(K8SEE_BUILD__PID_NAMESPACE=false), after which RUN steps can list and "
+                "signal the worker's processes.",
+            )
 
     def _global_args(self) -> list[str]:
         return [

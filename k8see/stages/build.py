@@ -20,6 +20,7 @@ from typing import Any
 
 from k8see import names
 from k8see.errors import ConfigError, PlatformError, Where
+from k8see.integrations.buildcache import cache_repository_for
 from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
 from k8see.integrations.dockerbuild import DockerBuilder
 from k8see.integrations.registry import parse_ref
@@ -68,8 +69,13 @@ def run(run: Run, ctx: StageContext) -> Run:
     )
     tags = [names.image_tag(run.pr), names.sha_tag(run.sha)]
     platforms = parse_platforms(settings.build.platforms)
-    if ensure_repository(settings, repository=repository.split("/", 1)[1]):
-        ctx.log.info("Created the registry repository %s.", repository)
+    wanted = [repository]
+    cache = cache_repository_for(settings.build.cache_repository, repository)
+    if cache and settings.build.builder == "buildah":  # the Docker builder has no such cache
+        wanted.append(cache)
+    for repo in wanted:
+        if ensure_repository(settings, repository=repo.split("/", 1)[1]):
+            ctx.log.info("Created the registry repository %s.", repo)
 
     ctx.log.info("Building %s for %s.", repository, ", ".join(platforms))
     result = make_builder(settings, workdir=ctx.workdir, host=host).build_and_push(
@@ -198,4 +204,6 @@ def make_builder(settings: PlatformSettings, *, workdir: Path, host: str | None 
         insecure_registries=[host] if reg.insecure else [],
         auth=auth if username and password else [],
         isolation=build.isolation,
+        pid_namespace=build.pid_namespace,
+        cache_repository=build.cache_repository,
     )

@@ -1,7 +1,8 @@
 """``make bench``: every benchmark, a table on stdout, ``bench/results.json``.
 
 Usage: ``python -m tests.benchmarks [--only NAME ...] [--fanout-prs N] [--quick]``.
-Names: enqueue, throughput, pipeline (overhead, time to URL, storm, fan-out), cleanup.
+Names: enqueue, throughput, build (examples/hello cold, warm, fresh worker with the registry
+cache), pipeline (overhead, time to URL, storm, fan-out), cleanup.
 The drills' figures, when ``make test`` wrote them (bench/drills.json), are included.
 """
 
@@ -22,7 +23,7 @@ from tests.benchmarks.measure import Result, TaskEvents, markdown_table, print_t
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench" / "results.json"
 DRILLS = ROOT / "bench" / "drills.json"
-GROUPS = ("enqueue", "throughput", "pipeline", "cleanup")
+GROUPS = ("enqueue", "throughput", "build", "pipeline", "cleanup")
 
 
 def _machine() -> dict[str, object]:
@@ -81,6 +82,10 @@ def main() -> int:
                 results += bench_client.throughput(
                     pipelines=30 if args.quick else 100, repeats=1 if args.quick else 3
                 )
+            elif group == "build":
+                from tests.benchmarks import bench_build
+
+                results += bench_build.build_times(runs=1 if args.quick else 3)
             elif group == "pipeline":
                 results += _pipeline(args, workdir)
             elif group == "cleanup":

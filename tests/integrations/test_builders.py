@@ -1,8 +1,9 @@
 """Both builders (buildah; Docker through our own dockerd) with qemu and a real registry: a
 two-platform manifest list pushed under every tag, the foreign-architecture RUN step executed
 under emulation, build args set, a broken Dockerfile as BuildFailed with the output tail,
-cancellation and the time limit killing the build, credentials kept out of output, and a RUN
-step that finds none of the worker's secrets (its env, /proc) in what it can read."""
+cancellation and the time limit killing the build, credentials kept out of output, a RUN
+step that finds none of the worker's secrets (its env, /proc) in what it can read and sees
+only buildah's PID namespace, and a worker without CAP_SYS_ADMIN told how to fix that."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from k8see.integrations.builders import (
     parse_platforms,
     write_registries_conf,
 )
-from tests.conftest import free_port, wait_for_port
+from k8see.settings import PlatformSettings
+from k8see.stages.build import make_builder
+from tests.conftest import free_port, require_tool, wait_for_port
 from tests.fixtures.images import (
     HELLO_REPOSITORY,
     HELLO_SHA,
@@ -239,11 +242,13 @@ def test_the_built_hello_serves_health_read_only_as_non_root(
 
 
 #: A build step that writes everything a build could learn about the worker's environment:
-#: its own variables, and those of every process it can see in /proc.
+#: its own variables, those of every process it can see in /proc, and their command lines.
 SNOOP_DOCKERFILE = """FROM busybox
 RUN env > /k8see-env.txt; \\
     for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < "$f"; echo; done \\
       > /k8see-procenv.txt 2>/dev/null; \\
+    for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < "$f"; echo; done \\
+      > /k8see-cmdline.txt 2>/dev/null; \\
     ls /proc > /k8see-proc.txt; true
 """
 
@@ -301,18 +306,93 @@ def test_a_run_step_sees_no_worker_credentials(
     client = registry.client()
     seen = {
         name: read_image_file(client, image, "linux/amd64", f"/k8see-{name}.txt").decode()
-        for name in ("env", "procenv", "proc")
+        for name in ("env", "procenv", "cmdline", "proc")
     }
     client.close()
     # Then the step's files hold none of the values and none of the variables' names
-    # (the dumps worked: the step's own variables, and its own processes' environ, are there;
-    # under chroot isolation it shares the worker's PID namespace and lists its processes,
-    # but reading another process's environ needs CAP_SYS_PTRACE, which a step lacks)
+    # (the dumps worked: the step's own variables, and its own processes' environ and command
+    # lines, are there; reading another process's environ needs CAP_SYS_PTRACE, which a step
+    # lacks, but any command line is readable to whoever can see the process)
     assert "PATH=" in seen["env"]
     assert "HOSTNAME=" in seen["procenv"]
+    assert "/bin/sh -c env > /k8see-env.txt" in seen["cmdline"]
     for text in seen.values():
         for name, value in secrets.items():
             assert value not in text, f"{name}'s value is visible to a RUN step"
         assert "KUBECONFIG=" not in text
         assert "K8SEE_" not in text
         assert "AWS_" not in text
+    # And the step is in buildah's own PID namespace: buildah is PID 1 and every process it
+    # sees is buildah's or the step's, never the worker running buildah nor this test
+    # (the worker's command line even holds the registry password: see WORKER_SCRIPT's argv)
+    pids = sorted(int(name) for name in seen["proc"].split() if name.isdigit())
+    commands = [line.split() for line in seen["cmdline"].splitlines() if line.strip()]
+    own = Path(f"/proc/{os.getpid()}/cmdline").read_text().replace("\\0", " ").strip()
+    assert "import BuildahBuilder" not in seen["cmdline"], "the worker is visible to a RUN step"
+    assert own not in seen["cmdline"], "the test process is visible to a RUN step"
+    assert pids[0] == 1 and Path(commands[0][0]).name == "buildah", seen["cmdline"]
+    names = {Path(c[0]).name for c in commands}
+    assert names <= {"buildah", "buildah-chroot-runtime", "buildah-chroot-exec", "sh"}, names
+    assert len(pids) <= 10, f"a RUN step sees {len(pids)} processes"
+
+
+#: A worker-like process that builds and prints the error it got as JSON.
+FAILING_WORKER_SCRIPT = """
+import json, sys
+from pathlib import Path
+from k8see.errors import K8seeError
+from k8see.integrations.builders import BuildahBuilder
+args = json.loads(sys.argv[1])
+builder = BuildahBuilder(storage_dir=Path(args["storage"]), registries_conf=Path(args["conf"]),
+    insecure_registries=[args["host"]])
+ctx = Path(args["ctx"])
+try:
+    builder.build_and_push(context_dir=ctx, dockerfile=ctx / "Dockerfile",
+        image=args["host"] + "/k8see-tests/nocap/app", tags=["pr-1"], platforms=["linux/amd64"],
+        build_args={}, timeout_seconds=600, should_stop=lambda: False, on_line=lambda line: None)
+except K8seeError as exc:
+    print(json.dumps({"type": type(exc).__name__, **exc.to_dict()}))
+"""
+
+
+def test_a_worker_without_cap_sys_admin_gets_a_platform_error_with_a_hint(
+    registry: LocalRegistry, buildah_builder: BuildahBuilder, buildah_storage: Path, tmp_path: Path
+) -> None:
+    # Given a worker that lacks CAP_SYS_ADMIN (dropped from its bounding set, as a pod's
+    # default capabilities lack it), so it cannot create a PID namespace
+    setpriv = require_tool("setpriv")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN true\n")
+    args = {
+        "storage": str(buildah_storage),
+        "conf": str(buildah_builder.registries_conf),
+        "host": registry.host,
+        "ctx": str(ctx),
+    }
+    # When it builds with build.pid_namespace on (the default)
+    drop = [setpriv, "--bounding-set=-sys_admin"]
+    done = subprocess.run(
+        [*drop, sys.executable, "-c", FAILING_WORKER_SCRIPT, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Then it is one platform error saying why and what to change, not a traceback
+    assert done.returncode == 0, done.stderr[-2000:]
+    error = json.loads(done.stdout.strip().splitlines()[-1])
+    assert error["type"] == "IntegrationError"
+    assert "PID namespace" in error["message"]
+    assert "Operation not permitted" in error["message"]
+    assert "CAP_SYS_ADMIN" in error["hint"]
+    assert "build.pid_namespace" in error["hint"]
+    assert registry.client().list_tags("k8see-tests/nocap/app") == []
+
+
+def test_builds_get_their_own_pid_namespace_by_default(tmp_path: Path) -> None:
+    settings = PlatformSettings()
+    assert settings.build.pid_namespace is True
+    builder = make_builder(settings, workdir=tmp_path)
+    assert isinstance(builder, BuildahBuilder)
+    assert builder.pid_namespace is True

@@ -1,0 +1,190 @@
+"""The registry build cache (buildah ``--cache-to``/``--cache-from`` plus k8see's ARG anchors).
+
+Covers: a worker with an empty storage reuses every step of examples/hello (two platforms,
+``FROM`` + ``ARG`` + ``RUN`` + ``COPY``) from the cache the first build pushed, and gets the
+same digest; the anchors that make buildah 1.28 get past the ``ARG`` step are in the cache
+repository; an unreachable cache repository costs time but never the build; and the pure
+helpers: anchor tags follow the Dockerfile up to each ``ARG`` and the platform, and the
+``ARG`` steps' images are read from buildah's output; the default is a cache per project.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from k8see.integrations.buildcache import (
+    ANCHOR_PREFIX,
+    arg_anchor_tags,
+    arg_step_images,
+    cache_push_failed,
+    cache_repository_for,
+)
+from k8see.integrations.builders import BuildahBuilder, BuildResult
+from k8see.settings import PlatformSettings
+from k8see.stages.build import make_builder
+from tests.conftest import free_port
+from tests.fixtures.images import HELLO_DIR, PLATFORMS, LocalRegistry
+
+STEP = re.compile(r"^\[(linux/[^\]]+)\] (?:\[[^\]]*\] )?STEP \d+/\d+: (\S+)")
+
+
+def _builder(
+    buildah_builder: BuildahBuilder, storage: Path, cache: str, *insecure: str
+) -> BuildahBuilder:
+    """A builder like the session's, with its own storage (a worker of its own)."""
+    return BuildahBuilder(
+        storage_dir=storage,
+        registries_conf=buildah_builder.registries_conf,
+        insecure_registries=[*buildah_builder.insecure_registries, *insecure],
+        cache_repository=cache,
+    )
+
+
+def _build_hello(builder: BuildahBuilder, image: str, lines: list[str]) -> BuildResult:
+    return builder.build_and_push(
+        context_dir=HELLO_DIR,
+        dockerfile=HELLO_DIR / "Dockerfile",
+        image=image,
+        tags=["pr-1"],
+        platforms=PLATFORMS,
+        build_args={},
+        timeout_seconds=600,
+        should_stop=lambda: False,
+        on_line=lines.append,
+    )
+
+
+def _steps(lines: list[str]) -> list[tuple[str, str, bool]]:
+    """(platform, instruction, used a cached image) for every step but FROM."""
+    out: list[tuple[str, str, bool]] = []
+    for line in lines:
+        step = STEP.match(line)
+        if step and step.group(2).upper() != "FROM":
+            out.append((step.group(1), step.group(2).upper(), False))
+        elif out and " --> Using cache " in line:
+            out[-1] = (*out[-1][:2], True)
+    return out
+
+
+def test_a_fresh_worker_reuses_every_step_from_the_registry_cache(
+    registry: LocalRegistry, buildah_builder: BuildahBuilder, tmp_path: Path
+) -> None:
+    # Given examples/hello built once with the registry cache on a worker of its own
+    image = f"{registry.host}/k8see-tests/cache/hello"
+    first: list[str] = []
+    built = _build_hello(
+        _builder(buildah_builder, tmp_path / "worker-1", "{image}/cache"), image, first
+    )
+    assert not any(used for *_, used in _steps(first))
+    # When a worker with an empty storage builds the same source
+    second: list[str] = []
+    rebuilt = _build_hello(
+        _builder(buildah_builder, tmp_path / "worker-2", "{image}/cache"), image, second
+    )
+    # Then every step after FROM, the ARG included, on both platforms, used a cached image
+    # pulled from the registry (no step ran), and the image is the same one
+    steps = _steps(second)
+    assert [(p, i) for p, i, _ in steps] == [
+        (p, i) for p in PLATFORMS for i in ("ARG", "RUN", "COPY", "USER", "ENV", "EXPOSE", "CMD")
+    ]
+    assert all(used for *_, used in steps), "\n".join(second)
+    assert sum("--> Cache pulled from remote" in line for line in second) == 12
+    assert rebuilt.digest == built.digest
+    # And the ARG steps' anchors are in the cache repository, one per platform
+    tags = registry.client().list_tags("k8see-tests/cache/hello/cache")
+    assert sorted(t for t in tags if t.startswith(ANCHOR_PREFIX)) == sorted(
+        arg_anchor_tags((HELLO_DIR / "Dockerfile").read_text(), p)[0] for p in PLATFORMS
+    )
+
+
+def test_an_unreachable_cache_repository_does_not_fail_the_build(
+    registry: LocalRegistry,
+    buildah_builder: BuildahBuilder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a cache repository on a port nothing listens on
+    nowhere = f"127.0.0.1:{free_port()}"
+    builder = _builder(buildah_builder, tmp_path / "storage", f"{nowhere}/cache", nowhere)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nARG X=1\nRUN echo built-$X > /x.txt\n")
+    lines: list[str] = []
+    # When it builds
+    with caplog.at_level(logging.WARNING, logger="k8see.integrations.builders"):
+        result = builder.build_and_push(
+            context_dir=ctx,
+            dockerfile=ctx / "Dockerfile",
+            image=f"{registry.host}/k8see-tests/cache/nowhere",
+            tags=["pr-1"],
+            platforms=["linux/amd64"],
+            build_args={},
+            timeout_seconds=600,
+            should_stop=lambda: False,
+            on_line=lines.append,
+        )
+    # Then the image is pushed all the same, and the failed cache push is in the worker log
+    client = registry.client()
+    assert client.resolve_digest(f"{registry.host}/k8see-tests/cache/nowhere:pr-1") == (
+        result.digest
+    )
+    assert cache_push_failed(lines)
+    assert f"Pushing the build cache to {nowhere}/cache failed" in caplog.text
+
+
+def test_anchor_tags_follow_the_dockerfile_up_to_each_arg_and_the_platform() -> None:
+    dockerfile = (
+        "# syntax comment\nARG BASE=busybox\nFROM $BASE\nARG A\nRUN echo \\\n  one\nARG B=2\n"
+        "COPY . /app\n"
+    )
+    amd, arm = (
+        arg_anchor_tags(dockerfile, "linux/amd64"),
+        arg_anchor_tags(dockerfile, "linux/arm64"),
+    )
+    # ARG before FROM is no step; the two in the stage are
+    assert len(amd) == 2
+    assert all(t.startswith(f"{ANCHOR_PREFIX}linux-amd64-") for t in amd)
+    assert [t.split("-")[-1] for t in amd] == [t.split("-")[-1] for t in arm]
+    # A change below an ARG keeps its anchor; a change above it does not
+    below = dockerfile.replace("COPY . /app", "COPY . /srv")
+    between = dockerfile.replace("echo \\\n  one", "echo two")
+    assert arg_anchor_tags(below, "linux/amd64") == amd
+    assert arg_anchor_tags(between, "linux/amd64")[0] == amd[0]
+    assert arg_anchor_tags(between, "linux/amd64")[1] != amd[1]
+    # Layout that Docker ignores (comments, blank lines, indentation) changes nothing
+    relaid = "\n" + dockerfile.replace("\nARG A", "\n\n  # hi\n  ARG A")
+    assert arg_anchor_tags(relaid, "linux/amd64") == amd
+    assert arg_anchor_tags("FROM busybox\nRUN true\n", "linux/amd64") == []
+
+
+def test_arg_step_images_are_read_from_the_build_output() -> None:
+    lines = [
+        "[linux/arm64] STEP 1/4: FROM busybox:1.35",
+        "[linux/arm64] STEP 2/4: ARG TARGETARCH",
+        "--> Using cache 38aa3d8fdd5baf95de17c3d4b61795467095a3ad28ddc569a780769457dd8131",
+        "--> Pushing cache 127.0.0.1:5000/a/cache:d071ec34b7e6da604805bb1f8befa9cfe5b2837f2e9393",
+        "--> 38aa3d8fdd5",
+        "STEP 3/4: RUN echo ARG",
+        "--> 5f9890dcb07",
+        "STEP 4/4: arg B",
+        "--> 0061a0b6bd8",
+    ]
+    assert arg_step_images(lines) == ["38aa3d8fdd5", "0061a0b6bd8"]
+    assert not cache_push_failed(lines)
+
+
+def test_the_cache_repository_is_derived_from_the_image() -> None:
+    assert cache_repository_for("{image}/cache", "ghcr.io/o/r/app") == "ghcr.io/o/r/app/cache"
+    assert cache_repository_for("", "ghcr.io/o/r/app") == ""
+
+
+def test_builds_use_a_per_project_registry_cache_by_default(tmp_path: Path) -> None:
+    settings = PlatformSettings()
+    assert settings.build.cache_repository == "{image}/cache"
+    builder = make_builder(settings, workdir=tmp_path)
+    assert isinstance(builder, BuildahBuilder)
+    assert builder.cache_repository == "{image}/cache"
