@@ -242,6 +242,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = IDLE_SECONDS
+    # Headers and body go out in separate writes; with Nagle on, each response would wait for
+    # helm's delayed ACK (measured: 44 ms per request instead of about 1 ms).
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
