@@ -28,12 +28,15 @@ _REASONS = {
 }
 
 
+DEFAULT_STATUSES = (500, 429)
+
+
 @dataclass
 class Faults:
     """Knobs a test turns; ``injected`` counts the faults answered so far."""
 
     error_rate: float = 0.0
-    statuses: tuple[int, ...] = (500, 429)
+    statuses: tuple[int, ...] = DEFAULT_STATUSES
     latency_seconds: float = 0.0
     sequence: list[int | None] = field(default_factory=list)
     injected: int = 0
@@ -41,8 +44,10 @@ class Faults:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def reset(self) -> None:
+        """Every knob back to its default, so one test's faults never leak into the next."""
         with self._lock:
             self.error_rate, self.latency_seconds, self.sequence = 0.0, 0.0, []
+            self.statuses = DEFAULT_STATUSES
             self.injected, self.injected_by_status = 0, {}
 
     def check(self) -> None:
