@@ -5,13 +5,15 @@ Jobs, each a thin task over a plain function that tests and ``k8see cleanup`` ca
 - ``k8see.cleanup`` (every ``cleanup.interval_seconds``): destroys environments whose PR is
   closed, merged or gone, or that were not deployed for ``cleanup.ttl_hours``, through the same
   destroy chain a close event uses (``client.enqueue``: generation bump, close mark, record);
-  marks records whose namespace vanished as destroyed; then collects image garbage.
+  marks records whose namespace vanished as destroyed; then collects image garbage and prunes
+  the build caches by age (``stages.cache_prune``), under the ``registry-gc`` lock.
 - ``k8see.preserve_expiry`` (every ``cleanup.expiry_interval_seconds``): warns before a preserve
   ends and, at the end, destroys at once when the PR is closed.
 - ``k8see.watchdog`` (every ``cleanup.watchdog_interval_seconds``): fails runs stuck in a stage
   past its hard time limit plus a grace, with a clear record error and the PR comment.
 - ``k8see.pull_secret_refresh`` (every ``registry.pull_secret_refresh_seconds``): rewrites the
-  registry pull secret in every k8see-managed namespace, before the registry's token expires.
+  registry pull secret in every k8see-managed namespace, before the registry's token expires
+  (its body: ``stages.pull_secret_refresh``).
 - ``k8see.preserve``: ``/preserve [hours]`` and ``/unpreserve``, sent by ``k8see enqueue``.
 
 **One active beat.** Run beat as a single replica (the chart does). If two beats run anyway (a
@@ -26,33 +28,34 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from celery import Celery, shared_task
-from kubernetes import client as k8s
 
-from k8see import coordination, metrics, names, state
+from k8see import coordination, metrics, state
 from k8see.app import settings_of
 from k8see.client import enqueue
 from k8see.errors import (
     GitHubError,
     K8seeError,
-    KubeError,
     PolicyError,
     RegistryError,
     UserError,
 )
 from k8see.events import Decision
 from k8see.integrations import github as gh
-from k8see.integrations import kube, registry_access
+from k8see.integrations import kube
 from k8see.integrations.registry import OciRegistry
 from k8see.pipeline import HARD_LIMIT_GRACE_SECONDS, stage_time_limit
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
-from k8see.stages import cleanup, preserve
-from k8see.stages.deploy_manifests import pull_secret_manifest, pull_secret_name
+from k8see.stages import cache_prune, cleanup, preserve
+
+# The pull-secret job's body and its credentials, re-exported (tests and callers name them here).
+from k8see.stages.pull_secret_refresh import RegistryCredentials as RegistryCredentials
+from k8see.stages.pull_secret_refresh import registry_credentials as registry_credentials
+from k8see.stages.pull_secret_refresh import run_pull_secret_refresh
 
 log = logging.getLogger(__name__)
 
@@ -216,17 +219,64 @@ def run_registry_gc(
     client: redis.Redis,
     dry_run: bool = False,
     pr_states: cleanup.PrStates | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """Delete image tags whose PR is gone (generic OCI registries; GHCR/ECR keep their own).
+    """Delete image tags whose PR is gone (generic registries), then prune the build caches.
 
     The distribution API deletes a manifest by digest, taking every tag on it along; a tag
     that is garbage by name but shares its digest with a kept tag (a commit rebuilt to the
     same image as the PR's live one) is therefore kept and reported as ``kept_shared``.
+    GHCR and ECR tags go with the untag stage instead. The build caches are pruned on every
+    registry type (``cache_prune``; ``cleanup.build_cache_max_age_days``), best-effort, at
+    most every ``cache_prune.PERIOD_SECONDS`` (a dry run always looks).
 
     Returns:
         The report: tags deleted (or, in a dry run, to delete), kept for a shared digest, and
-        failed with a reason, each by image repository.
+        failed with a reason, each by image repository (or ``skipped``); and ``cache``, what
+        the cache pruning did (``CachePrune``).
     """
+    records = list(state.list_records(client))
+    # The cache first: it reports its failures instead of raising, the tag GC may raise.
+    cache = _prune_cache(settings, client, records, dry_run=dry_run, now=now)
+    report = _collect_tags(settings, client, records, dry_run=dry_run, pr_states=pr_states)
+    report["cache"] = cache
+    return report
+
+
+def _prune_cache(
+    settings: PlatformSettings,
+    client: redis.Redis,
+    records: list[dict[str, Any]],
+    *,
+    dry_run: bool,
+    now: float | None,
+) -> dict[str, Any]:
+    """The build-cache part of ``run_registry_gc``: when due, prune and count."""
+    period = cache_prune.PERIOD_SECONDS
+    if not dry_run and not client.set(cache_prune.DUE_KEY, "1", nx=True, ex=period):
+        return {"skipped": f"pruned less than {period // 3600} hours ago"}
+    pruned = cache_prune.prune(
+        settings=settings,
+        records=records,
+        now=time.time() if now is None else now,
+        dry_run=dry_run,
+        log=log,
+    )
+    if not dry_run:
+        metrics.cleanup_action("cache-pruned", pruned.images)
+    metrics.cleanup_action("cache-prune-failed", sum(map(len, pruned.failed.values())))
+    return pruned.to_dict()
+
+
+def _collect_tags(
+    settings: PlatformSettings,
+    client: redis.Redis,
+    records: list[dict[str, Any]],
+    *,
+    dry_run: bool,
+    pr_states: cleanup.PrStates | None,
+) -> dict[str, Any]:
+    """The ``pr-N``/``sha-*`` part of ``run_registry_gc`` (generic registries only)."""
     reg = settings.registry
     if reg.type != "generic" or not settings.cleanup.registry_gc:
         return {"skipped": f"registry type {reg.type} (or registry_gc off)"}
@@ -242,7 +292,7 @@ def run_registry_gc(
     try:
         garbage = cleanup.collect_images(
             registry=registry,
-            records=list(state.list_records(client)),
+            records=records,
             pr_state=pr_states or _pr_states(settings, client),
         )
         for item in garbage:
@@ -285,134 +335,6 @@ def _unshared(
     kept = {digest for tag, digest in digests.items() if tag not in doomed}
     shared = [t for t in tags if digests.get(t) in kept]
     return [t for t in tags if t not in shared], shared
-
-
-# --- pull-secret refresh -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegistryCredentials:
-    """What a pull secret carries: a login and when it stops working.
-
-    Attributes:
-        username: The registry login (``AWS`` for ECR).
-        password: The password or token; kept out of ``repr`` so it never reaches a log.
-        expires_at: Unix time the password stops working, or None for a static one.
-    """
-
-    username: str
-    password: str = field(repr=False)
-    expires_at: float | None = None
-
-
-def registry_credentials(settings: PlatformSettings) -> RegistryCredentials | None:
-    """The login the environments' pull secret must carry now, or None (no secret needed).
-
-    From ``registry_access.registry_credentials``, the function the deploy side uses too:
-    ECR's 12-hour token from the API, or ``registry.username``/``registry.password`` (GHCR
-    with a token, a generic registry), which never expire as far as k8see knows.
-
-    Raises:
-        RegistryError: the ECR API refused or could not be reached.
-    """
-    username, password, expires = registry_access.registry_credentials(settings)
-    if not username or not password:
-        return None
-    return RegistryCredentials(
-        username=username,
-        password=password,
-        expires_at=expires.timestamp() if expires is not None else None,
-    )
-
-
-def _with_credentials(settings: PlatformSettings, creds: RegistryCredentials) -> PlatformSettings:
-    """Settings whose registry login is ``creds``, for the deploy stage's secret builder."""
-    return registry_access.with_login(settings, username=creds.username, password=creds.password)
-
-
-def run_pull_secret_refresh(
-    *,
-    settings: PlatformSettings,
-    client: redis.Redis,
-    now: float | None = None,
-    credentials: RegistryCredentials | None = None,
-) -> dict[str, Any]:
-    """Rewrite the registry pull secret in every active k8see-managed environment.
-
-    A pod that restarts after its secret's token expired cannot pull its image
-    (``imagePullPolicy: Always``); the reference never refreshed ECR's 12-hour tokens, so
-    preserved environments broke (its §2.6 gap). Namespaces not managed by k8see are never
-    touched, and terminating ones are left to finish. The secret is the one the deploy stage
-    writes (``deploy_manifests.pull_secret_manifest``), so both always agree.
-
-    Returns:
-        The report: secret name, refreshed/skipped/failed namespaces and the expiry written.
-    """
-    now = time.time() if now is None else now
-    creds = credentials or registry_credentials(settings)
-    if creds is None:
-        return {"skipped": "the registry needs no pull secret (no username/password)"}
-    effective = _with_credentials(settings, creds)
-    secret_name = pull_secret_name(effective)
-    refreshed: list[str] = []
-    skipped: list[str] = []
-    failed: list[str] = []
-    api = kube.make_api(settings)
-    try:
-        found = kube.call(
-            k8s.CoreV1Api(api).list_namespace,
-            label_selector=f"{names.LABEL_TYPE}=ephemeral",
-            what="list ephemeral namespaces",
-        )
-        for ns in found.items or []:
-            name = str(ns.metadata.name)
-            labels = dict(ns.metadata.labels or {})
-            phase = str(getattr(ns.status, "phase", "") or "Active")
-            pr_text = labels.get(names.LABEL_PR, "")
-            if labels.get(names.LABEL_MANAGED_BY) not in kube.OWNERS or phase != "Active":
-                skipped.append(name)
-                continue
-            project_id = labels.get(names.LABEL_PROJECT) or name.rpartition("-pr-")[0]
-            manifest = pull_secret_manifest(
-                effective,
-                namespace=name,
-                project_id=project_id,
-                pr=int(pr_text) if pr_text.isdigit() else 0,
-            )
-            if manifest is None:  # pragma: no cover - creds guarantee a secret
-                continue
-            try:
-                kube.apply_objects(api=api, namespace=name, manifests=[manifest])
-            except KubeError as exc:
-                log.warning("Could not refresh the pull secret in %s: %s", name, exc.message)
-                failed.append(name)
-                continue
-            refreshed.append(name)
-    finally:
-        api.close()
-    metrics.cleanup_action("pull-secret-refreshed", len(refreshed))
-    period = settings.registry.pull_secret_refresh_seconds
-    if creds.expires_at is not None and creds.expires_at - now < period:
-        log.warning(
-            "The registry credentials are valid for %d more seconds, less than the %d seconds "
-            "until the next refresh; lower registry.pull_secret_refresh_seconds.",
-            max(0, int(creds.expires_at - now)),
-            period,
-        )
-    log.info(
-        "Pull secret %s refreshed in %d namespaces (%d skipped, %d failed).",
-        secret_name,
-        len(refreshed),
-        len(skipped),
-        len(failed),
-    )
-    return {
-        "secret": secret_name,
-        "refreshed": refreshed,
-        "skipped": skipped,
-        "failed": failed,
-        "expires_at": creds.expires_at,
-    }
 
 
 # --- preserve ----------------------------------------------------------------------------------

@@ -250,6 +250,15 @@ class CleanupSettings(BaseModel):
     registry_gc: bool = True
     """Delete ``pr-N`` and ``sha-*`` image tags whose PR is gone (generic registries only)."""
 
+    build_cache_max_age_days: int = 14
+    """Days a registry build cache image (``build.cache_repository``) is kept; the registry
+    GC job then deletes it (generic: by the image's build time; GHCR: by the package
+    version's last update), and ECR cache repositories get a lifecycle rule expiring images
+    pushed this many days ago. The cache is the project's, so no PR close deletes it; 14 days
+    keeps the steps of an active project's base layers warm between most releases. A pruned
+    step only runs again on its next build. 0 keeps the cache forever. Independent of
+    ``registry_gc``."""
+
 
 class MetricsSettings(BaseModel):
     enabled: bool = True

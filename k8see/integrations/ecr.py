@@ -30,6 +30,7 @@ __all__ = [
     "LIFECYCLE_POLICY",
     "EcrAuthorization",
     "EcrRegistry",
+    "cache_lifecycle_policy",
     "ecr_host",
 ]
 
@@ -50,6 +51,31 @@ LIFECYCLE_POLICY: dict[str, Any] = {
         }
     ]
 }
+
+
+def cache_lifecycle_policy(max_age_days: int) -> dict[str, Any]:
+    """The policy of a build-cache repository: ``LIFECYCLE_POLICY``, and every image (tagged
+    or not) expires ``max_age_days`` after it was pushed; without that rule when 0.
+
+    The cache belongs to the project, not to a PR, so no close deletes its tags; age is what
+    ends them. ECR wants the ``tagStatus: any`` rule last (the highest ``rulePriority``).
+    """
+    if max_age_days <= 0:
+        return LIFECYCLE_POLICY
+    expire_all = {
+        "rulePriority": 2,
+        "description": f"Expire build-cache images after {max_age_days} days",
+        "selection": {
+            "tagStatus": "any",
+            "countType": "sinceImagePushed",
+            "countUnit": "days",
+            "countNumber": max_age_days,
+        },
+        "action": {"type": "expire"},
+    }
+    return {"rules": [*LIFECYCLE_POLICY["rules"], expire_all]}
+
+
 #: boto3 pages of batch_delete_image take at most this many image ids.
 BATCH_DELETE_MAX = 100
 
@@ -120,8 +146,13 @@ class EcrRegistry:
 
     # --- repositories -------------------------------------------------------------------------
 
-    def ensure_repository(self, name: str) -> bool:
-        """Create repository ``name`` with the untagged-expiry lifecycle policy if missing.
+    def ensure_repository(self, name: str, *, policy: dict[str, Any] | None = None) -> bool:
+        """Create repository ``name`` with a lifecycle policy if missing.
+
+        Args:
+            name: The repository path.
+            policy: Its lifecycle policy; ``LIFECYCLE_POLICY`` (untagged expiry) when None,
+                ``cache_lifecycle_policy(days)`` for a build-cache repository.
 
         Returns:
             True when it was created now, False when it existed.
@@ -141,7 +172,7 @@ class EcrRegistry:
             f"set the lifecycle policy of {name}",
             self._ecr.put_lifecycle_policy,
             repositoryName=name,
-            lifecyclePolicyText=json.dumps(LIFECYCLE_POLICY),
+            lifecyclePolicyText=json.dumps(LIFECYCLE_POLICY if policy is None else policy),
         )
         return True
 
@@ -162,6 +193,42 @@ class EcrRegistry:
         )
         policy: dict[str, Any] = json.loads(answer["lifecyclePolicyText"])
         return policy
+
+    def ensure_lifecycle_policy(
+        self, name: str, policy: dict[str, Any], *, dry_run: bool = False
+    ) -> str:
+        """Give the existing repository ``name`` this lifecycle policy; idempotent.
+
+        Returns:
+            ``"set"`` when it had another policy (or none) and has this one now (in a dry
+            run: would have), ``"unchanged"`` when it had this one, ``"absent"`` when the
+            repository does not exist (it gets its policy when a push creates it).
+
+        Raises:
+            RegistryError: ECR refused or could not be reached (the AWS error code only).
+        """
+        try:
+            answer = self._ecr.get_lifecycle_policy(repositoryName=name)
+            current = json.loads(answer["lifecyclePolicyText"])
+        except _BOTO_ERRORS as exc:
+            code = _code(exc)
+            if code == "RepositoryNotFoundException":
+                return "absent"
+            if code != "LifecyclePolicyNotFoundException":
+                raise _error(exc, f"read the lifecycle policy of {name}") from exc
+            current = None
+        except (KeyError, ValueError):
+            current = None  # unreadable: replace it
+        if current == policy:
+            return "unchanged"
+        if not dry_run:
+            self._call(
+                f"set the lifecycle policy of {name}",
+                self._ecr.put_lifecycle_policy,
+                repositoryName=name,
+                lifecyclePolicyText=json.dumps(policy),
+            )
+        return "set"
 
     # --- tags ---------------------------------------------------------------------------------
 
@@ -247,7 +314,7 @@ def _error(exc: BaseException, what: str) -> RegistryError:
     if code in ("AccessDeniedException", "UnrecognizedClientException", "NoCredentialsError"):
         hint = (
             "The worker's AWS identity may not do this: it needs ecr:GetAuthorizationToken, "
-            "CreateRepository, PutLifecyclePolicy, BatchDeleteImage and the push actions "
+            "CreateRepository, Get/PutLifecyclePolicy, BatchDeleteImage and the push actions "
             "(reference §7)."
         )
     elif code in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"):

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "Manifest",
     "OciRegistry",
     "TagDeletion",
+    "parse_created",
     "parse_ref",
     "push_mirror",
     "push_oci_layout",
@@ -53,6 +55,8 @@ _DEL_HINT = (
     "(REGISTRY_STORAGE_DELETE_ENABLED=true for docker-registry)."
 )
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+#: RFC 3339 as Go writes it: up to nine fraction digits (Python reads six), ``Z`` or an offset.
+_CREATED_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,34 @@ class OciRegistry:
         config = json.loads(self.get_blob(ref.repository, manifest.body["config"]["digest"]))
         return [_platform(config)]
 
+    def image_created(self, repository: str, manifest: Manifest) -> float | None:
+        """When the image of ``manifest`` was built: its config's ``created``, as Unix time.
+
+        The distribution API keeps no push or tag times; ``created`` is what the builder
+        wrote (buildah: when it built that step). For a manifest list it is the newest of
+        its images. None when no image says (a config without ``created``).
+
+        Raises:
+            RegistryError: a manifest or config blob could not be read.
+        """
+        if not manifest.is_index:
+            config = manifest.body.get("config") or {}
+            if not isinstance(config.get("digest"), str):
+                return None
+            blob = self.get_blob(repository, config["digest"])
+            try:
+                created = json.loads(blob).get("created")
+            except (ValueError, AttributeError):
+                return None
+            return parse_created(created)
+        times = []
+        for entry in manifest.body.get("manifests") or []:
+            child = self.get_manifest(f"{self.host}/{repository}@{entry.get('digest', '')}")
+            when = self.image_created(repository, child)
+            if when is not None:
+                times.append(when)
+        return max(times, default=None)
+
     def platform_manifest(self, image_ref: str, platform: str) -> Manifest:
         """The single-platform manifest for ``platform`` inside a manifest list."""
         ref = self._ref(image_ref)
@@ -276,11 +308,7 @@ class OciRegistry:
         deleted: list[str] = []
         for digest, on_it in by_digest.items():
             try:
-                resp = self._request("DELETE", repository, f"manifests/{digest}")
-                if resp.status_code == 405:
-                    raise RegistryError(f"Registry {self.host} refuses to delete images.")
-                if resp.status_code != 404:
-                    self._check(resp, f"delete {repository}@{digest[:19]}")
+                self.delete_manifest(repository, digest)
             except RegistryError as exc:
                 failed.update(dict.fromkeys(on_it, exc.message))
                 continue
@@ -290,6 +318,23 @@ class OciRegistry:
             absent=tuple(absent),
             failed=failed,
         )
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete the manifest ``digest`` and with it every tag on it; idempotent.
+
+        Returns:
+            True when it existed, False when it was already gone.
+
+        Raises:
+            RegistryError: the registry refused (deletion disabled, credentials) or failed.
+        """
+        resp = self._request("DELETE", repository, f"manifests/{digest}")
+        if resp.status_code == 405:
+            raise RegistryError(f"Registry {self.host} refuses to delete images.", hint=_DEL_HINT)
+        if resp.status_code == 404:
+            return False
+        self._check(resp, f"delete {repository}@{digest[:19]}")
+        return True
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest under a tag or digest; returns its digest."""
@@ -412,6 +457,22 @@ class OciRegistry:
         raise RegistryError(
             f"Registry {self.host} could not {what}: HTTP {resp.status_code}{detail}.", hint=hint
         )
+
+
+def parse_created(value: object) -> float | None:
+    """Unix time of an image config's ``created`` (RFC 3339, nanoseconds allowed), or None."""
+    if not isinstance(value, str):
+        return None
+    match = _CREATED_RE.match(value.strip())
+    if not match:
+        return None
+    date, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    try:
+        moment = datetime.fromisoformat(f"{date}{(fraction or '')[:7]}{zone}")
+    except ValueError:
+        return None
+    return moment.timestamp()
 
 
 def _platform(plat: dict[str, Any]) -> str:

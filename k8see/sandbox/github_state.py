@@ -227,14 +227,26 @@ class GitHubState:
             return public(comment)
 
     def add_package_version(
-        self, owner: str, package: str, tags: list[str], *, org: bool = True
+        self,
+        owner: str,
+        package: str,
+        tags: list[str],
+        *,
+        org: bool = True,
+        updated_at: float | None = None,
     ) -> int:
-        """A GHCR container package version (an image) of org or user ``owner``."""
+        """A GHCR container package version (an image) of org or user ``owner``.
+
+        ``updated_at`` (Unix time, default now) is when GitHub last changed the version, as
+        its API reports it; ``created_at`` is the same moment.
+        """
         with self.lock:
             vid = self.next_id()
             key = ("org" if org else "user", owner.lower(), package)
             versions = self.packages.setdefault(key, [])
-            versions.insert(0, {"id": vid, "name": f"sha256:{vid:064x}", "created_at": iso(),
+            when = iso(updated_at)
+            versions.insert(0, {"id": vid, "name": f"sha256:{vid:064x}", "created_at": when,
+                                "updated_at": when,
                                 "metadata": {"package_type": "container",
                                              "container": {"tags": list(tags)}}})  # fmt: skip
             return vid
