@@ -2,7 +2,8 @@
 
 Usage: ``python -m tests.benchmarks [--only NAME ...] [--fanout-prs N] [--quick]``.
 Names: enqueue, throughput, build (examples/hello cold, warm, fresh worker with the registry
-cache), pipeline (overhead, time to URL, storm, fan-out), cleanup.
+cache), kubeproxy (what helm's retrying API proxy costs), pipeline (overhead, time to URL,
+storm, fan-out), cleanup.
 The drills' figures, when ``make test`` wrote them (bench/drills.json), are included.
 """
 
@@ -23,7 +24,7 @@ from tests.benchmarks.measure import Result, TaskEvents, markdown_table, print_t
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench" / "results.json"
 DRILLS = ROOT / "bench" / "drills.json"
-GROUPS = ("enqueue", "throughput", "build", "pipeline", "cleanup")
+GROUPS = ("enqueue", "throughput", "build", "kubeproxy", "pipeline", "cleanup")
 
 
 def _machine() -> dict[str, object]:
@@ -86,6 +87,12 @@ def main() -> int:
                 from tests.benchmarks import bench_build
 
                 results += bench_build.build_times(runs=1 if args.quick else 3)
+            elif group == "kubeproxy":
+                from tests.benchmarks import bench_kubeproxy
+
+                results += bench_kubeproxy.proxy_overhead(
+                    requests=50 if args.quick else 200, upgrades=2 if args.quick else 5
+                )
             elif group == "pipeline":
                 results += _pipeline(args, workdir)
             elif group == "cleanup":
