@@ -73,9 +73,17 @@ class BuildSettings(BaseModel):
     """overlay needs kernel support that containers often lack; vfs always works."""
 
     storage_dir: str = ""
-    """buildah's storage root, shared by every build of a worker: base images and the
+    """Root of buildah's storage dirs, one per trust scope (a repository's own PRs share one;
+    each fork PR has its own), shared by that scope's builds on a worker: base images and the
     ``--layers`` cache live there, which is what makes a warm rebuild fast. Empty:
     ``<workdir or the temp dir>/k8see-buildah``."""
+
+    storage_max_idle_hours: float = Field(default=72, ge=0)
+    """Hours after its last build that a scope's storage dir is deleted (checked when any
+    build on the worker starts; a dir in use is never deleted); 0 keeps them all. 72 hours
+    keeps a project's storage over a weekend without builds, and frees a closed fork PR's
+    within three days (vfs keeps a full copy of every layer: often hundreds of MB a scope).
+    A project whose dir was deleted gets its steps from the registry cache again."""
 
     registries_conf: str = ""
     """A containers registries.conf for builds (mirrors, insecure hosts), passed through
@@ -100,8 +108,10 @@ class BuildSettings(BaseModel):
     worker does not rerun steps another worker ran. ``{image}`` is the image repository, so
     every project has its own cache (keep it in: a cache shared between projects lets one
     project's build feed another's). Same registry credentials as the image; empty: no
-    registry cache. Costs one cache push per step on every build (buildah 1.28 pushes cache
-    hits too). Its tags are not deleted when a PR closes (the cache is the project's)."""
+    registry cache. Fork PRs read it but never write it. Not pushed when the worker already
+    pushed a build of the same inputs (Dockerfile, context files, build arguments, platform);
+    otherwise every step is pushed, hits included (buildah 1.28 cannot push only some). Its
+    tags are not deleted when a PR closes (the cache is the project's)."""
 
     docker_host: str = "unix:///run/docker.sock"
     """The Docker daemon the ``docker`` builder uses (it builds there and uploads the images

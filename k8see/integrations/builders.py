@@ -11,9 +11,11 @@ environment built from scratch (never the worker's, which holds cluster and GitH
 credentials), registry credentials only through a private auth file, and (``pid_namespace``)
 a PID namespace of its own, so a ``RUN`` step can neither list nor signal the worker.
 
-With a cache repository, each step's image also goes to the registry (``--cache-to``) and a
-worker with an empty storage pulls steps from there (``--cache-from``) instead of running
-them; ``k8see.integrations.buildcache`` says what buildah 1.28 needs for that to work.
+With a cache repository, a worker with an empty storage pulls steps from the registry
+(``--cache-from``) instead of running them, and a build with new inputs pushes its steps there
+(``--cache-to``); ``k8see.integrations.buildcache`` says what buildah 1.28 needs for that.
+Who shares cached steps is limited by a trust scope (``k8see.integrations.buildstorage``): a
+scope has local storage of its own, and only a trusted one writes the registry cache.
 """
 
 from __future__ import annotations
@@ -26,16 +28,28 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from k8see.errors import BuildFailed, IntegrationError, RegistryError, ToolMissing
 from k8see.integrations.buildcache import (
-    arg_anchor_tags,
+    Tool,
     arg_step_images,
     cache_push_failed,
     cache_repository_for,
+    inputs_key,
+    pull_anchors,
+    push_anchors,
+    steps_run,
+)
+from k8see.integrations.buildstorage import (
+    BuildScope,
+    cache_was_pushed,
+    remember_cache_pushed,
+    scope_dir,
+    use_scope,
 )
 from k8see.integrations.process import ToolResult, run_tool
 
@@ -53,9 +67,6 @@ log = logging.getLogger(__name__)
 
 #: The PATH a build sees; the worker's own environment is never passed through.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: One quick retry for anchor pulls and pushes (buildah 1.28 reads ``--retry 0`` as its
-#: default of 3 retries, 2 s apart).
-ANCHOR_RETRY = ("--retry", "1", "--retry-delay", "10ms")
 #: Lines of build output kept for the error shown to the PR author.
 ERROR_TAIL_LINES = 20
 #: The platforms the reference allows (build-image input validation).
@@ -91,17 +102,6 @@ class RegistryAuth:
     host: str
     username: str
     password: str
-
-
-class _Tool(Protocol):
-    """Runs one buildah subcommand within the build's deadline (see ``build_and_push``).
-
-    ``keep`` collects the output lines; ``echo`` (default) also sends them to the build log.
-    """
-
-    def __call__(
-        self, args: list[str], what: str, *, keep: list[str] | None = None, echo: bool = True
-    ) -> ToolResult: ...
 
 
 class Builder(Protocol):
@@ -184,9 +184,9 @@ class BuildahBuilder:
     and labelled, a failure names the platform, and cancellation is checked in between.
 
     Args:
-        storage_dir: buildah's storage root. Share it between builds of one worker: the
-            base images and ``--layers`` cache live there, which is what makes a warm
-            rebuild fast.
+        storage_dir: buildah's storage root; with a ``scope``, the root of the scopes'
+            storage dirs. Share it between builds of one worker: the base images and
+            ``--layers`` cache live there, which is what makes a warm rebuild fast.
         storage_driver: ``vfs`` works everywhere (no overlay in containers).
         registries_conf: A registries.conf for mirrors and insecure hosts (see
             ``write_registries_conf``); ``None`` uses the system's.
@@ -199,9 +199,15 @@ class BuildahBuilder:
             step otherwise shares the worker's PID namespace: it lists the worker's
             processes and, as root, can signal them. Needs root or ``CAP_SYS_ADMIN``.
         cache_repository: The registry build cache, ``{image}`` standing for the image
-            repository (e.g. ``{image}/cache``); empty: no registry cache. Pushed and
-            pulled with the image's credentials and TLS setting. A failed cache push is
-            logged and the platform is built again without the cache.
+            repository (e.g. ``{image}/cache``); empty: no registry cache. Pulled and
+            pushed with the image's credentials and TLS setting; pushed only by a trusted
+            scope, and not when this storage pushed a build of the same inputs before. A
+            failed cache push is logged and never fails the build.
+        scope: The build's trust scope: storage in ``storage_dir/<scope dir>``, held
+            under a lock, and registry cache writes only if trusted. ``None`` (tests,
+            tools): ``storage_dir`` itself, cache written.
+        storage_max_idle_seconds: With a ``scope``, other scopes' storage dirs unused for
+            longer than this are deleted when a build starts; 0 keeps them.
         binary: The buildah executable.
         unshare: The util-linux ``unshare`` executable (used when ``pid_namespace``).
         path: The PATH a build sees.
@@ -218,6 +224,8 @@ class BuildahBuilder:
         isolation: str = "chroot",
         pid_namespace: bool = True,
         cache_repository: str = "",
+        scope: BuildScope | None = None,
+        storage_max_idle_seconds: float = 0,
         binary: str = "buildah",
         unshare: str = "unshare",
         path: str = DEFAULT_PATH,
@@ -230,6 +238,11 @@ class BuildahBuilder:
         self.isolation = isolation
         self.pid_namespace = pid_namespace
         self.cache_repository = cache_repository
+        self.scope = scope
+        self.storage_max_idle_seconds = storage_max_idle_seconds
+        #: buildah's own storage for this builder's builds.
+        self.storage = storage_dir if scope is None else scope_dir(storage_dir, scope)
+        self.writes_cache = scope is None or scope.trusted
         # Found where the worker finds its tools; buildah itself gets a minimal env.
         self.binary = shutil.which(binary) or binary
         self.unshare = shutil.which(unshare) or unshare
@@ -253,10 +266,9 @@ class BuildahBuilder:
         plats = parse_platforms(platforms)
         self._check_unshare()
         secrets = [a.password for a in self.auth]
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
         list_name = f"localhost/k8see-build/{uuid.uuid4().hex[:16]}"
         cache = cache_repository_for(self.cache_repository, image)
-        with tempfile.TemporaryDirectory(prefix="k8see-build-") as scratch:
+        with self._storage(), tempfile.TemporaryDirectory(prefix="k8see-build-") as scratch:
             env = self._env(Path(scratch))
 
             def tool(
@@ -292,7 +304,10 @@ class BuildahBuilder:
                 for plat in plats:
                     argv = self._build_argv(plat, context_dir, dockerfile, list_name, build_args)
                     if cache:
-                        result = self._build_cached(tool, argv, plat, dockerfile, cache)
+                        key = ""  # needed only by a build that writes the cache
+                        if self.writes_cache:
+                            key = inputs_key(plat, build_args, dockerfile, context_dir, cache)
+                        result = self._build_cached(tool, argv, plat, dockerfile, cache, key)
                     else:
                         result = tool(argv, plat)
                     if not result.ok:
@@ -353,69 +368,66 @@ class BuildahBuilder:
         return [*argv, str(context_dir)]
 
     def _build_cached(
-        self, tool: _Tool, argv: list[str], plat: str, dockerfile: Path, cache: str
+        self, tool: Tool, argv: list[str], plat: str, dockerfile: Path, cache: str, key: str
     ) -> ToolResult:
-        """``argv`` with the registry cache: anchors pulled first, pushed after.
+        """``argv`` reading the registry cache (anchors pulled first), and writing it if new.
 
-        A failed cache push fails a buildah 1.28 build; then the platform is built again
-        without the cache (its steps are in local storage by now, so that is quick).
+        buildah 1.28's ``--cache-to`` pushes every step, hits included, so it is left out when
+        this storage pushed a build of the same inputs (``key``) before: every step is then a
+        local hit. Should a step run all the same, ``_push_cache`` pushes afterwards. Other
+        builds push as they build: a second, all-cached build costs more (0.7-2 s per
+        platform for examples/hello) than pushing the hits.
         """
-        anchors = self._pull_anchors(tool, plat, dockerfile, cache)
+        known = self.writes_cache and cache_was_pushed(self.storage, key)
         tls = ["--tls-verify=false"] if self._is_insecure(cache) else []
+        # Known inputs hit in local storage, the ARG steps too: no anchor is needed then.
+        text = dockerfile.read_text(errors="replace")
+        anchors = pull_anchors(
+            tool, dockerfile=text, plat=plat, cache=cache, tls=tls, pull=not known
+        )
+        reading = [*argv[:-1], *tls, "--cache-from", cache, argv[-1]]
+        if not self.writes_cache:
+            return tool(reading, plat)
         lines: list[str] = []
-        cached = [*argv[:-1], *tls, "--cache-from", cache, "--cache-to", cache, argv[-1]]
-        result = tool(cached, plat, keep=lines)
-        if result.ok:
-            self._push_anchors(tool, anchors, arg_step_images(lines), cache)
-        elif cache_push_failed(lines):
-            log.warning(
-                "Pushing the build cache to %s failed; building %s again without it.", cache, plat
-            )
-            result = tool(argv, plat)
+        if known:
+            result = tool(reading, plat, keep=lines)
+            if not result.ok or not steps_run(lines):
+                return result
+            pushed = self._push_cache(tool, reading, plat, cache)
+        else:
+            result = tool([*reading[:-1], "--cache-to", cache, reading[-1]], plat, keep=lines)
+            pushed = result.ok
+            if not result.ok and cache_push_failed(lines):
+                log.warning(
+                    "Pushing the build cache to %s failed; building %s again without it.",
+                    cache,
+                    plat,
+                )
+                return tool(argv, plat)
+        if pushed:
+            if not known:
+                remember_cache_pushed(self.storage, key)
+            images = arg_step_images(lines)
+            push_anchors(tool, anchors=anchors, images=images, cache=cache, tls=tls)
         return result
 
-    def _pull_anchors(self, tool: _Tool, plat: str, dockerfile: Path, cache: str) -> dict[str, str]:
-        """Pull the ``ARG`` steps' anchors into local storage: tag → image id ("" if absent).
-
-        Stops at the first absent one: buildah stops looking for cache at that step anyway.
-        One quick retry only: an anchor saves time, so an unreachable registry must not cost
-        more than it saves.
-        """
-        tls = ["--tls-verify=false"] if self._is_insecure(cache) else []
-        anchors = dict.fromkeys(arg_anchor_tags(dockerfile.read_text(errors="replace"), plat), "")
-        for tag in anchors:
-            argv = ["pull", "--quiet", *ANCHOR_RETRY, *tls, f"docker://{cache}:{tag}"]
-            result = tool(argv, "cache", echo=False)
-            if not result.ok or not result.tail:
-                break
-            anchors[tag] = result.tail[-1].strip()
-        return anchors
-
-    def _push_anchors(
-        self, tool: _Tool, anchors: dict[str, str], images: list[str], cache: str
-    ) -> None:
-        """Push each ``ARG`` step's image under its anchor, unless the anchor is it already."""
-        if len(images) != len(anchors):  # e.g. a skipped stage; the cache then ends there
-            log.info(
-                "The build ran %d ARG steps where its Dockerfile has %d; no cache anchors.",
-                len(images),
-                len(anchors),
+    def _push_cache(self, tool: Tool, reading: list[str], plat: str, cache: str) -> bool:
+        """Build again with ``--cache-to`` (all hits: it only pushes), not into the list."""
+        at = reading.index("--manifest")
+        argv = [*reading[:at], *reading[at + 2 : -1], "--cache-to", cache, reading[-1]]
+        pushed = tool(argv, f"cache {plat}")
+        if not pushed.ok:
+            log.warning(
+                "Pushing the build cache to %s failed for %s (see the build log); the image "
+                "is built all the same.",
+                cache,
+                plat,
             )
-            return
-        tls = ["--tls-verify=false"] if self._is_insecure(cache) else []
-        for (tag, pulled), image_id in zip(anchors.items(), images, strict=True):
-            if pulled.startswith(image_id):
-                continue
-            argv = ["push", "--quiet", *ANCHOR_RETRY, *tls, image_id, f"docker://{cache}:{tag}"]
-            result = tool(argv, "cache", echo=False)
-            if not result.ok:
-                log.warning(
-                    "Could not push the cache anchor %s:%s: %s", cache, tag, result.tail_text(1)
-                )
+        return pushed.ok
 
     def _push(
         self,
-        tool: _Tool,
+        tool: Tool,
         list_name: str,
         image: str,
         tags: Sequence[str],
@@ -479,12 +491,20 @@ class BuildahBuilder:
                 "signal the worker's processes.",
             )
 
+    def _storage(self) -> AbstractContextManager[Path]:
+        """Holds the build's storage dir (see ``k8see.integrations.buildstorage``)."""
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        if self.scope is None:
+            return nullcontext(self.storage)
+        idle = self.storage_max_idle_seconds
+        return use_scope(self.storage_dir, self.scope, max_idle_seconds=idle)
+
     def _global_args(self) -> list[str]:
         return [
             "--root",
-            str(self.storage_dir / "root"),
+            str(self.storage / "root"),
             "--runroot",
-            str(self.storage_dir / "run"),
+            str(self.storage / "run"),
             "--storage-driver",
             self.storage_driver,
         ]

@@ -1,9 +1,18 @@
 """The build stage: the PR's Dockerfile → a multi-arch image pushed by digest.
 
 Input: ``run.result("validate")`` (``config`` with camelCase keys, ``project_id``,
-``source_dir`` = the checked-out source at the head SHA). Output: ``run.result("build")`` =
-``{"image": "<repo>@<digest>", "digest", "platforms", "seconds", "tags", "repository",
-"pushed_tags"}`` (``pushed_tags``: every tag of the PR so far, for deletion on close).
+``source_dir`` = the checked-out source at the head SHA, ``fork``). Output:
+``run.result("build")`` = ``{"image": "<repo>@<digest>", "digest", "platforms", "seconds",
+"tags", "repository", "pushed_tags", "cache_scope", "cache_trusted"}`` (``pushed_tags``:
+every tag of the PR so far, for deletion on close; ``cache_scope``: the trust scope whose
+build cache the build used, see ``k8see.integrations.buildstorage``).
+
+Trust: a PR from the repository itself shares the repository's build cache and writes its
+registry cache; a fork PR gets a cache scope of its own and only reads. A run whose
+validate result does not say (``fork`` missing: ``k8see build`` on a maintainer's machine,
+runs from older workers) counts as a fork: a worker that cannot tell must not let a build
+write a cache that other builds trust, and a local reproduction, whose checkout may hold
+uncommitted changes, should not write the project's cache either.
 
 Why the path checks live here and not only in the config model: the build is where a path
 meets the disk, so this is where ``..``, absolute paths and symlinks that leave the checkout
@@ -22,6 +31,7 @@ from k8see import names
 from k8see.errors import ConfigError, PlatformError, Where
 from k8see.integrations.buildcache import cache_repository_for
 from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
+from k8see.integrations.buildstorage import BuildScope
 from k8see.integrations.dockerbuild import DockerBuilder
 from k8see.integrations.registry import parse_ref
 from k8see.integrations.registry_access import (
@@ -69,16 +79,26 @@ def run(run: Run, ctx: StageContext) -> Run:
     )
     tags = [names.image_tag(run.pr), names.sha_tag(run.sha)]
     platforms = parse_platforms(settings.build.platforms)
+    fork = validated.get("fork")
+    scope = BuildScope.for_pull(run.repo, run.pr, fork=fork if isinstance(fork, bool) else None)
     wanted = [repository]
     cache = cache_repository_for(settings.build.cache_repository, repository)
-    if cache and settings.build.builder == "buildah":  # the Docker builder has no such cache
+    # The Docker builder has no such cache; an untrusted scope only reads it.
+    if cache and settings.build.builder == "buildah" and scope.trusted:
         wanted.append(cache)
     for repo in wanted:
         if ensure_repository(settings, repository=repo.split("/", 1)[1]):
             ctx.log.info("Created the registry repository %s.", repo)
 
-    ctx.log.info("Building %s for %s.", repository, ", ".join(platforms))
-    result = make_builder(settings, workdir=ctx.workdir, host=host).build_and_push(
+    ctx.log.info(
+        "Building %s for %s in the cache scope %s (%s).",
+        repository,
+        ", ".join(platforms),
+        scope.name,
+        "trusted" if scope.trusted else "reads the registry cache only",
+    )
+    builder = make_builder(settings, workdir=ctx.workdir, host=host, scope=scope)
+    result = builder.build_and_push(
         context_dir=context_dir,
         dockerfile=dockerfile,
         image=repository,
@@ -100,6 +120,8 @@ def run(run: Run, ctx: StageContext) -> Run:
             "seconds": round(result.seconds, 3),
             "tags": list(result.tags),
             "pushed_tags": pushed_tags(ctx, list(result.tags)),
+            "cache_scope": scope.name,
+            "cache_trusted": scope.trusted,
         },
     )
 
@@ -178,11 +200,18 @@ def image_repository(
     return value
 
 
-def make_builder(settings: PlatformSettings, *, workdir: Path, host: str | None = None) -> Builder:
+def make_builder(
+    settings: PlatformSettings,
+    *,
+    workdir: Path,
+    host: str | None = None,
+    scope: BuildScope | None = None,
+) -> Builder:
     """The configured builder, with the registry's credentials and the shared cache.
 
     ``host`` is the registry host when already resolved; ECR's login is fetched here, fresh
-    for each build (it lives 12 hours, a build at most ``build.timeout_seconds``).
+    for each build (it lives 12 hours, a build at most ``build.timeout_seconds``). ``scope``
+    is the build's trust scope (buildah only; ``None`` uses the storage root as it is).
     """
     build, reg = settings.build, settings.registry
     host = host or reg.host
@@ -206,4 +235,6 @@ def make_builder(settings: PlatformSettings, *, workdir: Path, host: str | None 
         isolation=build.isolation,
         pid_namespace=build.pid_namespace,
         cache_repository=build.cache_repository,
+        scope=scope,
+        storage_max_idle_seconds=build.storage_max_idle_hours * 3600,
     )

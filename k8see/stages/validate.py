@@ -9,7 +9,8 @@ Workers never trust the enqueuer. In order, this stage:
 3. for a deploy, reads the PR from GitHub: a comment's run resolves the head SHA (the PR must
    be open); a fork PR runs only at the one SHA a maintainer approved with ``/deploy-preview``;
 4. fetches the source at that SHA, re-validates the config and re-decides the action with the
-   repository's real trigger mode (the enqueuer may not know it);
+   repository's real trigger mode (the enqueuer may not know it); the result carries ``fork``
+   when the PR was read (the build stage treats a PR whose fork status is unknown as a fork);
 5. reports on GitHub: a ``k8see/validate`` commit status, and for a deploy a Deployment in
    ``preview/<namespace>`` marked ``in_progress`` (the comment stage finishes it).
 """
@@ -70,12 +71,13 @@ def run(run: Run, ctx: StageContext) -> Run:
         # runs enqueued without it (older clients, replays).
         _authorize(run, ctx, github)
     deploying = run.action is not Action.DESTROY
+    fork: bool | None = None
     if deploying or not run.sha:
-        run = _check_pull(run, ctx, github, deploying=deploying)
+        run, fork = _check_pull(run, ctx, github, deploying=deploying)
     if not deploying:  # a /destroy-preview: validate only reads the trigger mode
-        return _validate(run, ctx)
+        return _validate(run, ctx, fork=fork)
     try:
-        run = _validate(run, ctx)
+        run = _validate(run, ctx, fork=fork)
     except UserError as exc:
         _commit_status(github, run, ctx, "failure", exc.message)
         raise
@@ -83,7 +85,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     return _start_deployment(github, run, ctx)
 
 
-def _validate(run: Run, ctx: StageContext) -> Run:
+def _validate(run: Run, ctx: StageContext, *, fork: bool | None) -> Run:
     settings = ctx.settings
     directory = ensure_source(run, ctx)
     config = load_repo_config(directory / CONFIG_FILE, filename=CONFIG_FILE)
@@ -116,6 +118,8 @@ def _validate(run: Run, ctx: StageContext) -> Run:
         "sha": run.sha,
         "ref": run.ref,
     }
+    if fork is not None:
+        result["fork"] = fork
     ctx.log.info("Config of %s at %s is valid (projectId %s).", run.repo, run.sha[:12], project_id)
     return run.with_result("validate", result)
 
@@ -150,8 +154,14 @@ def _authorize(run: Run, ctx: StageContext, github: GitHubClient) -> None:
             ctx.log.warning("The 👀 reaction on comment %s failed: %s", run.comment_id, exc)
 
 
-def _check_pull(run: Run, ctx: StageContext, github: GitHubClient, *, deploying: bool) -> Run:
-    """Read the PR: resolve a comment's head, and run a fork only at its approved SHA."""
+def _check_pull(
+    run: Run, ctx: StageContext, github: GitHubClient, *, deploying: bool
+) -> tuple[Run, bool]:
+    """Read the PR: resolve a comment's head, and run a fork only at its approved SHA.
+
+    Returns:
+        The run (its head resolved) and whether the PR comes from a fork.
+    """
     try:
         pull = github.get_pull(run.repo, run.pr)
     except GitHubError as exc:
@@ -171,20 +181,20 @@ def _check_pull(run: Run, ctx: StageContext, github: GitHubClient, *, deploying:
             run, sha=names.check_sha(pull.head_sha), ref=pull.head_ref or run.ref
         )
     if not deploying or not pull.fork:
-        return run
+        return run, pull.fork
     store = redis.Redis.from_url(ctx.settings.redis.url)
     try:
         if run.trigger.startswith("issue_comment:"):
             # An authorized /deploy-preview approves exactly the head it just resolved.
             approvals.approve(store, repo=run.repo, pr=run.pr, sha=run.sha, by=run.commenter)
             ctx.log.info("Fork PR #%s: %s approved %s.", run.pr, run.commenter, run.sha[:12])
-            return run
+            return run, True
         approved = approvals.approved_sha(store, repo=run.repo, pr=run.pr)
     finally:
         store.close()
     if approved != run.sha:
         approvals.refuse_fork(github, repo=run.repo, pr=run.pr, sha=run.sha, approved=approved)
-    return run
+    return run, True
 
 
 def _commit_status(
