@@ -83,7 +83,9 @@ def load_configuration(settings: PlatformSettings) -> client.Configuration:
     Raises:
         KubeError: the kubeconfig or the service account cannot be read.
     """
-    configuration = client.Configuration()
+    # Not ``client.Configuration()``: that returns a copy of the process-wide default, whose
+    # dicts (api_key, ...) it shares; the kubernetes client's own loaders do the same.
+    configuration = type.__call__(client.Configuration)
     try:
         if settings.deploy.kubeconfig:
             config.load_kube_config(
