@@ -10,6 +10,7 @@ pod); a Deployment whose pods are refused showing condition ReplicaFailure (Fail
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -141,3 +142,42 @@ def test_refused_pods_show_as_replica_failure(kube_api_client: Any, kube_namespa
     events = core.list_namespaced_event(ns, field_selector="reason=FailedCreate").items
     assert events and events[0].involved_object.kind == "ReplicaSet"
     assert "exceeded quota: pr-quota" in events[0].message
+
+
+@pytest.mark.sandbox_only
+def test_refused_creations_back_off_and_their_events_are_combined(
+    kube_api_client: Any, kube_namespace: str
+) -> None:
+    # Given a Deployment whose second pod the quota refuses, for three seconds
+    apps, core, ns = (
+        client.AppsV1Api(kube_api_client),
+        client.CoreV1Api(kube_api_client),
+        kube_namespace,
+    )
+    quota(core, ns, pods="1")
+    apps.create_namespaced_deployment(ns, deployment("big", image=TEST_IMAGE, replicas=2))
+    time.sleep(3)
+    # Then the ReplicaSet retried with backoff (5 ms doubling, 2 s apart at most here), not
+    # on every controller pass (which was about 50 refused creations a second)
+    events = core.list_namespaced_event(ns, field_selector="reason=FailedCreate").items
+    attempts = sum(e.count for e in events)
+    assert 5 <= attempts <= 30, attempts
+
+    # And, each refusal naming a new pod, after ten Events the next go into one combined one
+    def combined() -> list[Any]:
+        return [
+            e
+            for e in core.list_namespaced_event(ns, field_selector="reason=FailedCreate").items
+            if e.message.startswith("(combined from similar events): ")
+        ]
+
+    eventually(lambda: bool(combined()), what="a combined FailedCreate event", attempts=600)
+    events = core.list_namespaced_event(ns, field_selector="reason=FailedCreate").items
+    assert len(events) == 11 and len(combined()) == 1
+    assert all("exceeded quota: pr-quota" in e.message for e in events)
+    # And once the quota allows it, the pod is created within the backoff's cap
+    core.patch_namespaced_resource_quota("pr-quota", ns, {"spec": {"hard": {"pods": "2"}}})
+    eventually(
+        lambda: (apps.read_namespaced_deployment("big", ns).status.replicas or 0) == 2,
+        what="the second pod",
+    )

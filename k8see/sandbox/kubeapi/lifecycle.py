@@ -61,21 +61,18 @@ def finalize(api: Api, rt: ResourceType, obj: Obj, *, orphan: bool = False) -> O
 
 def collect_dependents(api: Api, owner_uid: str, *, orphan: bool) -> None:
     """Delete (or orphan) every object whose ownerReferences name ``owner_uid``."""
-    for key in api.store.kinds():
+    for key, dep in api.store.owned_by(owner_uid):
         dep_rt = api.registry.by_key(key)
         if dep_rt is None:
             continue
-        for dep in api.store.list(key):
-            refs = dep["metadata"].get("ownerReferences") or []
-            if not any(r.get("uid") == owner_uid for r in refs):
-                continue
-            if orphan or len(refs) > 1:
-                dep["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
-                if not dep["metadata"]["ownerReferences"]:
-                    del dep["metadata"]["ownerReferences"]
-                api.store.put(key, dep)
-            elif not dep["metadata"].get("deletionTimestamp"):
-                delete(api, dep_rt, dep, propagation="Background")
+        refs = dep["metadata"].get("ownerReferences") or []
+        if orphan or len(refs) > 1:
+            dep["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
+            if not dep["metadata"]["ownerReferences"]:
+                del dep["metadata"]["ownerReferences"]
+            api.store.put(key, dep)
+        elif not dep["metadata"].get("deletionTimestamp"):
+            delete(api, dep_rt, dep, propagation="Background")
 
 
 def _drop_custom_objects(api: Api, crd: Obj) -> None:

@@ -67,6 +67,22 @@ class Store:
                 if namespace is None or ns == namespace
             ]
 
+    def owned_by(self, owner_uid: str) -> builtins.list[tuple[Key, Obj]]:
+        """Copies of the objects whose ownerReferences name ``owner_uid``, with their kind.
+
+        Scans without copying what does not match: a namespace sweep asks this once per
+        object it deletes, and copying every object each time made that quadratic in copies.
+        """
+        with self.cond:
+            return [
+                (key, copy.deepcopy(obj))
+                for key, items in self._objects.items()
+                for obj in items.values()
+                if any(
+                    r.get("uid") == owner_uid for r in obj["metadata"].get("ownerReferences") or ()
+                )
+            ]
+
     def kinds(self) -> builtins.list[Key]:
         with self.cond:
             return [k for k, v in self._objects.items() if v]

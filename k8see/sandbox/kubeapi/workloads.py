@@ -5,7 +5,10 @@ observedGeneration, replicas, updatedReplicas, readyReplicas, availableReplicas 
 Available/Progressing conditions (reason NewReplicaSetAvailable when a rollout is done). A
 rolling update creates a new ReplicaSet (named by pod-template-hash) and scales the old ones to
 zero once the new one is available. Pods are created through the same admission as clients',
-so a quota refusal shows as condition ReplicaFailure (reason FailedCreate).
+so a quota refusal shows as condition ReplicaFailure (reason FailedCreate). A refused creation
+is retried with per-object exponential backoff, as the real controllers' rate-limited work
+queues do (5 ms doubling; capped at ``CREATE_BACKOFF_MAX_SECONDS`` here, 1000 s there, so a
+freed quota is noticed quickly in tests), not on every pass.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ STATEFULSETS, JOBS, PVCS = (
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
+CREATE_BACKOFF_BASE_SECONDS = 0.005
+CREATE_BACKOFF_MAX_SECONDS = 2.0
 
 
 def template_hash(template: Obj) -> str:
@@ -111,6 +116,8 @@ class Workloads:
         self.crash_image_pattern = crash_image_pattern
         self.first_seen: dict[str, float] = {}
         self.pending = False
+        #: Per controller uid: refused creations in a row, and when the next try is due.
+        self.create_backoff: dict[str, tuple[int, float]] = {}
 
     def rt(self, key: tuple[str, str]) -> ResourceType:
         rt = self.api.registry.by_key(key)
@@ -121,7 +128,27 @@ class Workloads:
         if before != after:
             self.api.write(self.rt(key), after)
 
+    def _may_create(self, uid: str) -> bool:
+        """False while ``uid``'s last refused creation is backing off (and wake up later)."""
+        _, due = self.create_backoff.get(uid, (0, 0.0))
+        if time.monotonic() < due:
+            self.pending = True
+            return False
+        return True
+
+    def _creation_refused(self, uid: str) -> None:
+        failures = self.create_backoff.get(uid, (0, 0.0))[0] + 1
+        delay = min(CREATE_BACKOFF_BASE_SECONDS * 2 ** (failures - 1), CREATE_BACKOFF_MAX_SECONDS)
+        self.create_backoff[uid] = (failures, time.monotonic() + delay)
+        self.pending = True
+
     def reconcile(self) -> None:
+        live = {
+            o["metadata"]["uid"]
+            for k in (REPLICASETS, STATEFULSETS)
+            for o in self.api.store.list(k)
+        }
+        self.create_backoff = {u: b for u, b in self.create_backoff.items() if u in live}
         for dep in self.api.store.list(DEPLOYMENTS):
             if not dep["metadata"].get("deletionTimestamp"):
                 self.deployment(dep)
@@ -302,11 +329,13 @@ class Workloads:
             and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
         ]
         failure: str | None = None
-        while len(pods) < desired:
+        while len(pods) < desired and self._may_create(meta["uid"]):
             try:
                 pods.append(self._create_pod(rs, REPLICASETS))
+                self.create_backoff.pop(meta["uid"], None)
             except ApiError as err:
                 failure = err.message
+                self._creation_refused(meta["uid"])
                 previous = [
                     c
                     for c in (rs.get("status") or {}).get("conditions") or []
@@ -393,6 +422,16 @@ class Workloads:
             pod_name = f"{name}-{i}"
             pod = pods.get(pod_name)
             if pod is None:
+                if not self._may_create(meta["uid"]):
+                    failure = next(
+                        (
+                            str(c.get("message", ""))
+                            for c in (sts.get("status") or {}).get("conditions") or []
+                            if c.get("type") == "ReplicaFailure"
+                        ),
+                        None,
+                    )
+                    break
                 try:
                     self._claims(sts, i)
                     labels = {
@@ -403,8 +442,10 @@ class Workloads:
                     pods[pod_name] = self._create_pod(
                         sts, STATEFULSETS, name=pod_name, extra_labels=labels
                     )
+                    self.create_backoff.pop(meta["uid"], None)
                 except ApiError as err:
                     failure = err.message
+                    self._creation_refused(meta["uid"])
                 break
             if pod["metadata"].get("labels", {}).get("controller-revision-hash") != revision:
                 if all(is_ready(p) for p in pods.values()):
