@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The reference system's default preview domain (reference §1.4).
@@ -85,6 +85,13 @@ class BuildSettings(BaseModel):
     within three days (vfs keeps a full copy of every layer: often hundreds of MB a scope).
     A project whose dir was deleted gets its steps from the registry cache again."""
 
+    source_max_idle_hours: float = Field(default=6, ge=0)
+    """Hours after its last use that a commit's source tree (``<workdir>/src``) is deleted,
+    checked at most every 10 minutes when a worker fetches a source; 0 keeps them all. A tree
+    is only read by validate and build, and fetched again if a later run needs it, so a few
+    hours is plenty. Must exceed the build's ``timeout_seconds``, because a tree is stamped
+    when a stage starts using it, not while it does."""
+
     registries_conf: str = ""
     """A containers registries.conf for builds (mirrors, insecure hosts), passed through
     ``CONTAINERS_REGISTRIES_CONF``; empty: the system's. The demo points docker.io at the
@@ -116,6 +123,16 @@ class BuildSettings(BaseModel):
     docker_host: str = "unix:///run/docker.sock"
     """The Docker daemon the ``docker`` builder uses (it builds there and uploads the images
     itself, so the daemon needs no registry credentials)."""
+
+    @model_validator(mode="after")
+    def _sources_outlive_a_build(self) -> BuildSettings:
+        if 0 < self.source_max_idle_hours * 3600 <= self.timeout_seconds:
+            raise ValueError(
+                f"source_max_idle_hours ({self.source_max_idle_hours:g}) must exceed the build "
+                f"timeout ({self.timeout_seconds} s), or a tree could be deleted mid-build; "
+                "0 keeps every tree"
+            )
+        return self
 
 
 class ScanSettings(BaseModel):

@@ -9,6 +9,9 @@ oversized or overfull archives are refused with a ``PolicyError`` naming the ent
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import posixpath
 import shutil
@@ -16,7 +19,9 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
@@ -25,13 +30,22 @@ from k8see.errors import IntegrationError, PolicyError, ToolMissing, Where
 from k8see.integrations.github import GitHubClient
 from k8see.names import check_repo, check_sha
 
-__all__ = ["MAX_FILES", "MAX_TOTAL_BYTES", "extract_tarball", "fetch_source"]
+__all__ = ["MAX_FILES", "MAX_TOTAL_BYTES", "collect_idle", "extract_tarball", "fetch_source"]
+
+log = logging.getLogger(__name__)
 
 #: Largest source tree accepted, uncompressed; a preview build needs nothing near this.
 MAX_TOTAL_BYTES = 512 * 1024 * 1024
 #: Most entries accepted; guards against archives of millions of empty files.
 MAX_FILES = 100_000
 _CHUNK = 1 << 16
+#: Beside each tree ``<sha>``: ``.<sha>.k8see-sha`` once complete (its mtime is the last use)
+#: and ``.<sha>.lock`` while a process fetches or collects it.
+DONE_SUFFIX = ".k8see-sha"
+LOCK_SUFFIX = ".lock"
+GC_STAMP = ".last-collected"
+#: A staging dir older than this belongs to a fetch that crashed.
+STAGING_MAX_SECONDS = 3600
 
 
 def fetch_source(
@@ -52,7 +66,8 @@ def fetch_source(
         sha: The full 40-hex commit; a branch or short SHA is refused, so what is built is
             exactly what was validated.
         dest_dir: Where the tree goes. If it already holds this SHA (a redelivered stage), it
-            is reused; anything else there is replaced.
+            is reused; anything else there is replaced. Fetches of one ``dest_dir`` by
+            several processes take turns (a lock file beside it), so they never race.
         source: A local git repository path or ``file://`` URL (sandbox, tests), or ``""`` /
             ``"github"`` for the GitHub tarball (production).
         github: The client, required for the GitHub source.
@@ -61,45 +76,133 @@ def fetch_source(
     check_repo(repo)
     check_sha(sha)
     dest_dir = Path(dest_dir)
-    done_mark = dest_dir.with_name(f".{dest_dir.name}.k8see-sha")
-    if dest_dir.is_dir() and done_mark.is_file() and done_mark.read_text().strip() == sha:
-        return dest_dir
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    done_mark.unlink(missing_ok=True)
-    if dest_dir.exists() or dest_dir.is_symlink():
-        _remove(dest_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
-    try:
-        tree = staging / "tree"
-        tree.mkdir(mode=0o700)
-        archive = staging / "source.tar"
-        if source in ("", "github"):
-            if github is None:
-                raise IntegrationError(
-                    "Fetching from GitHub needs a GitHub client.",
-                    hint="Pass github=make_client(settings, log=...).",
-                )
-            github.download_tarball(repo, sha, archive, max_bytes=max_total_bytes)
-            strip = 1  # GitHub's tarballs put everything under {owner}-{repo}-{sha7}/
-        else:
-            _git_archive(_local_path(source), sha, archive, timeout_seconds=timeout_seconds)
-            strip = 0
-        with archive.open("rb") as raw:
-            extract_tarball(
-                raw, tree, strip=strip, max_total_bytes=max_total_bytes, max_files=max_files
-            )
-        try:
-            tree.rename(dest_dir)
-        except OSError:
-            # Another worker fetched the same commit at the same moment and won the rename:
-            # its complete tree is as good as ours.
-            if not (done_mark.is_file() and done_mark.read_text().strip() == sha):
-                raise
+    with _locked(dest_dir, wait=True) as fd:
+        assert fd is not None
+        done_mark = _done_mark(dest_dir)
+        if dest_dir.is_dir() and done_mark.is_file() and done_mark.read_text().strip() == sha:
+            done_mark.touch()  # in use again: not idle
             return dest_dir
-        done_mark.write_text(sha + "\n")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        done_mark.unlink(missing_ok=True)
+        if dest_dir.exists() or dest_dir.is_symlink():
+            _remove(dest_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", dir=dest_dir.parent))
+        try:
+            tree = staging / "tree"
+            tree.mkdir(mode=0o700)
+            archive = staging / "source.tar"
+            if source in ("", "github"):
+                if github is None:
+                    raise IntegrationError(
+                        "Fetching from GitHub needs a GitHub client.",
+                        hint="Pass github=make_client(settings, log=...).",
+                    )
+                github.download_tarball(repo, sha, archive, max_bytes=max_total_bytes)
+                strip = 1  # GitHub's tarballs put everything under {owner}-{repo}-{sha7}/
+            else:
+                _git_archive(_local_path(source), sha, archive, timeout_seconds=timeout_seconds)
+                strip = 0
+            with archive.open("rb") as raw:
+                extract_tarball(
+                    raw, tree, strip=strip, max_total_bytes=max_total_bytes, max_files=max_files
+                )
+            tree.rename(dest_dir)
+            done_mark.write_text(sha + "\n")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return dest_dir
+
+
+def collect_idle(root: Path, *, max_idle_seconds: float, every_seconds: float = 600) -> int:
+    """Delete the source trees under ``root`` (``<root>/<repo dir>/<sha>``) unused for longer
+    than ``max_idle_seconds``; returns how many. Runs at most once per ``every_seconds`` per
+    root (a stamp file), skips a tree being fetched (its lock is held) and removes staging
+    dirs a crashed fetch left. Never raises: a failure is logged and retried next time."""
+    root = Path(root)
+    stamp = root / GC_STAMP
+    try:
+        if time.time() - stamp.stat().st_mtime < every_seconds:
+            return 0
+    except FileNotFoundError:
+        pass
+    removed = 0
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+        for repo_dir in [d for d in root.iterdir() if d.is_dir()]:
+            for entry in list(repo_dir.iterdir()):
+                removed += _collect_entry(entry, max_idle_seconds)
+            with contextlib.suppress(OSError):
+                repo_dir.rmdir()  # only when empty
+    except OSError as exc:
+        log.warning("Could not collect idle source trees under %s: %s", root, exc)
+    return removed
+
+
+def _collect_entry(entry: Path, max_idle_seconds: float) -> int:
+    if entry.name.endswith(LOCK_SUFFIX) or entry.name.endswith(DONE_SUFFIX):
+        return 0
+    if entry.name.startswith("."):  # a staging dir, removed with its fetch unless it crashed
+        if _age_seconds(entry) > STAGING_MAX_SECONDS:
+            shutil.rmtree(entry, ignore_errors=True)
+        return 0
+    done_mark = _done_mark(entry)
+    if _age_seconds(done_mark if done_mark.exists() else entry) <= max_idle_seconds:
+        return 0
+    with _locked(entry, wait=False) as fd:
+        if fd is None:  # being fetched right now
+            return 0
+        if _age_seconds(done_mark if done_mark.exists() else entry) <= max_idle_seconds:
+            return 0  # reused while we waited
+        done_mark.unlink(missing_ok=True)
+        _remove(entry)
+    log.info(
+        "Deleted the source tree %s: unused for over %.1f hours.", entry, max_idle_seconds / 3600
+    )
+    return 1
+
+
+def _done_mark(dest_dir: Path) -> Path:
+    return dest_dir.with_name(f".{dest_dir.name}{DONE_SUFFIX}")
+
+
+@contextlib.contextmanager
+def _locked(dest_dir: Path, *, wait: bool) -> Iterator[int | None]:
+    """An exclusive ``flock`` for ``dest_dir``, on a lock file beside it that is removed when
+    released (so nothing is left behind); a waiter that wakes on a removed file tries again.
+    Yields ``None`` when ``wait`` is false and another process holds it."""
+    path = dest_dir.with_name(f".{dest_dir.name}{LOCK_SUFFIX}")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            yield None
+            return
+        if _same_file(fd, path):
+            break
+        os.close(fd)
+    try:
+        yield fd
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _remove(path: Path) -> None:

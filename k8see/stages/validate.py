@@ -51,10 +51,13 @@ def source_dir(settings: PlatformSettings, repo: str, sha: str) -> Path:
 def ensure_source(run: Run, ctx: StageContext) -> Path:
     """Fetch the source at ``run.sha`` unless this worker already has it."""
     github = None if _is_local(run.source) else make_client(ctx.settings, log=ctx.log)
+    dest_dir = source_dir(ctx.settings, run.repo, run.sha)
+    if max_idle := ctx.settings.build.source_max_idle_hours:
+        source.collect_idle(dest_dir.parent.parent, max_idle_seconds=max_idle * 3600)
     return source.fetch_source(
         repo=run.repo,
         sha=run.sha,
-        dest_dir=source_dir(ctx.settings, run.repo, run.sha),
+        dest_dir=dest_dir,
         source=run.source,
         github=github,
         timeout_seconds=SOURCE_TIMEOUT_SECONDS,

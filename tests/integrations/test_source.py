@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
 import stat
 import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from k8see.errors import IntegrationError, PolicyError
 from k8see.integrations.github import GitHubClient
-from k8see.integrations.source import fetch_source
+from k8see.integrations.source import collect_idle, fetch_source
 from k8see.sandbox.github import GitHubSandbox
+from k8see.settings import load_settings
 
 BAD_SHA = "f" * 40
 PREFIX = "acme-shop-fffffff/"
@@ -163,3 +168,74 @@ def test_inner_links_modes_and_corrupt_archives(
                      source="github", github=github_client, timeout_seconds=30)  # fmt: skip
     assert "not a readable tar" in caught.value.message
     logging.getLogger(__name__).debug("corrupt archive refused as expected")
+
+
+def test_concurrent_fetches_of_one_commit_take_turns(
+    source_repo: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    # Given six workers that fetch the same commit into the same directory at the same moment
+    path, (first, _) = source_repo
+    dest = tmp_path / "src" / "acme__shop" / first
+    start = threading.Barrier(6)
+
+    def fetch() -> Path:
+        start.wait()
+        return fetch_source(repo="acme/shop", sha=first, dest_dir=dest, source=str(path),
+                            timeout_seconds=30)  # fmt: skip
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: fetch(), range(6)))
+    # Then every one gets the complete tree, and only the tree and its mark are left
+    assert results == [dest] * 6
+    assert (dest / "src" / "app.sh").read_text() == "echo one\n"
+    assert sorted(p.name for p in dest.parent.iterdir()) == [f".{first}.k8see-sha", first]
+
+
+def _age(path: Path, hours: float) -> None:
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_idle_source_trees_are_collected(
+    source_repo: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    # Given three fetched trees: one idle for 7 hours, one idle but being fetched right now,
+    # one used a minute ago, and a staging dir a crashed fetch left two hours ago
+    path, (first, second) = source_repo
+    root = tmp_path / "src"
+    trees = {}
+    for repo, sha in (("acme/old", first), ("acme/busy", first), ("acme/new", second)):
+        trees[repo] = fetch_source(repo=repo, sha=sha, source=str(path), timeout_seconds=30,
+                                   dest_dir=root / repo.replace("/", "__") / sha)  # fmt: skip
+    for repo in ("acme/old", "acme/busy"):
+        _age(trees[repo].with_name(f".{trees[repo].name}.k8see-sha"), 7)
+    crashed = root / "acme__new" / f".{second}.abc123"
+    crashed.mkdir()
+    _age(crashed, 2)
+    busy_lock = trees["acme/busy"].with_name(f".{first}.lock")
+    held = os.open(busy_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        # When the collector runs with a 6-hour limit
+        removed = collect_idle(root, max_idle_seconds=6 * 3600)
+    finally:
+        os.close(held)
+    # Then only the idle, unlocked tree and the crashed staging dir are gone
+    assert removed == 1
+    assert not (root / "acme__old").exists()  # its repository dir went with its only tree
+    assert (trees["acme/busy"] / "src" / "app.sh").exists()
+    assert (trees["acme/new"] / "NEW.md").exists()
+    assert not crashed.exists()
+    # And it does not look again within ten minutes, even at an idle limit of zero seconds
+    assert collect_idle(root, max_idle_seconds=0) == 0
+    assert trees["acme/new"].exists()
+    # And a collected commit is simply fetched again when a later run needs it
+    again = fetch_source(repo="acme/old", sha=first, source=str(path), timeout_seconds=30,
+                         dest_dir=root / "acme__old" / first)  # fmt: skip
+    assert (again / "src" / "app.sh").read_text() == "echo one\n"
+
+
+def test_source_max_idle_hours_must_outlast_a_build() -> None:
+    with pytest.raises(ValueError, match="must exceed the build timeout"):
+        load_settings(build={"source_max_idle_hours": 0.1})
+    assert load_settings(build={"source_max_idle_hours": 0}).build.source_max_idle_hours == 0
