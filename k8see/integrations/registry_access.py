@@ -87,15 +87,21 @@ def with_login(settings: PlatformSettings, *, username: str, password: str) -> P
     return settings.model_copy(update={"registry": registry})
 
 
-def ensure_repository(settings: PlatformSettings, *, repository: str) -> bool:
+def ensure_repository(settings: PlatformSettings, *, repository: str, cache: bool = False) -> bool:
     """Create the image repository before the first push where the registry needs it.
 
     Only ECR does (GHCR and registries create repositories on push). ``repository`` is the
-    path without the host. Returns True when it was created now.
+    path without the host; ``cache`` marks a build-cache repository, which gets the age rule
+    (``cleanup.build_cache_max_age_days``) from the start rather than at the next registry GC.
+    Returns True when it was created now.
     """
     if settings.registry.type != "ecr":
         return False
-    return bool(_ecr(settings).ensure_repository(repository))
+    from k8see.integrations.ecr import cache_lifecycle_policy  # boto3: worker-only
+
+    days = settings.cleanup.build_cache_max_age_days
+    policy = cache_lifecycle_policy(days) if cache else None
+    return bool(_ecr(settings).ensure_repository(repository, policy=policy))
 
 
 def tag_remover(settings: PlatformSettings, *, log: Log) -> TagRemover:

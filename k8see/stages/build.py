@@ -87,7 +87,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     if cache and settings.build.builder == "buildah" and scope.trusted:
         wanted.append(cache)
     for repo in wanted:
-        if ensure_repository(settings, repository=repo.split("/", 1)[1]):
+        if ensure_repository(settings, repository=repo.split("/", 1)[1], cache=repo == cache):
             ctx.log.info("Created the registry repository %s.", repo)
 
     ctx.log.info(

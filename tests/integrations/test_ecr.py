@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from k8see.errors import RegistryError
-from k8see.integrations.ecr import LIFECYCLE_POLICY, EcrRegistry
+from k8see.integrations.ecr import LIFECYCLE_POLICY, EcrRegistry, cache_lifecycle_policy
 from k8see.integrations.registry_access import (
     ensure_repository,
     registry_credentials,
@@ -91,6 +91,24 @@ def test_first_push_creates_the_repository_with_the_lifecycle_policy(
     )
     # Other registry types create nothing (they create repositories on push).
     assert ensure_repository(PlatformSettings(), repository=name) is False
+
+
+def test_a_build_cache_repository_is_created_with_the_age_rule(aws_identity: AwsServer) -> None:
+    # Given a build-cache repository created on a build's first push (default: 14 days)
+    name = "acme/shop/web-create/cache"
+    assert ensure_repository(ecr_settings(aws_identity), repository=name, cache=True) is True
+    # Then it expires every image 14 days after its push from the start, untagged ones after 7
+    ecr = boto3.client("ecr", region_name=REGION, endpoint_url=aws_identity.url)
+    text = ecr.get_lifecycle_policy(repositoryName=name)["lifecyclePolicyText"]
+    assert json.loads(text) == cache_lifecycle_policy(14)
+    assert json.loads(text)["rules"][1]["selection"]["countNumber"] == 14
+    # And with cache pruning turned off it gets only the untagged rule
+    off = PlatformSettings(
+        registry=ecr_settings(aws_identity).registry, cleanup={"build_cache_max_age_days": 0}
+    )
+    assert ensure_repository(off, repository=name + "2", cache=True) is True
+    text = ecr.get_lifecycle_policy(repositoryName=name + "2")["lifecyclePolicyText"]
+    assert json.loads(text) == LIFECYCLE_POLICY
 
 
 def test_credentials_are_an_aws_login_valid_for_hours(aws_identity: AwsServer) -> None:
