@@ -8,12 +8,15 @@ pyhelm3) and no stage code; the import-linter contract in pyproject.toml keeps i
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery import Celery
 
 from k8see import coordination, state
 from k8see.app import create_app
@@ -29,6 +32,9 @@ POLL_SECONDS = 0.25
 COMMAND_TASK = "k8see.command"
 #: Comment commands that start a pipeline: authorized by a worker before they are admitted.
 AUTHORIZED_FIRST = frozenset({"deploy-preview", "destroy-preview"})
+#: Celery apps by process and settings (see ``_app_for``); a few at most.
+_APPS: dict[tuple[int, str], Celery] = {}
+_APPS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ def enqueue(
         waiting = not earlier_generation and decision.command in AUTHORIZED_FIRST
         return Enqueued(run=original, duplicate_of=earlier_id, authorizing=waiting)
 
-    app = create_app(settings)
+    app = _app_for(settings)
     if decision.action is Action.COMMAND or decision.command in AUTHORIZED_FIRST:
         # Every comment command goes to one k8see.command task first, which authorizes it.
         # /help and /preserve never touch the PR's generation, close mark or record;
@@ -118,6 +124,23 @@ def enqueue(
         return Enqueued(run=run, authorizing=decision.command in AUTHORIZED_FIRST)
     run = admit(draft, app=app, settings=settings, client=redis_client, fingerprint=fingerprint)
     return Enqueued(run=run)
+
+
+def _app_for(settings: PlatformSettings) -> Celery:
+    """The Celery app this process sends with, one per settings.
+
+    Creating an app costs about 20 ms and opens its own broker connection pool, which a
+    process that enqueues in a loop (cleanup's destroys, a webhook receiver) paid on every
+    call. Keyed by the process id too: a forked child must not share its parent's sockets.
+    """
+    key = (os.getpid(), settings.model_dump_json())
+    with _APPS_LOCK:
+        app = _APPS.get(key)
+        if app is None:
+            if len(_APPS) >= 8:  # tests make many settings; a service has one
+                _APPS.clear()
+            app = _APPS[key] = create_app(settings)
+    return app
 
 
 @dataclass(frozen=True)
