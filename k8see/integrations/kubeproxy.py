@@ -130,11 +130,11 @@ class Session:
                 "retried": dict(sorted(by.items())),
             }
 
-    def _count_request(self) -> None:
+    def count_request(self) -> None:
         with self._lock:
             self.requests += 1
 
-    def _count_retry(self, status: int) -> None:
+    def count_retry(self, status: int) -> None:
         with self._lock:
             self.retried[status] += 1
 
@@ -262,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         if session is None:
             self._status(401, "Unauthorized", "k8see's API proxy: no valid session token")
             return
-        session._count_request()
+        session.count_request()
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _NOT_FORWARDED}
         repeatable = _may_repeat(self.command, body)
         for attempt in range(proxy.max_retries + 1):
@@ -287,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
                         f"k8see's API proxy could not reach the API server: {type(exc).__name__}",
                     )
                     return
-                session._count_retry(CONNECTION_FAILED)
+                session.count_retry(CONNECTION_FAILED)
                 time.sleep(_backoff(attempt))
                 continue
             if (
@@ -298,7 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
                 delay = _retry_after(response.headers.get("Retry-After")) or _backoff(attempt)
                 response.drain_conn()
                 response.release_conn()
-                session._count_retry(response.status)
+                session.count_retry(response.status)
                 log.debug(
                     "API proxy: %s %s answered %s; retrying",
                     self.command,
