@@ -4,9 +4,9 @@ Jobs, each a thin task over a plain function that tests and ``k8see cleanup`` ca
 
 - ``k8see.cleanup`` (every ``cleanup.interval_seconds``): destroys environments whose PR is
   closed, merged or gone, or that were not deployed for ``cleanup.ttl_hours``, through the same
-  destroy chain a close event uses (``client.enqueue``: generation bump, close mark, record);
-  marks records whose namespace vanished as destroyed; then collects image garbage and prunes
-  the build caches by age (``stages.cache_prune``), under the ``registry-gc`` lock.
+  destroy chain a close event uses (``common.destroy_now``: generation bump, close mark,
+  record); marks records whose namespace vanished as destroyed; then collects image garbage
+  and prunes the build caches by age (``registry_gc``), under the ``registry-gc`` lock.
 - ``k8see.preserve_expiry`` (every ``cleanup.expiry_interval_seconds``): warns before a preserve
   ends and, at the end, destroys at once when the PR is closed.
 - ``k8see.watchdog`` (every ``cleanup.watchdog_interval_seconds``): fails runs stuck in a stage
@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -35,27 +34,52 @@ from celery import Celery, shared_task
 
 from k8see import coordination, metrics, state
 from k8see.app import settings_of
-from k8see.client import enqueue
 from k8see.errors import (
     GitHubError,
     K8seeError,
     PolicyError,
-    RegistryError,
     UserError,
 )
-from k8see.events import Decision
 from k8see.integrations import github as gh
 from k8see.integrations import kube
-from k8see.integrations.registry import OciRegistry
+from k8see.maintenance.common import (
+    destroy_now,
+    exclusive,
+    github_client,
+    pr_states_of,
+    redis_client,
+)
+from k8see.maintenance.registry_gc import run_registry_gc
 from k8see.pipeline import HARD_LIMIT_GRACE_SECONDS, stage_time_limit
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
-from k8see.stages import cache_prune, cleanup, preserve
+from k8see.stages import cleanup, preserve
 
 # The pull-secret job's body and its credentials, re-exported (tests and callers name them here).
 from k8see.stages.pull_secret_refresh import RegistryCredentials as RegistryCredentials
 from k8see.stages.pull_secret_refresh import registry_credentials as registry_credentials
 from k8see.stages.pull_secret_refresh import run_pull_secret_refresh
+
+__all__ = [
+    "RegistryCredentials",
+    "cleanup_task",
+    "destroy_now",
+    "exclusive",
+    "limits_of",
+    "pr_states_of",
+    "preserve_expiry_task",
+    "preserve_task",
+    "pull_secret_refresh_task",
+    "redis_client",
+    "registry_credentials",
+    "run_cleanup",
+    "run_expiry",
+    "run_preserve_command",
+    "run_pull_secret_refresh",
+    "run_registry_gc",
+    "run_watchdog",
+    "watchdog_task",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,61 +95,6 @@ WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 QUOTA_LOCK = "k8see:lock:preserve-quota"
 
 
-def redis_client(settings: PlatformSettings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis.url, health_check_interval=30)
-
-
-@contextmanager
-def exclusive(client: redis.Redis, name: str, *, ttl_seconds: float) -> Iterator[bool]:
-    """Hold ``k8see:lock:job:<name>`` while the body runs; yields False if another holds it."""
-    lock = client.lock(f"k8see:lock:job:{name}", timeout=max(ttl_seconds, 1.0), blocking=False)
-    acquired = bool(lock.acquire())
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            try:
-                lock.release()
-            except redis.exceptions.LockError:
-                log.warning("The %s job outlived its lock; another run may have overlapped.", name)
-
-
-def _github(settings: PlatformSettings) -> gh.GitHubClient | None:
-    try:
-        return gh.make_client(settings, log=log)
-    except GitHubError as exc:
-        log.warning("Maintenance runs without GitHub: %s", exc.message)
-        return None
-
-
-def _pr_states(settings: PlatformSettings, client: redis.Redis) -> cleanup.PrStates:
-    return cleanup.PrStates(
-        github=_github(settings),
-        redis_client=client,
-        cache_seconds=settings.cleanup.pr_state_cache_seconds,
-        max_calls=settings.cleanup.max_github_calls,
-        is_closed=lambda repo, pr: coordination.is_closed(client, repo=repo, pr=pr),
-    )
-
-
-def destroy_now(
-    *, settings: PlatformSettings, client: redis.Redis, repo: str, pr: int, reason: str
-) -> str:
-    """Send the PR's destroy chain the way a close event does; returns the run id."""
-    decision = Decision(
-        action=Action.DESTROY,
-        repo=repo,
-        pr=pr,
-        sha="",
-        ref="",
-        reason=f"k8see maintenance: {reason}.",
-        merged=reason == "merged",
-    )
-    sent = enqueue(decision, settings=settings, trigger=f"maintenance:{reason}", client=client)
-    metrics.cleanup_action(reason)
-    return sent.run_id
-
-
 # --- cleanup -----------------------------------------------------------------------------------
 
 
@@ -139,7 +108,7 @@ def run_cleanup(
 ) -> dict[str, Any]:
     """One reconcile pass; returns the report (what it destroyed, kept and why)."""
     now = time.time() if now is None else now
-    states = pr_states or _pr_states(settings, client)
+    states = pr_states or pr_states_of(settings, client)
     api = kube.make_api(settings)
     try:
         environments = cleanup.list_environments(api=api)
@@ -213,130 +182,6 @@ def run_cleanup(
     return report
 
 
-def run_registry_gc(
-    *,
-    settings: PlatformSettings,
-    client: redis.Redis,
-    dry_run: bool = False,
-    pr_states: cleanup.PrStates | None = None,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """Delete image tags whose PR is gone (generic registries), then prune the build caches.
-
-    The distribution API deletes a manifest by digest, taking every tag on it along; a tag
-    that is garbage by name but shares its digest with a kept tag (a commit rebuilt to the
-    same image as the PR's live one) is therefore kept and reported as ``kept_shared``.
-    GHCR and ECR tags go with the untag stage instead. The build caches are pruned on every
-    registry type (``cache_prune``; ``cleanup.build_cache_max_age_days``), best-effort, at
-    most every ``cache_prune.PERIOD_SECONDS`` (a dry run always looks).
-
-    Returns:
-        The report: tags deleted (or, in a dry run, to delete), kept for a shared digest, and
-        failed with a reason, each by image repository (or ``skipped``); and ``cache``, what
-        the cache pruning did (``CachePrune``).
-    """
-    records = list(state.list_records(client))
-    # The cache first: it reports its failures instead of raising, the tag GC may raise.
-    cache = _prune_cache(settings, client, records, dry_run=dry_run, now=now)
-    report = _collect_tags(settings, client, records, dry_run=dry_run, pr_states=pr_states)
-    report["cache"] = cache
-    return report
-
-
-def _prune_cache(
-    settings: PlatformSettings,
-    client: redis.Redis,
-    records: list[dict[str, Any]],
-    *,
-    dry_run: bool,
-    now: float | None,
-) -> dict[str, Any]:
-    """The build-cache part of ``run_registry_gc``: when due, prune and count."""
-    period = cache_prune.PERIOD_SECONDS
-    if not dry_run and not client.set(cache_prune.DUE_KEY, "1", nx=True, ex=period):
-        return {"skipped": f"pruned less than {period // 3600} hours ago"}
-    pruned = cache_prune.prune(
-        settings=settings,
-        records=records,
-        now=time.time() if now is None else now,
-        dry_run=dry_run,
-        log=log,
-    )
-    if not dry_run:
-        metrics.cleanup_action("cache-pruned", pruned.images)
-    metrics.cleanup_action("cache-prune-failed", sum(map(len, pruned.failed.values())))
-    return pruned.to_dict()
-
-
-def _collect_tags(
-    settings: PlatformSettings,
-    client: redis.Redis,
-    records: list[dict[str, Any]],
-    *,
-    dry_run: bool,
-    pr_states: cleanup.PrStates | None,
-) -> dict[str, Any]:
-    """The ``pr-N``/``sha-*`` part of ``run_registry_gc`` (generic registries only)."""
-    reg = settings.registry
-    if reg.type != "generic" or not settings.cleanup.registry_gc:
-        return {"skipped": f"registry type {reg.type} (or registry_gc off)"}
-    registry = OciRegistry(
-        host=reg.host,
-        insecure=reg.insecure,
-        username=reg.username,
-        password=reg.password.get_secret_value() if reg.password else None,
-    )
-    deleted: dict[str, list[str]] = {}
-    kept_shared: dict[str, list[str]] = {}
-    failed: dict[str, dict[str, str]] = {}
-    try:
-        garbage = cleanup.collect_images(
-            registry=registry,
-            records=records,
-            pr_state=pr_states or _pr_states(settings, client),
-        )
-        for item in garbage:
-            tags, shared = _unshared(registry, item.repository, item.tags)
-            if shared:
-                kept_shared[item.repository] = shared
-            if dry_run:
-                deleted[item.repository] = tags
-                continue
-            outcome = registry.remove_tags(item.repository, tags)
-            if outcome.deleted:
-                deleted[item.repository] = list(outcome.deleted)
-            if outcome.failed:
-                failed[item.repository] = dict(outcome.failed)
-            metrics.cleanup_action("image-tag", len(outcome.deleted))
-    finally:
-        registry.close()
-    log.info(
-        "Registry GC%s: %d tags deleted in %d repositories, %d kept for a shared image, %d failed.",
-        " (dry run)" if dry_run else "",
-        sum(map(len, deleted.values())),
-        len(deleted),
-        sum(map(len, kept_shared.values())),
-        sum(map(len, failed.values())),
-    )
-    return {"dry_run": dry_run, "deleted": deleted, "kept_shared": kept_shared, "failed": failed}
-
-
-def _unshared(
-    registry: OciRegistry, repository: str, tags: list[str]
-) -> tuple[list[str], list[str]]:
-    """Split ``tags`` into those safe to delete and those whose digest a kept tag also has."""
-    doomed = set(tags)
-    digests: dict[str, str] = {}
-    for tag in registry.list_tags(repository):
-        try:
-            digests[tag] = registry.resolve_digest(f"{repository}:{tag}")
-        except RegistryError:
-            continue  # gone meanwhile: nothing to protect, nothing to delete
-    kept = {digest for tag, digest in digests.items() if tag not in doomed}
-    shared = [t for t in tags if digests.get(t) in kept]
-    return [t for t in tags if t not in shared], shared
-
-
 # --- preserve ----------------------------------------------------------------------------------
 
 
@@ -360,7 +205,7 @@ def run_expiry(
 ) -> dict[str, Any]:
     """Warn about preserves ending within the hour; end expired ones, destroying closed PRs."""
     now = time.time() if now is None else now
-    github = github or _github(settings)
+    github = github or github_client(settings)
 
     def notify(repo: str, pr: int, body: str) -> bool:
         if github is None:
