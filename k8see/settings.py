@@ -268,8 +268,9 @@ class CleanupSettings(BaseModel):
     watchdog_grace_seconds: int = 120
     """Extra seconds after a stage's hard time limit before the watchdog fails the run."""
 
-    pr_state_cache_seconds: int = 300
-    """How long a PR's state fetched from GitHub is reused by maintenance jobs, in seconds."""
+    pr_state_cache_seconds: int = Field(default=300, ge=0)
+    """How long a PR's state fetched from GitHub is reused by maintenance jobs, in seconds;
+    0 asks GitHub on every run (unchanged list pages still cost no rate limit: ETags)."""
 
     max_github_calls: int = 200
     """GitHub requests one cleanup run may make; PRs beyond it wait for the next run."""

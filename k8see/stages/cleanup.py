@@ -242,7 +242,8 @@ class PrStates:
             for pull in pulls:
                 answer = _answer(pull)
                 self._seen[(repo.lower(), pull.number)] = answer
-                pipe.set(_cache_key(repo, pull.number), answer, ex=self.cache_seconds)
+                if self.cache_seconds > 0:  # 0: never reused by a later run
+                    pipe.set(_cache_key(repo, pull.number), answer, ex=self.cache_seconds)
             pipe.execute()
 
     def _lookup(self, repo: str, pr: int) -> str:
@@ -262,7 +263,8 @@ class PrStates:
             if exc.status != 404:
                 return "error"
             answer = "missing"  # the PR or its repository is gone (or out of the token's reach)
-        self.redis.set(_cache_key(repo, pr), answer, ex=self.cache_seconds)
+        if self.cache_seconds > 0:
+            self.redis.set(_cache_key(repo, pr), answer, ex=self.cache_seconds)
         return answer
 
 
