@@ -50,6 +50,8 @@ Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
 #: A single backoff never sleeps longer than this, whatever the attempt number.
 MAX_BACKOFF_SECONDS = 30.0
+#: List pages a client keeps for conditional requests (a cleanup pass reads about ten).
+MAX_ETAG_PAGES = 256
 _HEADERS = {
     "Accept": "application/vnd.github+json",
     "X-GitHub-Api-Version": "2022-11-28",
@@ -281,7 +283,8 @@ class GitHubClient:
         if isinstance(token_provider, AppInstallationTokens):
             token_provider.transport = self.http
         self.log = log
-        #: url → (etag, JSON): conditional GETs answered 304 cost no rate limit.
+        #: url → (etag, JSON), least recently used first: conditional GETs answered 304 cost
+        #: no rate limit. At most ``MAX_ETAG_PAGES`` pages (up to 100 items each) are kept.
         self._etags: dict[str, tuple[str, Any]] = {}
 
     def _call(self, method: str, repo: str, path: str, **kw: Any) -> requests.Response:
@@ -305,10 +308,13 @@ class GitHubClient:
             response = self._call("GET", repo, path, url=url, headers=headers)
             if response.status_code == 304 and cached:
                 page = cached[1]
+                self._etags[url] = self._etags.pop(url)  # most recently used last
             else:
                 page = _json(response, f"GET {path}")
                 if response.headers.get("ETag"):
                     self._etags[url] = (response.headers["ETag"], page)
+                    if len(self._etags) > MAX_ETAG_PAGES:
+                        del self._etags[next(iter(self._etags))]  # the least recently used
             if not isinstance(page, list):
                 raise GitHubError(f"GitHub answered GET {path} with a non-list page.")
             yield page

@@ -4,6 +4,7 @@ cache, and the destroy chain a job sends (the same one a close event sends)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,7 @@ from k8see.stages import cleanup
 __all__ = ["destroy_now", "exclusive", "github_client", "pr_states_of", "redis_client"]
 
 log = logging.getLogger("k8see.maintenance")
+_GITHUB_CLIENTS: dict[tuple[int, str], gh.GitHubClient] = {}
 
 
 def redis_client(settings: PlatformSettings) -> redis.Redis:
@@ -43,11 +45,24 @@ def exclusive(client: redis.Redis, name: str, *, ttl_seconds: float) -> Iterator
 
 
 def github_client(settings: PlatformSettings) -> gh.GitHubClient | None:
-    try:
-        return gh.make_client(settings, log=log)
-    except GitHubError as exc:
-        log.warning("Maintenance runs without GitHub: %s", exc.message)
-        return None
+    """The process's GitHub client for these settings, kept from one job run to the next.
+
+    Kept so its ETags survive: the next cleanup pass asks for the same pages of pulls, and
+    GitHub answers an unchanged one 304, which does not count against the rate limit. Its
+    tokens renew themselves (``github_auth``). Keyed by the process id, so a forked child never
+    shares its parent's connections.
+    """
+    key = (os.getpid(), settings.model_dump_json())
+    if key not in _GITHUB_CLIENTS:
+        try:
+            client = gh.make_client(settings, log=log)
+        except GitHubError as exc:
+            log.warning("Maintenance runs without GitHub: %s", exc.message)
+            return None
+        if len(_GITHUB_CLIENTS) >= 4:  # a worker has one settings; tests have many
+            _GITHUB_CLIENTS.clear()
+        _GITHUB_CLIENTS[key] = client
+    return _GITHUB_CLIENTS[key]
 
 
 def pr_states_of(settings: PlatformSettings, client: redis.Redis) -> cleanup.PrStates:

@@ -159,6 +159,12 @@ class GitHubSandbox:
         with self.state.lock:
             return list(self.state.calls)
 
+    @property
+    def not_modified(self) -> int:
+        """How many conditional GETs were answered 304 Not Modified."""
+        with self.state.lock:
+            return self.state.not_modified
+
     def reset(self) -> None:
         self.state.reset()
 
@@ -316,7 +322,8 @@ class GitHubSandbox:
                     self.state.faults.lose_comment_write_responses -= 1
                     return Reply(502, {"message": "Server Error"})
                 if method == "GET" and reply.status == 200 and isinstance(reply.body, list):
-                    return _conditional(reply, lower.get("if-none-match"))
+                    reply = _conditional(reply, lower.get("if-none-match"))
+                    self.state.not_modified += reply.status == 304
                 return reply
             return not_found()
 

@@ -97,6 +97,8 @@ class GitHubState:
         self.static_token = token
         self.faults = Faults()
         self.calls: list[tuple[str, str]] = []
+        #: Conditional GETs answered 304 (GitHub does not count them against the rate limit).
+        self.not_modified = 0
         self.repos: dict[str, RepoState] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.reactions_by_comment: dict[int, list[dict[str, Any]]] = {}
@@ -117,6 +119,7 @@ class GitHubState:
         with self.lock:
             self.faults = Faults()
             self.calls.clear()
+            self.not_modified = 0
             self.repos.clear()
             self.comments.clear()
             self.reactions_by_comment.clear()

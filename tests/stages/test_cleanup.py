@@ -206,3 +206,31 @@ def test_github_calls_are_bounded_per_run(
     mine = [k for k in report["kept_namespaces"] if k["namespace"].startswith(prefix)]
     assert len(mine) == 8 and {k["reason"] for k in mine} == {"deferred"}
     assert list_calls(github, repo) == 5 and pull_calls(github, repo) == []
+
+
+def test_a_later_pass_gets_unchanged_pages_as_304(
+    redis_url: str, kubeconfig: str, github: GitHubSandbox, kube_api_client: Any
+) -> None:
+    # Given three open PRs with environments, and no reuse of answers between passes
+    settings = make_settings(redis_url=redis_url, kubeconfig=kubeconfig, github_url=github.url,
+                             pr_state_cache_seconds=0)  # fmt: skip
+    prefix = f"e{uuid.uuid4().hex[:6]}"
+    repo = f"acme/{prefix}"
+    github.add_repo(repo)
+    for pr in (1, 2, 3):
+        github.add_pull(repo, pr, head_sha="c" * 40, head_ref="x")
+        add_namespace(kube_api_client, f"{prefix}-pr-{pr}", repo=repo, pr=pr,
+                      last_updated=time.time())  # fmt: skip
+    client = redis.Redis.from_url(redis_url)
+    maintenance.run_cleanup(settings=settings, client=client, dry_run=True)
+    first, before = list_calls(github, repo), github.not_modified
+    assert first >= 1
+
+    # When the next pass runs in the same worker process
+    again = maintenance.run_cleanup(settings=settings, client=client, dry_run=True)
+
+    # Then it asks for the same pages, conditionally, and GitHub answers each with a 304
+    assert list_calls(github, repo) == 2 * first
+    assert github.not_modified - before == first
+    kept = [k for k in again["kept_namespaces"] if k["namespace"].startswith(prefix)]
+    assert {k["reason"] for k in kept} == {"open"} and len(kept) == 3
