@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
+from k8see import cli_input
 from k8see.errors import K8seeError, PolicyError
 
 EXIT_OK = 0
@@ -106,71 +107,6 @@ def main(log_format: str, log_level: str) -> None:
 # --- enqueue -------------------------------------------------------------------------------
 
 
-def _trigger_mode(config_path: str | None) -> str | None:
-    if not config_path:
-        return None
-    from k8see.config import load_repo_config
-
-    return str(load_repo_config(Path(config_path), filename=config_path).trigger)
-
-
-def _decide(
-    *,
-    event_path: str | None,
-    event_name: str | None,
-    repo: str | None,
-    pr: int | None,
-    action: str | None,
-    sha: str | None,
-    ref: str | None,
-    comment: str | None,
-    commenter: str | None,
-    mode: str | None,
-) -> tuple[Any, str]:
-    """The decision and the trigger label workers re-decide from."""
-    from k8see import events
-
-    if event_path:
-        try:
-            payload = json.loads(Path(event_path).read_text())
-        except (OSError, ValueError) as exc:
-            raise PolicyError(
-                f"Cannot read the GitHub event at {event_path}: {exc}.",
-                hint='Pass --event-path "$GITHUB_EVENT_PATH" from a workflow step.',
-            ) from exc
-        name = event_name or os.environ.get("GITHUB_EVENT_NAME") or ""
-        # Without the repository's config the enqueuer cannot know the trigger mode: it
-        # assumes the mode under which the event counts and the worker re-decides.
-        assumed = mode or ("on-demand" if name == "issue_comment" else "automatic")
-        decision = events.decide(event_name=name, payload=payload, trigger=assumed)
-        if name == "issue_comment":
-            body = ""
-            if isinstance(payload, dict) and isinstance(payload.get("comment"), dict):
-                body = str(payload["comment"].get("body") or "")
-            return decision, f"issue_comment:{body.splitlines()[0].strip() if body else ''}"
-        return decision, f"{name}:{payload.get('action', '') if isinstance(payload, dict) else ''}"
-    if not repo or not pr:
-        raise PolicyError(
-            "Say which event to enqueue.",
-            hint="Use --event-path with --event-name, or --repo, --pr and --action (or --comment).",
-        )
-    if comment is not None:
-        assumed = mode or "on-demand"
-        decision = events.decide_from_comment(
-            repo=repo, pr=pr, body=comment, trigger=assumed, commenter=commenter or ""
-        )
-        return decision, f"issue_comment:{comment.splitlines()[0].strip() if comment else ''}"
-    if not action:
-        raise PolicyError(
-            "--action is required with --repo and --pr.",
-            hint="One of opened, reopened, synchronize, closed.",
-        )
-    decision = events.decide_from_flags(
-        repo=repo, pr=pr, action=action, sha=sha or "", ref=ref or "", trigger=mode or "automatic"
-    )
-    return decision, f"pull_request:{action}"
-
-
 @main.command()
 @click.option("--event-path", type=click.Path(dir_okay=False), help="GitHub event JSON.")
 @click.option("--event-name", help="pull_request or issue_comment (default $GITHUB_EVENT_NAME).")
@@ -187,7 +123,8 @@ def _decide(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
-    help="The checkout's k8s-ee.yaml, to read the trigger mode.",
+    help="k8s-ee.yaml in the checkout, relative to the repository root (config-path): its "
+    "trigger mode is read here, and the workers read the file at that path.",
 )
 @click.option("--source", default="", help="Where workers fetch the source (default: GitHub).")
 @click.option("--dry-run", is_flag=True, help="Print the decision as JSON; enqueue nothing.")
@@ -219,8 +156,9 @@ def enqueue(
     as_json: bool,
 ) -> None:
     """Decide what a GitHub event asks for and queue it."""
-    mode = _trigger_mode(config_path)
-    decision, trigger = _decide(
+    repository_path = cli_input.repository_path(config_path)
+    mode = cli_input.trigger_mode(config_path)
+    decision, trigger = cli_input.decide(
         event_path=event_path,
         event_name=event_name,
         repo=repo,
@@ -246,7 +184,9 @@ def enqueue(
     from k8see.client import follow
 
     settings = _settings()
-    sent = send(decision, settings=settings, trigger=trigger, source=source)
+    sent = send(
+        decision, settings=settings, trigger=trigger, source=source, config_path=repository_path
+    )
     if sent.duplicate_of:
         summary["duplicate_of"] = sent.duplicate_of
     summary["run_id"] = sent.run_id

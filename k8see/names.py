@@ -20,6 +20,10 @@ REPO_RE = re.compile(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+[a-zA-Z0-9]$")
+#: ``config-path``: a file inside the repository (the reference forbids ``..`` and a leading
+#: ``/``; k8see also keeps it to characters that are safe in a message and a log line).
+CONFIG_PATH_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+DEFAULT_CONFIG_PATH = "k8s-ee.yaml"
 LABEL_VALUE_MAX = 63
 
 #: The Helm release name is always ``app`` (reference §2.6); database objects are named
@@ -76,6 +80,28 @@ def check_sha(sha: str) -> str:
             hint="Pass the PR's head SHA (github.event.pull_request.head.sha).",
         )
     return sha
+
+
+def check_config_path(path: str) -> str:
+    """The repository-relative path of ``k8s-ee.yaml`` (``config-path``); ``""`` is the default.
+
+    Raises:
+        PolicyError: absolute, with ``..`` or ``.`` segments, or with other characters.
+    """
+    if not path:
+        return DEFAULT_CONFIG_PATH
+    if (
+        not isinstance(path, str)
+        or len(path) > 255
+        or not CONFIG_PATH_RE.match(path)
+        or any(part in (".", "..") for part in path.split("/"))
+    ):
+        raise PolicyError(
+            f"config-path {str(path)[:80]!r} is not a path inside the repository.",
+            hint="Give it relative to the repository root, without '..' or a leading '/', "
+            "e.g. 'k8s-ee.yaml' or 'services/api/k8s-ee.yaml'.",
+        )
+    return path
 
 
 def namespace(project_id: str, pr: int) -> str:

@@ -71,6 +71,8 @@ class Run:
         ref: Head branch name, for labels and the comment.
         trigger: Who or what started the run, e.g. ``pull_request:synchronize``.
         source: Where workers fetch the source (a GitHub tarball URL template or local path).
+        config_path: ``k8s-ee.yaml``'s path in the repository (``config-path``); ``""`` is
+            ``k8s-ee.yaml`` at the root. Workers check it again (``names.check_config_path``).
         comment_id: The command comment to react to, if a PR comment started the run.
         commenter: Login of the command comment's author; the worker checks their permission.
         merged: For destroy runs from a close event: whether the PR was merged.
@@ -86,6 +88,7 @@ class Run:
     ref: str = ""
     trigger: str = ""
     source: str = ""
+    config_path: str = ""
     comment_id: int = 0
     commenter: str = ""
     merged: bool = False

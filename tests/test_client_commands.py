@@ -37,10 +37,15 @@ def _event(tmp_path: Path, body: str, login: str = "alice") -> Path:
     return path
 
 
-def _cli(*args: str, redis_url: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, redis_url: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "K8SEE_REDIS__URL": redis_url}
     return subprocess.run(
-        [sys.executable, "-m", "k8see", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "k8see", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=cwd,
     )
 
 
@@ -122,3 +127,38 @@ def test_deploy_preview_is_authorized_before_it_touches_the_pr(redis_url: str) -
     assert coordination.current_generation(client, repo="acme/shop", pr=4) == 0
     assert not coordination.is_closed(client, repo="acme/shop", pr=4)
     assert state.get(client, repo="acme/shop", pr=4) is None
+
+
+def test_an_invalid_config_still_lets_a_close_destroy(redis_url: str, tmp_path: Path) -> None:
+    # Given a checkout whose k8s-ee.yaml is broken
+    (tmp_path / "k8s-ee.yaml").write_text("projectId: [not, a, name\n")
+    # When the PR closes
+    out = _cli("enqueue", "--repo", "acme/shop", "--pr", "5", "--action", "closed",
+               "--config", "k8s-ee.yaml", redis_url=redis_url, cwd=tmp_path)  # fmt: skip
+    # Then the destroy is queued all the same, with a warning that names the problem
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.startswith("Warning: ") and "k8s-ee.yaml" in out.stderr
+    assert "Traceback" not in out.stderr
+    record = state.get(redis.Redis.from_url(redis_url), repo="acme/shop", pr=5) or {}
+    assert (record.get("action"), record.get("status")) == ("destroy", "queued")
+
+
+def test_config_path_travels_to_the_workers(redis_url: str, tmp_path: Path) -> None:
+    # Given a repository whose config lives under services/api
+    (tmp_path / "services" / "api").mkdir(parents=True)
+    (tmp_path / "services" / "api" / "k8s-ee.yaml").write_text("projectId: api\n")
+    # When a push is enqueued with --config pointing there (./ and all)
+    out = _cli("enqueue", "--repo", "acme/shop", "--pr", "6", "--action", "synchronize",
+               "--sha", SHA, "--ref", "x", "--config", "./services/api/k8s-ee.yaml",
+               redis_url=redis_url, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # Then the queued run carries it, relative to the repository root
+    message = json.loads(redis.Redis.from_url(redis_url).lindex("default", 0))
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert args[0]["config_path"] == "services/api/k8s-ee.yaml"
+    # And a path outside the repository is refused before anything is queued
+    bad = _cli("enqueue", "--repo", "acme/shop", "--pr", "6", "--action", "synchronize",
+               "--sha", SHA, "--ref", "x", "--config", "../k8s-ee.yaml",
+               redis_url=redis_url, cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 1
+    assert "config-path" in bad.stderr and "Hint:" in bad.stderr

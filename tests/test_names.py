@@ -59,3 +59,24 @@ def test_every_github_repository_name_gives_a_valid_and_distinct_image(repo: str
     assert all(names.OCI_COMPONENT_RE.match(part) for part in (owner, name, project)), image
     # A cleaned name never meets the plain name it resembles.
     assert image != names.image_repository("ghcr.io", "acme/github", "web")
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("", "k8s-ee.yaml"), ("k8s-ee.yaml", "k8s-ee.yaml"),
+     ("services/api/k8s-ee.yml", "services/api/k8s-ee.yml"),
+     (".github/k8s-ee.yaml", ".github/k8s-ee.yaml")],
+)  # fmt: skip
+def test_config_paths_inside_the_repository(path: str, expected: str) -> None:
+    assert names.check_config_path(path) == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/k8s-ee.yaml", "../x.yaml", "a/../b.yaml", "a//b.yaml", "a/./b.yaml", "a b.yaml",
+     "a\\b.yaml", "x\0.yaml", "$(id).yaml", "a/" * 130 + "b"],
+)  # fmt: skip
+def test_config_paths_that_leave_or_confuse_are_refused(path: str) -> None:
+    with pytest.raises(PolicyError) as refused:
+        names.check_config_path(path)
+    assert "config-path" in refused.value.message and refused.value.hint

@@ -43,7 +43,6 @@ from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
 
-CONFIG_FILE = "k8s-ee.yaml"
 #: Tags remembered per PR for deletion on close (older ones are left to registry GC).
 MAX_PUSHED_TAGS = 100
 
@@ -59,23 +58,34 @@ def run(run: Run, ctx: StageContext) -> Run:
         )
     settings = ctx.settings
     source_dir = Path(str(validated["source_dir"]))
+    config_file = str(validated.get("config_path") or names.DEFAULT_CONFIG_PATH)
     image_cfg: dict[str, Any] = dict(config.get("image") or {})
-    context_dir = inside(source_dir, str(image_cfg.get("context") or "."), "image.context")
-    dockerfile = inside(
-        context_dir, str(image_cfg.get("dockerfile") or "Dockerfile"), "image.dockerfile"
+    context_dir = inside(
+        source_dir, str(image_cfg.get("context") or "."), "image.context", config_file
     )
-    inside(source_dir, str(dockerfile.relative_to(source_dir)), "image.dockerfile")
+    dockerfile = inside(
+        context_dir,
+        str(image_cfg.get("dockerfile") or "Dockerfile"),
+        "image.dockerfile",
+        config_file,
+    )
+    inside(source_dir, str(dockerfile.relative_to(source_dir)), "image.dockerfile", config_file)
     if not dockerfile.is_file():
         raise ConfigError(
             f"The Dockerfile {dockerfile.relative_to(source_dir)} does not exist at "
             f"{run.sha[:12]}.",
             hint="Commit a Dockerfile, or point image.context / image.dockerfile at it.",
-            where=Where(file=CONFIG_FILE, field="image.dockerfile"),
+            where=Where(file=config_file, field="image.dockerfile"),
         )
     project_id = str(validated.get("project_id") or config.get("projectId") or "")
     host = registry_host(settings)
     repository = image_repository(
-        settings, run.repo, project_id, image_cfg.get("repository"), host=host
+        settings,
+        run.repo,
+        project_id,
+        image_cfg.get("repository"),
+        host=host,
+        config_file=config_file,
     )
     tags = [names.image_tag(run.pr), names.sha_tag(run.sha)]
     platforms = parse_platforms(settings.build.platforms)
@@ -139,7 +149,9 @@ def pushed_tags(ctx: StageContext, tags: list[str]) -> list[str]:
     return merged[-MAX_PUSHED_TAGS:]
 
 
-def inside(base: Path, relative: str, field: str) -> Path:
+def inside(
+    base: Path, relative: str, field: str, config_file: str = names.DEFAULT_CONFIG_PATH
+) -> Path:
     """``base / relative``, refused unless it stays inside ``base`` (symlinks resolved).
 
     Raises:
@@ -151,7 +163,7 @@ def inside(base: Path, relative: str, field: str) -> Path:
             f"{field} {relative!r} must be a relative path inside the repository.",
             hint=f"Remove '..' and leading '/' from {field}; paths are relative to the "
             "repository root (image.dockerfile: to image.context).",
-            where=Where(file=CONFIG_FILE, field=field),
+            where=Where(file=config_file, field=field),
         )
     root = base.resolve()
     target = (base / relative).resolve()
@@ -159,7 +171,7 @@ def inside(base: Path, relative: str, field: str) -> Path:
         raise ConfigError(
             f"{field} {relative!r} leads outside the repository (through a symlink).",
             hint=f"Point {field} at a real directory or file inside the repository.",
-            where=Where(file=CONFIG_FILE, field=field),
+            where=Where(file=config_file, field=field),
         )
     return target
 
@@ -171,6 +183,7 @@ def image_repository(
     custom: object = None,
     *,
     host: str | None = None,
+    config_file: str = names.DEFAULT_CONFIG_PATH,
 ) -> str:
     """The image repository: ``image.repository`` if set, else the platform's naming.
 
@@ -182,7 +195,7 @@ def image_repository(
     if not custom:
         return names.image_repository(host, repo, project_id)
     value = str(custom)
-    where = Where(file=CONFIG_FILE, field="image.repository")
+    where = Where(file=config_file, field="image.repository")
     try:
         ref = parse_ref(f"{value}:probe")
     except PlatformError as exc:

@@ -27,7 +27,7 @@ import redis
 from k8see import approvals, names
 from k8see.config import load_repo_config
 from k8see.config.policy import check_allowed
-from k8see.errors import GitHubError, PolicyError, Stopped, UserError
+from k8see.errors import ConfigError, GitHubError, PolicyError, Stopped, UserError, Where
 from k8see.events import decide_from_comment, decide_from_flags, parse_command
 from k8see.integrations import kube, source
 from k8see.integrations.github import GitHubClient, make_client
@@ -35,10 +35,21 @@ from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
 
-CONFIG_FILE = "k8s-ee.yaml"
 SOURCE_TIMEOUT_SECONDS = 120
 #: The commit status context of this stage, shown in the PR's checks.
 STATUS_CONTEXT = "k8see/validate"
+
+
+def _inside(directory: Path, config_path: str) -> Path:
+    """The config file in the source tree; a symlink out of the tree is refused."""
+    path = directory / config_path
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise ConfigError(
+            f"{config_path} leads outside the repository through a symbolic link.",
+            hint=f"Commit {config_path} as a regular file.",
+            where=Where(file=config_path),
+        )
+    return path
 
 
 def source_dir(settings: PlatformSettings, repo: str, sha: str) -> Path:
@@ -84,14 +95,17 @@ def run(run: Run, ctx: StageContext) -> Run:
     except UserError as exc:
         _commit_status(github, run, ctx, "failure", exc.message)
         raise
-    _commit_status(github, run, ctx, "success", "k8s-ee.yaml is valid.")
+    _commit_status(
+        github, run, ctx, "success", f"{names.check_config_path(run.config_path)} is valid."
+    )
     return _start_deployment(github, run, ctx)
 
 
 def _validate(run: Run, ctx: StageContext, *, fork: bool | None) -> Run:
     settings = ctx.settings
     directory = ensure_source(run, ctx)
-    config = load_repo_config(directory / CONFIG_FILE, filename=CONFIG_FILE)
+    config_path = names.check_config_path(run.config_path)
+    config = load_repo_config(_inside(directory, config_path), filename=config_path)
     action = _redecide(run, config.trigger)
     if action is Action.SKIP:
         raise Stopped(
@@ -118,6 +132,7 @@ def _validate(run: Run, ctx: StageContext, *, fork: bool | None) -> Run:
         "databases": config.enabled_databases(),
         "source_dir": str(directory),
         "trigger_mode": config.trigger,
+        "config_path": config_path,
         "sha": run.sha,
         "ref": run.ref,
     }

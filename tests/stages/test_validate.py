@@ -113,6 +113,75 @@ def test_a_valid_config_starts_a_deployment(
     assert [s["state"] for s in github.commit_statuses("acme/shop")] == ["success"]
 
 
+def test_config_path_reads_the_config_where_the_workflow_says(
+    github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str],
+    allowlist: Path,
+) -> None:  # fmt: skip
+    # Given a repository whose config lives under services/api (config-path), and a different
+    # one at the root
+    src, _ = repo_dir
+    (src / "services" / "api").mkdir(parents=True)
+    (src / "services" / "api" / "k8s-ee.yaml").write_text("projectId: api\napp:\n  port: 80\n")
+    (src / "k8s-ee.yaml").write_text("projectId: Not_Valid\n")
+    git(src, "add", "-A")
+    git(src, "commit", "-qm", "two configs")
+    sha = git(src, "rev-parse", "HEAD")
+    github.add_repo("acme/shop")
+    github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f")
+    ctx = _ctx(github, tmp_path, redis_url, allowlist)
+    # When the run names it
+    out = validate.run(_run(sha, src, config_path="services/api/k8s-ee.yaml"), ctx)
+    # Then that file is validated, and named in the result and the commit status
+    result = out.result("validate")
+    assert (result["project_id"], result["config_path"]) == ("api", "services/api/k8s-ee.yaml")
+    (status,) = github.commit_statuses("acme/shop")
+    assert status["description"] == "services/api/k8s-ee.yaml is valid."
+    # And an error in it names that file
+    (src / "services" / "api" / "k8s-ee.yaml").write_text("projectId: api\napp:\n  port: 0\n")
+    git(src, "commit", "-qam", "bad port")
+    bad_sha = git(src, "rev-parse", "HEAD")
+    github.add_pull("acme/shop", 7, head_sha=bad_sha, head_ref="f")
+    with pytest.raises(ConfigError) as bad:
+        validate.run(_run(bad_sha, src, config_path="services/api/k8s-ee.yaml"), ctx)
+    assert bad.value.where is not None and bad.value.where.file == "services/api/k8s-ee.yaml"
+
+
+@pytest.mark.parametrize(
+    "path", ["../k8s-ee.yaml", "/etc/passwd", "a/../../b.yaml", "./k8s-ee.yaml", "a b.yaml"]
+)
+def test_a_config_path_outside_the_repository_is_refused(
+    path: str, github: GitHubSandbox, tmp_path: Path, redis_url: str,
+    repo_dir: tuple[Path, str], allowlist: Path,
+) -> None:  # fmt: skip
+    # A forged queue message: the workers check config-path again, before reading anything
+    src, sha = repo_dir
+    github.add_repo("acme/shop")
+    github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f")
+    with pytest.raises(PolicyError) as refused:
+        validate.run(_run(sha, src, config_path=path), _ctx(github, tmp_path, redis_url, allowlist))
+    assert "config-path" in refused.value.message and "relative" in (refused.value.hint or "")
+    assert github.commit_statuses("acme/shop")[-1]["state"] == "failure"
+
+
+def test_a_config_path_symlink_out_of_the_tree_is_refused(
+    github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str],
+    allowlist: Path,
+) -> None:  # fmt: skip
+    src, _ = repo_dir
+    (src / "deploy").symlink_to("/etc")
+    git(src, "add", "-A")
+    git(src, "commit", "-qm", "link")
+    sha = git(src, "rev-parse", "HEAD")
+    github.add_repo("acme/shop")
+    github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f")
+    with pytest.raises((ConfigError, PolicyError)) as refused:
+        validate.run(
+            _run(sha, src, config_path="deploy/passwd"),
+            _ctx(github, tmp_path, redis_url, allowlist),
+        )
+    assert "outside the repository" in refused.value.message or "link" in refused.value.message
+
+
 def test_fork_runs_only_at_the_sha_a_maintainer_approved(
     github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str],
     allowlist: Path,

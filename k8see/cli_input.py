@@ -1,0 +1,109 @@
+"""What ``k8see enqueue`` reads from a workflow step: the GitHub event (a file or flags) and
+the repository's ``k8s-ee.yaml`` (for its trigger mode and its path in the repository).
+
+Kept apart from ``cli`` so the command module stays a thin layer of options and output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from k8see.errors import K8seeError, PolicyError
+
+__all__ = ["decide", "repository_path", "trigger_mode"]
+
+
+def trigger_mode(config_path: str | None) -> str | None:
+    """The repository's trigger mode, or None when there is no readable, valid config.
+
+    An invalid ``k8s-ee.yaml`` must not stop the event: a close still has to destroy, and a
+    push has to reach the workers, whose validate stage reports the error on the PR (comment
+    and commit status) with its line and hint. The enqueuer only warns.
+    """
+    if not config_path:
+        return None
+    from k8see.config import load_repo_config
+
+    try:
+        return str(load_repo_config(Path(config_path), filename=config_path).trigger)
+    except K8seeError as exc:
+        click.echo(
+            f"Warning: {exc.message} Queued anyway; the workers report the error on the PR.",
+            err=True,
+        )
+        return None
+
+
+def repository_path(config_path: str | None) -> str:
+    """``--config`` as a path inside the repository (the workers' ``config-path``)."""
+    if not config_path:
+        return ""
+    path = Path(os.path.normpath(config_path))
+    workspace = os.environ.get("GITHUB_WORKSPACE")
+    if path.is_absolute() and workspace and path.is_relative_to(Path(workspace).resolve()):
+        path = path.relative_to(Path(workspace).resolve())
+    from k8see.names import check_config_path
+
+    return check_config_path(path.as_posix())
+
+
+def decide(
+    *,
+    event_path: str | None,
+    event_name: str | None,
+    repo: str | None,
+    pr: int | None,
+    action: str | None,
+    sha: str | None,
+    ref: str | None,
+    comment: str | None,
+    commenter: str | None,
+    mode: str | None,
+) -> tuple[Any, str]:
+    """The decision and the trigger label workers re-decide from."""
+    from k8see import events
+
+    if event_path:
+        try:
+            payload = json.loads(Path(event_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise PolicyError(
+                f"Cannot read the GitHub event at {event_path}: {exc}.",
+                hint='Pass --event-path "$GITHUB_EVENT_PATH" from a workflow step.',
+            ) from exc
+        name = event_name or os.environ.get("GITHUB_EVENT_NAME") or ""
+        # Without the repository's config the enqueuer cannot know the trigger mode: it
+        # assumes the mode under which the event counts and the worker re-decides.
+        assumed = mode or ("on-demand" if name == "issue_comment" else "automatic")
+        decision = events.decide(event_name=name, payload=payload, trigger=assumed)
+        if name == "issue_comment":
+            body = ""
+            if isinstance(payload, dict) and isinstance(payload.get("comment"), dict):
+                body = str(payload["comment"].get("body") or "")
+            return decision, f"issue_comment:{body.splitlines()[0].strip() if body else ''}"
+        return decision, f"{name}:{payload.get('action', '') if isinstance(payload, dict) else ''}"
+    if not repo or not pr:
+        raise PolicyError(
+            "Say which event to enqueue.",
+            hint="Use --event-path with --event-name, or --repo, --pr and --action (or --comment).",
+        )
+    if comment is not None:
+        assumed = mode or "on-demand"
+        decision = events.decide_from_comment(
+            repo=repo, pr=pr, body=comment, trigger=assumed, commenter=commenter or ""
+        )
+        return decision, f"issue_comment:{comment.splitlines()[0].strip() if comment else ''}"
+    if not action:
+        raise PolicyError(
+            "--action is required with --repo and --pr.",
+            hint="One of opened, reopened, synchronize, closed.",
+        )
+    decision = events.decide_from_flags(
+        repo=repo, pr=pr, action=action, sha=sha or "", ref=ref or "", trigger=mode or "automatic"
+    )
+    return decision, f"pull_request:{action}"
