@@ -159,6 +159,13 @@ class ScanSettings(BaseModel):
     public repositories only (the reference's rule). Best-effort: a failure only warns."""
 
 
+class ServiceAccountRef(BaseModel):
+    """A ServiceAccount, as the subject of a RoleBinding names it."""
+
+    name: str
+    namespace: str
+
+
 class DeploySettings(BaseModel):
     domain: str = DEFAULT_DOMAIN
     """Base domain of preview URLs: ``https://{projectId}-pr-{N}.{domain}``."""
@@ -197,6 +204,13 @@ class DeploySettings(BaseModel):
     429 or 5xx or cannot be reached (client-go alone retries only answers with Retry-After).
     helm then goes through a TLS proxy on 127.0.0.1 inside the worker; 0 lets helm talk to
     the API server directly."""
+
+    namespace_bindings: dict[str, ServiceAccountRef] = Field(default_factory=dict)
+    """RoleBindings written into every PR namespace before helm runs, each named after its
+    ClusterRole: ClusterRole name → ``{"name": ..., "namespace": ...}`` of a ServiceAccount.
+    The platform chart binds its deploy and maintenance pools here, so neither holds rights
+    in namespaces that are not k8see's. Empty (docker-compose, the sandbox): none are written.
+    Env: JSON."""
 
 
 class GitHubSettings(BaseModel):

@@ -5,6 +5,8 @@ server errors (5xx, connection failures) with backoff, and turns ``ApiException`
 ``KubeError`` family, keeping only the structured ``Status`` fields, cut short: API bodies can
 be large and must not end up in PR comments. No kubernetes exception leaves this module.
 What a deploy reads back from the cluster (health check, pod diagnostics) is in ``health``.
+The pools' rights inside a PR namespace come from RoleBindings that ``ensure_namespace``
+writes there, so no pool needs those rights in every namespace (docs/operations.md).
 
 Ownership (reference §2.4): a namespace is k8see's to touch only when it is labelled
 ``app.kubernetes.io/managed-by`` ``k8see`` (or the reference's ``github-actions``, adopted)
@@ -37,7 +39,7 @@ from k8see.errors import (
     PolicyError,
     RetryLater,
 )
-from k8see.settings import PlatformSettings
+from k8see.settings import PlatformSettings, ServiceAccountRef
 
 __all__ = [
     "NamespaceRemoval",
@@ -45,12 +47,14 @@ __all__ = [
     "apply_objects",
     "call",
     "delete_namespace",
+    "ensure_bindings",
     "ensure_namespace",
     "find_namespaces",
     "load_configuration",
     "make_api",
     "namespace_state",
     "now_iso",
+    "role_binding_manifest",
     "status_fields",
 ]
 
@@ -144,8 +148,8 @@ def wrap(exc: ApiException, *, what: str) -> KubeError:
         return KubeForbidden(
             text,
             status=status,
-            hint="Check the worker's RBAC: it needs namespaces, quotas, limit ranges, network "
-            "policies, secrets and the app chart's kinds.",
+            hint="Check the worker's RBAC (docs/operations.md, Permissions): in a PR namespace "
+            "its rights come from the RoleBindings of K8SEE_DEPLOY__NAMESPACE_BINDINGS.",
         )
     if status == 429:
         return KubeTooManyRequests(text, retry_after_seconds=_retry_after(exc))
@@ -218,8 +222,12 @@ def ensure_namespace(
     labels: Mapping[str, str],
     annotations: Mapping[str, str],
     repo: str,
+    bindings: Mapping[str, ServiceAccountRef] | None = None,
 ) -> bool:
-    """Create the PR namespace, or check ownership and relabel an existing one.
+    """Create the PR namespace, or check ownership and relabel an existing one; then bind.
+
+    ``bindings`` (``deploy.namespace_bindings``) are written on every call, not only at
+    creation: a namespace made by an older k8see has none, and helm runs right after.
 
     Returns:
         True when the namespace was created, False when it existed.
@@ -227,6 +235,7 @@ def ensure_namespace(
     Raises:
         PolicyError: the namespace belongs to someone else; it is left untouched.
         RetryLater: the namespace is still being deleted (a destroy just ran).
+        KubeConflict: a RoleBinding of a bound ClusterRole's name refers to another role.
     """
     core = client.CoreV1Api(api)
     for _ in range(2):
@@ -244,9 +253,10 @@ def ensure_namespace(
             }
             try:
                 call(core.create_namespace, body, what=f"create namespace {name}")
-                return True
             except KubeConflict:
                 continue  # created concurrently: treat as existing
+            ensure_bindings(api=api, namespace=name, bindings=bindings or {})
+            return True
         current_labels, current_annotations = _meta(existing)
         check_owner(name=name, labels=current_labels, annotations=current_annotations, repo=repo)
         if existing.status is not None and existing.status.phase == "Terminating":
@@ -264,8 +274,92 @@ def ensure_namespace(
             what=f"relabel namespace {name}",
             _content_type="application/merge-patch+json",
         )
+        ensure_bindings(api=api, namespace=name, bindings=bindings or {})
         return False
     raise KubeConflict(f"Namespace {name} kept appearing and disappearing.", status=409)
+
+
+def role_binding_manifest(
+    *, namespace: str, cluster_role: str, account: ServiceAccountRef
+) -> dict[str, Any]:
+    """The RoleBinding that gives ``account`` the rules of ``cluster_role`` in ``namespace``.
+
+    It is named after the ClusterRole, so there is one per role and a rerun finds it.
+    """
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": cluster_role,
+            "namespace": namespace,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role,
+        },
+        "subjects": [_subject(account)],
+    }
+
+
+def _subject(account: ServiceAccountRef) -> dict[str, str]:
+    return {"kind": "ServiceAccount", "name": account.name, "namespace": account.namespace}
+
+
+def ensure_bindings(
+    *, api: ApiClient, namespace: str, bindings: Mapping[str, ServiceAccountRef]
+) -> list[str]:
+    """Bind each ServiceAccount to its ClusterRole inside ``namespace``; idempotent.
+
+    A missing RoleBinding is created (one created concurrently, a 409, counts as there); one
+    that lacks its ServiceAccount gets it added, keeping other subjects. Writing a binding to
+    a ClusterRole needs the ``bind`` verb on that role: the platform chart grants it for
+    exactly these roles.
+
+    Returns:
+        Names of the RoleBindings created or changed; empty when all were in place.
+
+    Raises:
+        KubeConflict: a RoleBinding of that name refers to another role (roleRef is fixed).
+    """
+    rbac = client.RbacAuthorizationV1Api(api)
+    changed: list[str] = []
+    for role, account in sorted(bindings.items()):
+        what = f"bind {account.namespace}/{account.name} to {role} in {namespace}"
+        body = role_binding_manifest(namespace=namespace, cluster_role=role, account=account)
+        try:
+            current = call(rbac.read_namespaced_role_binding, role, namespace, what=what)
+        except KubeNotFound:
+            try:
+                call(rbac.create_namespaced_role_binding, namespace, body, what=what)
+                changed.append(role)
+                continue
+            except KubeConflict:
+                current = call(rbac.read_namespaced_role_binding, role, namespace, what=what)
+        ref = current.role_ref
+        if (ref.kind, ref.name) != ("ClusterRole", role):
+            raise KubeConflict(
+                f"RoleBinding {namespace}/{role} refers to {ref.kind} {ref.name}, not to the "
+                f"ClusterRole {role}.",
+                status=409,
+                hint=f"Delete it (`kubectl -n {namespace} delete rolebinding {role}`); the next "
+                "deploy writes the right one.",
+            )
+        # Every field of the other subjects is kept (a User's apiGroup, say).
+        subjects = [api.sanitize_for_serialization(s) for s in current.subjects or []]
+        mine = _subject(account)
+        if not any({k: s.get(k) for k in mine} == mine for s in subjects):
+            call(
+                rbac.patch_namespaced_role_binding,
+                role,
+                namespace,
+                {"subjects": [*subjects, mine]},
+                what=what,
+                _content_type="application/merge-patch+json",
+            )
+            changed.append(role)
+    return changed
 
 
 @dataclass(frozen=True)

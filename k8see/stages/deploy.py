@@ -4,7 +4,8 @@ Input: ``run.result("validate")`` (the validated config, projectId, namespace, p
 enabled databases) and ``run.result("build")`` (the image by digest). Steps, each one
 idempotent so a redelivered task converges (reference §2.4, §2.6):
 
-1. the namespace ``{projectId}-pr-{N}``, created or ownership-checked and relabelled;
+1. the namespace ``{projectId}-pr-{N}``, created or ownership-checked and relabelled, with
+   the RoleBindings that give the platform's pools their rights inside it;
 2. ResourceQuota, LimitRange, the five NetworkPolicies and the registry pull secret,
    re-applied on every deploy (so a rotated registry password reaches the namespace);
 3. a stuck release (failed, pending-*) is uninstalled;
@@ -86,7 +87,12 @@ def run(run: Run, ctx: StageContext) -> Run:
     try:
         labels, annotations = namespace_metadata(run, project_id=project_id)
         created = kube.ensure_namespace(
-            api=api, name=namespace, labels=labels, annotations=annotations, repo=run.repo
+            api=api,
+            name=namespace,
+            labels=labels,
+            annotations=annotations,
+            repo=run.repo,
+            bindings=settings.deploy.namespace_bindings,
         )
         ctx.log.info("namespace %s %s", namespace, "created" if created else "updated")
         ctx.renew_lease()

@@ -89,6 +89,11 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
         outcome.update(skipped=state, preserved=state == "preserved", preserve_until=until)
         return outcome
     ctx.renew_lease()
+    # A namespace made before the platform bound its pools there (chart 0.3) gets the bindings
+    # now, or the uninstall below would be refused; a no-op when they exist.
+    kube.ensure_bindings(
+        api=api, namespace=namespace, bindings=ctx.settings.deploy.namespace_bindings
+    )
     with kubeproxy.for_helm(ctx.settings) as helm_api:
         uninstalled = helm.uninstall(
             release=names.RELEASE_NAME,

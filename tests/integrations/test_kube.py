@@ -4,10 +4,12 @@ Covers: credentials errors; unreachable server and API errors wrapped into the K
 family (no kubernetes or urllib3 exception escapes), 429/5xx retried; namespace creation with
 the reference's labels and annotations, relabelling on a later deploy without touching
 created-at, and the ownership refusal (another manager, another repository) that leaves the
-namespace untouched; legacy namespaces adopted; apply twice is idempotent; finding a PR's
-namespaces by label and repository; deleting with PVC finalizers stripped, preserved and
-foreign namespaces kept, missing ones done; the service-proxy health check (200, 204 with an
-empty body, 500, nothing listening).
+namespace untouched; legacy namespaces adopted; the pools' RoleBindings written into a new
+namespace and into one an older k8see made, once, with a missing subject added and a binding
+to another role refused; none without bindings configured; apply twice is idempotent;
+finding a PR's namespaces by label and repository; deleting with PVC finalizers stripped,
+preserved and foreign namespaces kept, missing ones done; the service-proxy health check
+(200, 204 with an empty body, 500, nothing listening).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import pytest
 from kubernetes import client
 
 from k8see import names, quota
-from k8see.errors import KubeError, KubeNotFound, PolicyError
+from k8see.errors import KubeConflict, KubeError, KubeNotFound, PolicyError
 from k8see.integrations import health, kube
-from k8see.settings import PlatformSettings
+from k8see.settings import PlatformSettings, ServiceAccountRef
 from tests.conftest import free_port
 
 REPO = "acme/shop"
@@ -238,6 +240,95 @@ def test_legacy_namespace_is_adopted(api: Any, ns_name: str) -> None:
     ns = _read_ns(api, ns_name)
     assert ns.metadata.labels[names.LABEL_MANAGED_BY] == "k8see"
     assert ns.metadata.annotations[names.ANN_CREATED_AT] == "2024-01-01T00:00:00Z"
+
+
+#: What the platform chart configures: each pool's ServiceAccount bound to its ClusterRole.
+BINDINGS = {
+    "k8see-pr-namespace": ServiceAccountRef(name="k8see-deploy", namespace="k8see"),
+    "k8see-pr-namespace-maintenance": ServiceAccountRef(
+        name="k8see-maintenance", namespace="k8see"
+    ),
+}
+
+
+def _bindings(api: Any, ns: str) -> dict[str, Any]:
+    found = client.RbacAuthorizationV1Api(api).list_namespaced_role_binding(ns).items
+    return {b.metadata.name: b for b in found}
+
+
+def _ensure(api: Any, ns: str, bindings: Any = None) -> bool:
+    return kube.ensure_namespace(
+        api=api,
+        name=ns,
+        labels=_labels(ns),
+        annotations=_annotations(),
+        repo=REPO,
+        bindings=bindings,
+    )
+
+
+def test_ensure_namespace_binds_each_pool_to_its_role_once(api: Any, ns_name: str) -> None:
+    # When a new namespace is ensured with the chart's bindings
+    assert _ensure(api, ns_name, BINDINGS) is True
+    # Then each ServiceAccount is bound to its ClusterRole there, in a binding of its name
+    found = _bindings(api, ns_name)
+    assert sorted(found) == sorted(BINDINGS)
+    for role, account in BINDINGS.items():
+        binding = found[role]
+        assert (binding.role_ref.api_group, binding.role_ref.kind, binding.role_ref.name) == (
+            "rbac.authorization.k8s.io",
+            "ClusterRole",
+            role,
+        )
+        assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
+            ("ServiceAccount", account.name, account.namespace)
+        ]
+        assert binding.metadata.labels[names.LABEL_MANAGED_BY] == names.MANAGED_BY
+    versions = {name: b.metadata.resource_version for name, b in found.items()}
+    # And a second deploy changes nothing
+    assert kube.ensure_bindings(api=api, namespace=ns_name, bindings=BINDINGS) == []
+    assert _ensure(api, ns_name, BINDINGS) is False
+    again = _bindings(api, ns_name)
+    assert {name: b.metadata.resource_version for name, b in again.items()} == versions
+
+
+def test_a_namespace_from_an_older_k8see_gets_its_bindings(api: Any, ns_name: str) -> None:
+    # Given a namespace an older k8see made (no bindings), one binding there lacking its pool
+    _create_raw(api, ns_name, _labels(ns_name), {names.ANN_REPOSITORY: REPO})
+    role = "k8see-pr-namespace"
+    other = {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "auditor"}
+    body = kube.role_binding_manifest(namespace=ns_name, cluster_role=role, account=BINDINGS[role])
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+        ns_name, {**body, "subjects": [other]}
+    )
+    # When the next deploy ensures the namespace
+    assert _ensure(api, ns_name, BINDINGS) is False
+    # Then both bindings are there, the existing one with its subject kept and the pool added
+    found = _bindings(api, ns_name)
+    assert sorted(found) == sorted(BINDINGS)
+    assert [(s.kind, s.api_group or "", s.name) for s in found[role].subjects] == [
+        ("User", "rbac.authorization.k8s.io", "auditor"),
+        ("ServiceAccount", "", "k8see-deploy"),
+    ]
+
+
+def test_no_bindings_configured_writes_none(api: Any, ns_name: str) -> None:
+    # docker-compose and the sandbox run without RBAC: nothing to bind
+    assert _ensure(api, ns_name) is True
+    assert _ensure(api, ns_name, {}) is False
+    assert _bindings(api, ns_name) == {}
+
+
+def test_a_binding_of_that_name_to_another_role_is_refused(api: Any, ns_name: str) -> None:
+    _ensure(api, ns_name)
+    role = "k8see-pr-namespace"
+    body = kube.role_binding_manifest(namespace=ns_name, cluster_role=role, account=BINDINGS[role])
+    body["roleRef"]["name"] = "admin"
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(ns_name, body)
+    with pytest.raises(KubeConflict, match="refers to ClusterRole admin") as info:
+        kube.ensure_bindings(api=api, namespace=ns_name, bindings={role: BINDINGS[role]})
+    assert info.value.hint
+    assert _bindings(api, ns_name)[role].role_ref.name == "admin"
 
 
 def test_apply_twice_is_idempotent(api: Any, ns_name: str) -> None:

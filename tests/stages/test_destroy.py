@@ -8,6 +8,7 @@ reported; another repository's namespace for the same PR number is never touched
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from kubernetes import client
 from k8see import names
 from k8see.integrations import kube
 from k8see.run import Action, Run
-from k8see.settings import PlatformSettings
+from k8see.settings import PlatformSettings, ServiceAccountRef
 from k8see.stages import destroy
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
@@ -100,3 +101,29 @@ def test_preserved_namespace_is_kept(ctx: StageContext, core: Any) -> None:
     assert (result["deleted"], result["preserved"]) == (False, True)
     assert result["preserve_until"] == "2030-01-01T00:00:00Z"
     assert exists(core, "kept-pr-33")
+
+
+@pytest.mark.sandbox_only
+def test_a_namespace_from_before_the_bindings_gets_them_before_the_uninstall(
+    ctx: StageContext, core: Any, kube_sandbox: Any
+) -> None:
+    # Given a namespace an older k8see made (no RoleBindings), and a platform that binds
+    make_ns(core, "older-pr-34", pr=34)
+    bindings = {"k8see-pr-namespace": {"name": "k8see-deploy", "namespace": "k8see"}}
+    settings = ctx.settings.model_copy(
+        update={"deploy": ctx.settings.deploy.model_copy(update={"namespace_bindings": {
+            role: ServiceAccountRef(**account) for role, account in bindings.items()
+        }})}
+    )  # fmt: skip
+    rv = kube_sandbox.store.resource_version
+    # When its PR is closed
+    result = destroy.run(close_run(34), dataclasses.replace(ctx, settings=settings))
+    # Then the deploy pool was bound there before anything else was written, and all is gone
+    assert result.result("destroy")["deleted"] is True
+    writes = [
+        (e.type, e.key[1], e.obj["metadata"].get("name"))
+        for e in kube_sandbox.store.events_since(rv) or []
+        if e.obj["metadata"].get("namespace") == "older-pr-34" or e.key[1] == "namespaces"
+    ]
+    assert writes[0] == ("ADDED", "rolebindings", "k8see-pr-namespace")
+    assert not exists(core, "older-pr-34")

@@ -31,10 +31,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: "redis://:$(REDIS_PASSWORD)@{{ include "k8see.fullname" . }}-redis:6379/0"
 - name: K8SEE_METRICS__PORT
   value: {{ .Values.metrics.port | quote }}
+{{- if not (hasKey .Values.settings "K8SEE_DEPLOY__NAMESPACE_BINDINGS") }}
+- name: K8SEE_DEPLOY__NAMESPACE_BINDINGS
+  value: {{ include "k8see.namespaceBindings" . | quote }}
+{{- end }}
 {{- range $k, $v := .Values.settings }}
 - name: {{ $k }}
   value: {{ $v | quote }}
 {{- end }}
+{{- end -}}
+
+{{/* The RoleBindings the deploy stage writes into every PR namespace (JSON, read by
+deploy.namespace_bindings): ClusterRole name -> the pool's ServiceAccount (clusterrole.yaml). */}}
+{{- define "k8see.namespaceBindings" -}}
+{{- $fullname := include "k8see.fullname" . -}}
+{{- $bindings := dict -}}
+{{- range $pool, $role := dict "deploy" "pr-namespace" "maintenance" "pr-namespace-maintenance" -}}
+{{- $account := dict "name" (printf "%s-%s" $fullname $pool) "namespace" $.Release.Namespace -}}
+{{- $_ := set $bindings (printf "%s-%s" $fullname $role) $account -}}
+{{- end -}}
+{{ toJson $bindings }}
 {{- end -}}
 
 {{- define "k8see.securityContext" -}}
