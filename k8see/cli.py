@@ -455,6 +455,11 @@ def worker(pool: str, concurrency: int | None, celery_args: tuple[str, ...]) -> 
         "maintenance": settings.queues.maintenance_concurrency,
     }
     count = concurrency or (sum(per_pool.values()) if pool == "all" else per_pool[pool])
+    # Before any task runs: a build step of the same user must not read this process's env.
+    from k8see.hardening import deny_same_user_inspection
+
+    if not deny_same_user_inspection():
+        click.echo("Warning: the worker could not make itself non-dumpable.", err=True)
     # Prefork children write their metrics here and the main process serves them (k8see.metrics).
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile

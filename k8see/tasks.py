@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Task, shared_task
+from celery import Task, shared_task, signals
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 
 from k8see import coordination, metrics, pipeline, state
@@ -40,6 +40,7 @@ from k8see.errors import (
     Superseded,
     UserError,
 )
+from k8see.hardening import deny_same_user_inspection
 from k8see.logs import redactor, run_logger
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
@@ -47,6 +48,14 @@ from k8see.stages import build, command, comment, deploy, destroy, scan, untag, 
 from k8see.stages.context import StageContext
 
 log = logging.getLogger(__name__)
+
+
+@signals.worker_process_init.connect(weak=False, dispatch_uid="k8see.hardening")  # type: ignore[untyped-decorator]
+def _harden(**_: Any) -> None:
+    """Each pool process, however the worker was started (``k8see worker`` already hardened
+    the main process): build steps of the same user must not read its memory or env."""
+    deny_same_user_inspection()
+
 
 StageFn = Callable[[Run, StageContext], Run]
 
