@@ -205,6 +205,13 @@ class DeploySettings(BaseModel):
     helm then goes through a TLS proxy on 127.0.0.1 inside the worker; 0 lets helm talk to
     the API server directly."""
 
+    pod_security: Literal["", "privileged", "baseline", "restricted"] = "baseline"
+    """The Pod Security Admission level PR namespaces enforce (label
+    ``pod-security.kubernetes.io/enforce``, and ``warn``); ``audit`` is always ``restricted``,
+    so the audit log shows what a stricter level would refuse. baseline refuses privileged
+    pods, host namespaces, hostPath volumes and added capabilities, which neither the app
+    chart nor the database operators' pods need; "" sets no labels (the cluster's default)."""
+
     namespace_bindings: dict[str, ServiceAccountRef] = Field(default_factory=dict)
     """RoleBindings written into every PR namespace before helm runs, each named after its
     ClusterRole: ClusterRole name → ``{"name": ..., "namespace": ...}`` of a ServiceAccount.

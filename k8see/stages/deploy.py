@@ -85,7 +85,9 @@ def run(run: Run, ctx: StageContext) -> Run:
     project_id = str(validated["project_id"])
     api = kube.make_api(settings)
     try:
-        labels, annotations = namespace_metadata(run, project_id=project_id)
+        labels, annotations = namespace_metadata(
+            run, project_id=project_id, pod_security=settings.deploy.pod_security
+        )
         created = kube.ensure_namespace(
             api=api,
             name=namespace,

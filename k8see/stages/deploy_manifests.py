@@ -30,8 +30,15 @@ def chart_path(settings: PlatformSettings) -> Path:
     return Path(settings.deploy.chart_path) if settings.deploy.chart_path else DEFAULT_CHART
 
 
-def namespace_metadata(run: Run, *, project_id: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The PR namespace's labels and annotations (reference §3.1), k8see as manager."""
+#: Pod Security Admission's namespace labels.
+PSA_LABEL = "pod-security.kubernetes.io"
+
+
+def namespace_metadata(
+    run: Run, *, project_id: str, pod_security: str = ""
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The PR namespace's labels and annotations (reference §3.1), k8see as manager, and the
+    Pod Security Admission level ``pod_security`` (``deploy.pod_security``) when one is set."""
     labels = {
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
         names.LABEL_TYPE: "ephemeral",
@@ -40,6 +47,13 @@ def namespace_metadata(run: Run, *, project_id: str) -> tuple[dict[str, str], di
         names.LABEL_BRANCH: names.sanitize_label_value(run.ref),
         names.LABEL_SHA: names.check_sha(run.sha),
     }
+    if pod_security:
+        labels |= {
+            f"{PSA_LABEL}/enforce": pod_security,
+            f"{PSA_LABEL}/enforce-version": "latest",
+            f"{PSA_LABEL}/warn": pod_security,
+            f"{PSA_LABEL}/audit": "restricted",
+        }
     annotations = {
         names.ANN_CREATED_BY: CREATED_BY,
         names.ANN_REPOSITORY: names.check_repo(run.repo),
@@ -214,7 +228,9 @@ def render_manifests(
         "image": f"{_placeholder_image(validated)}:{names.image_tag(run.pr)}"
     }
     project_id = str(validated["project_id"])
-    labels, annotations = namespace_metadata(run, project_id=project_id)
+    labels, annotations = namespace_metadata(
+        run, project_id=project_id, pod_security=settings.deploy.pod_security
+    )
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",

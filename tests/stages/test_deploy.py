@@ -155,6 +155,11 @@ def test_deploy_upgrade_and_destroy(ctx: StageContext, kube_sandbox: Any, backen
     assert ns.metadata.labels[names.LABEL_PR] == "7"
     assert ns.metadata.labels[names.LABEL_BRANCH] == "feature-new-checkout"
     assert ns.metadata.labels[names.LABEL_SHA] == "a" * 40
+    # Pod Security Admission: baseline enforced (deploy.pod_security), restricted audited
+    psa = {k.rpartition("/")[2]: v for k, v in ns.metadata.labels.items()
+           if k.startswith("pod-security.kubernetes.io/")}  # fmt: skip
+    assert psa == {"enforce": "baseline", "enforce-version": "latest", "warn": "baseline",
+                   "audit": "restricted"}  # fmt: skip
     assert ns.metadata.annotations[names.ANN_REPOSITORY] == REPO
     assert ns.metadata.annotations[names.ANN_CREATED_BY] == "k8see"
     assert (
@@ -306,6 +311,12 @@ def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
     objects = deploy.render_manifests(run, settings=settings, api_cidrs=["10.0.0.1"])
     kinds = [o["kind"] for o in objects]
     assert kinds[:3] == ["Namespace", "ResourceQuota", "LimitRange"]
+    assert objects[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    quiet = settings.model_copy(
+        update={"deploy": settings.deploy.model_copy(update={"pod_security": ""})}
+    )
+    bare = deploy.render_manifests(run, settings=quiet, api_cidrs=["10.0.0.1"])[0]
+    assert not any(k.startswith("pod-security.") for k in bare["metadata"]["labels"])
     assert kinds[3:8] == ["NetworkPolicy"] * 5
     assert {"Deployment", "Service", "ConfigMap", "Ingress"} <= set(kinds[8:])
     assert objects[1]["spec"]["hard"]["requests.cpu"] == "550m"  # the pg+redis row
