@@ -374,7 +374,10 @@ def network_policies(
     No cross-namespace traffic except from the ingress controller (to ``app_port``) and from
     Prometheus; egress to the namespace, DNS, the API server (operators' sidecars need it;
     the addresses are given because kube-proxy DNATs before policy on some CNIs) and the
-    internet outside private ranges.
+    internet outside private ranges. The API server's addresses may also reach ``app_port``:
+    the deploy's health check goes through the API server's service proxy, whose requests
+    come from the control plane (the reference's ``kubectl port-forward`` entered the pod's
+    own network namespace, where policies do not apply).
     """
     if isinstance(app_port, bool) or not 1 <= int(app_port) <= 65535:
         raise ConfigError(f"app.port {app_port!r} is not between 1 and 65535.")
@@ -415,6 +418,24 @@ def network_policies(
             }
         )
     egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}]})
+    app_ingress: list[dict[str, Any]] = [
+        {
+            "from": [
+                {
+                    "namespaceSelector": ns_selector(ingress_namespace),
+                    "podSelector": {"matchLabels": ingress_labels},
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": int(app_port)}],
+        }
+    ]
+    if cidrs:  # the health check, through the API server's service proxy
+        app_ingress.append(
+            {
+                "from": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs],
+                "ports": [{"protocol": "TCP", "port": int(app_port)}],
+            }
+        )
     return [
         policy("default-deny", {"policyTypes": ["Ingress", "Egress"]}),
         policy(
@@ -424,23 +445,7 @@ def network_policies(
                 "ingress": [{"from": [{"podSelector": {}}]}],
             },
         ),
-        policy(
-            "allow-ingress-controller",
-            {
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [
-                            {
-                                "namespaceSelector": ns_selector(ingress_namespace),
-                                "podSelector": {"matchLabels": ingress_labels},
-                            }
-                        ],
-                        "ports": [{"protocol": "TCP", "port": int(app_port)}],
-                    }
-                ],
-            },
-        ),
+        policy("allow-ingress-controller", {"policyTypes": ["Ingress"], "ingress": app_ingress}),
         policy(
             "allow-observability",
             {

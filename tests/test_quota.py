@@ -226,6 +226,16 @@ def test_ingress_controller_policy_uses_settings_and_app_port() -> None:
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
 
 
+def test_the_api_server_reaches_the_app_port_for_the_health_check() -> None:
+    # The health check goes through the API server's service proxy: its requests come from
+    # the control plane's addresses, which default-deny would drop
+    rules = _policies(api_cidrs=["10.43.0.1"])["allow-ingress-controller"]["spec"]["ingress"]
+    assert rules[1] == {"from": [{"ipBlock": {"cidr": "10.43.0.1/32"}}],
+                        "ports": [{"protocol": "TCP", "port": 8080}]}  # fmt: skip
+    # Only the app port, and nothing without known addresses
+    assert len(_policies()["allow-ingress-controller"]["spec"]["ingress"]) == 1
+
+
 def test_egress_allows_api_server_dns_and_public_internet() -> None:
     egress = _policies(api_cidrs=["10.43.0.1", "192.168.1.5/32"])["allow-egress"]["spec"]
     rules = egress["egress"]
