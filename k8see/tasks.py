@@ -393,6 +393,7 @@ def _record_changes(stage: str, run: Run) -> dict[str, Any]:
         return {
             "status": Status.READY.value,
             "preview_url": result.get("preview_url"),
+            "ingress": result.get("ingress", True),
             "helm_api": result.get("helm_api"),
             "error": None,
         }

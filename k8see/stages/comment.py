@@ -254,6 +254,8 @@ def render(record: dict[str, Any], *, settings: PlatformSettings) -> str:
         rows.append(("Failed stage", text(error.get("stage")) if error.get("stage") else None))
     if status == Status.READY and record.get("preview_url"):
         rows.append(("Preview URL", _link(str(record["preview_url"]), "🌐 Open Preview")))
+    elif status == Status.READY and record.get("ingress") is False:
+        rows.append(("Preview URL", "none: `ingress.enabled` is false in k8s-ee.yaml"))
     if ns and status in (Status.READY, Status.FAILED):
         rows.append(("Grafana", _link(_grafana(ns, settings), "📊 Dashboard")))
     rows.append(("Namespace", f"`{ns}`" if ns else None))

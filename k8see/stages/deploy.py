@@ -138,7 +138,9 @@ def run(run: Run, ctx: StageContext) -> Run:
         api.close()
     result = {
         "namespace": namespace,
-        "preview_url": validated["preview_url"],
+        # No Ingress (ingress.enabled: false): there is no public URL to show or link.
+        "preview_url": validated["preview_url"] if _has_ingress(validated) else "",
+        "ingress": _has_ingress(validated),
         "release_revision": release.revision,
         "seconds": round(time.monotonic() - started, 3),
         "created": created,
@@ -307,3 +309,8 @@ def _check_health(
         "app.healthPath in k8s-ee.yaml at a path that does." + _logs_hint(diagnostics),
         where=Where(file="k8s-ee.yaml", field="app.healthPath"),
     )
+
+
+def _has_ingress(validated: dict[str, Any]) -> bool:
+    ingress = (validated.get("config") or {}).get("ingress") or {}
+    return bool(ingress.get("enabled", True))

@@ -87,6 +87,12 @@ def test_ready_follows_the_reference_and_adds_details() -> None:
     assert "total 2m 30s" in body
 
 
+def test_ready_without_an_ingress_says_there_is_no_url() -> None:
+    rows = table(comment.render(record(preview_url="", ingress=False), settings=SETTINGS))
+    assert rows["Preview URL"] == "none: `ingress.enabled` is false in k8s-ee.yaml"
+    assert "href" not in rows["Preview URL"]
+
+
 @pytest.mark.parametrize(
     ("status", "heading", "cell"),
     [

@@ -212,6 +212,19 @@ def test_health_check_accepts_204(ctx: StageContext, kube_sandbox: Any, backend:
     destroy.run(make_run("empty", 3), ctx)
 
 
+def test_without_an_ingress_there_is_no_preview_url(
+    ctx: StageContext, kube_sandbox: Any, backend: Backend
+) -> None:
+    # Given ingress.enabled: false: the app is healthy, but nothing serves it publicly
+    serve(kube_sandbox, backend, "inner", 4)
+    done = deploy.run(make_run("inner", 4, ingress={"enabled": False}), ctx).result("deploy")
+    # Then no URL is reported (the comment says why), and no Ingress exists
+    assert (done["preview_url"], done["ingress"]) == ("", False)
+    networking = client.NetworkingV1Api(kube.make_api(ctx.settings))
+    assert networking.list_namespaced_ingress("inner-pr-4").items == []
+    destroy.run(make_run("inner", 4), ctx)
+
+
 @pytest.mark.sandbox_only
 def test_health_path_answering_500_fails_with_hint(
     ctx: StageContext, kube_sandbox: Any, backend: Backend
