@@ -283,3 +283,25 @@ def test_all_five_pass_trivy_misconfiguration_scan(tmp_path: Path) -> None:
         if m["Severity"] in ("HIGH", "CRITICAL")
     ]
     assert serious == []
+
+
+def test_database_pods_carry_the_references_app_label() -> None:
+    # The onboarding guide's troubleshooting: kubectl get pods -n <ns> -l app=postgresql
+    require_tool("helm")
+    objects = render(dict.fromkeys(DATABASES, True))
+
+    def one(kind: str, part: str = "") -> dict[str, Any]:
+        (found,) = [o for o in objects if o["kind"] == kind and part in o["metadata"]["name"]]
+        return found
+
+    mongo = one("MongoDBCommunity")["spec"]["statefulSet"]["spec"]["template"]
+    pod_labels = {
+        "postgresql": one("Cluster")["spec"]["inheritedMetadata"]["labels"],
+        "mongodb": mongo["metadata"]["labels"],
+        "minio": one("Tenant")["spec"]["pools"][0]["labels"],
+        "redis": one("Deployment", "redis")["spec"]["template"]["metadata"]["labels"],
+        "mariadb": one("Deployment", "mariadb")["spec"]["template"]["metadata"]["labels"],
+    }
+    assert {db: labels.get("app") for db, labels in pod_labels.items()} == {
+        db: db for db in DATABASES
+    }

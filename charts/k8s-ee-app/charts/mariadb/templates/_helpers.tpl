@@ -20,6 +20,8 @@ Labels of every object: the selector labels plus chart and the environment's k8s
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 }}
 {{ include "mariadb.selectorLabels" . }}
 app.kubernetes.io/component: database
+# The reference's label, for its troubleshooting commands (kubectl get pods -l app=<db>).
+app: {{ .Chart.Name }}
 app.kubernetes.io/part-of: k8s-ee-app
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with .Values.global.projectId }}

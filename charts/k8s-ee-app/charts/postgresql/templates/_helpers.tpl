@@ -14,6 +14,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: database
+# The reference's label, for its troubleshooting commands (kubectl get pods -l app=<db>).
+app: {{ .Chart.Name }}
 app.kubernetes.io/part-of: k8s-ee-app
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with .Values.global.projectId }}
