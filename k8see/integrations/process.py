@@ -9,7 +9,10 @@ cheaper than getting them almost right in every caller.
 * output is read line by line while the tool runs (one thread, ``selectors``), redacted of the
   given secret values, and handed to ``on_line`` for live logs; the last lines are kept for
   error messages;
-* a missing binary is a ``ToolMissing`` with the command that installs it.
+* a missing binary is a ``ToolMissing`` with the command that installs it;
+* the tool dies with the worker process that started it (util-linux ``setpriv --pdeathsig``):
+  a pool process killed mid-``helm upgrade --atomic`` (OOM, SIGKILL) must not leave that helm
+  running, or its rollback could undo the release the redelivered task is deploying.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ KILL_GRACE_SECONDS = 5.0
 #: One line of tool output longer than this is cut (progress bars, base64 blobs).
 MAX_LINE_CHARS = 4000
 REDACTED = "***"
+
+#: A prefix that makes the tool get SIGKILL when the thread that started it exits (the kernel's
+#: parent-death signal, kept across ``execve``); empty where util-linux's setpriv is missing.
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_PARENT: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
 
 #: How to get each tool we call; anything else gets the generic hint.
 INSTALL_HINTS = {
@@ -136,7 +144,7 @@ def run_tool(
             on_line(line)
 
     proc = subprocess.Popen(
-        [binary, *argv[1:]],
+        [*_DIE_WITH_PARENT, binary, *argv[1:]],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,9 +1,11 @@
 """run_tool: exit status and tail, live redacted lines, timeout and cancellation kill the
-whole process group, a missing binary is ToolMissing with a hint, argv is never a shell."""
+whole process group, a missing binary is ToolMissing with a hint, argv is never a shell, and
+the tool dies with the process that started it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -134,3 +136,25 @@ def test_a_missing_binary_is_tool_missing_with_an_install_hint() -> None:
     with pytest.raises(ToolMissing) as info:
         run_tool(["no-such-tool-k8see"], timeout_seconds=5)
     assert "make bootstrap" in (info.value.hint or "")
+
+
+def test_the_tool_dies_with_the_worker_that_started_it(tmp_path: Path) -> None:
+    # Given a worker-like process running a long tool through run_tool (helm upgrade --wait)
+    toolpid = tmp_path / "tool.pid"
+    tool = f"import os, time\nopen({str(toolpid)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)"
+    worker = (
+        "import sys\n"
+        "from k8see.integrations.process import run_tool\n"
+        f"run_tool([sys.executable, '-c', {tool!r}], timeout_seconds=300)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", worker])
+    try:
+        pid = int(_wait_for_file(toolpid))
+        assert _alive(pid)
+        # When the worker is SIGKILLed (an OOM kill, the fault drill's kill)
+        proc.kill()
+        proc.wait(timeout=30)
+        # Then the tool does not live on as an orphan
+        assert _dies(pid)
+    finally:
+        proc.kill()
