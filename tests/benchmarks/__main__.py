@@ -63,7 +63,7 @@ def _pipeline(args: argparse.Namespace, workdir: Path) -> list[Result]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
     parser.add_argument("--only", nargs="*", choices=GROUPS, default=list(GROUPS))
-    # The 100 PRs: about 450 s of the ~11.5-minute run on a quiet 2-core machine.
+    # The 100 PRs: about 450 s of the ~12.5-minute run on a quiet 2-core machine.
     parser.add_argument("--fanout-prs", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (for trying)")
     args = parser.parse_args()
