@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from k8see.integrations.lockfiles import acquire, same_file
+
 __all__ = [
     "BuildScope",
     "cache_was_pushed",
@@ -213,7 +215,7 @@ def _retire_if_free(root: Path, directory: Path, max_idle_seconds: float) -> Pat
         except BlockingIOError:  # a build holds it
             return None
         # Checked again under the lock: a build may have ended (and touched it) meanwhile.
-        if not _same_file(fd, directory / LOCK_FILE) or not _idle(directory, max_idle_seconds):
+        if not same_file(fd, directory / LOCK_FILE) or not _idle(directory, max_idle_seconds):
             return None
         hours = _age_seconds(directory) / 3600
         trash = root / f"{TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
@@ -226,21 +228,11 @@ def _retire_if_free(root: Path, directory: Path, max_idle_seconds: float) -> Pat
 
 def _lock(directory: Path, mode: int) -> int:
     """An fd of ``directory``'s lock file, locked; retried while collection renames the dir."""
-    while True:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, mode)
-        if _same_file(fd, directory / LOCK_FILE):
-            return fd
-        os.close(fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        here, there = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+    fd = acquire(
+        directory / LOCK_FILE, mode, prepare=lambda: directory.mkdir(parents=True, exist_ok=True)
+    )
+    assert fd is not None  # it waits: only LOCK_NB returns None
+    return fd
 
 
 def _idle(directory: Path, max_idle_seconds: float) -> bool:

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from k8see.errors import IntegrationError, PolicyError, ToolMissing, Where
 from k8see.integrations.github import GitHubClient
+from k8see.integrations.lockfiles import acquire
 from k8see.names import check_repo, check_sha
 
 __all__ = ["MAX_FILES", "MAX_TOTAL_BYTES", "collect_idle", "extract_tarball", "fetch_source"]
@@ -172,30 +173,15 @@ def _locked(dest_dir: Path, *, wait: bool) -> Iterator[int | None]:
     released (so nothing is left behind); a waiter that wakes on a removed file tries again.
     Yields ``None`` when ``wait`` is false and another process holds it."""
     path = dest_dir.with_name(f".{dest_dir.name}{LOCK_SUFFIX}")
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            yield None
-            return
-        if _same_file(fd, path):
-            break
-        os.close(fd)
+    fd = acquire(path, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if fd is None:
+        yield None
+        return
     try:
         yield fd
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        here, there = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _age_seconds(path: Path) -> float:
