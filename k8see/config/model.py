@@ -248,35 +248,86 @@ class EnvFromSource(_Strict):
 Storage = Annotated[str, StringConstraints(pattern=STORAGE_PATTERN)]
 
 
-class _Database(BaseModel):
-    """Object form of a database; undeclared keys pass through to the subchart values."""
+#: A nested subchart value (probes, security contexts, PostgreSQL parameters...), passed as is;
+#: the subchart's values.schema.json checks its inside at deploy time.
+Nested = dict[str, Any] | None
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+def _opt(description: str, alias: str | None = None) -> Any:
+    """A pass-through subchart value: left out of ``to_dict`` when not given, so the
+    subchart's own default applies."""
+    return Field(None, alias=alias, description=description, exclude_if=lambda v: v is None)
+
+
+class _Database(BaseModel):
+    """Object form of a database. Besides the documented options, each declares the subchart
+    values the reference passed through (its ``additionalProperties: true``), so that a
+    misspelt one is refused here, with its line and a suggestion, rather than by the
+    subchart's schema after the build. ``tests/config`` keeps each list equal to its
+    subchart's ``values.schema.json``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
     enabled: bool = Field(True, description="false keeps the options but disables the database.")
+    resources: Nested = _opt("Container requests and limits (cpu, memory).")
 
 
 class PostgresqlOptions(_Database):
     version: str = Field("16", description="PostgreSQL major version.")
     storage: Storage = Field("1Gi", description="Volume size.")
+    instances: int | None = _opt("CloudNativePG instances (default 1).")
+    database: str | None = _opt("Application database name (default app).")
+    owner: str | None = _opt("Owner role of the database (default app).")
+    image_repository: str | None = _opt("PostgreSQL image repository.", "imageRepository")
+    postgresql: Nested = _opt("postgresql.parameters and pg_hba, merged over the defaults.")
+    bootstrap: Nested = _opt("initSQL and postInitApplicationSQL lists.")
+    probes: Nested = _opt("probes.startup failureThreshold and periodSeconds.")
 
 
 class MongodbOptions(_Database):
     version: str | None = Field(None, description="MongoDB version (chart default 7.0.5).")
     storage: Storage = Field("1Gi", description="Volume size.")
+    members: int | None = _opt("Replica set members (default 1).")
+    database: str | None = _opt("Database name (default app).")
+    username: str | None = _opt("Application user (default app).")
+    agent: Nested = _opt("The MongoDB agent container's resources.")
+    security_context: Nested = _opt("Pod securityContext.", "securityContext")
+    container_security_context: Nested = _opt(
+        "Container securityContext.", "containerSecurityContext"
+    )
+    startup_probe: Nested = _opt("Startup probe settings.", "startupProbe")
 
 
 class RedisOptions(_Database):
-    pass
+    version: str | None = _opt("Redis version (default 7.4).")
+    auth: Nested = _opt("auth.enabled (default true).")
+    config: Nested = _opt("maxmemory and maxmemoryPolicy.")
+    image_repository: str | None = _opt("Redis image repository.", "imageRepository")
+    pull_policy: str | None = _opt("Image pull policy.", "pullPolicy")
+    startup_probe: Nested = _opt("Startup probe settings.", "startupProbe")
 
 
 class MinioOptions(_Database):
     storage: Storage = Field("1Gi", description="Volume size.")
+    bucket: str | None = _opt("Bucket created at start (default data).")
+    servers: int | None = _opt("MinIO servers (default 1).")
+    volumes_per_server: int | None = _opt("Volumes per server (default 1).", "volumesPerServer")
+    image: str | None = _opt("MinIO image.")
+    security_context: Nested = _opt("Pod securityContext.", "securityContext")
+    container_security_context: Nested = _opt(
+        "Container securityContext.", "containerSecurityContext"
+    )
 
 
 class MariadbOptions(_Database):
     version: str = Field("11.4", description="MariaDB version.")
     storage: Storage = Field("1Gi", description="Volume size.")
+    database: str | None = _opt("Database name (default app).")
+    username: str | None = _opt("Application user (default app).")
+    config: Nested = _opt("maxConnections and innodbBufferPoolSize.")
+    image_repository: str | None = _opt("MariaDB image repository.", "imageRepository")
+    pull_policy: str | None = _opt("Image pull policy.", "pullPolicy")
+    startup_probe: Nested = _opt("Startup probe settings.", "startupProbe")
 
 
 def _db_shape(value: Any) -> str:

@@ -15,14 +15,15 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
 from k8see import names
+from k8see.config import load_repo_config
 from k8see.config.model import RepoConfig
-from k8see.errors import HelmError
+from k8see.errors import ConfigError, HelmError
 from k8see.integrations import helm
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
@@ -224,8 +225,30 @@ def test_pass_through_options_and_defaults_of_3_7() -> None:
 
 
 def test_unknown_database_option_is_refused_with_the_key() -> None:
+    # k8s-ee.yaml refuses it first, naming the key and its line...
+    with pytest.raises(ConfigError) as refused:
+        load_repo_config("projectId: shop\ndatabases:\n  redis:\n    nosuchkey: 1\n")
+    assert refused.value.where is not None and refused.value.where.line == 4
+    assert "nosuchkey" in refused.value.message
+    # ...and the subchart's schema would too, for values that reached it another way
+    values = values_for({"redis": True})
+    values["redis"]["nosuchkey"] = 1
     with pytest.raises(HelmError, match="nosuchkey"):
-        render({"redis": {"nosuchkey": 1}})
+        helm.template(release="app", chart=CHART, namespace="shop-pr-42", values=values)
+
+
+def test_every_subchart_value_is_a_declared_option() -> None:
+    # The options k8s-ee.yaml accepts per database are exactly what the subchart's schema
+    # accepts (besides enabled and global, which k8see sets), so the model neither refuses a
+    # value that would work nor passes one the chart refuses.
+    from k8see.config.model import DatabasesConfig
+
+    for db in DATABASES:
+        schema = json.loads((CHART / "charts" / db / "values.schema.json").read_text())
+        chart_keys = set(schema["properties"]) - {"enabled", "global"}
+        options = _object_form(DatabasesConfig.model_fields[db].annotation)
+        model_keys = {f.alias or name for name, f in options.model_fields.items()} - {"enabled"}
+        assert model_keys == chart_keys, db
 
 
 def all_five() -> list[dict[str, Any]]:
@@ -305,3 +328,16 @@ def test_database_pods_carry_the_references_app_label() -> None:
     assert {db: labels.get("app") for db, labels in pod_labels.items()} == {
         db: db for db in DATABASES
     }
+
+
+def _object_form(annotation: Any) -> Any:
+    """The options model inside a database field's ``bool | Options | None`` union."""
+    from pydantic import BaseModel
+
+    for arg in get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        found = _object_form(arg)
+        if found is not None:
+            return found
+    return None

@@ -335,7 +335,10 @@ def test_to_dict_round_trips_and_is_json() -> None:
     cfg = config(
         trigger="on-demand",
         env={"A": "b"},
-        databases={"postgresql": {"storage": "2Gi", "x": [1]}, "redis": True},
+        databases={
+            "postgresql": {"storage": "2Gi", "instances": 2, "postgresql": {"parameters": {}}},
+            "redis": True,
+        },
         envFrom=[{"secretRef": {"name": "s"}}],
         resources={"requests": {"cpu": 0.125, "memory": "64Mi"}},
     )
@@ -378,7 +381,8 @@ SAMPLES: list[tuple[dict[str, Any], bool]] = [
     ({"projectId": "a"}, True),
     ({"projectId": "a", "app": {"port": 8080, "healthPath": "/h?x"}}, True),
     ({"projectId": "a", "resources": {"limits": {"cpu": 0.5, "memory": "1Gi"}}}, True),
-    ({"projectId": "a", "databases": {"postgresql": {"storage": "2Gi", "x": 1}}}, True),
+    ({"projectId": "a", "databases": {"postgresql": {"storage": "2Gi", "instances": 2}}}, True),
+    ({"projectId": "a", "databases": {"postgresql": {"storage": "2Gi", "x": 1}}}, False),
     ({"projectId": "a", "envFrom": [{"secretRef": {"name": "s"}}]}, True),
     ({"projectId": "A"}, False),
     ({"projectId": "a", "env": {"A": 1}}, False),
