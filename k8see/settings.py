@@ -205,6 +205,11 @@ class DeploySettings(BaseModel):
     helm then goes through a TLS proxy on 127.0.0.1 inside the worker; 0 lets helm talk to
     the API server directly."""
 
+    priority_class: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$")
+    """PriorityClass of the app pods (the reference's clusters had ``default-app``, value 100,
+    so that platform jobs preempt previews); empty: the cluster's default. The class must
+    exist, or the app's pods are refused."""
+
     pod_security: Literal["", "privileged", "baseline", "restricted"] = "baseline"
     """The Pod Security Admission level PR namespaces enforce (label
     ``pod-security.kubernetes.io/enforce``, and ``warn``); ``audit`` is always ``restricted``,

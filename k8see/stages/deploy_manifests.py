@@ -211,6 +211,8 @@ def helm_values(
     }
     if config.get("resources"):
         values["resources"] = _drop_none(config["resources"])
+    if settings.deploy.priority_class:
+        values["priorityClassName"] = settings.deploy.priority_class
     return values
 
 

@@ -325,6 +325,18 @@ def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
     kinds = [o["kind"] for o in objects]
     assert kinds[:3] == ["Namespace", "ResourceQuota", "LimitRange"]
     assert objects[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    app = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-app")
+    )
+    assert "priorityClassName" not in app["spec"]["template"]["spec"]
+    ranked = settings.model_copy(
+        update={"deploy": settings.deploy.model_copy(update={"priority_class": "default-app"})}
+    )
+    objects = deploy.render_manifests(run, settings=ranked, api_cidrs=["10.0.0.1"])
+    app = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-app")
+    )
+    assert app["spec"]["template"]["spec"]["priorityClassName"] == "default-app"
     quiet = settings.model_copy(
         update={"deploy": settings.deploy.model_copy(update={"pod_security": ""})}
     )
