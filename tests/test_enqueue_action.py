@@ -82,3 +82,12 @@ def test_an_unreachable_redis_fails_the_step(tmp_path: Path) -> None:
     done, _ = _run(tmp_path, "/help", "redis://127.0.0.1:1/0")
     assert done.returncode == 3
     assert "Traceback" not in done.stderr
+
+
+def test_the_example_workflow_and_the_readme_filter_comments_alike() -> None:
+    # Both templates start a runner only for PR events and PR comments that may be commands
+    workflow = yaml.safe_load((ROOT / "examples" / "workflows" / "pr-environment.yml").read_text())
+    condition = workflow["jobs"]["enqueue"]["if"]
+    readme = (ROOT / "README.md").read_text()
+    assert f"if: {condition}" in readme
+    assert "startsWith(github.event.comment.body, '/')" in condition
