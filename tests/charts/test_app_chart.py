@@ -210,6 +210,11 @@ def test_metrics_service_monitor_uses_metrics_path_and_interval() -> None:
     assert endpoint["scrapeTimeout"] == "10s"
     assert sm["metadata"]["labels"]["release"] == "prometheus"
     assert sm["spec"]["namespaceSelector"] == {"matchNames": ["shop-pr-42"]}
+    # A scrape interval under 10 s: the timeout follows it (Prometheus refuses a longer one)
+    fast = render(metrics={"enabled": True, "interval": "5s"})["ServiceMonitor"]
+    assert fast["spec"]["endpoints"][0]["scrapeTimeout"] == "5s"
+    slow = render(metrics={"enabled": True, "interval": "2m"})["ServiceMonitor"]
+    assert slow["spec"]["endpoints"][0]["scrapeTimeout"] == "10s"
 
 
 def test_priority_class_and_pull_secrets() -> None:
