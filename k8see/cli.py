@@ -126,6 +126,11 @@ def main(log_format: str, log_level: str) -> None:
     help="k8s-ee.yaml in the checkout, relative to the repository root (config-path): its "
     "trigger mode is read here, and the workers read the file at that path.",
 )
+@click.option(
+    "--platforms",
+    default="",
+    help="Build only these of the platform's platforms, e.g. linux/amd64 (default: all).",
+)
 @click.option("--source", default="", help="Where workers fetch the source (default: GitHub).")
 @click.option("--dry-run", is_flag=True, help="Print the decision as JSON; enqueue nothing.")
 @click.option("--wait", is_flag=True, help="Follow the run until ready or destroyed.")
@@ -149,6 +154,7 @@ def enqueue(
     comment: str | None,
     commenter: str | None,
     config_path: str | None,
+    platforms: str,
     source: str,
     dry_run: bool,
     wait: bool,
@@ -185,7 +191,12 @@ def enqueue(
 
     settings = _settings()
     sent = send(
-        decision, settings=settings, trigger=trigger, source=source, config_path=repository_path
+        decision,
+        settings=settings,
+        trigger=trigger,
+        source=source,
+        config_path=repository_path,
+        platforms=platforms,
     )
     if sent.duplicate_of:
         summary["duplicate_of"] = sent.duplicate_of

@@ -21,7 +21,7 @@ from celery import Celery
 from k8see import coordination, state
 from k8see.app import create_app
 from k8see.events import Decision
-from k8see.names import DEFAULT_CONFIG_PATH, check_config_path
+from k8see.names import DEFAULT_CONFIG_PATH, check_config_path, check_platforms
 from k8see.pipeline import admit
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
@@ -59,6 +59,7 @@ def enqueue(
     trigger: str,
     source: str = "",
     config_path: str = "",
+    platforms: str = "",
     client: redis.Redis | None = None,
 ) -> Enqueued:
     """Send the chain for ``decision`` (which must not be a skip).
@@ -71,6 +72,7 @@ def enqueue(
             read the repository's trigger mode.
         source: Where workers fetch the source; empty means the GitHub API.
         config_path: ``k8s-ee.yaml``'s path in the repository; empty means the root's.
+        platforms: The platforms to build (a subset of the platform's); empty means all.
         client: A Redis client to reuse (tests); one is made from the settings otherwise.
     """
     if decision.action is Action.SKIP:
@@ -89,6 +91,7 @@ def enqueue(
         config_path=""
         if config_path in ("", DEFAULT_CONFIG_PATH)
         else check_config_path(config_path),
+        platforms=check_platforms(platforms),
         comment_id=decision.comment_id or 0,
         commenter=decision.commenter,
         merged=bool(decision.merged),

@@ -24,6 +24,8 @@ DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+[a-zA-Z0-9]$")
 #: ``/``; k8see also keeps it to characters that are safe in a message and a log line).
 CONFIG_PATH_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 DEFAULT_CONFIG_PATH = "k8s-ee.yaml"
+#: One OCI platform, ``os/arch[/variant]``; which ones a platform builds is its setting.
+PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 LABEL_VALUE_MAX = 63
 
 #: The Helm release name is always ``app`` (reference §2.6); database objects are named
@@ -102,6 +104,23 @@ def check_config_path(path: str) -> str:
             "e.g. 'k8s-ee.yaml' or 'services/api/k8s-ee.yaml'.",
         )
     return path
+
+
+def check_platforms(value: str) -> str:
+    """A repository's ``platforms`` input (``linux/amd64,linux/arm64``), normalized; ``""``
+    means the platform's own list. The build checks it against what the platform offers.
+
+    Raises:
+        PolicyError: not a comma list of ``os/arch[/variant]``.
+    """
+    items = [p.strip() for p in str(value).split(",") if p.strip()]
+    if len(value) > 200 or not all(PLATFORM_RE.match(p) for p in items):
+        raise PolicyError(
+            f"platforms {str(value)[:80]!r} is not a comma list of platforms.",
+            hint="Write it like linux/amd64 or linux/amd64,linux/arm64; empty builds what the "
+            "platform builds.",
+        )
+    return ",".join(dict.fromkeys(items))
 
 
 def namespace(project_id: str, pr: int) -> str:

@@ -73,6 +73,8 @@ class Run:
         source: Where workers fetch the source (a GitHub tarball URL template or local path).
         config_path: ``k8s-ee.yaml``'s path in the repository (``config-path``); ``""`` is
             ``k8s-ee.yaml`` at the root. Workers check it again (``names.check_config_path``).
+        platforms: The platforms the repository asks to build (``platforms`` input), a subset
+            of the platform's ``build.platforms``; ``""`` builds all of those.
         comment_id: The command comment to react to, if a PR comment started the run.
         commenter: Login of the command comment's author; the worker checks their permission.
         merged: For destroy runs from a close event: whether the PR was merged.
@@ -89,6 +91,7 @@ class Run:
     trigger: str = ""
     source: str = ""
     config_path: str = ""
+    platforms: str = ""
     comment_id: int = 0
     commenter: str = ""
     merged: bool = False

@@ -156,9 +156,24 @@ def test_config_path_travels_to_the_workers(redis_url: str, tmp_path: Path) -> N
     message = json.loads(redis.Redis.from_url(redis_url).lindex("default", 0))
     args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
     assert args[0]["config_path"] == "services/api/k8s-ee.yaml"
+    assert args[0]["platforms"] == ""  # the platform's own list
     # And a path outside the repository is refused before anything is queued
     bad = _cli("enqueue", "--repo", "acme/shop", "--pr", "6", "--action", "synchronize",
                "--sha", SHA, "--ref", "x", "--config", "../k8s-ee.yaml",
                redis_url=redis_url, cwd=tmp_path)  # fmt: skip
     assert bad.returncode == 1
     assert "config-path" in bad.stderr and "Hint:" in bad.stderr
+
+
+def test_platforms_travel_to_the_workers_and_bad_ones_are_refused(redis_url: str) -> None:
+    out = _cli("enqueue", "--repo", "acme/shop", "--pr", "8", "--action", "synchronize",
+               "--sha", SHA, "--ref", "x", "--platforms", " linux/amd64 ,linux/amd64",
+               redis_url=redis_url)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    message = json.loads(redis.Redis.from_url(redis_url).lindex("default", 0))
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert args[0]["platforms"] == "linux/amd64"
+    bad = _cli("enqueue", "--repo", "acme/shop", "--pr", "8", "--action", "synchronize",
+               "--sha", SHA, "--ref", "x", "--platforms", "linux/amd64;rm -rf /",
+               redis_url=redis_url)  # fmt: skip
+    assert bad.returncode == 1 and "platforms" in bad.stderr and "Hint:" in bad.stderr

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from k8see import names
-from k8see.errors import ConfigError, PlatformError, Where
+from k8see.errors import ConfigError, PlatformError, PolicyError, Where
 from k8see.integrations.buildcache import cache_repository_for
 from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
 from k8see.integrations.buildstorage import BuildScope
@@ -88,7 +88,7 @@ def run(run: Run, ctx: StageContext) -> Run:
         config_file=config_file,
     )
     tags = [names.image_tag(run.pr), names.sha_tag(run.sha)]
-    platforms = parse_platforms(settings.build.platforms)
+    platforms = _platforms(run, settings)
     fork = validated.get("fork")
     scope = BuildScope.for_pull(run.repo, run.pr, fork=fork if isinstance(fork, bool) else None)
     wanted = [repository]
@@ -251,3 +251,23 @@ def make_builder(
         scope=scope,
         storage_max_idle_seconds=build.storage_max_idle_hours * 3600,
     )
+
+
+def _platforms(run: Run, settings: PlatformSettings) -> tuple[str, ...]:
+    """The platform's ``build.platforms``, narrowed to the run's ``platforms`` input if any.
+
+    Raises:
+        PolicyError: the run asks for a platform this platform does not build.
+    """
+    offered = parse_platforms(settings.build.platforms)
+    if not run.platforms:
+        return offered
+    asked = names.check_platforms(run.platforms).split(",")
+    missing = [p for p in asked if p not in offered]
+    if missing:
+        raise PolicyError(
+            f"This platform does not build {', '.join(missing)}.",
+            hint=f"Ask for some of {', '.join(offered)} in the workflow's platforms input, or "
+            "leave it empty to build them all.",
+        )
+    return tuple(p for p in offered if p in asked)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from k8see.errors import BuildFailed, ConfigError, PlatformError, Superseded
+from k8see.errors import BuildFailed, ConfigError, PlatformError, PolicyError, Superseded
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages import build
@@ -187,3 +188,21 @@ def test_an_unreachable_docker_daemon_is_a_platform_error(
     with pytest.raises(PlatformError, match=r"Docker daemon .* is not reachable") as info:
         build.run(make_run(source), make_ctx(docker_settings, tmp_path, []))
     assert "build.builder" in (info.value.hint or "")
+
+
+def test_a_repository_may_build_fewer_platforms(
+    settings: PlatformSettings, source: Path, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    # Given a run whose workflow asks for linux/amd64 only (the platforms input)
+    run = replace(make_run(source), platforms="linux/amd64")
+    # Then only that platform is built and pushed
+    result = build.run(run, make_ctx(settings, tmp_path, [])).result("build")
+    assert result["platforms"] == ["linux/amd64"]
+    assert registry.client().get_platforms(result["image"]) == ["linux/amd64"]
+    # And a platform the platform does not build is refused before anything runs
+    with pytest.raises(PolicyError) as refused:
+        build.run(
+            replace(make_run(source), platforms="linux/s390x"), make_ctx(settings, tmp_path, [])
+        )
+    assert "linux/s390x" in refused.value.message
+    assert "linux/amd64, linux/arm64" in (refused.value.hint or "")
