@@ -88,9 +88,7 @@ def enqueue(
         ref=decision.ref,
         trigger=trigger,
         source=source,
-        config_path=""
-        if config_path in ("", DEFAULT_CONFIG_PATH)
-        else check_config_path(config_path),
+        config_path=_repository_config_path(config_path),
         platforms=check_platforms(platforms),
         comment_id=decision.comment_id or 0,
         commenter=decision.commenter,
@@ -133,6 +131,12 @@ def enqueue(
         return Enqueued(run=run, authorizing=decision.command in AUTHORIZED_FIRST)
     run = admit(draft, app=app, settings=settings, client=redis_client, fingerprint=fingerprint)
     return Enqueued(run=run)
+
+
+def _repository_config_path(config_path: str) -> str:
+    """``config_path`` checked; ``""`` for the default, so ordinary runs carry nothing."""
+    checked = check_config_path(config_path)
+    return "" if checked == DEFAULT_CONFIG_PATH else checked
 
 
 def _app_for(settings: PlatformSettings) -> Celery:

@@ -137,7 +137,8 @@ def _trigger_mode(run: Run, ctx: StageContext, github: GitHubClient) -> str:
             github=None if local else github,
             timeout_seconds=SOURCE_TIMEOUT_SECONDS,
         )
-        return str(load_repo_config(directory / "k8s-ee.yaml", filename="k8s-ee.yaml").trigger)
+        config_path = names.check_config_path(run.config_path)
+        return str(load_repo_config(directory / config_path, filename=config_path).trigger)
     except (ConfigError, PolicyError) as exc:
         ctx.log.info("/help could not read the trigger mode: %s", exc.message)
-        return f"k8s-ee.yaml at {sha[:12]} is not valid"
+        return f"{run.config_path or names.DEFAULT_CONFIG_PATH} at {sha[:12]} is not valid"

@@ -83,6 +83,8 @@ def run(run: Run, ctx: StageContext) -> Run:
     settings = ctx.settings
     namespace = str(validated["namespace"])
     project_id = str(validated["project_id"])
+    # Errors the PR author fixes name the file they edit (config-path, k8s-ee.yaml by default).
+    config_file = str(validated.get("config_path") or names.DEFAULT_CONFIG_PATH)
     api = kube.make_api(settings)
     try:
         labels, annotations = namespace_metadata(
@@ -122,6 +124,7 @@ def run(run: Run, ctx: StageContext) -> Run:
                 pr=run.pr,
                 values=values,
                 kubeconfig=helm_api.kubeconfig,
+                config_file=config_file,
             )
         if helm_api.retries:
             ctx.log.info("helm's API requests: %s", helm_api.summary())
@@ -133,6 +136,7 @@ def run(run: Run, ctx: StageContext) -> Run:
             project_id=project_id,
             pr=run.pr,
             health_path=values["app"]["healthPath"],
+            config_file=config_file,
         )
     finally:
         api.close()
@@ -170,6 +174,7 @@ def _install(
     pr: int,
     values: dict[str, Any],
     kubeconfig: str,
+    config_file: str,
 ) -> helm.ReleaseStatus:
     """helm upgrade --install, watching the pods so a hopeless rollout fails fast."""
     seen: dict[str, Any] = {}
@@ -208,7 +213,11 @@ def _install(
                 )
             )
         raise _deploy_failure(
-            exc, seen, values=values, timeout=ctx.settings.deploy.helm_timeout_seconds
+            exc,
+            seen,
+            values=values,
+            timeout=ctx.settings.deploy.helm_timeout_seconds,
+            config_file=config_file,
         ) from exc
 
 
@@ -223,7 +232,12 @@ def _logs_hint(diagnostics: dict[str, Any]) -> str:
 
 
 def _deploy_failure(
-    exc: HelmError, diagnostics: dict[str, Any], *, values: dict[str, Any], timeout: int
+    exc: HelmError,
+    diagnostics: dict[str, Any],
+    *,
+    values: dict[str, Any],
+    timeout: int,
+    config_file: str,
 ) -> Exception:
     """The user-facing error for a failed install, or the platform error when it is ours."""
     reason = str(diagnostics.get("reason") or "")
@@ -247,9 +261,9 @@ def _deploy_failure(
     if reason == "CreateContainerConfigError":
         return DeployFailed(
             f"The app container cannot be configured: {detail or reason}.",
-            hint="An envFrom secret or ConfigMap named in k8s-ee.yaml probably does not exist in "
-            "the namespace.",
-            where=Where(file="k8s-ee.yaml", field="envFrom"),
+            hint=f"An envFrom secret or ConfigMap named in {config_file} probably does not "
+            "exist in the namespace.",
+            where=Where(file=config_file, field="envFrom"),
         )
     message = exc.message.lower()
     if "specifications of the schema" in message:
@@ -257,18 +271,18 @@ def _deploy_failure(
             r"(?:[\w.]+: )?[A-Z][^:;]*(?:is not allowed|is required|must be [^;]+)", exc.message
         )
         return DeployFailed(
-            "k8s-ee.yaml sets a value the app chart does not accept"
+            f"{config_file} sets a value the app chart does not accept"
             + (f": {found.group(0)}." if found else "."),
-            hint="Check the options under databases in k8s-ee.yaml against "
+            hint=f"Check the options under databases in {config_file} against "
             "docs/environments.md (each database's options are listed there).",
-            where=Where(file="k8s-ee.yaml", field="databases"),
+            where=Where(file=config_file, field="databases"),
         )
     if reason == "FailedCreate" or "exceeded quota" in message or "exceeded quota" in detail:
         return DeployFailed(
             f"Kubernetes refused to create the app's pods: {detail or exc.message}",
             hint="The namespace quota is too small for what the app requests; lower resources "
-            "in k8s-ee.yaml or ask the platform admin to raise the limits.",
-            where=Where(file="k8s-ee.yaml", field="resources"),
+            f"in {config_file} or ask the platform admin to raise the limits.",
+            where=Where(file=config_file, field="resources"),
         )
     if "timed out" in message or "deadline exceeded" in message:
         state = f" (last pod state: {reason})" if reason else ""
@@ -276,13 +290,20 @@ def _deploy_failure(
             f"The app did not become ready within {timeout} s{state}.",
             hint=f"Its readiness probe GETs {values['app']['healthPath']} on port {port}; make "
             "it answer 2xx once the app is up." + _logs_hint(diagnostics),
-            where=Where(file="k8s-ee.yaml", field="app.healthPath"),
+            where=Where(file=config_file, field="app.healthPath"),
         )
     return exc
 
 
 def _check_health(
-    api: Any, ctx: StageContext, *, namespace: str, project_id: str, pr: int, health_path: str
+    api: Any,
+    ctx: StageContext,
+    *,
+    namespace: str,
+    project_id: str,
+    pr: int,
+    health_path: str,
+    config_file: str,
 ) -> None:
     settings = ctx.settings.deploy
     service = names.deployment_name(project_id, pr)
@@ -306,8 +327,8 @@ def _check_health(
         f"The health check GET {health_path} failed after {result.attempts} attempts: "
         f"{result.detail or 'no answer'}{state}.",
         hint=f"Make {health_path} answer with a 2xx status once the app is ready, or point "
-        "app.healthPath in k8s-ee.yaml at a path that does." + _logs_hint(diagnostics),
-        where=Where(file="k8s-ee.yaml", field="app.healthPath"),
+        f"app.healthPath in {config_file} at a path that does." + _logs_hint(diagnostics),
+        where=Where(file=config_file, field="app.healthPath"),
     )
 
 

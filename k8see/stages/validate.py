@@ -96,7 +96,7 @@ def run(run: Run, ctx: StageContext) -> Run:
         _commit_status(github, run, ctx, "failure", exc.message)
         raise
     _commit_status(
-        github, run, ctx, "success", f"{names.check_config_path(run.config_path)} is valid."
+        github, run, ctx, "success", f"{run.result('validate')['config_path']} is valid."
     )
     return _start_deployment(github, run, ctx)
 

@@ -237,6 +237,16 @@ def test_health_path_answering_500_fails_with_hint(
     assert "500" in info.value.message
     assert "app.healthPath" in (info.value.hint or "")
     assert info.value.where is not None and info.value.where.field == "app.healthPath"
+    assert info.value.where.file == "k8s-ee.yaml"
+    # With config-path, the error names the file the author edits
+    elsewhere = make_run("sick", 5, app={"healthPath": "/ready"})
+    elsewhere = elsewhere.with_result(
+        "validate", {**elsewhere.result("validate"), "config_path": "svc/k8s-ee.yaml"}
+    )
+    with pytest.raises(DeployFailed) as again:
+        deploy.run(elsewhere, ctx)
+    assert again.value.where is not None and again.value.where.file == "svc/k8s-ee.yaml"
+    assert "svc/k8s-ee.yaml" in (again.value.hint or "")
     destroy.run(make_run("sick", 5), ctx)
 
 

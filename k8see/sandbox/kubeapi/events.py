@@ -30,9 +30,10 @@ def record(api: Api, *, involved: Obj, reason: str, message: str, kind: str = "W
     assert rt is not None
     stamp = now()
     name = _name(meta, reason, message)
-    if api.store.get(EVENTS, namespace, name) is None and _similar(api, namespace, meta, reason):
-        name, message = _name(meta, reason, COMBINED), COMBINED + message
     existing = api.store.get(EVENTS, namespace, name)
+    if existing is None and _similar(api, namespace, meta, reason):
+        name, message = _name(meta, reason, COMBINED), COMBINED + message
+        existing = api.store.get(EVENTS, namespace, name)
     if existing is not None:
         existing["count"] = int(existing.get("count", 1)) + 1
         existing["lastTimestamp"] = stamp
