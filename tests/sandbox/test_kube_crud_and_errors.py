@@ -79,6 +79,28 @@ def test_stale_resource_version_is_a_conflict(kube_api_client: Any, kube_namespa
     assert (dup.value.status, status_of(dup.value)["reason"]) == (409, "AlreadyExists")
 
 
+def test_create_answers_with_the_kinds_zero_status(
+    kube_api_client: Any, kube_namespace: str
+) -> None:
+    """A status sent on create is dropped, and the answer carries the empty status, never
+    none: a client may read ``.status.conditions`` straight after creating."""
+    apps, core = client.AppsV1Api(kube_api_client), client.CoreV1Api(kube_api_client)
+    body = deployment("fresh", image="nginx:1.25")
+    body["status"] = {"replicas": 5, "readyReplicas": 5}
+    created = apps.create_namespaced_deployment(kube_namespace, body)
+    assert created.status is not None
+    assert (created.status.replicas, created.status.ready_replicas) == (None, None)
+    assert created.status.conditions is None
+    service = core.create_namespaced_service(
+        kube_namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="fresh"),
+            spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=80)]),
+        ),
+    )
+    assert service.status.load_balancer is not None
+
+
 def test_generation_moves_with_spec_only(kube_api_client: Any, kube_namespace: str) -> None:
     apps = client.AppsV1Api(kube_api_client)
     body = deployment("gen", image="nginx:1.25")

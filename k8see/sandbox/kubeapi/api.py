@@ -141,6 +141,7 @@ class Api:
         meta["creationTimestamp"] = now()
         if rt.has_generation:
             meta["generation"] = 1
+        defaults.reset_status(rt, obj)
         defaults.apply(rt, obj)
         validation.validate(rt, obj)
         with self.store.locked():

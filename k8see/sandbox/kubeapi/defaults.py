@@ -74,6 +74,34 @@ def _template(spec: Obj, *, restart_policy: str = "Always") -> None:
     pod_spec(template.setdefault("spec", {}), restart_policy=restart_policy)
 
 
+def reset_status(rt: ResourceType, obj: Obj) -> None:
+    """Drop the status a client sent on create, as each kind's ``PrepareForCreate`` does.
+
+    Built-in kinds come back with their zero status (``status: {}`` for a Deployment, so a
+    client reading it straight after create sees an empty status, never none); custom
+    resources with a status subresource come back without one until a controller writes it.
+    """
+    if "status" not in rt.subresources or rt.kind == "CustomResourceDefinition":
+        return
+    if rt.custom:
+        obj.pop("status", None)
+    else:
+        obj["status"] = dict(_ZERO_STATUS.get(rt.kind, {}))
+
+
+# Zero statuses whose fields are not ``omitempty`` in the Go types.
+_ZERO_STATUS: dict[str, Obj] = {
+    "ReplicaSet": {"replicas": 0},
+    "StatefulSet": {"replicas": 0, "availableReplicas": 0},
+    "PodDisruptionBudget": {
+        "disruptionsAllowed": 0,
+        "currentHealthy": 0,
+        "desiredHealthy": 0,
+        "expectedPods": 0,
+    },
+}
+
+
 def apply(rt: ResourceType, obj: Obj) -> None:
     """Fill the defaults of ``obj`` (a ``rt``) in place."""
     if rt.custom:
@@ -154,7 +182,7 @@ def _service(obj: Obj, spec: Obj) -> None:
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
         spec.setdefault("internalTrafficPolicy", "Cluster")
-    obj.setdefault("status", {"loadBalancer": {}})
+    obj.setdefault("status", {}).setdefault("loadBalancer", {})
 
 
 def _secret(obj: Obj, spec: Obj) -> None:
@@ -179,7 +207,7 @@ def _pvc(obj: Obj, spec: Obj) -> None:
 
 
 def _ingress(obj: Obj, spec: Obj) -> None:
-    obj.setdefault("status", {"loadBalancer": {}})
+    obj.setdefault("status", {}).setdefault("loadBalancer", {})
 
 
 def _crd(obj: Obj, spec: Obj) -> None:
