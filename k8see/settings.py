@@ -83,7 +83,8 @@ class BuildSettings(BaseModel):
     build on the worker starts; a dir in use is never deleted); 0 keeps them all. 72 hours
     keeps a project's storage over a weekend without builds, and frees a closed fork PR's
     within three days (vfs keeps a full copy of every layer: often hundreds of MB a scope).
-    A project whose dir was deleted gets its steps from the registry cache again."""
+    A project whose dir was deleted gets its steps from the registry cache again. The Docker
+    builder removes a scope's anchor images after the same time without a build."""
 
     source_max_idle_hours: float = Field(default=6, ge=0)
     """Hours after its last use that a commit's source tree (``<workdir>/src``) is deleted,

@@ -86,6 +86,12 @@ class BuildScope:
     def dir_name(self) -> str:
         return hashlib.sha256(self.name.encode()).hexdigest()[:16]
 
+    def reads_from(self) -> tuple[BuildScope, ...]:
+        """The scopes whose cached steps a build in this one may reuse: its own and, for a
+        fork PR, the repository's (read, never written), as with the registry cache."""
+        repo, fork, _pr = self.name.partition("#")
+        return (self, BuildScope(name=repo, trusted=True)) if fork else (self,)
+
 
 def scope_dir(root: Path, scope: BuildScope) -> Path:
     """The storage dir of ``scope`` under the storage root ``root``."""

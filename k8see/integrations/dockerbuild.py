@@ -7,6 +7,15 @@ the registry. Instead each platform's image is exported (``docker save``) and up
 the registry API, and one OCI index of them is stored under every tag; the result is the
 same manifest list ``BuildahBuilder`` produces.
 
+Trust scopes: the classic builder reuses any image in the daemon whose parent and instruction
+match a step, whoever built it, so one fork PR's ``RUN`` could decide what a trusted build
+gets. A scoped build therefore passes ``cache_from``: the daemon then reuses a step only from
+the history of those images. They are the scope anchors, daemon-local tags
+``k8see-scope/<key>:<platform>`` on the last image each scope built per image repository and
+platform; a build reads its own scope's anchor and, for a fork PR, the repository's, and
+writes only its own (``BuildScope.reads_from``). Anchors not re-tagged within the idle limit
+are removed (their images with them), as buildah's idle scope dirs are.
+
 ``pull=True`` on every build is deliberate: the classic builder otherwise reuses a base image
 of the wrong architecture when the same tag was pulled for another platform before.
 Cancellation and the time limit close the connection to the daemon, which cancels the build
@@ -19,6 +28,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import queue
 import tarfile
 import tempfile
@@ -26,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +47,28 @@ from k8see.integrations.builders import (
     RegistryAuth,
     parse_platforms,
 )
+from k8see.integrations.buildstorage import BuildScope
 from k8see.integrations.registry import OCI_INDEX, OCI_MANIFEST, OciRegistry, parse_ref
 
-__all__ = ["DockerBuilder"]
+__all__ = ["DockerBuilder", "anchor_tag"]
+
+log = logging.getLogger(__name__)
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 POLL_SECONDS = 0.2
+#: The daemon-local repository of the scope anchors.
+ANCHOR_REPOSITORY = "k8see-scope"
+#: Idle anchors are looked for at most this often per daemon (one inspect per anchor).
+COLLECT_EVERY_SECONDS = 600.0
+_last_collected: dict[str, float] = {}
+_collect_lock = threading.Lock()
+
+
+def anchor_tag(scope: BuildScope, repository: str, platform: str) -> str:
+    """The daemon-local tag of ``scope``'s last build of ``repository`` for ``platform``."""
+    key = hashlib.sha256(f"{scope.name}\n{repository}".encode()).hexdigest()[:16]
+    return f"{ANCHOR_REPOSITORY}/{key}:{platform.replace('/', '-')}"
 
 
 class DockerBuilder:
@@ -54,6 +80,11 @@ class DockerBuilder:
         auth: Credentials for the registry pushed to.
         network_mode: Network of RUN steps; ``host`` works with a daemon started without a
             bridge (``--bridge=none``), as in the tests.
+        scope: The build's trust scope: steps are reused only from its anchors (module
+            docstring). ``None`` (tests) reuses whatever the daemon has.
+        max_idle_seconds: With a ``scope``, anchors of any scope not re-tagged for this long
+            are removed when a build starts (at most every ``collect_every_seconds``); 0
+            keeps them.
     """
 
     def __init__(
@@ -63,11 +94,17 @@ class DockerBuilder:
         insecure_registries: Sequence[str] = (),
         auth: Sequence[RegistryAuth] = (),
         network_mode: str = "host",
+        scope: BuildScope | None = None,
+        max_idle_seconds: float = 0,
+        collect_every_seconds: float = COLLECT_EVERY_SECONDS,
     ) -> None:
         self.base_url = base_url
         self.insecure_registries = tuple(insecure_registries)
         self.auth = tuple(auth)
         self.network_mode = network_mode
+        self.scope = scope
+        self.max_idle_seconds = max_idle_seconds
+        self.collect_every_seconds = collect_every_seconds
 
     def build_and_push(
         self,
@@ -98,13 +135,17 @@ class DockerBuilder:
                 hint="Start dockerd, or set build.builder to buildah.",
             ) from exc
         entries = []
+        repository = f"{ref.host}/{ref.repository}"
         try:
+            if self.scope is not None and self.max_idle_seconds > 0:
+                self._collect_idle_anchors(client)
             for plat in plats:
                 tag = f"{local}:{plat.replace('/', '-')}"
                 self._build_one(
                     client,
                     plat=plat,
                     tag=tag,
+                    cache_from=self._cache_from(repository, plat),
                     context_dir=context_dir,
                     dockerfile=dockerfile,
                     build_args=build_args,
@@ -113,6 +154,11 @@ class DockerBuilder:
                     should_stop=should_stop,
                     on_line=on_line,
                 )
+                if self.scope is not None:
+                    anchor, _, anchor_plat = anchor_tag(self.scope, repository, plat).rpartition(
+                        ":"
+                    )
+                    client.tag(tag, anchor, anchor_plat, force=True)
                 on_line(f"[push] uploading {plat} to {ref.host}/{ref.repository}")
                 entries.append(self._upload(client, registry, tag, ref.repository, plat))
             index = json.dumps(
@@ -140,6 +186,31 @@ class DockerBuilder:
             tags=tuple(tags),
         )
 
+    def _cache_from(self, repository: str, plat: str) -> list[str] | None:
+        if self.scope is None:
+            return None
+        return [anchor_tag(s, repository, plat) for s in self.scope.reads_from()]
+
+    def _collect_idle_anchors(self, client: Any) -> None:
+        """Remove the anchors not re-tagged for ``max_idle_seconds``; never fails a build."""
+        with _collect_lock:
+            last = _last_collected.get(self.base_url)
+            if last is not None and time.monotonic() - last < self.collect_every_seconds:
+                return
+            _last_collected[self.base_url] = time.monotonic()
+        try:
+            images = client.images(name=f"{ANCHOR_REPOSITORY}/*")
+            for image in images:
+                for tag in image.get("RepoTags") or []:
+                    if not tag.startswith(f"{ANCHOR_REPOSITORY}/"):
+                        continue
+                    tagged = client.inspect_image(tag).get("Metadata", {}).get("LastTagTime")
+                    if _age_seconds(str(tagged or "")) > self.max_idle_seconds:
+                        log.info("Removing the idle build cache anchor %s.", tag)
+                        client.remove_image(tag)  # and the steps only it kept
+        except docker_errors() as exc:
+            log.warning("Could not collect idle build cache anchors: %s", exc)
+
     def _registry(self, host: str) -> OciRegistry:
         creds = next((a for a in self.auth if a.host == host), None)
         return OciRegistry(
@@ -155,6 +226,7 @@ class DockerBuilder:
         *,
         plat: str,
         tag: str,
+        cache_from: list[str] | None,
         context_dir: Path,
         dockerfile: Path,
         build_args: Mapping[str, str],
@@ -179,6 +251,7 @@ class DockerBuilder:
             buildargs=args,
             network_mode=self.network_mode,
             pull=True,
+            cache_from=cache_from,
             rm=True,
             forcerm=True,
             decode=True,
@@ -268,6 +341,20 @@ class DockerBuilder:
             "size": len(manifest),
             "platform": platform,
         }
+
+
+def _age_seconds(stamp: str) -> float:
+    """Seconds since a daemon timestamp (``2026-11-26T08:00:00.123456789Z``); 0 if unknown.
+
+    A never-tagged image says ``0001-01-01T00:00:00Z``, which counts as unknown too.
+    """
+    try:
+        when = datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    if when.year < 2000:
+        return 0.0
+    return (datetime.now(UTC) - when).total_seconds()
 
 
 def _member(tar: tarfile.TarFile, name: str) -> bytes:

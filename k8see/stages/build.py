@@ -224,7 +224,8 @@ def make_builder(
 
     ``host`` is the registry host when already resolved; ECR's login is fetched here, fresh
     for each build (it lives 12 hours, a build at most ``build.timeout_seconds``). ``scope``
-    is the build's trust scope (buildah only; ``None`` uses the storage root as it is).
+    is the build's trust scope (``None``: buildah uses the storage root as it is, Docker
+    reuses any step the daemon has).
     """
     build, reg = settings.build, settings.registry
     host = host or reg.host
@@ -235,6 +236,8 @@ def make_builder(
             base_url=build.docker_host,
             insecure_registries=[host] if reg.insecure else [],
             auth=auth if username and password else [],
+            scope=scope,
+            max_idle_seconds=build.storage_max_idle_hours * 3600,
         )
     storage = build.storage_dir or str(
         Path(build.workdir or tempfile.gettempdir()) / "k8see-buildah"
