@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import queue
+import shutil
 import tarfile
 import tempfile
 import threading
@@ -38,7 +39,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from k8see.errors import BuildFailed, IntegrationError, RegistryError, Superseded
 from k8see.integrations.builders import (
@@ -50,13 +51,15 @@ from k8see.integrations.builders import (
 from k8see.integrations.buildstorage import BuildScope
 from k8see.integrations.registry import OCI_INDEX, OCI_MANIFEST, OciRegistry, parse_ref
 
-__all__ = ["DockerBuilder", "anchor_tag"]
+__all__ = ["DockerBuilder", "anchor_tag", "gzip_into"]
 
 log = logging.getLogger(__name__)
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 POLL_SECONDS = 0.2
+#: Read and compress layers this much at a time.
+CHUNK_BYTES = 1 << 20
 #: The daemon-local repository of the scope anchors.
 ANCHOR_REPOSITORY = "k8see-scope"
 #: Idle anchors are looked for at most this often per daemon (one inspect per anchor).
@@ -304,12 +307,11 @@ class DockerBuilder:
                 config = _member(tar, saved["Config"])
                 layers = []
                 for name in saved["Layers"]:
-                    blob = gzip.compress(_member(tar, name), mtime=0)
-                    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-                    registry.push_blob(repository, digest, blob)
-                    layers.append(
-                        {"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": len(blob)}
-                    )
+                    # A layer can be gigabytes: gzipped a chunk at a time into a file.
+                    with tempfile.TemporaryFile() as blob:
+                        digest, size = gzip_into(_open_member(tar, name), blob)
+                        registry.push_blob(repository, digest, blob)
+                    layers.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
         config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
         registry.push_blob(repository, config_digest, config)
         manifest = json.dumps(
@@ -357,11 +359,44 @@ def _age_seconds(stamp: str) -> float:
     return (datetime.now(UTC) - when).total_seconds()
 
 
-def _member(tar: tarfile.TarFile, name: str) -> bytes:
+def _open_member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
     extracted = tar.extractfile(name)
     if extracted is None:
         raise IntegrationError(f"docker save produced no file {name!r}.")
-    return extracted.read()
+    return extracted
+
+
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    return _open_member(tar, name).read()
+
+
+class _Digesting:
+    """A write-only file that hashes and counts what passes through to ``target``."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def gzip_into(source: IO[bytes], target: IO[bytes]) -> tuple[str, int]:
+    """Gzip ``source`` into ``target`` a chunk at a time; the blob's digest and size.
+
+    No file name and no time go into the header, so the same layer always has the same
+    digest and a registry that has it already skips the upload.
+    """
+    sink = _Digesting(target)
+    with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as compressed:
+        shutil.copyfileobj(source, compressed, CHUNK_BYTES)
+    return f"sha256:{sink.sha.hexdigest()}", sink.size
 
 
 STOPPED = object()

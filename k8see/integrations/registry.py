@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import requests
 
@@ -344,8 +344,12 @@ class OciRegistry:
         self._check(resp, f"push manifest {repository}:{reference}")
         return "sha256:" + hashlib.sha256(body).hexdigest()
 
-    def push_blob(self, repository: str, digest: str, data: bytes) -> None:
-        """Upload a blob unless the registry has it already (monolithic upload)."""
+    def push_blob(self, repository: str, digest: str, data: bytes | BinaryIO) -> None:
+        """Upload a blob unless the registry has it already (monolithic upload).
+
+        ``data`` may be an open file: it is sent from its start as it is read, never held
+        whole, so a layer of gigabytes costs no more memory than a small one.
+        """
         if self._request("HEAD", repository, f"blobs/{digest}").status_code == 200:
             return
         resp = self._request("POST", repository, "blobs/uploads/")
@@ -396,7 +400,7 @@ class OciRegistry:
         repository: str,
         *,
         accept: str | None = None,
-        data: bytes | None = None,
+        data: bytes | BinaryIO | None = None,
         content_type: str | None = None,
     ) -> requests.Response:
         headers = {}
@@ -411,6 +415,8 @@ class OciRegistry:
                 headers["Authorization"] = f"Bearer {token}"
             elif self._auth:
                 auth = self._auth
+            if not isinstance(data, bytes | None):
+                data.seek(0)  # a file body is sent again after the token exchange
             try:
                 resp = self._session.request(
                     method, url, headers=headers, data=data, auth=auth, timeout=self._timeout
@@ -524,7 +530,9 @@ def _push_tree(
             _push_tree(registry, layout, repository, child["digest"], child["mediaType"])
     else:
         for blob in [manifest["config"], *manifest.get("layers", [])]:
-            registry.push_blob(repository, blob["digest"], _layout_blob(layout, blob["digest"]))
+            algo, _, hexdigest = blob["digest"].partition(":")
+            with (layout / "blobs" / algo / hexdigest).open("rb") as fh:
+                registry.push_blob(repository, blob["digest"], fh)
     registry.put_manifest(repository, digest, body, media_type)
 
 

@@ -1,14 +1,23 @@
 """OciRegistry against a real docker-registry: the mirror push, digests, platforms of a
-manifest list, tag listing, idempotent tag deletion, and errors that are RegistryError
+manifest list, tag listing, idempotent tag deletion, a large blob streamed from a file (and
+gzipped a chunk at a time, as the Docker builder does), and errors that are RegistryError
 without leaking library exceptions."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import os
+import tempfile
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from k8see.errors import RegistryError
+from k8see.integrations.dockerbuild import gzip_into
 from k8see.integrations.registry import OciRegistry, parse_ref, push_oci_layout
 from tests.conftest import free_port
 from tests.fixtures.images import MIRROR_DIR, LocalRegistry
@@ -55,6 +64,49 @@ def test_tags_are_listed_and_deleted_idempotently(registry: LocalRegistry) -> No
     assert client.list_tags("k8see-tests/delete-me/app") == []
     with pytest.raises(RegistryError, match="does not exist"):
         client.resolve_digest("k8see-tests/delete-me/app:pr-7")
+
+
+#: A layer much larger than what streaming keeps in memory at once (a 1 MiB chunk).
+LARGE_BYTES = 32 << 20
+
+
+def _peak_bytes(work: Callable[[], object]) -> int:
+    """The most memory Python objects held at once while ``work`` ran."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_large_blob_is_pushed_from_a_file_without_reading_it_whole(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    data = os.urandom(LARGE_BYTES)
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    (tmp_path / "blob").write_bytes(data)
+    client = registry.client()
+    with (tmp_path / "blob").open("rb") as fh:
+        peak = _peak_bytes(lambda: client.push_blob("k8see-tests/large", digest, fh))
+    # The registry checks the digest of what arrived; memory stayed far below the blob's size.
+    assert client.get_blob("k8see-tests/large", digest) == data
+    assert peak < LARGE_BYTES // 8
+
+
+def test_a_layer_is_gzipped_a_chunk_at_a_time_with_a_stable_digest(tmp_path: Path) -> None:
+    data = os.urandom(LARGE_BYTES // 2) + bytes(LARGE_BYTES // 2)
+    (tmp_path / "layer.tar").write_bytes(data)
+    digests = []
+    for _ in range(2):
+        with (tmp_path / "layer.tar").open("rb") as src, tempfile.TemporaryFile() as out:
+            peak = _peak_bytes(lambda src=src, out=out: digests.append(gzip_into(src, out)))
+            out.seek(0)
+            blob = out.read()
+        assert peak < LARGE_BYTES // 8
+        assert gzip.decompress(blob) == data
+        assert digests[-1] == (f"sha256:{hashlib.sha256(blob).hexdigest()}", len(blob))
+    assert digests[0] == digests[1]
 
 
 def test_an_unknown_repository_has_no_tags(registry: LocalRegistry) -> None:
