@@ -125,6 +125,13 @@ class BuildSettings(BaseModel):
     """The Docker daemon the ``docker`` builder uses (it builds there and uploads the images
     itself, so the daemon needs no registry credentials)."""
 
+    docker_network: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Network of the ``docker`` builder's RUN steps. ``default`` is the daemon's bridge: a
+    pull request's RUN reaches the internet but not the services bound to the daemon host's
+    loopback. ``host`` shares the daemon host's network, loopback included (only for a
+    daemon without a bridge, as in k8see's tests); ``none`` leaves a RUN step nothing but its
+    own loopback; any other value names a network of the daemon."""
+
     @model_validator(mode="after")
     def _sources_outlive_a_build(self) -> BuildSettings:
         if 0 < self.source_max_idle_hours * 3600 <= self.timeout_seconds:

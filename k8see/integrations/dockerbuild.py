@@ -81,8 +81,10 @@ class DockerBuilder:
         base_url: The daemon, e.g. ``unix:///run/docker.sock``.
         insecure_registries: Hosts pushed to over plain HTTP.
         auth: Credentials for the registry pushed to.
-        network_mode: Network of RUN steps; ``host`` works with a daemon started without a
-            bridge (``--bridge=none``), as in the tests.
+        network_mode: Network of RUN steps (``build.docker_network``): ``default`` is the
+            daemon's bridge; ``host`` works with a daemon started without a bridge
+            (``--bridge=none``), as in the tests, but lets RUN steps reach the daemon host's
+            loopback.
         scope: The build's trust scope: steps are reused only from its anchors (module
             docstring). ``None`` (tests) reuses whatever the daemon has.
         max_idle_seconds: With a ``scope``, anchors of any scope not re-tagged for this long
@@ -96,7 +98,7 @@ class DockerBuilder:
         base_url: str,
         insecure_registries: Sequence[str] = (),
         auth: Sequence[RegistryAuth] = (),
-        network_mode: str = "host",
+        network_mode: str = "default",
         scope: BuildScope | None = None,
         max_idle_seconds: float = 0,
         collect_every_seconds: float = COLLECT_EVERY_SECONDS,

@@ -236,6 +236,7 @@ def make_builder(
             base_url=build.docker_host,
             insecure_registries=[host] if reg.insecure else [],
             auth=auth if username and password else [],
+            network_mode=build.docker_network,
             scope=scope,
             max_idle_seconds=build.storage_max_idle_hours * 3600,
         )

@@ -162,7 +162,11 @@ def test_the_docker_builder_builds_the_same_list(
     docker_settings = settings.model_copy(
         update={
             "build": settings.build.model_copy(
-                update={"builder": "docker", "docker_host": docker_daemon.base_url}
+                update={
+                    "builder": "docker",
+                    "docker_host": docker_daemon.base_url,
+                    "docker_network": "host",  # the test daemon has no bridge
+                }
             )
         }
     )

@@ -1,21 +1,31 @@
-"""Trust scopes of the Docker builder, with our own dockerd and a real registry: a fork PR's
-step never becomes a trusted build's cached step, a trusted build reuses its own steps, a
-fork reads the repository's steps, and anchors left idle are removed with their images.
+"""What separates one pull request's Docker build from others and from the daemon's host,
+with our own dockerd and a real registry.
 
-The step under test writes a fresh random value, so which build ran it is in the image.
+Trust scopes: a fork PR's step never becomes a trusted build's cached step, a trusted build
+reuses its own steps, a fork reads the repository's steps, and anchors left idle are removed
+with their images. The step under test writes a fresh random value, so which build ran it is
+in the image. Network: ``build.docker_network`` reaches the RUN steps; with ``host`` a step
+reaches a service on the host's loopback, with ``none`` it does not (the default, the
+daemon's bridge, needs a daemon with a bridge, which the test daemon has not).
 """
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
+from k8see.errors import BuildFailed
 from k8see.integrations.buildstorage import BuildScope
 from k8see.integrations.dockerbuild import DockerBuilder, anchor_tag
 from k8see.integrations.registry import OciRegistry
+from k8see.settings import PlatformSettings
+from k8see.stages.build import make_builder
 from tests.fixtures.images import DockerDaemon, LocalRegistry, read_image_file
 
 pytestmark = pytest.mark.timeout(600)
@@ -102,7 +112,9 @@ def test_an_unscoped_builder_shares_every_step_in_the_daemon(
     repository = f"k8see-tests/unscoped/{time.time_ns()}"
     fork = _builder(docker_daemon, registry, BuildScope.for_pull("acme/cafe", 3, fork=True))
     forked, _ = _stamp(fork, registry, context, repository)
-    unscoped = DockerBuilder(base_url=docker_daemon.base_url, insecure_registries=[registry.host])
+    unscoped = DockerBuilder(
+        base_url=docker_daemon.base_url, insecure_registries=[registry.host], network_mode="none"
+    )
     stamp, cached = _stamp(unscoped, registry, context, repository)
     assert (cached, stamp) == (True, forked)
 
@@ -123,6 +135,7 @@ def test_idle_anchors_are_removed_with_their_steps(
             base_url=docker_daemon.base_url,
             insecure_registries=[registry.host],
             scope=BuildScope.for_pull("acme/other", 1, fork=False),
+            network_mode="none",
             max_idle_seconds=1,
             collect_every_seconds=0,
         )
@@ -148,3 +161,78 @@ def test_a_fork_scope_reads_its_own_and_the_repositorys_anchors() -> None:
     assert trusted.reads_from() == (trusted,)
     assert anchor_tag(fork, "r.example/acme/shop", "linux/arm64").endswith(":linux-arm64")
     assert anchor_tag(fork, "r.example/a", PLATFORM) != anchor_tag(trusted, "r.example/a", PLATFORM)
+
+
+@pytest.fixture
+def loopback_service() -> Iterator[int]:
+    """An HTTP server on the host's 127.0.0.1 only; its port."""
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"reached")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("network", ["host", "none"])
+def test_the_docker_network_setting_decides_what_a_run_step_reaches(
+    network: str,
+    registry: LocalRegistry,
+    docker_daemon: DockerDaemon,
+    loopback_service: int,
+    tmp_path: Path,
+) -> None:
+    # Given a Dockerfile whose RUN step calls a service on the daemon host's loopback
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM busybox\nRUN wget -q -O /got http://127.0.0.1:{loopback_service}/\n"
+    )
+    settings = PlatformSettings(
+        registry={"type": "generic", "host": registry.host, "insecure": True},
+        build={
+            "builder": "docker",
+            "docker_host": docker_daemon.base_url,
+            "docker_network": network,
+        },
+    )
+    builder = make_builder(settings, workdir=tmp_path)
+    build = lambda: builder.build_and_push(  # noqa: E731
+        context_dir=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        image=f"{registry.host}/k8see-tests/network/{network}",
+        tags=["pr-1"],
+        platforms=[PLATFORM],
+        build_args={},
+        timeout_seconds=120,
+        should_stop=lambda: False,
+        on_line=lambda _line: None,
+    )
+    if network == "host":
+        # Then on the host network the step reaches it
+        result = build()
+        client = OciRegistry(host=registry.host, insecure=True)
+        try:
+            assert read_image_file(client, result.image, PLATFORM, "/got") == b"reached"
+        finally:
+            client.close()
+    else:
+        # And on no network it does not, and the build fails as the PR's own error
+        with pytest.raises(BuildFailed):
+            build()
+
+
+def test_run_steps_get_the_daemons_bridge_by_default() -> None:
+    assert PlatformSettings().build.docker_network == "default"
+    with pytest.raises(ValueError, match="docker_network"):
+        PlatformSettings(build={"docker_network": "host --privileged"})
