@@ -91,7 +91,7 @@ def test_a_large_blob_is_pushed_from_a_file_without_reading_it_whole(
         peak = _peak_bytes(lambda: client.push_blob("k8see-tests/large", digest, fh))
     # The registry checks the digest of what arrived; memory stayed far below the blob's size.
     assert client.get_blob("k8see-tests/large", digest) == data
-    assert peak < LARGE_BYTES // 8
+    assert peak < LARGE_BYTES // 4  # reading it whole takes at least its size
 
 
 def test_a_layer_is_gzipped_a_chunk_at_a_time_with_a_stable_digest(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_a_layer_is_gzipped_a_chunk_at_a_time_with_a_stable_digest(tmp_path: Pat
             peak = _peak_bytes(lambda src=src, out=out: digests.append(gzip_into(src, out)))
             out.seek(0)
             blob = out.read()
-        assert peak < LARGE_BYTES // 8
+        assert peak < LARGE_BYTES // 4  # read whole and gzip.compress: 2.4 times
         assert gzip.decompress(blob) == data
         assert digests[-1] == (f"sha256:{hashlib.sha256(blob).hexdigest()}", len(blob))
     assert digests[0] == digests[1]
