@@ -67,6 +67,13 @@ def test_the_rules_are_off_by_default_and_carry_the_selector_labels(rule: dict[s
     assert rule["metadata"]["labels"]["release"] == "prometheus"
 
 
+def test_the_scrape_job_of_the_workers_can_be_named() -> None:
+    (rule,) = render("metrics.prometheusRule.enabled=true",
+                     "metrics.prometheusRule.scrapeJob=k8see-workers")  # fmt: skip
+    (down,) = [r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == "K8seeMetricsDown"]
+    assert down["expr"] == 'up{job="k8see-workers"} == 0 or absent(up{job="k8see-workers"})'
+
+
 def test_promtool_loads_the_rules(rules_file: Path) -> None:
     out = promtool("check", "rules", str(rules_file), cwd=rules_file.parent)
     assert out.returncode == 0, out.stdout + out.stderr
