@@ -27,6 +27,7 @@ from k8see.integrations.registry import OciRegistry
 from k8see.settings import PlatformSettings
 from k8see.stages.build import make_builder
 from tests.fixtures.images import DockerDaemon, LocalRegistry, read_image_file
+from tests.integrations.test_builders import _build
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -35,7 +36,13 @@ STEP = "RUN cat /proc/sys/kernel/random/uuid > /stamp"
 
 
 def _builder(daemon: DockerDaemon, registry: LocalRegistry, scope: BuildScope) -> DockerBuilder:
-    return DockerBuilder(base_url=daemon.base_url, insecure_registries=[registry.host], scope=scope)
+    # The steps here need no network.
+    return DockerBuilder(
+        base_url=daemon.base_url,
+        insecure_registries=[registry.host],
+        scope=scope,
+        network_mode="none",
+    )
 
 
 def _stamp(
@@ -43,17 +50,7 @@ def _stamp(
 ) -> tuple[str, bool]:
     """Build ``context``; the ``/stamp`` the image holds and whether the step came from cache."""
     lines: list[str] = []
-    result = builder.build_and_push(
-        context_dir=context,
-        dockerfile=context / "Dockerfile",
-        image=f"{registry.host}/{repository}",
-        tags=["pr-1"],
-        platforms=[PLATFORM],
-        build_args={},
-        timeout_seconds=300,
-        should_stop=lambda: False,
-        on_line=lines.append,
-    )
+    result = _build(builder, registry, context, repository=repository, lines=lines)
     after_step = "\n".join(lines).split(STEP, 1)[1]
     cached = "Using cache" in after_step.split("Successfully built", 1)[0]
     client = OciRegistry(host=registry.host, insecure=True)
@@ -207,20 +204,10 @@ def test_the_docker_network_setting_decides_what_a_run_step_reaches(
         },
     )
     builder = make_builder(settings, workdir=tmp_path)
-    build = lambda: builder.build_and_push(  # noqa: E731
-        context_dir=tmp_path,
-        dockerfile=tmp_path / "Dockerfile",
-        image=f"{registry.host}/k8see-tests/network/{network}",
-        tags=["pr-1"],
-        platforms=[PLATFORM],
-        build_args={},
-        timeout_seconds=120,
-        should_stop=lambda: False,
-        on_line=lambda _line: None,
-    )
+    repository = f"k8see-tests/network/{network}"
     if network == "host":
         # Then on the host network the step reaches it
-        result = build()
+        result = _build(builder, registry, tmp_path, repository=repository)
         client = OciRegistry(host=registry.host, insecure=True)
         try:
             assert read_image_file(client, result.image, PLATFORM, "/got") == b"reached"
@@ -229,7 +216,7 @@ def test_the_docker_network_setting_decides_what_a_run_step_reaches(
     else:
         # And on no network it does not, and the build fails as the PR's own error
         with pytest.raises(BuildFailed):
-            build()
+            _build(builder, registry, tmp_path, repository=repository)
 
 
 def test_run_steps_get_the_daemons_bridge_by_default() -> None:
