@@ -160,10 +160,8 @@ class DockerBuilder:
                     on_line=on_line,
                 )
                 if self.scope is not None:
-                    anchor, _, anchor_plat = anchor_tag(self.scope, repository, plat).rpartition(
-                        ":"
-                    )
-                    client.tag(tag, anchor, anchor_plat, force=True)
+                    anchor = anchor_tag(self.scope, repository, plat)
+                    client.tag(tag, *anchor.rsplit(":", 1), force=True)
                 on_line(f"[push] uploading {plat} to {ref.host}/{ref.repository}")
                 entries.append(self._upload(client, registry, tag, ref.repository, plat))
             index = json.dumps(
@@ -205,16 +203,21 @@ class DockerBuilder:
             _last_collected[self.base_url] = time.monotonic()
         try:
             images = client.images(name=f"{ANCHOR_REPOSITORY}/*")
-            for image in images:
-                for tag in image.get("RepoTags") or []:
-                    if not tag.startswith(f"{ANCHOR_REPOSITORY}/"):
-                        continue
-                    tagged = client.inspect_image(tag).get("Metadata", {}).get("LastTagTime")
-                    if _age_seconds(str(tagged or "")) > self.max_idle_seconds:
-                        log.info("Removing the idle build cache anchor %s.", tag)
-                        client.remove_image(tag)  # and the steps only it kept
         except docker_errors() as exc:
-            log.warning("Could not collect idle build cache anchors: %s", exc)
+            log.warning("Could not list the build cache anchors: %s", exc)
+            return
+        tags = [
+            t for i in images for t in i.get("RepoTags") or [] if t.startswith(ANCHOR_REPOSITORY)
+        ]
+        for tag in tags:
+            # LastTagTime is the image's: an image another scope tagged since stays.
+            try:
+                tagged = client.inspect_image(tag).get("Metadata", {}).get("LastTagTime")
+                if _age_seconds(str(tagged or "")) > self.max_idle_seconds:
+                    log.info("Removing the idle build cache anchor %s.", tag)
+                    client.remove_image(tag)  # and the steps only it kept
+            except docker_errors() as exc:  # in use by a build, or removed meanwhile
+                log.warning("Could not remove the build cache anchor %s: %s", tag, exc)
 
     def _registry(self, host: str) -> OciRegistry:
         creds = next((a for a in self.auth if a.host == host), None)
