@@ -207,7 +207,10 @@ class DockerBuilder:
             log.warning("Could not list the build cache anchors: %s", exc)
             return
         tags = [
-            t for i in images for t in i.get("RepoTags") or [] if t.startswith(ANCHOR_REPOSITORY)
+            t
+            for i in images
+            for t in i.get("RepoTags") or []
+            if t.startswith(f"{ANCHOR_REPOSITORY}/")
         ]
         for tag in tags:
             # LastTagTime is the image's: an image another scope tagged since stays.
