@@ -36,18 +36,21 @@ __all__ = ["MAX_BYTES", "load_repo_config", "validate_repo_config"]
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 64
 MAX_ALIASES = 100
+#: Characters of an integer (digits, or 0x/0o and digits): 2**64 has 20 digits.
+MAX_INT_CHARS = 24
 #: Nodes after expanding aliases; a 256 KiB file cannot legitimately get near this.
 MAX_EXPANDED_NODES = 200_000
 _CREATE_HINT = "Create k8s-ee.yaml at the repository root with at least: projectId: your-project-id"
 
 
 class _Refused(yaml.YAMLError):
-    """A document the loader will not accept, with the line it refers to."""
+    """A document the loader will not accept, with the line it refers to and how to fix it."""
 
-    def __init__(self, message: str, line: int | None = None):
+    def __init__(self, message: str, line: int | None = None, *, hint: str | None = None):
         super().__init__(message)
         self.message = message
         self.line = line
+        self.hint = hint
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -78,20 +81,33 @@ class _SafeLoader(yaml.SafeLoader):
         event = self.peek_event()  # type: ignore[no-untyped-call]
         return int(event.start_mark.line) + 1
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        """The mapping as written, refusing a key given twice (PyYAML keeps the last).
+
+        Checked here, before merge keys (``<<``) are flattened into the node, so a key a
+        merge brings in may still be overridden; and by key, not by line, so a flow mapping
+        (``{port: 1, port: 2}``) is checked too.
+        """
+        node: MappingNode = super().compose_mapping_node(anchor)
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            key = self.construct_object(key_node, deep=True)
             try:
-                first = seen.setdefault(key, line)
+                first = seen.get(key)
             except TypeError:
                 raise _Refused("a mapping key must be a plain value", line) from None
-            if first != line:
-                raise _Refused(f"duplicate key {key!r} (first defined on line {first})", line)
-        return super().construct_mapping(node, deep=deep)
+            seen[key] = line if first is None else first
+            if first is not None:
+                where = "earlier on the same line" if first == line else f"on line {first}"
+                raise _Refused(
+                    f"duplicate key {_shown(key)} (first defined {where})",
+                    line,
+                    hint=f"Keep one {_shown(key)}: YAML would silently use the last one.",
+                )
+        return node
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
@@ -107,6 +123,13 @@ class _SafeLoader(yaml.SafeLoader):
         text = str(self.construct_scalar(node))
         sign = -1 if text.startswith("-") else 1
         digits = text.lstrip("+-")
+        if len(digits) > MAX_INT_CHARS:
+            # Python refuses to print an int of over 4300 digits, and no field needs one.
+            raise _Refused(
+                f"the number {_shown(text)} is too large ({len(digits)} characters)",
+                node.start_mark.line + 1,
+                hint=f"Write a number of at most {MAX_INT_CHARS} characters, e.g. port: 3000.",
+            )
         if digits.startswith("0o"):
             return sign * int(digits[2:], 8)
         if digits.startswith("0x"):
@@ -140,6 +163,14 @@ _SafeLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$")
 
 #: A line tree: for a mapping, key -> (line, subtree); for a sequence, index -> (line, subtree).
 Lines = dict[Any, tuple[int, Any]]
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A key or value for a message: quoted, shortened, one line."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _expanded_size(root: Node) -> int:
@@ -216,7 +247,8 @@ def _yaml_error(exc: yaml.YAMLError, filename: str, text: str) -> ConfigError:
     if isinstance(exc, _Refused):
         return ConfigError(
             f"{filename}:{exc.line}: {exc.message}." if exc.line else f"{filename}: {exc.message}.",
-            hint="Write plain YAML: one document, no repeated keys, anchors only for small reuse.",
+            hint=exc.hint
+            or "Write plain YAML: one document, no repeated keys, anchors only for small reuse.",
             where=Where(filename, None, exc.line),
         )
     line = None

@@ -260,3 +260,39 @@ def test_bom_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "k8s-ee.yaml"
     path.write_bytes("\ufeffprojectId: a\n".encode())
     assert load_repo_config(path).project_id == "a"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "first"),
+    [
+        ("projectId: a\napp: {port: 3000, port: 4000}\n", 2, "earlier on the same line"),
+        ("projectId: a\ndatabases:\n  redis: {config: {maxmemory: 1mb, maxmemory: 2mb}}\n", 3,
+         "earlier on the same line"),
+        ("projectId: a\nenv: {A: '1',\n  A: '2'}\n", 3, "on line 2"),
+        ("projectId: a\nwritableDirs: []\nprojectId: b\n", 3, "on line 1"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_is_refused_wherever_it_is(text: str, line: int, first: str) -> None:
+    # Given the same key twice in one mapping, flow or block, on one line or two
+    # When it is loaded
+    error = load_error(text)
+    # Then it is refused at the second one, naming the key, the line and where the first is
+    assert error.where is not None and error.where.line == line
+    assert "duplicate key" in error.message and f"(first defined {first})" in error.message
+    assert error.hint is not None and "Keep one" in error.hint
+
+
+@pytest.mark.parametrize(
+    "number", ["0x" + "f" * 3700, "9" * 5000, "-" + "1" * 30, "0o" + "7" * 100]
+)
+def test_a_huge_number_is_refused_with_its_line(number: str) -> None:
+    error = load_error(f"projectId: a\napp:\n  port: {number}\n")
+    assert error.where is not None and error.where.line == 3
+    assert "is too large" in error.message and len(error.message) < 200
+    assert error.hint is not None and "port: 3000" in error.hint
+
+
+def test_a_number_that_fits_64_bits_still_loads_where_any_value_is_kept() -> None:
+    text = "projectId: a\ndatabases:\n  redis: {config: {maxmemory: 18446744073709551615}}\n"
+    redis = load_repo_config(text).to_dict()["databases"]["redis"]
+    assert redis["config"]["maxmemory"] == 2**64 - 1
