@@ -174,22 +174,31 @@ class ImageConfig(_Strict):
     )
 
 
-class ResourceQuantities(_Strict):
-    cpu: Cpu = Field(description="CPU: millicores ('500m') or cores ('1', '0.5').")
-    memory: Memory = Field(description="Memory: Mi or Gi ('256Mi').")
+class ResourceRequests(_Strict):
+    """Requests; a field left out keeps its own default (the reference's chart defaults)."""
+
+    cpu: Cpu = Field("50m", description="CPU: millicores ('500m') or cores ('1', '0.5').")
+    memory: Memory = Field("128Mi", description="Memory: Mi or Gi ('256Mi').")
+
+
+class ResourceLimits(_Strict):
+    """Limits; a field left out keeps its own default, so ``limits: {memory: 512Mi}`` alone
+    keeps the default CPU limit (the reference filled every field from its defaults)."""
+
+    cpu: Cpu = Field("200m", description="CPU: millicores ('500m') or cores ('1', '0.5').")
+    memory: Memory = Field(
+        "384Mi",
+        description="Memory: Mi or Gi ('256Mi'); the reference documents 512Mi as a maximum.",
+    )
 
 
 class ResourcesConfig(_Strict):
     """Requests and limits of the app container (the chart defaults of the reference)."""
 
-    requests: ResourceQuantities = Field(
-        default_factory=lambda: ResourceQuantities(cpu="50m", memory="128Mi"),
-        json_schema_extra={"default": {"cpu": "50m", "memory": "128Mi"}},
-    )
-    limits: ResourceQuantities = Field(
-        default_factory=lambda: ResourceQuantities(cpu="200m", memory="384Mi"),
+    requests: ResourceRequests = Field(default_factory=ResourceRequests)
+    limits: ResourceLimits = Field(
+        default_factory=ResourceLimits,
         description="Limits; the reference documents a 512Mi memory maximum.",
-        json_schema_extra={"default": {"cpu": "200m", "memory": "384Mi"}},
     )
 
     @model_validator(mode="after")

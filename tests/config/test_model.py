@@ -183,10 +183,37 @@ def test_memory_refused(memory: Any) -> None:
     refused(resources={"requests": {"cpu": "1", "memory": memory}})
 
 
-def test_resources_sections_need_both_quantities_and_no_others() -> None:
-    refused(resources={"requests": {"cpu": "1"}})
+def test_resources_sections_refuse_other_keys() -> None:
     refused(resources={"requests": {"cpu": "1", "memory": "1Gi", "gpu": "1"}})
     refused(resources={"burst": {}})
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        # The reference fills every field it is not given from its defaults (reference §1.3).
+        ({"limits": {"memory": "512Mi"}}, ("50m", "128Mi", "200m", "512Mi")),
+        ({"limits": {"cpu": "1"}}, ("50m", "128Mi", "1", "384Mi")),
+        ({"requests": {"cpu": "100m"}}, ("100m", "128Mi", "200m", "384Mi")),
+        ({"requests": {"memory": "256Mi"}, "limits": {}}, ("50m", "256Mi", "200m", "384Mi")),
+    ],
+)
+def test_a_resource_left_out_keeps_its_own_default(
+    resources: dict[str, Any], expected: tuple[str, str, str, str]
+) -> None:
+    cfg = config(resources=resources).resources
+    got = (cfg.requests.cpu, cfg.requests.memory, cfg.limits.cpu, cfg.limits.memory)
+    assert got == expected
+    # What a message carries validates to the same thing.
+    assert config(resources=config(resources=resources).to_dict()["resources"]) == config(
+        resources=resources
+    )
+
+
+def test_a_filled_default_is_still_checked_against_what_was_given() -> None:
+    # requests.cpu 1 is above the default CPU limit it was not given: still refused, saying so.
+    error = refused(resources={"requests": {"cpu": "1"}})
+    assert "requests.cpu 1 is above limits.cpu 200m" in error.message
 
 
 @pytest.mark.parametrize(
