@@ -24,6 +24,7 @@ from k8see.errors import ConfigError, Where
 __all__ = ["describe_errors", "format_path"]
 
 MAX_LISTED = 30
+_GENERAL_HINT = "See docs/configuration.md for every field of k8s-ee.yaml."
 _UNION_TAGS = frozenset({"bool", "object", "null"})
 _SECRETISH = re.compile(r"(?i)secret|token|passw|pwd|key|credential|auth|private|cert|salt")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -77,22 +78,31 @@ def describe_errors(
         what, hint = _explain(error, path, is_key)
         problems.append((line or 0, format_path(path), what, hint))
     problems.sort(key=lambda p: p[0])
-    rendered = []
-    for line, shown, what, _ in problems[:MAX_LISTED]:
+    first = problems[0] if problems else (0, "", "", None)
+    where = Where(filename, first[1] or None, first[0] or None)
+    if len(problems) <= 1:
+        line, shown, what, hint = first
+        place = f"{filename}:{line}" if line else filename
+        return ConfigError(
+            f"{place}: {shown}: {what}" if shown else f"{place}: {what}",
+            hint=hint or _GENERAL_HINT,
+            where=where,
+        )
+    # Each problem is followed by its own hint: a list of hints apart from the list of
+    # problems leaves the reader to pair them up.
+    rendered = [f"{filename} has {len(problems)} problems:"]
+    for line, shown, what, hint in problems[:MAX_LISTED]:
         place = f"{filename}:{line}" if line else filename
         rendered.append(f"{place}: {shown}: {what}" if shown else f"{place}: {what}")
+        if hint:
+            rendered.append(f"  Hint: {hint}")
     if len(problems) > MAX_LISTED:
         rendered.append(f"... and {len(problems) - MAX_LISTED} more problems")
-    if len(problems) > 1:
-        message = f"{filename} has {len(problems)} problems:\n" + "\n".join(rendered)
-    else:
-        message = rendered[0] if rendered else f"{filename} is not valid."
-    hints = list(dict.fromkeys(h for *_, h in problems if h))
-    first = problems[0] if problems else (0, "", "", None)
     return ConfigError(
-        message,
-        hint="\n".join(hints) or "See docs/configuration.md for every field of k8s-ee.yaml.",
-        where=Where(filename, first[1] or None, first[0] or None),
+        "\n".join(rendered),
+        hint=f"Fix each problem as the hint below it says; {_GENERAL_HINT[0].lower()}"
+        f"{_GENERAL_HINT[1:]}",
+        where=where,
     )
 
 

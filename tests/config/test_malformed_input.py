@@ -128,8 +128,14 @@ def check(text: str) -> RepoConfig | None:
         cfg = load_repo_config(text, filename=FILENAME)
     except ConfigError as exc:
         assert "Traceback" not in exc.message and "Traceback" not in (exc.hint or "")
+        previous = ""
         for line in exc.message.splitlines():
-            assert line.startswith((FILENAME, "... and")), line
+            if line.startswith("  Hint: "):
+                # A hint follows the problem it fixes, one hint per problem.
+                assert previous.startswith(FILENAME), (previous, line)
+            else:
+                assert line.startswith((FILENAME, "... and")), line
+            previous = line
         assert exc.where is not None and exc.where.file == FILENAME
         return None
     assert isinstance(cfg, RepoConfig)
