@@ -47,6 +47,10 @@ Examples:
 """
 
 
+REDIS_HINT = "check K8SEE_REDIS__URL, or start the sandbox with `k8see sandbox up`."
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def _fail(error: K8seeError) -> NoReturn:
     click.echo(f"Error: {error.message}", err=True)
     if error.where:
@@ -67,17 +71,21 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import redis
+        from kombu.exceptions import OperationalError
 
         try:
             return fn(*args, **kwargs)
         except K8seeError as exc:
             _fail(exc)
-        except redis.exceptions.ConnectionError as exc:
+        except (redis.exceptions.ConnectionError, OperationalError) as exc:
             click.echo(f"Error: cannot reach Redis ({exc}).", err=True)
-            click.echo(
-                "Hint: check K8SEE_REDIS__URL, or start the sandbox with `k8see sandbox up`.",
-                err=True,
-            )
+            click.echo(f"Hint: {REDIS_HINT}", err=True)
+            sys.exit(EXIT_UNREACHABLE)
+        except redis.exceptions.TimeoutError as exc:
+            # Something accepted the connection but never answered: a wrong port, a proxy
+            # whose backend is gone, or a Redis stuck loading. As unreachable as a refusal.
+            click.echo(f"Error: Redis did not answer in time ({exc}).", err=True)
+            click.echo(f"Hint: {REDIS_HINT} Check that it is Redis listening there.", err=True)
             sys.exit(EXIT_UNREACHABLE)
 
     wrapper.__name__ = fn.__name__
@@ -96,12 +104,17 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Log line format.",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 def main(log_format: str, log_level: str) -> None:
     """k8see: a preview environment for every pull request."""
     from k8see.logs import configure
 
-    configure(fmt=log_format, level=log_level)
+    configure(fmt=log_format, level=log_level.upper())
 
 
 # --- enqueue -------------------------------------------------------------------------------

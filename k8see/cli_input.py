@@ -69,6 +69,13 @@ def decide(
     from k8see import events
 
     if event_path:
+        name = event_name or os.environ.get("GITHUB_EVENT_NAME") or ""
+        if not name:
+            raise click.UsageError(
+                f"The event name is missing: {event_path} holds an event's payload, not its "
+                "name.\nHint: pass --event-name pull_request (or issue_comment), or run in a "
+                "GitHub Actions step, which sets GITHUB_EVENT_NAME."
+            )
         try:
             payload = json.loads(Path(event_path).read_text())
         except (OSError, ValueError) as exc:
@@ -76,7 +83,12 @@ def decide(
                 f"Cannot read the GitHub event at {event_path}: {exc}.",
                 hint='Pass --event-path "$GITHUB_EVENT_PATH" from a workflow step.',
             ) from exc
-        name = event_name or os.environ.get("GITHUB_EVENT_NAME") or ""
+        except RecursionError:
+            # json recurses once per level: 100,000 '[' exhaust the stack before any check.
+            raise PolicyError(
+                f"The GitHub event at {event_path} is nested too deeply to be a GitHub event.",
+                hint='Pass --event-path "$GITHUB_EVENT_PATH", the file GitHub Actions wrote.',
+            ) from None
         # Without the repository's config the enqueuer cannot know the trigger mode: it
         # assumes the mode under which the event counts and the worker re-decides.
         assumed = mode or ("on-demand" if name == "issue_comment" else "automatic")

@@ -99,6 +99,14 @@ def load_allowlist(path: str | Path) -> Allowlist:
             hint=hint,
             where=Where(str(path), None, exc.lineno),
         ) from None
+    except RecursionError:
+        # json recurses once per level: deep nesting exhausts the stack before any check.
+        raise PolicyError(
+            f"The platform allowlist {path} is nested too deeply to be an allowlist, "
+            "so no repository is allowed.",
+            hint=hint,
+            where=where,
+        ) from None
     try:
         return Allowlist.model_validate(data)
     except ValidationError as exc:
