@@ -9,6 +9,8 @@
   fencing token that grows on every acquisition. A stage that finds the lease taken retries
   later instead of blocking a worker slot. The same run re-executing after a crash (redelivery)
   takes its own lease over instead of waiting for the TTL.
+  The wait is bounded in time (``queues.lease_wait_seconds``), counted here, never in the
+  task's retries.
 - **Dedupe.** The same event delivered twice (same action, SHA and comment) enqueues once.
 
 Lua is used only where atomicity needs it (renew and release compare the owner first).
@@ -48,6 +50,18 @@ local token = redis.call('INCR', KEYS[2])
 local value = token .. ':' .. ARGV[1]
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return value
+"""
+
+
+# Note one more wait for the lease: the first wait's time (Redis's clock, so workers' clocks
+# need not agree) and how many waits so far.
+_LEASE_WAIT = """
+local now = redis.call('TIME')
+redis.call('HSETNX', KEYS[1], 'since', now[1] .. '.' .. string.format('%06d', now[2]))
+local waits = redis.call('HINCRBY', KEYS[1], 'waits', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local since = redis.call('HGET', KEYS[1], 'since')
+return {since, tostring(waits), now[1] .. '.' .. string.format('%06d', now[2])}
 """
 
 
@@ -144,3 +158,29 @@ def lease_holder(client: redis.Redis, *, repo: str, pr: int) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class LeaseWait:
+    """How long one stage of one run has been waiting for the PR's lease."""
+
+    waited_seconds: float
+    #: Waits so far, this one included.
+    waits: int
+
+
+def note_lease_wait(
+    client: redis.Redis, *, repo: str, pr: int, owner: str, ttl_seconds: int
+) -> LeaseWait:
+    """Count one more wait of ``owner`` (a run id and stage) for the PR's lease.
+
+    The count lives in Redis, not in the task message, so waiting never uses up the task's
+    retries; ``forget_lease_wait`` clears it once the lease is taken.
+    """
+    key = pr_key(repo, pr, f"leasewait:{owner}")
+    since, waits, now = client.eval(_LEASE_WAIT, 1, key, ttl_seconds)
+    return LeaseWait(waited_seconds=float(now) - float(since), waits=int(waits))
+
+
+def forget_lease_wait(client: redis.Redis, *, repo: str, pr: int, owner: str) -> None:
+    client.delete(pr_key(repo, pr, f"leasewait:{owner}"))

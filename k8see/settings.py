@@ -47,10 +47,17 @@ class QueueSettings(BaseModel):
     """Per-PR lease for deploy/destroy; renewed every third of it while the stage runs."""
 
     lease_retry_seconds: float = 5.0
-    """How long a stage that finds the lease taken waits before it is retried."""
+    """First wait of a stage that finds the lease taken; doubled each time, with jitter,
+    capped at 60 s. Waiting for the lease is not a retry: it never uses up ``max_retries``."""
 
-    max_retries: int = 5
-    """Retries of a stage after a platform (transient) error."""
+    lease_wait_seconds: float = Field(default=1800, gt=0)
+    """How long, in seconds, a stage waits for a lease held by another run before it fails
+    saying so. 30 minutes outlasts a deploy at its default time limit (helm's 10 minutes
+    plus 2), so only a holder that is stuck, not one that is slow, makes a run fail."""
+
+    max_retries: int = Field(default=5, ge=0)
+    """Retries of a stage after a transient platform error (an external system failing or
+    unreachable); then the run fails with that error. Other errors are not retried."""
 
     retry_backoff_seconds: float = 2.0
     """First retry delay; doubled each retry, with full jitter, capped at 120 s."""

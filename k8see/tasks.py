@@ -6,10 +6,14 @@ context, and classifies failures:
 
 - ``Stopped`` (superseded, closed, nothing to do): logged, chain ends, no retry.
 - ``UserError``: recorded with its hint, the PR comment says so, chain ends, no retry.
-- ``RetryLater``: the same stage runs again after the delay (lease busy, throttled).
+- a busy lease: the stage is sent again with backoff and jitter, without using up a retry,
+  until ``queues.lease_wait_seconds`` have passed; then the run fails saying so.
 - a soft time limit: a ``UserError`` naming the limit and how to raise it.
-- anything else: a ``PlatformError``, logged with its traceback and retried with exponential
-  backoff and jitter, then reported with the run id (detail stays in the worker log).
+- a transient error (``is_transient``: ``RetryLater``, most platform errors, connection
+  errors): retried after its own delay or with exponential backoff and jitter, exactly
+  ``queues.max_retries`` times; then the run fails with that error's own message.
+- anything else (a bug, a permanent platform error): the run fails at once with its message,
+  the traceback in the worker log.
 """
 
 from __future__ import annotations
@@ -27,17 +31,23 @@ from typing import Any
 import redis
 from celery import Task, shared_task, signals
 from celery.exceptions import Retry, SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from k8see import coordination, metrics, pipeline, state
 from k8see.app import settings_of
 from k8see.errors import (
     Closed,
+    GitHubError,
     K8seeError,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
     PlatformError,
     Refused,
     RetryLater,
     Stopped,
     Superseded,
+    ToolMissing,
     UserError,
 )
 from k8see.hardening import deny_same_user_inspection
@@ -110,9 +120,11 @@ class StageTask(Task):  # type: ignore[misc]
                 ttl_seconds=settings.queues.lease_ttl_seconds,
             )
             if lease is None:
-                rlog.info("The PR's lease is held by another run; %s retries later.", stage)
                 metrics.lease_contended(stage)
-                raise self.retry(countdown=settings.queues.lease_retry_seconds, max_retries=None)
+                raise self._wait_for_lease(client, run, stage, rlog, settings)
+            coordination.forget_lease_wait(
+                client, repo=run.repo, pr=run.pr, owner=f"{run.run_id}:{stage}"
+            )
 
         state.count(client, f"stage_started:{stage}")
         if stage in RUNNING_STATUS:
@@ -160,28 +172,30 @@ class StageTask(Task):  # type: ignore[misc]
         except UserError as exc:
             self._failed(client, run, stage, exc, rlog, ttl)
             raise
-        except RetryLater as exc:
-            rlog.info("Stage %s will retry in %.1fs: %s", stage, exc.delay_seconds, exc.message)
-            state.count(client, f"retried_later:{stage}")
-            raise self.retry(countdown=exc.delay_seconds, max_retries=None) from exc
         except Exception as exc:
+            # RetryLater, an integration failing, Redis gone: retried if transient.
             retries = int(self.request.retries or 0)
-            if retries < settings.queues.max_retries:
-                delay = _backoff(settings.queues.retry_backoff_seconds, retries)
+            max_retries = settings.queues.max_retries
+            if is_transient(exc) and retries < max_retries:
+                delay = _retry_delay(exc, settings.queues.retry_backoff_seconds, retries)
                 rlog.warning(
                     "Stage %s failed (%s); retry %d of %d in %.1fs.",
                     stage,
                     _describe(exc),
                     retries + 1,
-                    settings.queues.max_retries,
+                    max_retries,
                     delay,
-                    exc_info=True,
+                    exc_info=not isinstance(exc, RetryLater),
                 )
                 # Counted so drills and operators see how often failures were retried.
                 state.count(client, f"retried:{stage}")
-                raise self.retry(countdown=delay, exc=exc) from exc
-            rlog.error("Stage %s failed after %d retries.", stage, retries, exc_info=True)
-            platform_error = _platform_error(exc, stage=stage, run=run)
+                # max_retries given here: the task's own default (Celery's 3) would win.
+                raise self.retry(countdown=delay, exc=exc, max_retries=max_retries) from exc
+            if is_transient(exc):
+                rlog.error("Stage %s failed after %d retries.", stage, retries, exc_info=True)
+            else:
+                rlog.error("Stage %s failed; not retried.", stage, exc_info=True)
+            platform_error = _platform_error(exc, stage=stage, run=run, settings=settings)
             self._failed(client, run, stage, platform_error, rlog, ttl)
             raise platform_error from exc
         finally:
@@ -213,6 +227,53 @@ class StageTask(Task):  # type: ignore[misc]
         rlog.info("Stage %s finished in %.1fs.", stage, seconds)
         metrics.stage_finished(client, run, stage, seconds=seconds, status=changes.get("commented"))
         return result.to_dict()
+
+    def _wait_for_lease(
+        self,
+        client: redis.Redis,
+        run: Run,
+        stage: str,
+        rlog: logging.LoggerAdapter[logging.Logger],
+        settings: PlatformSettings,
+    ) -> Retry:
+        """Send the stage again later, keeping its retry count, or fail once waited too long.
+
+        A busy lease is another run at work, not a failure, so the wait is bounded in time
+        (``queues.lease_wait_seconds``) and never uses up the retries kept for failures.
+        """
+        queues = settings.queues
+        wait = coordination.note_lease_wait(
+            client,
+            repo=run.repo,
+            pr=run.pr,
+            owner=f"{run.run_id}:{stage}",
+            ttl_seconds=int(queues.lease_wait_seconds + queues.lease_ttl_seconds + 300),
+        )
+        left = queues.lease_wait_seconds - wait.waited_seconds
+        if left <= 0:
+            holder = coordination.lease_holder(client, repo=run.repo, pr=run.pr) or "nobody now"
+            error = PlatformError(
+                f"The {stage} stage waited {wait.waited_seconds:.0f} seconds for this pull "
+                f"request's lease, held by another run ({holder.split(':', 1)[-1]}), and gave up.",
+                hint="Another deploy or destroy of this pull request did not finish; push again "
+                "or comment /deploy-preview to retry. Operators: see that run's worker log, or "
+                "raise K8SEE_QUEUES__LEASE_WAIT_SECONDS.",
+            )
+            self._failed(client, run, stage, error, rlog, settings.redis.record_ttl_seconds)
+            raise error
+        delay = min(left, _backoff_with_jitter(queues.lease_retry_seconds, wait.waits - 1, 60.0))
+        rlog.info(
+            "The PR's lease is held by another run; %s waits %.1fs (wait %d, %.0fs so far).",
+            stage,
+            delay,
+            wait.waits,
+            wait.waited_seconds,
+        )
+        state.count(client, f"lease_waited:{stage}")
+        # self.retry would count this as a retry: send the same message (retries unchanged).
+        again = self.signature_from_request(countdown=delay)
+        again.apply_async()
+        return Retry(when=delay, sig=again)
 
     def _stopped(
         self,
@@ -344,20 +405,74 @@ def _backoff(base: float, retries: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP_SECONDS, base * 2**retries))
 
 
+def _backoff_with_jitter(base: float, attempt: int, cap: float) -> float:
+    """Exponential backoff with equal jitter: never less than half the step, so a wait for a
+    lease does not spin, and never more than ``cap``."""
+    step = min(cap, base * 2.0 ** min(attempt, 30))
+    return step / 2 + random.uniform(0, step / 2)
+
+
+def _retry_delay(exc: BaseException, base: float, retries: int) -> float:
+    """The delay the failure asks for (``RetryLater``, ``Retry-After``), else the backoff."""
+    asked = getattr(exc, "delay_seconds", None) or getattr(exc, "retry_after_seconds", None)
+    return float(asked) if asked else float(_backoff(base, retries))
+
+
+#: Errors of systems that may answer on the next try without anyone acting.
+_TRANSIENT_LIBRARY_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OperationalError,
+)
+#: Statuses of an HTTP API worth asking again: timeout, conflict, throttled, server errors.
+_TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether running the same stage again may succeed without anyone acting.
+
+    Transient: ``RetryLater``; a platform error, unless it says what will not change on its
+    own (a missing tool, a 403 or 404 from Kubernetes, a 4xx from GitHub); a connection or
+    timeout error. Not transient: user errors and stops (expected outcomes), and anything
+    else, which is a bug: the same code on the same input fails the same way again.
+    """
+    if isinstance(exc, UserError | Stopped):
+        return False
+    if isinstance(exc, RetryLater):
+        return True
+    if isinstance(exc, ToolMissing | KubeForbidden | KubeNotFound):
+        return False
+    if isinstance(exc, KubeError | GitHubError):
+        status = exc.status
+        return status is None or status >= 500 or status in _TRANSIENT_STATUSES
+    if isinstance(exc, PlatformError):
+        return True
+    return isinstance(exc, _TRANSIENT_LIBRARY_ERRORS)
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _platform_error(exc: BaseException, *, stage: str, run: Run) -> PlatformError:
-    if isinstance(exc, PlatformError):
-        message = exc.message
-    else:
-        message = f"k8see hit an internal error in the {stage} stage."
-    return PlatformError(
-        message,
-        hint=f"Push again or comment /deploy-preview to retry; if it persists, give the "
-        f"platform team run id {run.run_id}.",
+def _platform_error(
+    exc: BaseException, *, stage: str, run: Run, settings: PlatformSettings
+) -> PlatformError:
+    """The error the environment record keeps: the real one, not a generic sentence."""
+    retry = (
+        f"Push again or comment /deploy-preview to retry; if it persists, give the platform "
+        f"team run id {run.run_id}."
     )
+    if isinstance(exc, K8seeError):
+        message, hint = exc.message, f"{exc.hint} {retry}" if exc.hint else retry
+    else:
+        # Library text can carry a token or URL with credentials: redact, and keep it short.
+        detail = redactor(settings)(_describe(exc))
+        message, hint = f"The {stage} stage failed: {detail}", retry
+    error = PlatformError(message, hint=hint)
+    error.reason = exc.reason if isinstance(exc, PlatformError) else error.reason
+    return error
 
 
 def _limit_hint(stage: str) -> str:
@@ -483,7 +598,7 @@ def command_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
             settings.queues.retry_backoff_seconds, retries
         )
         rlog.warning("Command failed (%s); retry in %.1fs.", exc.message, delay)
-        raise self.retry(countdown=delay, exc=exc) from exc
+        raise self.retry(countdown=delay, exc=exc, max_retries=settings.queues.max_retries) from exc
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     state.count(client, "commands")
