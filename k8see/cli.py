@@ -144,7 +144,13 @@ def main(log_format: str, log_level: str) -> None:
     default="",
     help="Build only these of the platform's platforms, e.g. linux/amd64 (default: all).",
 )
-@click.option("--source", default="", help="Where workers fetch the source (default: GitHub).")
+@click.option(
+    "--source",
+    default="",
+    hidden=True,
+    help="Ignored: workers fetch sources from GitHub, or from their own "
+    "K8SEE_BUILD__LOCAL_SOURCE_ROOT; a message never chooses where.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the decision as JSON; enqueue nothing.")
 @click.option("--wait", is_flag=True, help="Follow the run until ready or destroyed.")
 @click.option(
@@ -202,12 +208,17 @@ def enqueue(
     from k8see.client import enqueue as send
     from k8see.client import follow
 
+    if source:
+        click.echo(
+            "Warning: --source is ignored; workers read sources from GitHub or from their "
+            "K8SEE_BUILD__LOCAL_SOURCE_ROOT setting.",
+            err=True,
+        )
     settings = _settings()
     sent = send(
         decision,
         settings=settings,
         trigger=trigger,
-        source=source,
         config_path=repository_path,
         platforms=platforms,
     )
@@ -400,7 +411,6 @@ def build_command(
     )
     config = load_repo_config(source / "k8s-ee.yaml", filename="k8s-ee.yaml")
     run = offline_run(config, repo=repo, pr=pr, sha=sha, ref="local", settings=settings)
-    run = run.with_result("validate", {**run.result("validate"), "source_dir": str(source)})
     with tempfile.TemporaryDirectory(prefix="k8see-build-") as workdir:
         ctx = StageContext(
             settings=settings,
@@ -408,7 +418,11 @@ def build_command(
             workdir=Path(workdir),
             record_log=lambda line: click.echo(line, err=True),
         )
-        run = scan_stage.run(build_stage.run(run, ctx), ctx)
+        # This machine's checkout, vouched for by whoever runs the command (not a message).
+        built_run = build_stage.build_checkout(
+            run, ctx, source_dir=source, config=config.to_dict(), fork=None
+        )
+        run = scan_stage.run(built_run, ctx)
     built, scanned = run.result("build"), run.result("scan")
     if as_json:
         out = {"image": built["image"], "platforms": built["platforms"], "scan": scanned}

@@ -57,7 +57,6 @@ def enqueue(
     *,
     settings: PlatformSettings,
     trigger: str,
-    source: str = "",
     config_path: str = "",
     platforms: str = "",
     client: redis.Redis | None = None,
@@ -70,7 +69,6 @@ def enqueue(
         trigger: What started it, e.g. ``pull_request:synchronize`` or
             ``issue_comment:/deploy-preview``; the workers re-decide from it once they have
             read the repository's trigger mode.
-        source: Where workers fetch the source; empty means the GitHub API.
         config_path: ``k8s-ee.yaml``'s path in the repository; empty means the root's.
         platforms: The platforms to build (a subset of the platform's); empty means all.
         client: A Redis client to reuse (tests); one is made from the settings otherwise.
@@ -87,7 +85,6 @@ def enqueue(
         action=decision.action,
         ref=decision.ref,
         trigger=trigger,
-        source=source,
         config_path=_repository_config_path(config_path),
         platforms=check_platforms(platforms),
         comment_id=decision.comment_id or 0,

@@ -20,6 +20,7 @@
     └── Stopped                     expected end of a chain, not a failure
         ├── Superseded              a newer event for the PR exists
         ├── Closed                  the PR was closed; close wins over deploys
+        ├── Stale                   the run's commit is not the PR's head on GitHub
         └── Refused                 not authorized (commenter, unapproved fork); already answered
 
 Users see ``message`` and ``hint``; operators get tracebacks in worker logs. Library
@@ -52,6 +53,7 @@ __all__ = [
     "RegistryError",
     "RetryLater",
     "ScanBlocked",
+    "Stale",
     "Stopped",
     "Superseded",
     "ToolMissing",
@@ -235,6 +237,12 @@ class Superseded(Stopped):
 
 class Closed(Stopped):
     reason = "closed"
+
+
+class Stale(Stopped):
+    """The run names a commit that is not the PR's head on GitHub: only the head is deployed."""
+
+    reason = "stale"
 
 
 class Refused(Stopped):

@@ -186,6 +186,13 @@ def image_repository(registry: str, repo: str, project_id: str) -> str:
     )
 
 
+def image_path(repo: str) -> str:
+    """``<owner>/<repo>`` as registry path components: every image, cache and tag of a
+    repository lives under it, and nothing of another repository does."""
+    owner, name = check_repo(repo).split("/")
+    return f"{oci_component(owner)}/{oci_component(name)}"
+
+
 def image_tag(pr: int) -> str:
     return f"pr-{check_pr(pr)}"
 

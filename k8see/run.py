@@ -70,13 +70,13 @@ class Run:
         action: What to do.
         ref: Head branch name, for labels and the comment.
         trigger: Who or what started the run, e.g. ``pull_request:synchronize``.
-        source: Where workers fetch the source (a GitHub tarball URL template or local path).
         config_path: ``k8s-ee.yaml``'s path in the repository (``config-path``); ``""`` is
             ``k8s-ee.yaml`` at the root. Workers check it again (``names.check_config_path``).
         platforms: The platforms the repository asks to build (``platforms`` input), a subset
             of the platform's ``build.platforms``; ``""`` builds all of those.
         comment_id: The command comment to react to, if a PR comment started the run.
-        commenter: Login of the command comment's author; the worker checks their permission.
+        commenter: Login of the command comment's author as the sender claims it; workers
+            read the real author of ``comment_id`` from GitHub and never believe this.
         merged: For destroy runs from a close event: whether the PR was merged.
         enqueued_at: Unix time of the enqueue, for queue-wait metrics.
         results: Per-stage results, keyed by stage name (small JSON values only).
@@ -89,7 +89,6 @@ class Run:
     action: Action
     ref: str = ""
     trigger: str = ""
-    source: str = ""
     config_path: str = ""
     platforms: str = ""
     comment_id: int = 0

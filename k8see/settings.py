@@ -100,6 +100,11 @@ class BuildSettings(BaseModel):
     hours is plenty. Must exceed the build's ``timeout_seconds``, because a tree is stamped
     when a stage starts using it, not while it does."""
 
+    local_source_root: str = ""
+    """A directory of local git repositories, ``<root>/<owner>/<name>``, that workers read
+    sources from instead of GitHub's tarballs (the sandbox, tests, the demo); empty: GitHub.
+    A worker setting on purpose: a message never chooses where a source comes from."""
+
     registries_conf: str = ""
     """A containers registries.conf for builds (mirrors, insecure hosts), passed through
     ``CONTAINERS_REGISTRIES_CONF``; empty: the system's. The demo points docker.io at the

@@ -152,9 +152,6 @@ class StageTask(Task):  # type: ignore[misc]
             extra={"record": state.get(client, repo=run.repo, pr=run.pr) or {}},
         )
         try:
-            if stage == "build":
-                # Stages may run on different machines: fetch the source here if needed.
-                validate.ensure_source(run, ctx)
             result = fn(run, ctx)
         except Retry:
             raise

@@ -101,8 +101,11 @@ def test_preserve_command_needs_write_access(
     assert "preserve" not in labels_of(kube_api_client, ns)[0]
     assert [r["content"] for r in github.reactions(note["id"])] == ["-1"]
 
-    # A Run forwarded by the command task carries the command in its trigger
-    forwarded = {"repo": repo, "pr": 5, "trigger": "issue_comment:/preserve", "commenter": "writer"}
+    # A Run forwarded by the command task carries the command in its trigger; the author is
+    # read from GitHub by the comment's id
+    written = github.add_comment(repo, 5, "/preserve", login="writer")
+    forwarded = {"repo": repo, "pr": 5, "trigger": "issue_comment:/preserve",
+                 "comment_id": written["id"]}  # fmt: skip
     done = maintenance.run_preserve_command(settings=settings, client=client, command=forwarded)
     assert done["ok"] is True and done["namespace"] == ns
     assert labels_of(kube_api_client, ns)[0]["preserve"] == "true"

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -40,6 +41,7 @@ __all__ = [
     "REACTIONS",
     "AppInstallationTokens",
     "GitHubClient",
+    "IssueComment",
     "Pull",
     "StaticToken",
     "TokenProvider",
@@ -72,11 +74,25 @@ class Pull:
     head_repo: str
     base_ref: str
     author: str
+    #: Unix time of the last push to the head repository (GitHub's ``head.repo.pushed_at``,
+    #: set by GitHub, not by the pusher); 0.0 when GitHub did not say.
+    head_pushed_at: float = 0.0
 
     @property
     def fork(self) -> bool:
         """A PR from another repository: never built without a maintainer's approval."""
         return self.head_repo.lower() != self.repo.lower()
+
+
+@dataclass(frozen=True)
+class IssueComment:
+    """A PR (issue) comment as GitHub reports it: who wrote what, where and when."""
+
+    id: int
+    issue: int
+    body: str
+    author: str
+    created_at: float
 
 
 class _Transport:
@@ -352,6 +368,23 @@ class GitHubClient:
 
     # -- comments ------------------------------------------------------------------------------
 
+    def get_comment(self, repo: str, comment_id: int) -> IssueComment:
+        """One issue comment of ``repo``; a 404 is ``GitHubError(status=404)``."""
+        data = _json(self._call("GET", repo, f"/issues/comments/{int(comment_id)}"), "GET comment")
+        try:
+            issue = int(str(data["issue_url"]).rstrip("/").rsplit("/", 1)[1])
+            return IssueComment(
+                id=int(data["id"]),
+                issue=issue,
+                body=str(data.get("body") or ""),
+                author=str((data.get("user") or {}).get("login") or ""),
+                created_at=_timestamp(data.get("created_at")),
+            )
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            raise GitHubError(
+                f"GitHub's answer for comment {comment_id} lacks its issue."
+            ) from None
+
     def find_comment(self, repo: str, number: int, *, marker: str) -> dict[str, Any] | None:
         """The first comment whose body starts with ``marker``, searching every page."""
         for page in self._pages(repo, f"/issues/{int(number)}/comments"):
@@ -517,9 +550,17 @@ def _pull(repo: str, data: Any, what: str) -> Pull:
             head_repo=str((data["head"].get("repo") or {}).get("full_name") or ""),
             base_ref=str(data["base"]["ref"]),
             author=str((data.get("user") or {}).get("login") or ""),
+            head_pushed_at=_timestamp((data["head"].get("repo") or {}).get("pushed_at")),
         )
     except (AttributeError, KeyError, TypeError, ValueError):
         raise GitHubError(f"GitHub's answer for {what} lacks head or base.") from None
+
+
+def _timestamp(value: Any) -> float:
+    """GitHub's ``2026-03-14T12:34:56Z`` as Unix time; 0.0 when absent."""
+    if not isinstance(value, str) or not value:
+        return 0.0
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _json(response: requests.Response, what: str) -> Any:

@@ -40,6 +40,7 @@ from k8see.errors import (
     PolicyError,
     UserError,
 )
+from k8see.events import parse_command
 from k8see.integrations import github as gh
 from k8see.integrations import kube
 from k8see.maintenance.common import (
@@ -262,6 +263,8 @@ def run_preserve_command(
     """``/preserve [hours]`` or ``/unpreserve`` from a PR comment, answered on the PR.
 
     Only commenters with write, maintain or admin permission may use them (reference gap 9).
+    The commenter is whoever GitHub says wrote comment ``comment_id`` on this PR (and that
+    comment must say the command): the ``commenter`` a message names is never believed.
     """
     now = time.time() if now is None else now
     repo, pr = str(command["repo"]), int(command["pr"])
@@ -274,14 +277,15 @@ def run_preserve_command(
     name = str(command.get("command") or forwarded.get("command") or (words[:1] or [""])[0])
     raw_args = command.get("args") or forwarded.get("args") or words[1:]
     args = [str(a) for a in raw_args]
-    actor = str(command.get("commenter") or "")
+    actor = ""
     comment_id = int(command.get("comment_id") or 0)
     client_gh = github or gh.make_client(settings, log=log)
     outcome: dict[str, Any] = {"repo": repo, "pr": pr, "command": name}
     try:
         if name not in ("preserve", "unpreserve"):
             raise PolicyError(f"/{name} is not a preserve command.")
-        permission = client_gh.get_permission(repo, actor) if actor else "none"
+        actor = _comment_author(client_gh, repo=repo, pr=pr, comment_id=comment_id, name=name)
+        permission = client_gh.get_permission(repo, actor)
         if permission not in WRITE_PERMISSIONS:
             raise PolicyError(
                 f"@{actor or 'unknown'} may not /{name} here (permission: {permission}).",
@@ -337,6 +341,31 @@ def run_preserve_command(
     if comment_id:
         client_gh.add_reaction(repo, comment_id, reaction)
     return outcome
+
+
+def _comment_author(
+    github: gh.GitHubClient, *, repo: str, pr: int, comment_id: int, name: str
+) -> str:
+    """The GitHub login that wrote ``comment_id``, if it is a ``/name`` on PR ``pr``.
+
+    Raises:
+        PolicyError: no comment id, no such comment, or one elsewhere or saying otherwise.
+    """
+    refusal = PolicyError(
+        f"/{name} on PR #{pr} was not found as a comment on GitHub, so its author is unknown.",
+        hint="Comment the command on the pull request; its comment id must reach k8see.",
+    )
+    if comment_id <= 0:
+        raise refusal
+    try:
+        comment = github.get_comment(repo, comment_id)
+    except GitHubError as exc:
+        if exc.status == 404:
+            raise refusal from None
+        raise
+    if comment.issue != pr or parse_command(comment.body)[0] != name:
+        raise refusal
+    return comment.author
 
 
 def _record(

@@ -99,11 +99,11 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         kube_api = make_api(settings)
         install_operator_crds(kube_api)  # what installing the database operators would do
 
-        sha = make_source_repo(source, workdir / "src-repo")
+        sha = make_source_repo(source, platform.sources / repo)
         platform.github.add_repo(repo, collaborators={"demo-dev": "write"})
         platform.github.add_pull(repo, PR_NUMBER, head_sha=sha, head_ref=HEAD_REF)
         say(f"\nPR {repo}#{PR_NUMBER} opened at {sha[:12]}; enqueueing the 'opened' event.")
-        outcome = _event(settings, repo, sha, "opened", source=str(workdir / "src-repo"))
+        outcome = _event(settings, repo, sha, "opened")
         if not outcome.ok:
             error = outcome.record.get("error") or {}
             say(f"\nThe deploy ended as {outcome.status}: {error.get('message', '')}")
@@ -158,14 +158,12 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         platform.stop()
 
 
-def _event(
-    settings: PlatformSettings, repo: str, sha: str, action: str, *, source: str = ""
-) -> Outcome:
+def _event(settings: PlatformSettings, repo: str, sha: str, action: str) -> Outcome:
     """Enqueue a pull_request event exactly as a workflow would, and follow it to the end."""
     decision = decide_from_flags(
         repo=repo, pr=PR_NUMBER, action=action, sha=sha, ref=HEAD_REF, trigger="automatic"
     )
-    sent = enqueue(decision, settings=settings, trigger=f"pull_request:{action}", source=source)
+    sent = enqueue(decision, settings=settings, trigger=f"pull_request:{action}")
     say(f"run {sent.run_id}:")
     return follow(
         settings=settings,

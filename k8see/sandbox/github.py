@@ -185,10 +185,11 @@ class GitHubSandbox:
         fork: bool = False,
         base_ref: str = "main",
         author: str = "",
+        pushed_at: float | None = None,
     ) -> dict[str, Any]:
         return self.state.add_pull(
             full_name, number, head_sha=head_sha, head_ref=head_ref, state=state,
-            merged=merged, fork=fork, base_ref=base_ref, author=author,
+            merged=merged, fork=fork, base_ref=base_ref, author=author, pushed_at=pushed_at,
         )  # fmt: skip
 
     def ensure_pull(
@@ -216,16 +217,27 @@ class GitHubSandbox:
         merged: bool | None = None,
         head_sha: str | None = None,
         head_ref: str | None = None,
+        pushed_at: float | None = None,
     ) -> None:
+        """Change a pull; a new ``head_sha`` is a push (``pushed_at``: its Unix time, now by
+        default)."""
         self.state.set_pull_state(
-            full_name, number, state=state, merged=merged, head_sha=head_sha, head_ref=head_ref
-        )
+            full_name, number, state=state, merged=merged, head_sha=head_sha, head_ref=head_ref,
+            pushed_at=pushed_at,
+        )  # fmt: skip
 
     def add_comment(
-        self, full_name: str, number: int, body: str, *, login: str = "octocat"
+        self,
+        full_name: str,
+        number: int,
+        body: str,
+        *,
+        login: str = "octocat",
+        at: float | None = None,
     ) -> dict[str, Any]:
-        """Seed a comment written by someone else (a human reviewer, by default)."""
-        return self.state.add_comment(full_name, number, body, actor=Actor(login=login))
+        """Seed a comment written by someone else (a human reviewer, by default); ``at`` is
+        its ``created_at`` as Unix time (now by default)."""
+        return self.state.add_comment(full_name, number, body, actor=Actor(login=login), at=at)
 
     def add_source(self, full_name: str, git_dir: str | Path) -> None:
         """Serve ``GET /repos/{full_name}/tarball/{ref}`` from this local git repository."""

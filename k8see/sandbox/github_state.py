@@ -176,7 +176,11 @@ class GitHubState:
                 "head": {
                     "ref": fields["head_ref"],
                     "sha": fields["head_sha"],
-                    "repo": {"full_name": head_repo, "fork": fields["fork"]},
+                    "repo": {
+                        "full_name": head_repo,
+                        "fork": fields["fork"],
+                        "pushed_at": iso(fields.get("pushed_at")),
+                    },
                 },
                 "base": {"ref": fields["base_ref"], "repo": {"full_name": full_name}},
                 "created_at": iso(),
@@ -202,16 +206,19 @@ class GitHubState:
             for key in ("sha", "ref"):
                 if changes.get(f"head_{key}") is not None:
                     pull["head"][key] = changes[f"head_{key}"]
+            if changes.get("head_sha") is not None or changes.get("pushed_at") is not None:
+                # A push: GitHub sets the head repository's pushed_at itself.
+                pull["head"]["repo"]["pushed_at"] = iso(changes.get("pushed_at"))
             pull["updated_at"] = iso()
             repo.pull_changes[number] = self.next_id()
 
     def add_comment(
-        self, full_name: str, number: int, body: str, *, actor: Actor
+        self, full_name: str, number: int, body: str, *, actor: Actor, at: float | None = None
     ) -> dict[str, Any]:
         with self.lock:
             self._need(full_name)
             cid = self.next_id()
-            now = iso()
+            now = iso(at)
             comment = {
                 "id": cid,
                 "node_id": f"IC_sandbox{cid}",

@@ -161,6 +161,11 @@ class Platform:
             insecure=[self.registry_host],
         )
 
+    @property
+    def sources(self) -> Path:
+        """The local git repositories the workers build from (``<owner>/<name>``)."""
+        return self.workdir / "sources"
+
     def env(self) -> dict[str, str]:
         """The variables that point k8see (client, workers, CLI) at this platform."""
         assert self.github is not None
@@ -176,6 +181,8 @@ class Platform:
             "K8SEE_REGISTRY__HOST": self.registry_host,
             "K8SEE_REGISTRY__INSECURE": "true",
             "K8SEE_BUILD__WORKDIR": str(self.workdir / "work"),
+            # Workers read PR sources from local git repositories, <sources>/<owner>/<name>.
+            "K8SEE_BUILD__LOCAL_SOURCE_ROOT": str(self.sources),
             "K8SEE_POLICY__ALLOWLIST_PATH": str(ROOT / "config" / "allowed-orgs.json"),
         }
 

@@ -1,7 +1,12 @@
 """The build stage: the PR's Dockerfile → a multi-arch image pushed by digest.
 
-Input: ``run.result("validate")`` (``config`` with camelCase keys, ``project_id``,
-``source_dir`` = the checked-out source at the head SHA, ``fork``). Output:
+Input: the ``Run``'s repository, PR and commit, nothing else. A message to ``k8see.build``
+may come from anyone who reaches Redis, so the stage believes none of its results: it asks
+GitHub that the PR is open with this commit at its head (and, for a fork, that a maintainer
+approved it), fetches the source itself into a directory it derives (``trust.checkout``:
+GitHub, or the worker's ``build.local_source_root``), and reads ``k8s-ee.yaml`` from there.
+``build_checkout`` is the build proper, for a checkout the caller vouches for (``k8see
+build`` on a maintainer's machine). Output:
 ``run.result("build")`` = ``{"image": "<repo>@<digest>", "digest", "platforms", "seconds",
 "tags", "repository", "pushed_tags", "cache_scope", "cache_trusted"}`` (``pushed_tags``:
 every tag of the PR so far, for deletion on close; ``cache_scope``: the trust scope whose
@@ -27,12 +32,16 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from k8see import names
+import redis
+
+from k8see import approvals, names
+from k8see.config.policy import check_allowed
 from k8see.errors import ConfigError, PlatformError, PolicyError, Where
 from k8see.integrations.buildcache import cache_repository_for
 from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
 from k8see.integrations.buildstorage import BuildScope
 from k8see.integrations.dockerbuild import DockerBuilder
+from k8see.integrations.github import make_client
 from k8see.integrations.registry import parse_ref
 from k8see.integrations.registry_access import (
     ensure_repository,
@@ -41,6 +50,7 @@ from k8see.integrations.registry_access import (
 )
 from k8see.run import Run
 from k8see.settings import PlatformSettings
+from k8see.stages import trust
 from k8see.stages.context import StageContext
 
 #: Tags remembered per PR for deletion on close (older ones are left to registry GC).
@@ -48,17 +58,52 @@ MAX_PUSHED_TAGS = 100
 
 
 def run(run: Run, ctx: StageContext) -> Run:
-    """Build the PR's image for every configured platform and push it under both tags."""
-    validated = run.result("validate")
-    config: dict[str, Any] = dict(validated.get("config") or {})
-    if not config or not validated.get("source_dir"):
-        raise PlatformError(
-            "The build stage has no validated config or source directory.",
-            hint="This run skipped validate; enqueue the PR again.",
-        )
+    """Build the PR's head, as GitHub reports it, for every platform and push both tags.
+
+    Raises:
+        PolicyError: the repository is not allowed or the PR is unknown to GitHub.
+        Stale: the run's commit is not the PR's head.
+        Refused: the PR is closed, or a fork commit no maintainer approved.
+    """
     settings = ctx.settings
-    source_dir = Path(str(validated["source_dir"]))
-    config_file = str(validated.get("config_path") or names.DEFAULT_CONFIG_PATH)
+    check_allowed(run.repo, allowlist_path=settings.policy.allowlist_path)
+    github = make_client(settings, log=ctx.log)
+    pull = trust.pull_of(github, run)
+    trust.require_head(github, run, ctx, pull)
+    if pull.fork:
+        store = redis.Redis.from_url(settings.redis.url)
+        try:
+            approved = approvals.approved_sha(store, repo=run.repo, pr=run.pr)
+        finally:
+            store.close()
+        if approved != run.sha:
+            approvals.refuse_fork(github, repo=run.repo, pr=run.pr, sha=run.sha, approved=approved)
+    directory = trust.checkout(run, ctx, github)
+    config_file, config = trust.load_config(run, directory)
+    return build_checkout(
+        run,
+        ctx,
+        source_dir=directory,
+        config=config.to_dict(),
+        config_file=config_file,
+        fork=pull.fork,
+    )
+
+
+def build_checkout(
+    run: Run,
+    ctx: StageContext,
+    *,
+    source_dir: Path,
+    config: dict[str, Any],
+    config_file: str = names.DEFAULT_CONFIG_PATH,
+    fork: bool | None,
+) -> Run:
+    """Build ``source_dir`` (a checkout the caller vouches for) with its validated ``config``.
+
+    ``fork`` ``None`` (unknown) counts as a fork: the build writes no shared cache.
+    """
+    settings = ctx.settings
     image_cfg: dict[str, Any] = dict(config.get("image") or {})
     context_dir = inside(
         source_dir, str(image_cfg.get("context") or "."), "image.context", config_file
@@ -77,7 +122,7 @@ def run(run: Run, ctx: StageContext) -> Run:
             hint="Commit a Dockerfile, or point image.context / image.dockerfile at it.",
             where=Where(file=config_file, field="image.dockerfile"),
         )
-    project_id = str(validated.get("project_id") or config.get("projectId") or "")
+    project_id = str(config.get("projectId") or "")
     host = registry_host(settings)
     repository = image_repository(
         settings,
@@ -89,8 +134,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     )
     tags = [names.image_tag(run.pr), names.sha_tag(run.sha)]
     platforms = _platforms(run, settings)
-    fork = validated.get("fork")
-    scope = BuildScope.for_pull(run.repo, run.pr, fork=fork if isinstance(fork, bool) else None)
+    scope = BuildScope.for_pull(run.repo, run.pr, fork=fork)
     wanted = [repository]
     cache = cache_repository_for(settings.build.cache_repository, repository)
     # The Docker builder has no such cache; an untrusted scope only reads it.
@@ -187,8 +231,10 @@ def image_repository(
 ) -> str:
     """The image repository: ``image.repository`` if set, else the platform's naming.
 
-    A custom repository must be on the platform's registry: builds push with the platform's
-    credentials, which must not be pointed at another registry by a pull request. ``host``
+    A custom repository must be on the platform's registry, under the repository's own path
+    (``<host>/<owner>/<repo>/...``): builds push with the platform's credentials, which must
+    not be pointed at another registry, or at another repository's images, by a pull
+    request. ``host``
     is the registry host when already resolved (ECR derives it from the AWS account).
     """
     host = host or settings.registry.host
@@ -204,10 +250,17 @@ def image_repository(
             hint=f"Use lowercase HOST/PATH, e.g. '{host}/owner/app', or leave it out.",
             where=where,
         ) from exc
+    own = f"{host}/{names.image_path(repo)}"
     if ref.host != host:
         raise ConfigError(
             f"image.repository {value!r} is not on this platform's registry {host}.",
-            hint=f"Use a repository under {host}, or leave image.repository out.",
+            hint=f"Use a repository under {own}/, or leave image.repository out.",
+            where=where,
+        )
+    if not value.startswith(own + "/"):
+        raise ConfigError(
+            f"image.repository {value!r} is outside {repo}'s own path {own}/ on the registry.",
+            hint=f"Use a repository under {own}/, or leave image.repository out.",
             where=where,
         )
     return value

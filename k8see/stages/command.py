@@ -1,8 +1,10 @@
 """command: every PR comment command is authorized here first, outside the deploy pipeline.
 
 The client sends these as one ``k8see.command`` task that never bumps the PR's generation, so
-a command cannot supersede or disturb queued work. Here the worker checks the commenter has
-write access (``approvals.authorize``; others get a polite reply), reacts 👀, and then:
+a command cannot supersede or disturb queued work. Here the worker reads the comment from
+GitHub by its id (``trust.authorize_command``): it must be on the PR and say the command, and
+its author, as GitHub reports it, must have write access (others get a polite reply). The
+message's ``commenter`` is never believed. Then it reacts 👀, and:
 
 - ``/help`` is answered with a reply comment listing the commands and the repository's trigger
   mode (from the last validated run, else read from ``k8s-ee.yaml`` at the PR's head);
@@ -14,14 +16,15 @@ write access (``approvals.authorize``; others get a polite reply), reacts 👀, 
 
 from __future__ import annotations
 
+import dataclasses
+
 from k8see import approvals, names
-from k8see.config import load_repo_config
 from k8see.errors import ConfigError, GitHubError, PolicyError
 from k8see.events import parse_command
-from k8see.integrations import source
 from k8see.integrations.github import GitHubClient, make_client
 from k8see.run import Run
 from k8see.settings import PlatformSettings
+from k8see.stages import trust
 from k8see.stages.context import StageContext
 
 __all__ = ["FORWARD", "help_text", "run"]
@@ -34,7 +37,6 @@ FORWARD = {
     "deploy-preview": "admit",
     "destroy-preview": "admit",
 }
-SOURCE_TIMEOUT_SECONDS = 120
 
 
 def run(run: Run, ctx: StageContext) -> Run:
@@ -48,15 +50,8 @@ def run(run: Run, ctx: StageContext) -> Run:
     if command not in ("help", *FORWARD):
         raise PolicyError(f"{run.trigger[:80]!r} is not a command this task handles.")
     github = make_client(ctx.settings, log=ctx.log)
-    permission = approvals.authorize(
-        github,
-        repo=run.repo,
-        pr=run.pr,
-        commenter=run.commenter,
-        command=command,
-        comment_id=run.comment_id,
-        log=ctx.log,
-    )
+    author = trust.authorize_command(github, run, ctx)
+    run = dataclasses.replace(run, commenter=author.author)
     if run.comment_id:
         try:
             github.add_reaction(run.repo, run.comment_id, "eyes")
@@ -65,7 +60,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     result: dict[str, object] = {
         "command": command,
         "args": list(args),
-        "permission": permission,
+        "permission": author.permission,
         "forward": FORWARD.get(command, ""),
     }
     if command == "help":
@@ -127,18 +122,9 @@ def _trigger_mode(run: Run, ctx: StageContext, github: GitHubClient) -> str:
         return str(record["trigger_mode"])
     pull = github.get_pull(run.repo, run.pr)
     sha = names.check_sha(pull.head_sha)
-    local = run.source.startswith("file://") or run.source.startswith("/")
     try:
-        directory = source.fetch_source(
-            repo=run.repo,
-            sha=sha,
-            dest_dir=ctx.workdir / "help-src",
-            source=run.source,
-            github=None if local else github,
-            timeout_seconds=SOURCE_TIMEOUT_SECONDS,
-        )
-        config_path = names.check_config_path(run.config_path)
-        return str(load_repo_config(directory / config_path, filename=config_path).trigger)
+        directory = trust.checkout(dataclasses.replace(run, sha=sha), ctx, github)
+        return str(trust.load_config(run, directory)[1].trigger)
     except (ConfigError, PolicyError) as exc:
         ctx.log.info("/help could not read the trigger mode: %s", exc.message)
         return f"{run.config_path or names.DEFAULT_CONFIG_PATH} at {sha[:12]} is not valid"

@@ -6,6 +6,10 @@ namespace is found by its labels and annotation: ``k8s-ee/pr-number=<N>``,
 validated run names its namespace directly. A preserved namespace is kept; one that is gone
 already is done; one that belongs to someone else is never touched. Running it twice ends in
 the same state.
+
+Only GitHub decides that a PR's environment goes (``trust.may_destroy``): a close event is
+believed when GitHub says the PR is closed, a ``/destroy-preview`` when GitHub says its author
+has write access. A forged "closed" for an open PR is refused and leaves it running.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Any
 
 from k8see import names
 from k8see.integrations import helm, kube, kubeproxy
+from k8see.integrations.github import make_client
 from k8see.run import Run
+from k8see.stages import trust
 from k8see.stages.context import StageContext
 
 #: Longest ``helm uninstall --wait``; the namespace deletion removes whatever is left.
@@ -27,6 +33,8 @@ def run(run: Run, ctx: StageContext) -> Run:
     """Remove the PR's environment, unless it is preserved."""
     started = time.monotonic()
     settings = ctx.settings
+    why = trust.may_destroy(make_client(settings, log=ctx.log), run, ctx)
+    ctx.log.info("Destroying %s#%s: %s.", run.repo, run.pr, why)
     api = kube.make_api(settings)
     try:
         validated = run.result("validate").get("namespace")

@@ -53,6 +53,10 @@ def run(run: Run, ctx: StageContext) -> Run:
     if not derived_ecr and ref.host != reg.host:
         # Built when the platform used another registry: our credentials are not for it.
         return _skip(run, ctx, "other-registry", started)
+    if not ref.repository.startswith(names.image_path(run.repo) + "/"):
+        # The record names another repository's image: its tags are never ours to delete.
+        ctx.log.warning("Not untagging %s: it is outside %s's registry path.", image, run.repo)
+        return _skip(run, ctx, "other-repository", started)
     tags = tags_of(run, record)
     try:
         outcome = tag_remover(ctx.settings, log=ctx.log).remove_tags(ref.repository, tags)

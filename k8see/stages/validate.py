@@ -3,14 +3,16 @@
 Workers never trust the enqueuer. In order, this stage:
 
 1. checks the platform allowlist (fail closed; the refusal says where to ask for access);
-2. for a command comment, checks the commenter has write access (``approvals.authorize``:
-   others get a polite reply and the run stops as ``Refused``, leaving the environment as it
-   was), then reacts 👀;
+2. for a command comment, reads the comment from GitHub by its id and checks its author (as
+   GitHub reports it, never as the message says) has write access (``trust``: others get a
+   polite reply and the run stops as ``Refused``, leaving the environment as it was);
 3. for a deploy, reads the PR from GitHub: a comment's run resolves the head SHA (the PR must
-   be open); a fork PR runs only at the one SHA a maintainer approved with ``/deploy-preview``;
-4. fetches the source at that SHA, re-validates the config and re-decides the action with the
-   repository's real trigger mode (the enqueuer may not know it); the result carries ``fork``
-   when the PR was read (the build stage treats a PR whose fork status is unknown as a fork);
+   be open); an event's run must name the PR's current head (an older commit stops as
+   ``Stale``); a fork PR runs only at the one SHA a maintainer approved with
+   ``/deploy-preview``, and only if the fork was not pushed after the approving comment;
+4. fetches the source at that SHA (from where the worker's settings say), re-validates the
+   config and re-decides the action with the repository's real trigger mode (the enqueuer
+   may not know it); the result carries ``fork`` when the PR was read;
 5. reports on GitHub: a ``k8see/validate`` commit status, and for a deploy a Deployment in
    ``preview/<namespace>`` marked ``in_progress`` (the comment stage finishes it).
 """
@@ -18,61 +20,22 @@ Workers never trust the enqueuer. In order, this stage:
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from k8see import approvals, names
-from k8see.config import load_repo_config
 from k8see.config.policy import check_allowed
-from k8see.errors import ConfigError, GitHubError, PolicyError, Stopped, UserError, Where
-from k8see.events import decide_from_comment, decide_from_flags, parse_command
-from k8see.integrations import kube, source
+from k8see.errors import GitHubError, PolicyError, Stopped, UserError
+from k8see.events import decide_from_comment, decide_from_flags
+from k8see.integrations import kube
 from k8see.integrations.github import GitHubClient, make_client
 from k8see.run import Action, Run
-from k8see.settings import PlatformSettings
+from k8see.stages import trust
 from k8see.stages.context import StageContext
 
-SOURCE_TIMEOUT_SECONDS = 120
 #: The commit status context of this stage, shown in the PR's checks.
 STATUS_CONTEXT = "k8see/validate"
-
-
-def _inside(directory: Path, config_path: str) -> Path:
-    """The config file in the source tree; a symlink out of the tree is refused."""
-    path = directory / config_path
-    if not path.resolve().is_relative_to(directory.resolve()):
-        raise ConfigError(
-            f"{config_path} leads outside the repository through a symbolic link.",
-            hint=f"Commit {config_path} as a regular file.",
-            where=Where(file=config_path),
-        )
-    return path
-
-
-def source_dir(settings: PlatformSettings, repo: str, sha: str) -> Path:
-    """Where a worker keeps the source of ``repo`` at ``sha`` (the same path on every worker)."""
-    root = Path(settings.build.workdir or Path(tempfile.gettempdir()) / "k8see-work")
-    owner, name = names.check_repo(repo).lower().split("/")
-    return root / "src" / f"{owner}__{name}" / names.check_sha(sha)
-
-
-def ensure_source(run: Run, ctx: StageContext) -> Path:
-    """Fetch the source at ``run.sha`` unless this worker already has it."""
-    github = None if _is_local(run.source) else make_client(ctx.settings, log=ctx.log)
-    dest_dir = source_dir(ctx.settings, run.repo, run.sha)
-    if max_idle := ctx.settings.build.source_max_idle_hours:
-        source.collect_idle(dest_dir.parent.parent, max_idle_seconds=max_idle * 3600)
-    return source.fetch_source(
-        repo=run.repo,
-        sha=run.sha,
-        dest_dir=dest_dir,
-        source=run.source,
-        github=github,
-        timeout_seconds=SOURCE_TIMEOUT_SECONDS,
-    )
 
 
 def run(run: Run, ctx: StageContext) -> Run:
@@ -80,18 +43,23 @@ def run(run: Run, ctx: StageContext) -> Run:
     settings = ctx.settings
     _check_allowed(run, ctx)
     github = make_client(settings, log=ctx.log)
-    if run.trigger.startswith("issue_comment:") and not run.result("command").get("permission"):
-        # Commands are authorized by the command task before they are admitted; this covers
-        # runs enqueued without it (older clients, replays).
-        _authorize(run, ctx, github)
+    command = None
+    if run.trigger.startswith("issue_comment:"):
+        # Authorized again, from GitHub: a ``command`` result in the message proves nothing.
+        command = trust.authorize_command(github, run, ctx)
+        run = dataclasses.replace(run, commenter=command.author)
+        try:
+            github.add_reaction(run.repo, run.comment_id, "eyes")
+        except GitHubError as exc:  # a courtesy: the command still runs
+            ctx.log.warning("The 👀 reaction on comment %s failed: %s", run.comment_id, exc)
     deploying = run.action is not Action.DESTROY
     fork: bool | None = None
     if deploying or not run.sha:
-        run, fork = _check_pull(run, ctx, github, deploying=deploying)
+        run, fork = _check_pull(run, ctx, github, deploying=deploying, command=command)
     if not deploying:  # a /destroy-preview: validate only reads the trigger mode
-        return _validate(run, ctx, fork=fork)
+        return _validate(run, ctx, github, fork=fork)
     try:
-        run = _validate(run, ctx, fork=fork)
+        run = _validate(run, ctx, github, fork=fork)
     except UserError as exc:
         _commit_status(github, run, ctx, "failure", exc.message)
         raise
@@ -101,11 +69,10 @@ def run(run: Run, ctx: StageContext) -> Run:
     return _start_deployment(github, run, ctx)
 
 
-def _validate(run: Run, ctx: StageContext, *, fork: bool | None) -> Run:
+def _validate(run: Run, ctx: StageContext, github: GitHubClient, *, fork: bool | None) -> Run:
     settings = ctx.settings
-    directory = ensure_source(run, ctx)
-    config_path = names.check_config_path(run.config_path)
-    config = load_repo_config(_inside(directory, config_path), filename=config_path)
+    directory = trust.checkout(run, ctx, github)
+    config_path, config = trust.load_config(run, directory)
     action = _redecide(run, config.trigger)
     if action is Action.SKIP:
         raise Stopped(
@@ -130,7 +97,6 @@ def _validate(run: Run, ctx: StageContext, *, fork: bool | None) -> Run:
         "namespace": namespace,
         "preview_url": names.preview_url(project_id, run.pr, settings.deploy.domain),
         "databases": config.enabled_databases(),
-        "source_dir": str(directory),
         "trigger_mode": config.trigger,
         "config_path": config_path,
         "sha": run.sha,
@@ -153,43 +119,23 @@ def _check_allowed(run: Run, ctx: StageContext) -> None:
         raise
 
 
-def _authorize(run: Run, ctx: StageContext, github: GitHubClient) -> None:
-    """A command counts only from someone with write access; 👀 says it was accepted."""
-    command, _, _ = parse_command(run.trigger.partition(":")[2])
-    approvals.authorize(
-        github,
-        repo=run.repo,
-        pr=run.pr,
-        commenter=run.commenter,
-        command=command or "deploy-preview",
-        comment_id=run.comment_id,
-        log=ctx.log,
-    )
-    if run.comment_id:
-        try:
-            github.add_reaction(run.repo, run.comment_id, "eyes")
-        except GitHubError as exc:  # a courtesy: the command still runs
-            ctx.log.warning("The 👀 reaction on comment %s failed: %s", run.comment_id, exc)
-
-
 def _check_pull(
-    run: Run, ctx: StageContext, github: GitHubClient, *, deploying: bool
+    run: Run,
+    ctx: StageContext,
+    github: GitHubClient,
+    *,
+    deploying: bool,
+    command: trust.Command | None,
 ) -> tuple[Run, bool]:
-    """Read the PR: resolve a comment's head, and run a fork only at its approved SHA.
+    """Read the PR: a command deploys its head of now, an event only the head it names, and a
+    fork only the commit a maintainer approved.
 
     Returns:
         The run (its head resolved) and whether the PR comes from a fork.
     """
-    try:
-        pull = github.get_pull(run.repo, run.pr)
-    except GitHubError as exc:
-        if exc.status != 404:
-            raise
-        raise PolicyError(
-            f"PR #{run.pr} of {run.repo} was not found on GitHub.",
-            hint="Check the PR exists and k8see's GitHub App is installed on the repository.",
-        ) from None
-    if not run.sha:
+    pull = trust.pull_of(github, run)
+    if command is not None or not run.sha:
+        # A comment carries no commit; whatever commit the message names is not believed.
         if deploying and pull.state != "open":
             raise PolicyError(
                 f"PR #{run.pr} is not open, so it cannot be deployed.",
@@ -198,14 +144,17 @@ def _check_pull(
         run = dataclasses.replace(
             run, sha=names.check_sha(pull.head_sha), ref=pull.head_ref or run.ref
         )
+    elif deploying:
+        trust.require_head(github, run, ctx, pull)
     if not deploying or not pull.fork:
         return run, pull.fork
     store = redis.Redis.from_url(ctx.settings.redis.url)
     try:
-        if run.trigger.startswith("issue_comment:"):
-            # An authorized /deploy-preview approves exactly the head it just resolved.
-            approvals.approve(store, repo=run.repo, pr=run.pr, sha=run.sha, by=run.commenter)
-            ctx.log.info("Fork PR #%s: %s approved %s.", run.pr, run.commenter, run.sha[:12])
+        if command is not None:
+            # An authorized /deploy-preview approves the head of the moment it was written.
+            trust.check_fork_push(github, run, ctx, pull, command)
+            approvals.approve(store, repo=run.repo, pr=run.pr, sha=run.sha, by=command.author)
+            ctx.log.info("Fork PR #%s: %s approved %s.", run.pr, command.author, run.sha[:12])
             return run, True
         approved = approvals.approved_sha(store, repo=run.repo, pr=run.pr)
     finally:
@@ -266,7 +215,3 @@ def _redecide(run: Run, trigger_mode: str) -> Action:
     if decision.action is Action.SKIP:
         return Action.SKIP
     return decision.action
-
-
-def _is_local(location: str) -> bool:
-    return location.startswith("file://") or location.startswith("/")

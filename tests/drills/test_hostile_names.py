@@ -6,7 +6,7 @@ documents, token soup and alias bombs, plus the 10 MB document (tests/config/), 
 event payloads and comment bodies (tests/test_events.py).
 
 Covered here, with hostile ``projectId``, ``owner/repo``, branch and SHA values:
-- the name builders the stages use (validate's source directory, build's image repository,
+- the name builders the stages use (trust's source directory, build's image repository,
   deploy's namespace labels and annotations, the namespace and preview URL) either refuse
   the value with a K8seeError or produce a name that is a valid path component, OCI
   repository, label, DNS label or URL, with nothing of the hostile value left over;
@@ -31,7 +31,7 @@ from k8see import names
 from k8see.errors import K8seeError
 from k8see.run import Action, Run
 from k8see.settings import load_settings
-from k8see.stages import build, deploy, validate
+from k8see.stages import build, deploy, trust
 
 META = [*";&|$`\\\"'<>(){}[]*?!#~%@:=+,^ \t\n\r\0/.-_", "$(id)", "`id`", "..", "%2e", "é"]
 #: Strings of metacharacters, letters and shell/URL tokens, plus any unicode text.
@@ -88,7 +88,7 @@ def test_project_ids_give_a_dns_label_and_a_plain_url_or_are_refused(
 def test_repositories_give_a_safe_source_dir_and_image_or_are_refused(repo: str) -> None:
     platform = load_settings(build={"workdir": "/srv/k8see"}, registry={"host": "ghcr.io"})
     try:
-        source = validate.source_dir(platform, repo, SHA)
+        source = trust.source_dir(platform, repo, SHA)
         image = build.image_repository(platform, repo, "web")
     except K8seeError:
         return
@@ -133,14 +133,14 @@ def test_namespace_labels_and_annotations_are_valid_or_refused(
 
 #: What each stage builds from a message's repo, sha and PR number.
 BUILDERS = {
-    "validate.source_dir": lambda run, cfg: validate.source_dir(cfg, run.repo, run.sha),
+    "trust.source_dir": lambda run, cfg: trust.source_dir(cfg, run.repo, run.sha),
     "build.image_repository": lambda run, cfg: build.image_repository(cfg, run.repo, "web"),
     "build.tags": lambda run, cfg: (names.image_tag(run.pr), names.sha_tag(run.sha)),
     "deploy.namespace_metadata": lambda run, cfg: deploy.namespace_metadata(run, project_id="web"),
     "deploy.namespace": lambda run, cfg: names.namespace("web", run.pr),
 }
-REPO_USERS = ("validate.source_dir", "build.image_repository", "deploy.namespace_metadata")
-SHA_USERS = ("validate.source_dir", "build.tags", "deploy.namespace_metadata")
+REPO_USERS = ("trust.source_dir", "build.image_repository", "deploy.namespace_metadata")
+SHA_USERS = ("trust.source_dir", "build.tags", "deploy.namespace_metadata")
 PR_USERS = ("build.tags", "deploy.namespace_metadata", "deploy.namespace")
 
 

@@ -29,8 +29,11 @@ class Harness:
         self.redis = redis.Redis.from_url(platform.redis_url)
 
     def repo(self, name: str, files: dict[str, str] | None = None) -> tuple[str, Path, str]:
-        """A git repository with examples/hello (plus ``files``); returns name, path, sha."""
-        path = self.workdir / "repos" / name
+        """A git repository with examples/hello (plus ``files``); returns name, path, sha.
+
+        It lives where the workers read sources from (``build.local_source_root``).
+        """
+        path = self.platform.sources / ORG / name
         shutil.copytree(ROOT / "examples" / "hello", path)
         for rel, text in (files or {}).items():
             (path / rel).write_text(text)

@@ -60,6 +60,18 @@ def make_run(source: Path, image: dict[str, Any] | None = None, repo: str = "Acm
     )
 
 
+def _build(run: Run, ctx: StageContext) -> Run:
+    """The build proper on the test's checkout (``build.run`` fetches its own from GitHub)."""
+    validated = run.result("validate")
+    return build.build_checkout(
+        run,
+        ctx,
+        source_dir=Path(validated["source_dir"]),
+        config=validated["config"],
+        fork=validated.get("fork"),
+    )
+
+
 def make_ctx(settings: PlatformSettings, tmp_path: Path, lines: list[str], stop=lambda: False):
     return StageContext(
         settings=settings,
@@ -74,7 +86,7 @@ def test_the_image_is_built_for_both_platforms_and_pinned_by_digest(
     settings: PlatformSettings, source: Path, registry: LocalRegistry, tmp_path: Path
 ) -> None:
     lines: list[str] = []
-    out = build.run(make_run(source), make_ctx(settings, tmp_path, lines))
+    out = _build(make_run(source), make_ctx(settings, tmp_path, lines))
     result = out.result("build")
     repository = f"{registry.host}/acme/hello/hello"
     assert result["repository"] == repository
@@ -106,7 +118,7 @@ def test_paths_outside_the_checkout_are_refused(
 ) -> None:
     (source / "link").symlink_to(tmp_path)  # a symlink out of the checkout
     with pytest.raises(ConfigError) as info:
-        build.run(make_run(source, image), make_ctx(settings, tmp_path, []))
+        _build(make_run(source, image), make_ctx(settings, tmp_path, []))
     assert info.value.where is not None
     assert info.value.where.field == field
     assert info.value.hint
@@ -120,7 +132,7 @@ def test_a_broken_dockerfile_fails_with_the_last_lines(
     )
     lines: list[str] = []
     with pytest.raises(BuildFailed) as info:
-        build.run(make_run(source), make_ctx(settings, tmp_path, lines))
+        _build(make_run(source), make_ctx(settings, tmp_path, lines))
     assert "npm ERR! missing script: build" in (info.value.hint or "")
     assert any("npm ERR!" in line for line in lines)
 
@@ -134,7 +146,7 @@ def test_a_superseded_run_stops_its_build(
     lines: list[str] = []
     stop = lambda: any("begin-long-step" in line for line in lines)  # noqa: E731
     with pytest.raises(Superseded):
-        build.run(make_run(source), make_ctx(settings, tmp_path, lines, stop))
+        _build(make_run(source), make_ctx(settings, tmp_path, lines, stop))
 
 
 def test_a_custom_repository_must_be_on_the_platform_registry(
@@ -142,10 +154,10 @@ def test_a_custom_repository_must_be_on_the_platform_registry(
 ) -> None:
     image = {"context": "app", "repository": "evil.example.com/steal/creds"}
     with pytest.raises(ConfigError, match="not on this platform's registry") as info:
-        build.run(make_run(source, image), make_ctx(settings, tmp_path, []))
+        _build(make_run(source, image), make_ctx(settings, tmp_path, []))
     assert info.value.where is not None and info.value.where.field == "image.repository"
     with pytest.raises(ConfigError, match="not a valid image repository"):
-        build.run(
+        _build(
             make_run(source, {**image, "repository": "Not A Repo"}),
             make_ctx(settings, tmp_path, []),
         )
@@ -171,7 +183,7 @@ def test_the_docker_builder_builds_the_same_list(
         }
     )
     lines: list[str] = []
-    result = build.run(make_run(source), make_ctx(docker_settings, tmp_path, lines)).result("build")
+    result = _build(make_run(source), make_ctx(docker_settings, tmp_path, lines)).result("build")
     # Then the registry holds the same shape of result: a two-platform list under both tags
     client = registry.client()
     assert client.get_platforms(result["image"]) == ["linux/amd64", "linux/arm64"]
@@ -190,7 +202,7 @@ def test_an_unreachable_docker_daemon_is_a_platform_error(
         }
     )
     with pytest.raises(PlatformError, match=r"Docker daemon .* is not reachable") as info:
-        build.run(make_run(source), make_ctx(docker_settings, tmp_path, []))
+        _build(make_run(source), make_ctx(docker_settings, tmp_path, []))
     assert "build.builder" in (info.value.hint or "")
 
 
@@ -200,13 +212,11 @@ def test_a_repository_may_build_fewer_platforms(
     # Given a run whose workflow asks for linux/amd64 only (the platforms input)
     run = replace(make_run(source), platforms="linux/amd64")
     # Then only that platform is built and pushed
-    result = build.run(run, make_ctx(settings, tmp_path, [])).result("build")
+    result = _build(run, make_ctx(settings, tmp_path, [])).result("build")
     assert result["platforms"] == ["linux/amd64"]
     assert registry.client().get_platforms(result["image"]) == ["linux/amd64"]
     # And a platform the platform does not build is refused before anything runs
     with pytest.raises(PolicyError) as refused:
-        build.run(
-            replace(make_run(source), platforms="linux/s390x"), make_ctx(settings, tmp_path, [])
-        )
+        _build(replace(make_run(source), platforms="linux/s390x"), make_ctx(settings, tmp_path, []))
     assert "linux/s390x" in refused.value.message
     assert "linux/amd64, linux/arm64" in (refused.value.hint or "")

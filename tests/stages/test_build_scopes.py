@@ -58,6 +58,7 @@ def settings(
         registry={"type": "generic", "host": registry.host, "insecure": True},
         build={
             "workdir": str(tmp_path / "work"),
+            "local_source_root": str(tmp_path / "sources"),
             "storage_dir": str(tmp_path / "storage"),
             "registries_conf": mirror_env["CONTAINERS_REGISTRIES_CONF"],
             "platforms": "linux/amd64",
@@ -78,9 +79,14 @@ def _ctx(settings: PlatformSettings, tmp_path: Path, lines: list[str]) -> StageC
 def _validate_and_build(
     settings: PlatformSettings, tmp_path: Path, src: Path, sha: str, repo: str, pr: int
 ) -> tuple[Run, list[str]]:
+    # The workers read ``repo`` from <local_source_root>/<repo>: the same checkout for each.
+    link = Path(settings.build.local_source_root) / repo
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(src)
     run = Run(
         repo=repo, pr=pr, sha=sha, generation=1, action=Action.DEPLOY,
-        trigger="pull_request:opened", source=str(src),
+        trigger="pull_request:opened",
     )  # fmt: skip
     lines: list[str] = []
     ctx = _ctx(settings, tmp_path, lines)
@@ -159,12 +165,12 @@ def test_a_run_without_a_known_fork_status_builds_as_a_fork(
     # Given a validated run that does not say whether the PR is a fork (as `k8see build`
     # makes one: no GitHub was asked)
     src, sha = source
-    run = Run(repo="trust/lone", pr=7, sha=sha, generation=1, action=Action.DEPLOY).with_result(
-        "validate",
-        {"config": {"projectId": "shop"}, "project_id": "shop", "source_dir": str(src)},
-    )
+    run = Run(repo="trust/lone", pr=7, sha=sha, generation=1, action=Action.DEPLOY)
     # When it is built
-    result = build.run(run, _ctx(settings, tmp_path, [])).result("build")
+    built = build.build_checkout(
+        run, _ctx(settings, tmp_path, []), source_dir=src, config={"projectId": "shop"}, fork=None
+    )
+    result = built.result("build")
     # Then it is built as a fork would be: its own scope, the registry cache not written
     assert (result["cache_scope"], result["cache_trusted"]) == ("trust/lone#7", False)
     assert registry.client().list_tags("trust/lone/shop/cache") == []

@@ -19,19 +19,23 @@ from kubernetes import client
 from k8see import names
 from k8see.integrations import kube
 from k8see.run import Action, Run
+from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings, ServiceAccountRef
 from k8see.stages import destroy
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
+from tests.fixtures.github import SANDBOX_TOKEN
 
 REPO = "acme/shop"
 
 
 @pytest.fixture
-def ctx(kubeconfig: Path, tmp_path: Path) -> StageContext:
+def ctx(kubeconfig: Path, tmp_path: Path, github: GitHubSandbox) -> StageContext:
     require_tool("helm")
+    # The GitHub stand-in knows none of these PRs: a PR GitHub does not have may be destroyed.
     settings = PlatformSettings(
-        deploy={"kubeconfig": str(kubeconfig), "destroy_timeout_seconds": 30}
+        deploy={"kubeconfig": str(kubeconfig), "destroy_timeout_seconds": 30},
+        github={"api_url": github.url, "token": SANDBOX_TOKEN},
     )
     return StageContext(settings=settings, log=logging.getLogger("test-destroy"), workdir=tmp_path)
 

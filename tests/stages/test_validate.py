@@ -32,8 +32,8 @@ ACCESS = "https://platform.example.test/access"
 
 @pytest.fixture
 def repo_dir(tmp_path: Path) -> tuple[Path, str]:
-    path = tmp_path / "src"
-    path.mkdir()
+    path = tmp_path / "sources" / "acme" / "shop"
+    path.mkdir(parents=True)
     git(path, "init", "-q", "-b", "main")
     (path / "k8s-ee.yaml").write_text("projectId: shop\napp:\n  port: 3000\n")
     (path / "Dockerfile").write_text("FROM busybox\n")
@@ -47,7 +47,7 @@ def _ctx(hub: GitHubSandbox, tmp_path: Path, redis_url: str, allowlist: Path) ->
         github={"api_url": hub.url, "token": SANDBOX_TOKEN},
         redis={"url": redis_url},
         policy={"allowlist_path": str(allowlist), "access_request_url": ACCESS},
-        build={"workdir": str(tmp_path / "work")},
+        build={"workdir": str(tmp_path / "work"), "local_source_root": str(tmp_path / "sources")},
         queues={"max_retries": 1, "retry_backoff_seconds": 0.01},
     )
     return StageContext(settings=settings, log=logging.getLogger("t"), workdir=tmp_path)
@@ -63,7 +63,7 @@ def allowlist(tmp_path: Path) -> Path:
 def _run(sha: str, src: Path, **kw: object) -> Run:
     fields: dict[str, object] = {
         "repo": "acme/shop", "pr": 7, "sha": sha, "generation": 1, "action": Action.DEPLOY,
-        "trigger": "pull_request:opened", "source": str(src), **kw,
+        "trigger": "pull_request:opened", **kw,
     }  # fmt: skip
     return Run(**fields)  # type: ignore[arg-type]
 
