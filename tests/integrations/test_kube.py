@@ -1,4 +1,4 @@
-"""The kube integration against the sandbox API server (real HTTP, real kubernetes client).
+"""The kube integration against the real API server (the local cluster, or K8SEE_TEST_KUBECONFIG).
 
 Covers: credentials errors; unreachable server and API errors wrapped into the KubeError
 family (no kubernetes or urllib3 exception escapes), 429/5xx retried; namespace creation with
@@ -9,13 +9,11 @@ namespace and into one an older k8see made, once, with a missing subject added a
 to another role refused; none without bindings configured; apply twice is idempotent;
 finding a PR's namespaces by label and repository; deleting with PVC finalizers stripped,
 preserved and foreign namespaces kept, missing ones done; the service-proxy health check
-(200, 204 with an empty body, 500, nothing listening).
+against a real pod (200, 204 with an empty body, 500, nothing listening).
 """
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,48 +26,9 @@ from k8see.errors import KubeConflict, KubeError, KubeNotFound, PolicyError
 from k8see.integrations import health, kube
 from k8see.settings import PlatformSettings, ServiceAccountRef
 from tests.conftest import free_port
+from tests.fixtures.kube import RUN_ID, run_testapp, app_requests
 
 REPO = "acme/shop"
-
-
-class Backend:
-    """A tiny real HTTP server standing in for the app behind the Service."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.body = b"ok"
-        self.paths: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.paths.append(self.path)
-                self.send_response(outer.status)
-                self.send_header("Content-Length", str(len(outer.body)))
-                self.end_headers()
-                self.wfile.write(outer.body)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def backend() -> Iterator[Backend]:
-    b = Backend()
-    yield b
-    b.close()
 
 
 @pytest.fixture
@@ -141,24 +100,25 @@ def test_not_found_is_wrapped_with_status_fields(api: Any) -> None:
     assert info.value.__cause__ is not None  # raised from the ApiException
 
 
-@pytest.mark.sandbox_only
-def test_throttling_and_server_errors_are_retried(api: Any, kube_sandbox: Any) -> None:
-    kube_sandbox.faults.sequence[:] = [429, 500]
-    try:
-        found = kube.call(client.CoreV1Api(api).list_namespace, what="list namespaces")
-    finally:
-        kube_sandbox.faults.reset()
+@pytest.fixture
+def faulty_api(kube_faults: Any) -> Iterator[Any]:
+    """A client whose requests pass the fault-injecting proxy in front of the real server."""
+    api = kube.make_api(PlatformSettings(deploy={"kubeconfig": kube_faults.kubeconfig}))
+    yield api
+    api.close()
+
+
+def test_throttling_and_server_errors_are_retried(faulty_api: Any, faults: Any) -> None:
+    faults.sequence[:] = [429, 500]
+    found = kube.call(client.CoreV1Api(faulty_api).list_namespace, what="list namespaces")
     assert any(ns.metadata.name == "default" for ns in found.items)
+    assert faults.injected == 2
 
 
-@pytest.mark.sandbox_only
-def test_persistent_server_errors_end_as_kube_error(api: Any, kube_sandbox: Any) -> None:
-    kube_sandbox.faults.sequence[:] = [500] * kube.RETRY_ATTEMPTS
-    try:
-        with pytest.raises(KubeError) as info:
-            kube.call(client.CoreV1Api(api).list_namespace, what="list namespaces")
-    finally:
-        kube_sandbox.faults.reset()
+def test_persistent_server_errors_end_as_kube_error(faulty_api: Any, faults: Any) -> None:
+    faults.sequence[:] = [500] * kube.RETRY_ATTEMPTS
+    with pytest.raises(KubeError) as info:
+        kube.call(client.CoreV1Api(faulty_api).list_namespace, what="list namespaces")
     assert info.value.status == 500
     assert "InternalError" in info.value.message
 
@@ -471,17 +431,13 @@ def _service(api: Any, namespace: str, name: str) -> None:
     core.create_namespaced_service(namespace, {"metadata": {"name": name}, "spec": spec})
 
 
-@pytest.mark.sandbox_only
-@pytest.mark.parametrize(
-    ("status", "body", "ok"), [(200, b"ok", True), (204, b"", True), (500, b"boom", False)]
-)
-def test_health_check_through_service_proxy(
-    api: Any, kube_sandbox: Any, backend: Backend, status: int, body: bytes, ok: bool
-) -> None:
-    backend.status, backend.body = status, body
-    ns = f"hc{status}-pr-1"
+@pytest.mark.parametrize(("status", "ok"), [(200, True), (204, True), (500, False)])
+def test_health_check_through_service_proxy(api: Any, status: int, ok: bool) -> None:
+    # Given the real app pod behind a Service, answering every path with `status`
+    ns = f"hc{status}{RUN_ID}-pr-1"
     _service(api, ns, "hc-app")
-    kube_sandbox.register_service_backend(ns, "hc-app", 80, backend.url)
+    run_testapp(api, ns, "hc-app", status=status)
+    # When the health check goes through the API server's service proxy
     result = health.wait_healthy(
         api=api,
         namespace=ns,
@@ -491,21 +447,24 @@ def test_health_check_through_service_proxy(
         attempts=2,
         interval_seconds=0.05,
     )
+    # Then it reads the status the pod gave, for the path and query it was asked
     assert result.ok is ok
     assert result.status == status
-    assert backend.paths[0] == "/health.json?full=1"
-    assert len(backend.paths) == (1 if ok else 2)
+    seen = app_requests(api, ns, "hc-app", at_least=1 if ok else 2)
+    assert seen[0] == "GET /health.json?full=1"
+    assert len(seen) == (1 if ok else 2)
     if not ok:
         assert "500" in result.detail
-        assert "boom" not in result.detail  # never a response body
+        assert "path" not in result.detail  # never a response body
 
 
 def test_health_check_without_ready_backend(api: Any) -> None:
-    _service(api, "nobody-pr-1", "nobody-pr-1-app")
+    ns = f"nobody{RUN_ID}-pr-1"
+    _service(api, ns, f"{ns}-app")
     result = health.wait_healthy(
         api=api,
-        namespace="nobody-pr-1",
-        service="nobody-pr-1-app",
+        namespace=ns,
+        service=f"{ns}-app",
         port=80,
         path="/health",
         attempts=2,

@@ -1,0 +1,15 @@
+"""A real Kubernetes cluster on this machine, for ``make demo``, ``make test`` and the benchmarks.
+
+The binaries are the official ones, built from their Go modules at pinned versions by
+``make bootstrap`` (``scripts/build-go-tools.sh``): etcd, kube-apiserver (RBAC and Node
+authorization, Pod Security and the other default admission plugins), kube-controller-manager,
+kube-scheduler, and one node: kubelet with Debian's containerd, runc and CNI plugins, and a
+pause image built locally. Pods really run; probes, logs, security contexts and the service
+proxy are the kubelet's and the API server's. Nothing of it is simulated. See ``node`` for the
+network and what a single development node leaves out (kube-proxy, cluster DNS, NetworkPolicy
+enforcement).
+"""
+
+from k8see.sandbox.cluster.local import LocalCluster
+
+__all__ = ["LocalCluster"]

@@ -1,0 +1,414 @@
+"""``LocalCluster``: start the control plane and the node, hand out kubeconfigs, stop cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from k8see.sandbox.cluster import images, node
+from k8see.sandbox.cluster.pki import Pki
+from k8see.sandbox.platform import free_port, tool, wait_for_port
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = "k8see-node"
+SERVICE_CIDR = "10.96.0.0/16"
+#: The issuer of service-account tokens, as on most clusters.
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+START_TIMEOUT_SECONDS = 120.0
+
+
+@dataclass
+class LocalCluster:
+    """A single-node Kubernetes cluster of real components under ``workdir``.
+
+    ``start()`` returns once the node is Ready; ``admin_kubeconfig`` is a cluster-admin
+    (``system:masters``) identity for setting up tests and the demo, never for the pools,
+    which get service-account tokens (``service_account_kubeconfig``).
+    """
+
+    workdir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, IO[bytes]] = field(default_factory=dict)
+    slot: node.Slot | None = None
+    api_port: int = 0
+
+    @property
+    def server(self) -> str:
+        assert self.slot is not None, "the cluster is not started"
+        return f"https://{self.slot.node_ip}:{self.api_port}"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def containerd_address(self) -> str:
+        return str(self.workdir / "containerd" / "containerd.sock")
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> LocalCluster:
+        started = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.slot = node.claim_slot()
+        try:
+            self.pki = Pki(self.workdir / "pki")
+            self._start_etcd()
+            self._start_apiserver()
+            self._start_controllers()
+            self._start_node()
+            self._wait_node_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Local cluster up at %s in %.1fs.", self.server, time.monotonic() - started)
+        return self
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log_file = (self.workdir / f"{name}.log").open("ab")
+        self.logs[name] = log_file
+        self.processes[name] = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.processes[name]
+        if proc.poll() is not None:
+            tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        self._spawn(
+            "etcd",
+            [
+                tool("etcd"),
+                "--name=local",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=local=http://127.0.0.1:{peer}",
+                # A test cluster: speed over durability across a machine crash.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        wait_for_port(client, timeout_seconds=30)
+
+    def _start_apiserver(self) -> None:
+        assert self.slot is not None
+        pki = self.pki
+        self.api_port = free_port()
+        serving = pki.issue(
+            "apiserver",
+            common_name="kube-apiserver",
+            hosts=(
+                self.slot.node_ip,
+                "127.0.0.1",
+                "10.96.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            server=True,
+        )
+        kubelet_client = pki.issue(
+            "apiserver-kubelet-client",
+            common_name="kube-apiserver-kubelet-client",
+            organizations=("system:masters",),
+        )
+        sa = pki.service_account_keys()
+        self._spawn(
+            "kube-apiserver",
+            [
+                tool("kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                f"--bind-address={self.slot.node_ip}",
+                f"--advertise-address={self.slot.node_ip}",
+                f"--secure-port={self.api_port}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={pki.ca.cert}",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                "--authorization-mode=Node,RBAC",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--service-account-issuer={ISSUER}",
+                f"--service-account-key-file={sa.cert}",
+                f"--service-account-signing-key-file={sa.key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--event-ttl=1h",
+            ],
+        )
+        self.pki.client_kubeconfig(
+            self.admin_kubeconfig,
+            server=self.server,
+            pair=pki.issue("admin", common_name="k8see-admin", organizations=("system:masters",)),
+        )
+        self._wait_ready("kube-apiserver", "/readyz")
+
+    def _wait_ready(self, name: str, path: str) -> None:
+        context = ssl.create_default_context(cafile=str(self.pki.ca.cert))
+        admin = self.pki.issue("admin", common_name="k8see-admin")
+        context.load_cert_chain(admin.cert, admin.key)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            self._check_alive(name)
+            try:
+                with urllib.request.urlopen(self.server + path, context=context, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not ready after {START_TIMEOUT_SECONDS:.0f}s")
+            time.sleep(0.2)
+
+    def _component_kubeconfig(self, name: str, user: str, groups: tuple[str, ...] = ()) -> Path:
+        pair = self.pki.issue(name, common_name=user, organizations=groups)
+        return self.pki.client_kubeconfig(
+            self.workdir / f"{name}.kubeconfig", server=self.server, pair=pair
+        )
+
+    def _start_controllers(self) -> None:
+        pki = self.pki
+        cm = self._component_kubeconfig("controller-manager", "system:kube-controller-manager")
+        self._spawn(
+            "kube-controller-manager",
+            [
+                tool("kube-controller-manager"),
+                f"--kubeconfig={cm}",
+                f"--authentication-kubeconfig={cm}",
+                f"--authorization-kubeconfig={cm}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={pki.service_account_keys().key}",
+                f"--root-ca-file={pki.ca.cert}",
+                f"--cluster-signing-cert-file={pki.ca.cert}",
+                f"--cluster-signing-key-file={pki.ca.key}",
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+                "--profiling=false",
+            ],
+        )
+        scheduler = self._component_kubeconfig("scheduler", "system:kube-scheduler")
+        self._spawn(
+            "kube-scheduler",
+            [
+                tool("kube-scheduler"),
+                f"--kubeconfig={scheduler}",
+                f"--authentication-kubeconfig={scheduler}",
+                f"--authorization-kubeconfig={scheduler}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                "--profiling=false",
+            ],
+        )
+
+    def _start_node(self) -> None:
+        assert self.slot is not None
+        config = node.write_containerd_config(
+            self.workdir, slot=self.slot, pause_image=images.PAUSE_IMAGES[0]
+        )
+        self._spawn("containerd", [tool("containerd"), "--config", str(config)])
+        deadline = time.monotonic() + 30
+        while not Path(self.containerd_address).exists():
+            self._check_alive("containerd")
+            if time.monotonic() > deadline:
+                raise TimeoutError("containerd did not open its socket in 30s")
+            time.sleep(0.1)
+        images.import_images(
+            ctr=tool("ctr"),
+            address=self.containerd_address,
+            pause=Path(tool("pause")).resolve(),
+            testapp=Path(tool("testapp")).resolve(),
+            workdir=self.workdir,
+        )
+        pki = self.pki
+        serving = pki.issue(
+            "kubelet-serving", common_name=NODE_NAME, hosts=(self.slot.node_ip,), server=True
+        )
+        kubeconfig = self._component_kubeconfig(
+            "kubelet", f"system:node:{NODE_NAME}", ("system:nodes",)
+        )
+        kubelet_config = node.write_kubelet_config(
+            self.workdir / "kubelet" / "config.yaml",
+            slot=self.slot,
+            port=free_port(),
+            healthz_port=free_port(),
+            ca_file=pki.ca.cert,
+            tls_cert=serving.cert,
+            tls_key=serving.key,
+            runtime_endpoint=f"unix://{self.containerd_address}",
+        )
+        self._spawn(
+            "kubelet",
+            [
+                tool("kubelet"),
+                f"--config={kubelet_config}",
+                f"--kubeconfig={kubeconfig}",
+                f"--root-dir={self.workdir / 'kubelet' / 'root'}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={self.slot.node_ip}",
+                "--v=1",
+            ],
+        )
+
+    def _wait_node_ready(self, started: float) -> None:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+        core = client.CoreV1Api(api)
+        deadline = started + START_TIMEOUT_SECONDS
+        try:
+            while True:
+                for name in self.processes:
+                    self._check_alive(name)
+                try:
+                    status = core.read_node(NODE_NAME).status
+                    ready = [c for c in status.conditions or [] if c.type == "Ready"]
+                    if ready and ready[0].status == "True":
+                        return
+                except client.ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {NODE_NAME} not Ready in {START_TIMEOUT_SECONDS}s")
+                time.sleep(0.5)
+        finally:
+            api.close()
+
+    # -- identities ------------------------------------------------------------------------
+
+    def token_kubeconfig(self, path: Path, token: str) -> Path:
+        """A kubeconfig that authenticates with a bearer ``token``."""
+        return self.pki.kubeconfig(path, server=self.server, user={"token": token})
+
+    def service_account_kubeconfig(
+        self, path: Path, *, namespace: str, name: str, expiration_seconds: int = 86400
+    ) -> Path:
+        """A kubeconfig holding a TokenRequest token of service account ``namespace/name``,
+        as a pod of that service account would have."""
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+        try:
+            request = client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(
+                    audiences=[], expiration_seconds=expiration_seconds
+                )
+            )
+            answer: Any = client.CoreV1Api(api).create_namespaced_service_account_token(
+                name, namespace, request
+            )
+        finally:
+            api.close()
+        return self.token_kubeconfig(path, answer.status.token)
+
+    def trust_registry(self, host: str) -> None:
+        """Let the node pull images from the plain-HTTP registry at ``host``."""
+        node.trust_registry(self.workdir, host)
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the node (its pods' processes and mounts too), then the control plane."""
+        self._terminate("kubelet", timeout_seconds=10)
+        if self.slot is not None:
+            node.kill_cgroup(self.slot.cgroup_root)
+        self._kill_shims()
+        self._terminate("containerd", timeout_seconds=10)
+        _unmount_under(self.workdir)
+        _remove_orphan_netns()
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            self._terminate(name, timeout_seconds=15)
+        for log_file in self.logs.values():
+            log_file.close()
+        self.logs.clear()
+        if self.slot is not None:
+            node.remove_cgroup(self.slot.cgroup_root)
+            subprocess.run(["ip", "link", "del", self.slot.bridge], capture_output=True)
+            self.slot.release()
+            self.slot = None
+
+    def _terminate(self, name: str, *, timeout_seconds: float) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def _kill_shims(self) -> None:
+        """containerd's shims outlive it by design; ours name our socket on their command line."""
+        marker = self.containerd_address.encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"containerd-shim" in cmdline and marker in cmdline:
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _unmount_under(directory: Path) -> None:
+    """Lazily unmount everything mounted below ``directory`` (deepest first)."""
+    prefix = str(directory.resolve()) + "/"
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            mounts.append(point)
+    for point in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def _remove_orphan_netns() -> None:
+    """Remove pod network namespaces (``/run/netns/cni-*``) that no process uses any more."""
+    netns_dir = Path("/run/netns")
+    if not netns_dir.is_dir():
+        return
+    live: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                live.add((entry / "ns" / "net").stat().st_ino)
+            except OSError:
+                continue
+    for path in netns_dir.glob("cni-*"):
+        try:
+            inode = path.stat().st_ino
+        except OSError:
+            continue
+        if inode not in live:
+            subprocess.run(["umount", str(path)], capture_output=True)
+            path.unlink(missing_ok=True)
