@@ -58,7 +58,16 @@ spec() {
       helm_version="$(module_version helm helm.sh/helm/v3)"
       echo "$helm_version"
       echo "helm=helm.sh/helm/v3/cmd/helm"
-      echo "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+      # As helm's own Makefile: the Kubernetes version it assumes offline (helm template,
+      # lint) is that of the client-go it is built with.
+      local minor
+      minor="$(module_version helm k8s.io/client-go | cut -d. -f2)"
+      echo "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+        "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1" \
+        "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
+        "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1" \
+        "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
       ;;
     pause | testapp)
       echo "v1"

@@ -1,4 +1,4 @@
-"""The helm integration: the real helm binary against the sandbox API server.
+"""The helm integration: the real helm binary against the real API server.
 
 Covers: install, status, upgrade (revision 2), uninstall and uninstalling what is not there;
 a release left ``pending-install`` by a killed helm, recovered by ``recover_stuck``;
@@ -37,16 +37,25 @@ def make_namespace(kubeconfig: str, name: str) -> None:
     api.close()
 
 
+#: The image the releases run: the test app, by digest (set by the fixture below).
+IMAGE = {"repository": "reg.test/acme/helmt", "digest": "sha256:" + "d" * 64}
+#: Values that make the test app exit at once, so its pod crash-loops.
+CRASH = {"env": {"EXIT_CODE": "1"}}
+
+
+@pytest.fixture(autouse=True)
+def _image(request: pytest.FixtureRequest) -> None:
+    if "kubeconfig" in request.fixturenames:
+        repository, digest = request.getfixturevalue("testapp_image")
+        IMAGE.update(repository=repository, digest=digest)
+
+
 def values(pr: int, **extra: Any) -> dict[str, Any]:
     return {
         "projectId": "helmt",
         "prNumber": pr,
         "commitSha": "c" * 40,
-        "image": {
-            "repository": "reg.test/acme/helmt",
-            "tag": f"pr-{pr}",
-            "digest": "sha256:" + "d" * 64,
-        },
+        "image": {**IMAGE, "tag": f"pr-{pr}"},
         **extra,
     }
 
@@ -97,7 +106,7 @@ def test_on_tick_aborts_and_atomic_cleans_up(kubeconfig: Path) -> None:
             release="app",
             chart=CHART,
             namespace=ns,
-            values=values(2, image={"repository": "reg.test/crashloop"}),
+            values=values(2, **CRASH),
             timeout_seconds=60,
             kubeconfig=kc,
             log=LOG,
@@ -122,13 +131,15 @@ def test_on_tick_aborts_and_atomic_cleans_up(kubeconfig: Path) -> None:
     api.close()
 
 
-def test_release_left_pending_by_a_killed_helm_is_recovered(kubeconfig: Path) -> None:
+def test_release_left_pending_by_a_killed_helm_is_recovered(
+    kubeconfig: Path, tmp_path: Path
+) -> None:
     ns, kc = "helmt-pr-5", str(kubeconfig)
     make_namespace(kc, ns)
     api = config.new_client_from_config(config_file=kc)
     core = client.CoreV1Api(api)
-    values_file = Path(kc).parent / "pending-values.json"
-    values_file.write_text(json.dumps(values(5, image={"repository": "reg.test/crashloop"})))
+    values_file = tmp_path / "pending-values.json"
+    values_file.write_text(json.dumps(values(5, **CRASH)))
     # Given a helm install killed with SIGKILL while it waits (a worker lost mid-deploy)
     proc = subprocess.Popen(
         [

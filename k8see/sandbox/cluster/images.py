@@ -89,20 +89,38 @@ def image_archive(binary: Path, path: Path, *, name: str) -> str:
     return manifest_digest
 
 
-def import_images(*, ctr: str, address: str, pause: Path, testapp: Path, workdir: Path) -> None:
-    """Import the pause image under every name in ``PAUSE_IMAGES`` and the test app, pinned."""
+def import_images(
+    *, ctr: str, address: str, pause: Path, testapp: Path, workdir: Path
+) -> dict[str, str]:
+    """Import the pause image under every name in ``PAUSE_IMAGES`` and the test app, pinned;
+    returns each name's manifest digest."""
+    digests: dict[str, str] = {}
     wanted = [(name, pause) for name in PAUSE_IMAGES] + [(TESTAPP_IMAGE, testapp)]
     for name, binary in wanted:
         archive = workdir / "image.tar"
-        image_archive(binary, archive, name=name)
-        subprocess.run(
-            [ctr, "--address", address, "-n", "k8s.io", "images", "import", str(archive)],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [ctr, "--address", address, "-n", "k8s.io", "images", "label", name,
-             "io.cri-containerd.pinned=pinned"],
-            check=True,
-            capture_output=True,
-        )
+        digests[name] = image_archive(binary, archive, name=name)
+        for argv in (
+            ["images", "import", str(archive)],
+            ["images", "label", name, "io.cri-containerd.pinned=pinned"],
+        ):
+            subprocess.run(
+                [ctr, "--address", address, "-n", "k8s.io", *argv], check=True, capture_output=True
+            )
+    return digests
+
+
+def archive_blobs(path: Path) -> tuple[dict[str, bytes], str]:
+    """The blobs of an archive ``image_archive`` wrote, and its manifest digest: what a push
+    to a registry sends."""
+    blobs: dict[str, bytes] = {}
+    with tarfile.open(path) as archive:
+        for member in archive.getmembers():
+            if member.name.startswith("blobs/sha256/"):
+                handle = archive.extractfile(member)
+                assert handle is not None
+                blobs["sha256:" + member.name.rsplit("/", 1)[1]] = handle.read()
+            elif member.name == "index.json":
+                handle = archive.extractfile(member)
+                assert handle is not None
+                index = json.load(handle)
+    return blobs, str(index["manifests"][0]["digest"])

@@ -40,6 +40,7 @@ class LocalCluster:
     logs: dict[str, IO[bytes]] = field(default_factory=dict)
     slot: node.Slot | None = None
     api_port: int = 0
+    image_digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -238,7 +239,7 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError("containerd did not open its socket in 30s")
             time.sleep(0.1)
-        images.import_images(
+        self.image_digests = images.import_images(
             ctr=tool("ctr"),
             address=self.containerd_address,
             pause=Path(tool("pause")).resolve(),
