@@ -29,6 +29,7 @@ from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
+from tests.fixtures.github import SANDBOX_TOKEN
 
 REPO = "acme/shop"
 DIGEST = "sha256:" + "e" * 64
@@ -69,9 +70,11 @@ def backend() -> Iterator[Backend]:
 
 
 @pytest.fixture
-def ctx(kubeconfig: Path, tmp_path: Path) -> StageContext:
+def ctx(kubeconfig: Path, tmp_path: Path, github: Any) -> StageContext:
     require_tool("helm")
+    # destroy asks GitHub whether the PR is gone (these PRs are unknown to it: they are).
     settings = PlatformSettings(
+        github={"api_url": github.url, "token": SANDBOX_TOKEN},
         deploy={
             "kubeconfig": str(kubeconfig),
             "domain": "preview.test",
@@ -79,7 +82,7 @@ def ctx(kubeconfig: Path, tmp_path: Path) -> StageContext:
             "health_interval_seconds": 0.1,
             "helm_timeout_seconds": 60,
             "destroy_timeout_seconds": 30,
-        }
+        },
     )
     renewals: list[int] = []
     return StageContext(

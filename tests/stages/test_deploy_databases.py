@@ -32,6 +32,7 @@ from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
+from tests.fixtures.github import SANDBOX_TOKEN
 from tests.stages.test_deploy import Backend, make_run, serve
 
 DATABASES = ("postgresql", "mongodb", "redis", "minio", "mariadb")
@@ -95,9 +96,13 @@ def log() -> Log:
 
 
 @pytest.fixture
-def ctx(kubeconfig: Path, tmp_path: Path, database_crds: None, log: Log) -> StageContext:
+def ctx(
+    kubeconfig: Path, tmp_path: Path, database_crds: None, log: Log, github: Any
+) -> StageContext:
     require_tool("helm")
+    # destroy asks GitHub whether the PR is gone (these PRs are unknown to it: they are).
     settings = PlatformSettings(
+        github={"api_url": github.url, "token": SANDBOX_TOKEN},
         deploy={
             "kubeconfig": str(kubeconfig),
             "domain": "preview.test",
