@@ -422,7 +422,7 @@ def build_command(
         built_run = build_stage.build_checkout(
             run, ctx, source_dir=source, config=config.to_dict(), fork=None
         )
-        run = scan_stage.run(built_run, ctx)
+        run = scan_stage.scan_verified(built_run, ctx)
     built, scanned = run.result("build"), run.result("scan")
     if as_json:
         out = {"image": built["image"], "platforms": built["platforms"], "scan": scanned}
