@@ -282,9 +282,12 @@ def enqueue(
 @_guard
 def validate(path: str, as_json: bool) -> None:
     """Validate a k8s-ee.yaml."""
+    from k8see.admission import admit
     from k8see.config import load_repo_config
 
     config = load_repo_config(Path(path), filename=path)
+    # The platform's limits, as far as this machine's settings know them.
+    admit(config, _settings().deploy, config_file=path)
     if as_json:
         click.echo(json.dumps(config.to_dict(), indent=2))
     else:
@@ -325,6 +328,7 @@ def render(path: str, pr: int, repo: str, sha: str, ref: str) -> None:
     """
     import yaml
 
+    from k8see.admission import admit
     from k8see.config import load_repo_config
     from k8see.stages.deploy import render_manifests
     from k8see.stages.deploy_manifests import offline_run
@@ -336,6 +340,7 @@ def render(path: str, pr: int, repo: str, sha: str, ref: str) -> None:
         )
     settings = _settings()
     config = load_repo_config(file, filename=str(file))
+    admit(config, settings.deploy, config_file=str(file))
     run = offline_run(config, repo=repo, pr=pr, sha=sha, ref=ref, settings=settings)
     docs = render_manifests(run, settings=settings)
     click.echo(yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True), nl=False)

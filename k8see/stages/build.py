@@ -71,7 +71,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     if pull.fork:
         require_approval(github, run, settings)
     directory = trust.checkout(run, ctx, github)
-    config_file, config = trust.load_config(run, directory)
+    config_file, config = trust.load_config(run, directory, settings)
     return build_checkout(
         run,
         ctx,

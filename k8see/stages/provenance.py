@@ -70,7 +70,7 @@ def verified_config(run: Run, ctx: StageContext, github: GitHubClient) -> dict[s
     if pull.fork:
         require_approval(github, run, settings)
     directory = trust.checkout(run, ctx, github)
-    config_path, config = trust.load_config(run, directory)
+    config_path, config = trust.load_config(run, directory, settings)
     data = config.to_dict()
     project_id = str(data["projectId"])
     return {
