@@ -446,17 +446,42 @@ STATUS_COLUMNS = ("repo", "pr", "status", "stage", "sha", "preview_url", "update
 
 
 @main.command()
-@click.option("--repo", help="Only this OWNER/REPO.")
+@click.option("--repo", help="Only this OWNER/REPO (required without the admin credential).")
 @click.option("--pr", type=int, help="Only this PR.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @_guard
 def status(repo: str | None, pr: int | None, as_json: bool) -> None:
-    """Show the environment records."""
+    """Show the environment records of one repository (--repo).
+
+    Every repository's records are listed only for the admin credential: a K8SEE_REDIS__URL
+    whose Redis ACL user is redis.admin_username.
+
+    \b
+    Example:
+      k8see status --repo acme/shop --pr 42 --json
+    """
+    from urllib.parse import unquote, urlsplit
+
     import redis
 
-    from k8see import state
+    from k8see import names, state
 
     settings = _settings()
+    if repo is None:
+        user = unquote(urlsplit(settings.redis.url).username or "")
+        if user != settings.redis.admin_username:
+            click.echo(
+                "Error: k8see status shows one repository: pass --repo OWNER/REPO.", err=True
+            )
+            click.echo(
+                "Hint: listing every repository needs the admin credential, a "
+                "K8SEE_REDIS__URL whose Redis user is redis.admin_username "
+                f"({settings.redis.admin_username}).",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+    else:
+        repo = names.check_repo(repo)
     client = redis.Redis.from_url(settings.redis.url)
     records = list(state.list_records(client, repo=repo, pr=pr))
     if as_json:

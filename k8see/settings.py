@@ -29,6 +29,12 @@ class RedisSettings(BaseModel):
     record_ttl_seconds: int = 30 * 86400
     """How long an environment record outlives its last update (30 days, for ``status``)."""
 
+    admin_username: str = "k8see-admin"
+    """The Redis ACL user that is the admin credential: only a ``url`` naming this user lists
+    every repository's records with ``k8see status`` (anyone else must pass ``--repo``). Until
+    the platform creates ACL users, the shared URL can still read every key directly; see
+    docs/security.md."""
+
 
 class QueueSettings(BaseModel):
     default_concurrency: int = 4
