@@ -375,6 +375,11 @@ class CleanupSettings(BaseModel):
 class MetricsSettings(BaseModel):
     enabled: bool = True
     port: int = 9808
+    address: str = "127.0.0.1"
+    """The address a worker serves ``/metrics`` on. Loopback by default, so a build step or a
+    neighbour on the node network cannot read it; the platform chart sets the pod's own IP
+    (downward API ``status.podIP``) so that only the pod network reaches it, never
+    ``0.0.0.0``."""
 
 
 class PolicySettings(BaseModel):
