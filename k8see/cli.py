@@ -282,9 +282,12 @@ def enqueue(
 @_guard
 def validate(path: str, as_json: bool) -> None:
     """Validate a k8s-ee.yaml."""
+    from k8see.admission import admit
     from k8see.config import load_repo_config
 
     config = load_repo_config(Path(path), filename=path)
+    # The platform's limits, as far as this machine's settings know them.
+    admit(config, _settings().deploy, config_file=path)
     if as_json:
         click.echo(json.dumps(config.to_dict(), indent=2))
     else:
@@ -325,6 +328,7 @@ def render(path: str, pr: int, repo: str, sha: str, ref: str) -> None:
     """
     import yaml
 
+    from k8see.admission import admit
     from k8see.config import load_repo_config
     from k8see.stages.deploy import render_manifests
     from k8see.stages.deploy_manifests import offline_run
@@ -336,6 +340,7 @@ def render(path: str, pr: int, repo: str, sha: str, ref: str) -> None:
         )
     settings = _settings()
     config = load_repo_config(file, filename=str(file))
+    admit(config, settings.deploy, config_file=str(file))
     run = offline_run(config, repo=repo, pr=pr, sha=sha, ref=ref, settings=settings)
     docs = render_manifests(run, settings=settings)
     click.echo(yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True), nl=False)
@@ -422,7 +427,7 @@ def build_command(
         built_run = build_stage.build_checkout(
             run, ctx, source_dir=source, config=config.to_dict(), fork=None
         )
-        run = scan_stage.run(built_run, ctx)
+        run = scan_stage.scan_verified(built_run, ctx)
     built, scanned = run.result("build"), run.result("scan")
     if as_json:
         out = {"image": built["image"], "platforms": built["platforms"], "scan": scanned}
@@ -441,17 +446,42 @@ STATUS_COLUMNS = ("repo", "pr", "status", "stage", "sha", "preview_url", "update
 
 
 @main.command()
-@click.option("--repo", help="Only this OWNER/REPO.")
+@click.option("--repo", help="Only this OWNER/REPO (required without the admin credential).")
 @click.option("--pr", type=int, help="Only this PR.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @_guard
 def status(repo: str | None, pr: int | None, as_json: bool) -> None:
-    """Show the environment records."""
+    """Show the environment records of one repository (--repo).
+
+    Every repository's records are listed only for the admin credential: a K8SEE_REDIS__URL
+    whose Redis ACL user is redis.admin_username.
+
+    \b
+    Example:
+      k8see status --repo acme/shop --pr 42 --json
+    """
+    from urllib.parse import unquote, urlsplit
+
     import redis
 
-    from k8see import state
+    from k8see import names, state
 
     settings = _settings()
+    if repo is None:
+        user = unquote(urlsplit(settings.redis.url).username or "")
+        if user != settings.redis.admin_username:
+            click.echo(
+                "Error: k8see status shows one repository: pass --repo OWNER/REPO.", err=True
+            )
+            click.echo(
+                "Hint: listing every repository needs the admin credential, a "
+                "K8SEE_REDIS__URL whose Redis user is redis.admin_username "
+                f"({settings.redis.admin_username}).",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+    else:
+        repo = names.check_repo(repo)
     client = redis.Redis.from_url(settings.redis.url)
     records = list(state.list_records(client, repo=repo, pr=pr))
     if as_json:

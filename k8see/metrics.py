@@ -229,7 +229,7 @@ def make_registry(*, redis_url: str, multiproc_dir: str | None = None) -> Collec
     return registry
 
 
-def serve(*, port: int, redis_url: str, address: str = "0.0.0.0") -> bool:
+def serve(*, port: int, redis_url: str, address: str = "127.0.0.1") -> bool:
     """Serve ``/metrics`` on ``port`` in a background thread; False when the port is taken."""
     try:
         start_http_server(port, addr=address, registry=make_registry(redis_url=redis_url))
@@ -248,4 +248,8 @@ def _serve_from_worker(sender: Any = None, **_: Any) -> None:
         return
     settings = settings_of(app)
     if settings.metrics.enabled:
-        serve(port=settings.metrics.port, redis_url=settings.redis.url)
+        serve(
+            port=settings.metrics.port,
+            redis_url=settings.redis.url,
+            address=settings.metrics.address,
+        )

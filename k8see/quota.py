@@ -356,6 +356,38 @@ def api_server_cidrs(addresses: Iterable[str]) -> list[str]:
 
 #: Private ranges kept out of the open internet egress rule (reference §3.4).
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+#: Kept out of it too: "this network", loopback, link-local (the cloud metadata address
+#: 169.254.169.254 among them), CGNAT (where some clusters put pods or nodes, and Alibaba its
+#: metadata), and Azure's host address 168.63.129.16 (metadata, DNS, health).
+NON_INTERNET_RANGES = (
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "168.63.129.16/32",
+)
+
+
+def egress_exceptions(denied: Iterable[str] = ()) -> list[str]:
+    """The IPv4 blocks cut out of the internet egress rule: the fixed ranges and ``denied``
+    (``deploy.egress_denied_cidrs``: the cluster's pod and service CIDRs). IPv6 blocks are
+    skipped: no egress rule admits IPv6 at all.
+
+    Raises:
+        ConfigError: an entry of ``denied`` is not a CIDR.
+    """
+    out = [*PRIVATE_RANGES, *NON_INTERNET_RANGES]
+    for cidr in denied:
+        try:
+            network = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError as exc:
+            raise ConfigError(
+                f"deploy.egress_denied_cidrs entry {cidr!r} is not a CIDR.",
+                hint="Set it to the cluster's pod and service CIDRs, e.g. '10.42.0.0/16'.",
+            ) from exc
+        if network.version == 4 and str(network) not in out:
+            out.append(str(network))
+    return out
 
 
 def network_policies(
@@ -368,13 +400,15 @@ def network_policies(
     observability_namespace: str = "observability",
     observability_labels: Mapping[str, str] | None = None,
     dns_namespace: str = "kube-system",
+    denied_cidrs: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """The five NetworkPolicies of reference §3.4, all selecting every pod.
 
     No cross-namespace traffic except from the ingress controller (to ``app_port``) and from
     Prometheus; egress to the namespace, DNS, the API server (operators' sidecars need it;
     the addresses are given because kube-proxy DNATs before policy on some CNIs) and the
-    internet outside private ranges. The API server's addresses may also reach ``app_port``:
+    internet outside private, link-local, CGNAT and metadata ranges and ``denied_cidrs``
+    (``egress_exceptions``). The API server's addresses may also reach ``app_port``:
     the deploy's health check goes through the API server's service proxy, whose requests
     come from the control plane (the reference's ``kubectl port-forward`` entered the pod's
     own network namespace, where policies do not apply).
@@ -417,7 +451,8 @@ def network_policies(
                 "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}],
             }
         )
-    egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}]})
+    internet = {"cidr": "0.0.0.0/0", "except": egress_exceptions(denied_cidrs)}
+    egress.append({"to": [{"ipBlock": internet}]})
     app_ingress: list[dict[str, Any]] = [
         {
             "from": [
@@ -477,6 +512,7 @@ def guardrails(
     ingress_namespace: str = "kube-system",
     ingress_labels: Mapping[str, str] | None = None,
     api_cidrs: Iterable[str] = (),
+    denied_cidrs: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Every object k8see applies to a PR namespace before the Helm release, in order."""
     databases = dict(databases) if isinstance(databases, Mapping) else list(databases)
@@ -501,5 +537,6 @@ def guardrails(
             ingress_namespace=ingress_namespace,
             ingress_labels=ingress_labels,
             api_cidrs=api_cidrs,
+            denied_cidrs=denied_cidrs,
         ),
     ]

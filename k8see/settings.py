@@ -29,6 +29,12 @@ class RedisSettings(BaseModel):
     record_ttl_seconds: int = 30 * 86400
     """How long an environment record outlives its last update (30 days, for ``status``)."""
 
+    admin_username: str = "k8see-admin"
+    """The Redis ACL user that is the admin credential: only a ``url`` naming this user lists
+    every repository's records with ``k8see status`` (anyone else must pass ``--repo``). Until
+    the platform creates ACL users, the shared URL can still read every key directly; see
+    docs/security.md."""
+
 
 class QueueSettings(BaseModel):
     default_concurrency: int = 4
@@ -209,6 +215,38 @@ class DeploySettings(BaseModel):
             "traefik.ingress.kubernetes.io/router.tls.certresolver": "letsencrypt-prod",
         }
     )
+    ingress_annotation_allowlist: list[str] = Field(
+        default_factory=lambda: [
+            "nginx.ingress.kubernetes.io/proxy-body-size",
+            "nginx.ingress.kubernetes.io/proxy-connect-timeout",
+            "nginx.ingress.kubernetes.io/proxy-read-timeout",
+            "nginx.ingress.kubernetes.io/proxy-send-timeout",
+        ]
+    )
+    """The ``ingress.annotations`` keys a k8s-ee.yaml may set (exact keys); any other is a
+    config error naming the key and this list. Keep snippet keys (nginx ``server-snippet``,
+    ``configuration-snippet``) and traefik router, middleware and TLS keys off it: they
+    reconfigure the shared ingress controller. Keys in ``ingress_annotations`` are the
+    platform's and refused even when listed here."""
+
+    quota_ceiling_cpu_millicores: int = Field(default=16_000, ge=1)
+    """The most CPU limits (millicores) one PR namespace's quota may hold. The quota grows
+    with what k8s-ee.yaml asks for; a config needing more is a config error naming this
+    ceiling. 16 cores fits every database at several times its default size."""
+
+    quota_ceiling_memory_mib: int = Field(default=32_768, ge=1)
+    """The most memory limits (MiB) one PR namespace's quota may hold (32 GiB by default)."""
+
+    quota_ceiling_storage_mib: int = Field(default=204_800, ge=1)
+    """The most volume storage (MiB) one PR namespace's quota may hold (200 GiB by default;
+    every database at its default size needs 10 GiB)."""
+
+    egress_denied_cidrs: list[str] = Field(default_factory=list)
+    """IPv4 ranges PR pods may not reach besides the always-denied ones (private ranges,
+    loopback, link-local with its metadata address 169.254.169.254, CGNAT 100.64.0.0/10, and
+    Azure's 168.63.129.16): set the cluster's pod and service CIDRs here when they lie outside
+    the private ranges. The API server's addresses stay reachable (``api_server_cidrs``)."""
+
     ingress_controller_namespace: str = "kube-system"
     ingress_controller_labels: dict[str, str] = Field(
         default_factory=lambda: {"app.kubernetes.io/name": "traefik"}
@@ -337,6 +375,11 @@ class CleanupSettings(BaseModel):
 class MetricsSettings(BaseModel):
     enabled: bool = True
     port: int = 9808
+    address: str = "127.0.0.1"
+    """The address a worker serves ``/metrics`` on. Loopback by default, so a build step or a
+    neighbour on the node network cannot read it; the platform chart sets the pod's own IP
+    (downward API ``status.podIP``) so that only the pod network reaches it, never
+    ``0.0.0.0``."""
 
 
 class PolicySettings(BaseModel):

@@ -126,7 +126,10 @@ def silent_server() -> Iterator[int]:
 
 def test_a_redis_that_never_answers_is_unreachable(silent_server: int) -> None:
     url = f"redis://127.0.0.1:{silent_server}/0"
-    for args in (("enqueue", "--repo", "a/b", "--pr", "1", "--action", "closed"), ("status",)):
+    for args in (
+        ("enqueue", "--repo", "a/b", "--pr", "1", "--action", "closed"),
+        ("status", "--repo", "a/b"),  # without --repo, status refuses before connecting
+    ):
         out = _cli(*args, redis_url=url)
         _clean(out, EXIT_UNREACHABLE)
         assert out.stderr.startswith("Error: Redis did not answer in time")

@@ -30,6 +30,13 @@ def test_platform_defaults() -> None:
     assert s.cleanup.max_preserved == 3
     assert s.scan.policy == "warn"
     assert s.registry.type == "ghcr"
+    # Issue 14: the platform's limits and listeners
+    assert s.metrics.address == "127.0.0.1"  # never 0.0.0.0; the chart sets the pod IP
+    assert s.redis.admin_username == "k8see-admin"
+    assert s.deploy.quota_ceiling_cpu_millicores == 16_000
+    assert s.deploy.quota_ceiling_memory_mib == 32_768
+    assert s.deploy.quota_ceiling_storage_mib == 204_800
+    assert s.deploy.egress_denied_cidrs == []
 
 
 def test_queues_routes_and_chains() -> None:

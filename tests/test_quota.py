@@ -245,10 +245,17 @@ def test_egress_allows_api_server_dns_and_public_internet() -> None:
         {"ipBlock": {"cidr": "192.168.1.5/32"}},
     ]
     assert {"protocol": "TCP", "port": 6443} in rules[2]["ports"]
+    # The reference's private ranges, then what issue 14 added: "this network", loopback,
+    # link-local (metadata), CGNAT and Azure's host address.
     assert rules[3]["to"][0]["ipBlock"]["except"] == [
         "10.0.0.0/8",
         "172.16.0.0/12",
         "192.168.0.0/16",
+        "0.0.0.0/8",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "168.63.129.16/32",
     ]
 
 

@@ -149,6 +149,11 @@ def _explain(error: ErrorDetails, path: tuple[Any, ...], is_key: bool) -> tuple[
         example = "your-project-id" if field == "projectId" else "..."
         return "is missing (it is required)", f"add it, e.g. {field}: {example}"
     if kind == "extra_forbidden":
+        if path[:1] == ("databases",) and path[-1] in model.PLATFORM_KEYS:
+            return (
+                "is set by the platform, not by k8s-ee.yaml",
+                f"remove {path[-1]}: database security contexts are the platform's",
+            )
         return "unknown key", _suggest_key(path)
     if kind == "string_type":
         return _not_a_string(path, value)

@@ -38,6 +38,7 @@ from pydantic import (
 
 __all__ = [
     "DATABASES",
+    "PLATFORM_KEYS",
     "SCHEMA_ID",
     "AppConfig",
     "DatabasesConfig",
@@ -53,6 +54,8 @@ __all__ = [
 
 #: Where the generated schema says it lives; editors resolve ``$schema`` comments against it.
 SCHEMA_ID = "https://raw.githubusercontent.com/k8see/k8see/main/config/k8s-ee.schema.json"
+#: Subchart values only the platform sets; a database object naming one is refused.
+PLATFORM_KEYS = frozenset({"securityContext", "containerSecurityContext", "podSecurityContext"})
 #: The databases the app chart has subcharts for, in the reference's order.
 DATABASES = ("postgresql", "mongodb", "redis", "minio", "mariadb")
 
@@ -273,7 +276,9 @@ class _Database(BaseModel):
     values the reference passed through (its ``additionalProperties: true``), so that a
     misspelt one is refused here, with its line and a suggestion, rather than by the
     subchart's schema after the build. ``tests/config`` keeps each list equal to its
-    subchart's ``values.schema.json``."""
+    subchart's ``values.schema.json``, except ``PLATFORM_KEYS``: security contexts are the
+    platform's (a user's ``privileged: true`` or ``SYS_ADMIN`` would validate otherwise), so
+    they are refused here and set by the subcharts' own values."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
@@ -300,10 +305,6 @@ class MongodbOptions(_Database):
     database: str | None = _opt("Database name (default app).")
     username: str | None = _opt("Application user (default app).")
     agent: Nested = _opt("The MongoDB agent container's resources.")
-    security_context: Nested = _opt("Pod securityContext.", "securityContext")
-    container_security_context: Nested = _opt(
-        "Container securityContext.", "containerSecurityContext"
-    )
     startup_probe: Nested = _opt("Startup probe settings.", "startupProbe")
 
 
@@ -322,10 +323,6 @@ class MinioOptions(_Database):
     servers: int | None = _opt("MinIO servers (default 1).")
     volumes_per_server: int | None = _opt("Volumes per server (default 1).", "volumesPerServer")
     image: str | None = _opt("MinIO image.")
-    security_context: Nested = _opt("Pod securityContext.", "securityContext")
-    container_security_context: Nested = _opt(
-        "Container securityContext.", "containerSecurityContext"
-    )
 
 
 class MariadbOptions(_Database):

@@ -27,6 +27,7 @@ __all__ = [
     "ensure_repository",
     "registry_credentials",
     "registry_host",
+    "tag_digest",
     "tag_remover",
 ]
 
@@ -102,6 +103,28 @@ def ensure_repository(settings: PlatformSettings, *, repository: str, cache: boo
     days = settings.cleanup.build_cache_max_age_days
     policy = cache_lifecycle_policy(days) if cache else None
     return bool(_ecr(settings).ensure_repository(repository, policy=policy))
+
+
+def tag_digest(settings: PlatformSettings, image_ref: str) -> str:
+    """The digest the platform's registry has for ``image_ref`` (``host/repo:tag``), asked
+    with the platform's own login: what the registry says, not what a message says.
+
+    Raises:
+        RegistryError: the tag does not exist ("does not exist" in the message), or the
+            registry refused or could not be reached.
+    """
+    reg = settings.registry
+    username, password, _expires = registry_credentials(settings)
+    registry = OciRegistry(
+        host=registry_host(settings),
+        insecure=reg.insecure,
+        username=username,
+        password=password or None,
+    )
+    try:
+        return registry.resolve_digest(image_ref)
+    finally:
+        registry.close()
 
 
 def tag_remover(settings: PlatformSettings, *, log: Log) -> TagRemover:

@@ -114,7 +114,9 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         _show_comment(platform, repo)
         say("\nk8see status:")
         subprocess.run(
-            [sys.executable, "-m", "k8see", "status"], check=False, env=platform.process_env()
+            [sys.executable, "-m", "k8see", "status", "--repo", repo],
+            check=False,
+            env=platform.process_env(),
         )
         record = outcome.record
         namespace = str(record.get("namespace", ""))

@@ -32,17 +32,14 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import redis
-
-from k8see import approvals, names
+from k8see import names
 from k8see.config.policy import check_allowed
-from k8see.errors import ConfigError, PlatformError, PolicyError, Where
+from k8see.errors import ConfigError, PolicyError, Where
 from k8see.integrations.buildcache import cache_repository_for
 from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
 from k8see.integrations.buildstorage import BuildScope
 from k8see.integrations.dockerbuild import DockerBuilder
 from k8see.integrations.github import make_client
-from k8see.integrations.registry import parse_ref
 from k8see.integrations.registry_access import (
     ensure_repository,
     registry_credentials,
@@ -52,6 +49,7 @@ from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages import trust
 from k8see.stages.context import StageContext
+from k8see.stages.provenance import image_repository, require_approval
 
 #: Tags remembered per PR for deletion on close (older ones are left to registry GC).
 MAX_PUSHED_TAGS = 100
@@ -71,15 +69,9 @@ def run(run: Run, ctx: StageContext) -> Run:
     pull = trust.pull_of(github, run)
     trust.require_head(github, run, ctx, pull)
     if pull.fork:
-        store = redis.Redis.from_url(settings.redis.url)
-        try:
-            approved = approvals.approved_sha(store, repo=run.repo, pr=run.pr)
-        finally:
-            store.close()
-        if approved != run.sha:
-            approvals.refuse_fork(github, repo=run.repo, pr=run.pr, sha=run.sha, approved=approved)
+        require_approval(github, run, settings)
     directory = trust.checkout(run, ctx, github)
-    config_file, config = trust.load_config(run, directory)
+    config_file, config = trust.load_config(run, directory, settings)
     return build_checkout(
         run,
         ctx,
@@ -218,52 +210,6 @@ def inside(
             where=Where(file=config_file, field=field),
         )
     return target
-
-
-def image_repository(
-    settings: PlatformSettings,
-    repo: str,
-    project_id: str,
-    custom: object = None,
-    *,
-    host: str | None = None,
-    config_file: str = names.DEFAULT_CONFIG_PATH,
-) -> str:
-    """The image repository: ``image.repository`` if set, else the platform's naming.
-
-    A custom repository must be on the platform's registry, under the repository's own path
-    (``<host>/<owner>/<repo>/...``): builds push with the platform's credentials, which must
-    not be pointed at another registry, or at another repository's images, by a pull
-    request. ``host``
-    is the registry host when already resolved (ECR derives it from the AWS account).
-    """
-    host = host or settings.registry.host
-    if not custom:
-        return names.image_repository(host, repo, project_id)
-    value = str(custom)
-    where = Where(file=config_file, field="image.repository")
-    try:
-        ref = parse_ref(f"{value}:probe")
-    except PlatformError as exc:
-        raise ConfigError(
-            f"image.repository {value!r} is not a valid image repository.",
-            hint=f"Use lowercase HOST/PATH, e.g. '{host}/owner/app', or leave it out.",
-            where=where,
-        ) from exc
-    own = f"{host}/{names.image_path(repo)}"
-    if ref.host != host:
-        raise ConfigError(
-            f"image.repository {value!r} is not on this platform's registry {host}.",
-            hint=f"Use a repository under {own}/, or leave image.repository out.",
-            where=where,
-        )
-    if not value.startswith(own + "/"):
-        raise ConfigError(
-            f"image.repository {value!r} is outside {repo}'s own path {own}/ on the registry.",
-            hint=f"Use a repository under {own}/, or leave image.repository out.",
-            where=where,
-        )
-    return value
 
 
 def make_builder(

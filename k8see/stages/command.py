@@ -124,7 +124,7 @@ def _trigger_mode(run: Run, ctx: StageContext, github: GitHubClient) -> str:
     sha = names.check_sha(pull.head_sha)
     try:
         directory = trust.checkout(dataclasses.replace(run, sha=sha), ctx, github)
-        return str(trust.load_config(run, directory)[1].trigger)
+        return str(trust.load_config(run, directory, ctx.settings)[1].trigger)
     except (ConfigError, PolicyError) as exc:
         ctx.log.info("/help could not read the trigger mode: %s", exc.message)
         return f"{run.config_path or names.DEFAULT_CONFIG_PATH} at {sha[:12]} is not valid"

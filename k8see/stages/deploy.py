@@ -1,7 +1,11 @@
 """The deploy stage: namespace, guardrails, the app release, and a health check.
 
-Input: ``run.result("validate")`` (the validated config, projectId, namespace, preview URL,
-enabled databases) and ``run.result("build")`` (the image by digest). Steps, each one
+Input: the ``Run``'s repository, PR and commit, and the digest of ``run.result("build")``;
+nothing else of the message is believed (``provenance``): the config is validated again from
+the worker's own checkout of the PR's head (GitHub says the PR is open at this commit, and a
+fork's commit is approved), and the image is deployed only from the repository's own registry
+path, by the digest the registry has for this run's ``pr-<N>`` and ``sha-<sha>`` tags.
+``deploy_verified`` is the deploy proper, for results the caller vouches for. Steps, each one
 idempotent so a redelivered task converges (reference §2.4, §2.6):
 
 1. the namespace ``{projectId}-pr-{N}``, created or ownership-checked and relabelled, with
@@ -28,8 +32,10 @@ from typing import Any
 from k8see import names, quota
 from k8see.errors import DeployFailed, HelmError, Where
 from k8see.integrations import health, helm, kube, kubeproxy, registry_access
+from k8see.integrations.github import make_client
 from k8see.run import Run
 from k8see.settings import PlatformSettings
+from k8see.stages import provenance
 from k8see.stages.context import StageContext
 from k8see.stages.deploy_manifests import (
     chart_path,
@@ -40,7 +46,7 @@ from k8see.stages.deploy_manifests import (
     render_manifests,
 )
 
-__all__ = ["render_manifests", "run"]
+__all__ = ["deploy_verified", "render_manifests", "run"]
 
 SERVICE_PORT = 80
 #: Waiting reasons that stop helm early; the others (ContainerCreating, ...) pass in time.
@@ -71,7 +77,42 @@ def pull_secret(
 
 
 def run(run: Run, ctx: StageContext) -> Run:
-    """Deploy the run's image into the PR's environment and check it answers."""
+    """Deploy the PR's head, with the config and image derived again from GitHub, the worker's
+    checkout and the registry (the message's results only say which digest to expect).
+
+    Raises:
+        PolicyError: the repository is not allowed or the PR is unknown to GitHub.
+        Stale: the run's commit is not the PR's head.
+        Refused: the PR is closed, a fork commit is unapproved, or the image is not this
+            run's build.
+    """
+    if not run.result("build").get("image"):
+        raise DeployFailed(
+            "The deploy stage has no built image to deploy.",
+            hint="This run skipped build; enqueue the PR again.",
+        )
+    github = make_client(ctx.settings, log=ctx.log)
+    validated = provenance.verified_config(run, ctx, github)
+    config = validated["config"]
+    repository = provenance.image_repository(
+        ctx.settings,
+        run.repo,
+        validated["project_id"],
+        (config.get("image") or {}).get("repository"),
+        host=registry_access.registry_host(ctx.settings),
+        config_file=validated["config_path"],
+    )
+    image = provenance.verified_image(
+        run, ctx, github, build=run.result("build"), repository=repository
+    )
+    # Later stages (comment) read the message's validate result for its GitHub Deployment id;
+    # what deploy acts on is the verified one.
+    believed = run.with_result("validate", {**run.result("validate"), **validated})
+    return deploy_verified(believed.with_result("build", image), ctx)
+
+
+def deploy_verified(run: Run, ctx: StageContext) -> Run:
+    """Deploy ``run``'s validate and build results, which the caller vouches for."""
     started = time.monotonic()
     validated = run.result("validate")
     build = run.result("build")

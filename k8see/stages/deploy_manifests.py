@@ -86,6 +86,7 @@ def guardrail_manifests(
         ingress_namespace=settings.deploy.ingress_controller_namespace,
         ingress_labels=settings.deploy.ingress_controller_labels,
         api_cidrs=api_cidrs,
+        denied_cidrs=settings.deploy.egress_denied_cidrs,
     )
 
 
@@ -197,9 +198,15 @@ def helm_values(
         "ingress": {
             "enabled": bool(ingress.get("enabled", True)),
             "className": settings.deploy.ingress_class,
+            # The platform's own keys win; only allowlisted user keys pass (``admission``
+            # refuses the others with a config error before a deploy gets here).
             "annotations": {
+                **{
+                    str(k): str(v)
+                    for k, v in (ingress.get("annotations") or {}).items()
+                    if k in settings.deploy.ingress_annotation_allowlist
+                },
                 **settings.deploy.ingress_annotations,
-                **(ingress.get("annotations") or {}),
             },
         },
         "metrics": {

@@ -1,6 +1,11 @@
 """The scan stage: Trivy on the built image, every platform, and the scan policy.
 
-Input: ``run.result("build")`` (image by digest, platforms). Output: ``run.result("scan")``
+Input: ``run.result("build")`` (image by digest, platforms), believed only as far as the
+registry confirms it (``provenance.verified_image``): the image must lie under the run's own
+repository path and be what the registry has for this run's ``pr-<N>`` and ``sha-<sha>``
+tags, so a message cannot have the platform's credentials pull, and code scanning show,
+another repository's image. ``scan_verified`` is the scan proper, for an image the caller
+vouches for (``k8see build``). Output: ``run.result("scan")``
 = counts by severity, the top findings, report paths, ``policy``, ``blocked`` and
 ``seconds``; ``{"skipped": true}`` when scanning is off. Under ``policy: block`` a finding at
 or above ``block_severity`` raises ``ScanBlocked`` (a user error: the PR comment shows the
@@ -20,11 +25,32 @@ from k8see.integrations.github import make_client
 from k8see.integrations.registry_access import registry_credentials
 from k8see.integrations.scanner import SEVERITIES, ScanReport, scan_image, severity_at_least
 from k8see.run import Run
+from k8see.stages import provenance
 from k8see.stages.context import StageContext
 
 
 def run(run: Run, ctx: StageContext) -> Run:
-    """Scan the built image and apply the platform's scan policy."""
+    """Scan the run's built image, once the registry confirms it, and apply the scan policy.
+
+    Raises:
+        Refused: the image is not this run's build of its own repository.
+        ScanBlocked: the policy blocks what the scan found.
+    """
+    if not ctx.settings.scan.enabled:
+        return scan_verified(run, ctx)
+    build = run.result("build")
+    if not build.get("image"):
+        raise PlatformError(
+            "The scan stage has no built image to scan.",
+            hint="This run skipped build; enqueue the PR again.",
+        )
+    image = provenance.verified_image(run, ctx, make_client(ctx.settings, log=ctx.log), build=build)
+    return scan_verified(run.with_result("build", {**build, **image}), ctx)
+
+
+def scan_verified(run: Run, ctx: StageContext) -> Run:
+    """Scan ``run.result("build")``'s image, which the caller vouches for, and apply the
+    platform's scan policy."""
     settings = ctx.settings.scan
     if not settings.enabled:
         ctx.log.info("Scanning is disabled; the image is not scanned.")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from k8see import approvals, names
+from k8see import admission, approvals, names
 from k8see.config import RepoConfig, load_repo_config
 from k8see.errors import ConfigError, GitHubError, PolicyError, Refused, Stale, Where
 from k8see.events import parse_command
@@ -289,11 +289,13 @@ def checkout(run: Run, ctx: StageContext, github: GitHubClient) -> Path:
     )
 
 
-def load_config(run: Run, directory: Path) -> tuple[str, RepoConfig]:
-    """``k8s-ee.yaml`` (at the run's checked ``config_path``) from the worker's own checkout.
+def load_config(run: Run, directory: Path, settings: PlatformSettings) -> tuple[str, RepoConfig]:
+    """``k8s-ee.yaml`` (at the run's checked ``config_path``) from the worker's own checkout,
+    admitted by the platform's limits (``admission``: ingress annotations, quota ceilings).
 
     Raises:
-        ConfigError: the file is missing, invalid, or a link out of the tree.
+        ConfigError: the file is missing, invalid, a link out of the tree, or asks for more
+            than the platform allows.
     """
     config_path = names.check_config_path(run.config_path)
     path = directory / config_path
@@ -303,7 +305,9 @@ def load_config(run: Run, directory: Path) -> tuple[str, RepoConfig]:
             hint=f"Commit {config_path} as a regular file.",
             where=Where(file=config_path),
         )
-    return config_path, load_repo_config(path, filename=config_path)
+    config = load_repo_config(path, filename=config_path)
+    admission.admit(config, settings.deploy, config_file=config_path)
+    return config_path, config
 
 
 def _iso(ts: float) -> str:

@@ -72,7 +72,7 @@ def run(run: Run, ctx: StageContext) -> Run:
 def _validate(run: Run, ctx: StageContext, github: GitHubClient, *, fork: bool | None) -> Run:
     settings = ctx.settings
     directory = trust.checkout(run, ctx, github)
-    config_path, config = trust.load_config(run, directory)
+    config_path, config = trust.load_config(run, directory, settings)
     action = _redecide(run, config.trigger)
     if action is Action.SKIP:
         raise Stopped(

@@ -239,13 +239,14 @@ def test_unknown_database_option_is_refused_with_the_key() -> None:
 
 def test_every_subchart_value_is_a_declared_option() -> None:
     # The options k8s-ee.yaml accepts per database are exactly what the subchart's schema
-    # accepts (besides enabled and global, which k8see sets), so the model neither refuses a
-    # value that would work nor passes one the chart refuses.
-    from k8see.config.model import DatabasesConfig
+    # accepts (besides enabled and global, which k8see sets, and the security contexts, which
+    # are the platform's), so the model neither refuses a value that would work nor passes
+    # one the chart refuses.
+    from k8see.config.model import PLATFORM_KEYS, DatabasesConfig
 
     for db in DATABASES:
         schema = json.loads((CHART / "charts" / db / "values.schema.json").read_text())
-        chart_keys = set(schema["properties"]) - {"enabled", "global"}
+        chart_keys = set(schema["properties"]) - {"enabled", "global"} - PLATFORM_KEYS
         options = _object_form(DatabasesConfig.model_fields[db].annotation)
         model_keys = {f.alias or name for name, f in options.model_fields.items()} - {"enabled"}
         assert model_keys == chart_keys, db

@@ -142,3 +142,14 @@ def test_a_pool_can_get_a_user_namespace_for_buildah(kube_env: dict[str, str]) -
         assert pods[pool]["securityContext"]["runAsNonRoot"] is True
         assert pods[pool]["containers"][0]["securityContext"] == {
             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+
+
+def test_worker_metrics_listen_on_the_pod_ip(kube_env: dict[str, str]) -> None:
+    # Issue 14: worker metrics listened on 0.0.0.0; the chart binds them to the pod's IP.
+    out = helm("template", "k8see", str(CHART), "-f", str(VALUES),
+               "--show-only", "templates/workers-deployment.yaml", env=kube_env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for doc in (d for d in yaml.safe_load_all(out.stdout) if d):
+        env = {e["name"]: e for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["K8SEE_METRICS__ADDRESS"]["valueFrom"] == {
+            "fieldRef": {"fieldPath": "status.podIP"}}  # fmt: skip

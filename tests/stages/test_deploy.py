@@ -29,6 +29,7 @@ from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
+from tests.fixtures.github import SANDBOX_TOKEN
 
 REPO = "acme/shop"
 DIGEST = "sha256:" + "e" * 64
@@ -69,9 +70,11 @@ def backend() -> Iterator[Backend]:
 
 
 @pytest.fixture
-def ctx(kubeconfig: Path, tmp_path: Path) -> StageContext:
+def ctx(kubeconfig: Path, tmp_path: Path, github: Any) -> StageContext:
     require_tool("helm")
+    # destroy asks GitHub whether the PR is gone (these PRs are unknown to it: they are).
     settings = PlatformSettings(
+        github={"api_url": github.url, "token": SANDBOX_TOKEN},
         deploy={
             "kubeconfig": str(kubeconfig),
             "domain": "preview.test",
@@ -79,7 +82,7 @@ def ctx(kubeconfig: Path, tmp_path: Path) -> StageContext:
             "health_interval_seconds": 0.1,
             "helm_timeout_seconds": 60,
             "destroy_timeout_seconds": 30,
-        }
+        },
     )
     renewals: list[int] = []
     return StageContext(
@@ -139,7 +142,7 @@ def core(ctx: StageContext) -> Any:
 def test_deploy_upgrade_and_destroy(ctx: StageContext, kube_sandbox: Any, backend: Backend) -> None:
     serve(kube_sandbox, backend, "shop", 7)
     # When a PR is deployed for the first time
-    first = deploy.run(make_run("shop", 7, env={"GREETING": "hello"}), ctx)
+    first = deploy.deploy_verified(make_run("shop", 7, env={"GREETING": "hello"}), ctx)
     result = first.result("deploy")
     # Then it is ready at its preview URL, with revision 1
     assert result["namespace"] == "shop-pr-7"
@@ -177,7 +180,7 @@ def test_deploy_upgrade_and_destroy(ctx: StageContext, kube_sandbox: Any, backen
     checksum = dep.spec.template.metadata.annotations["checksum/config"]
 
     # When the PR is pushed again with changed env and a new commit
-    second = deploy.run(make_run("shop", 7, sha="b" * 40, env={"GREETING": "bye"}), ctx)
+    second = deploy.deploy_verified(make_run("shop", 7, sha="b" * 40, env={"GREETING": "bye"}), ctx)
     # Then the release is upgraded in place, and the pod template changed with the env
     assert second.result("deploy")["release_revision"] == 2
     assert second.result("deploy")["created"] is False
@@ -207,7 +210,7 @@ def test_deploy_upgrade_and_destroy(ctx: StageContext, kube_sandbox: Any, backen
 def test_health_check_accepts_204(ctx: StageContext, kube_sandbox: Any, backend: Backend) -> None:
     backend.status = 204
     serve(kube_sandbox, backend, "empty", 3)
-    done = deploy.run(make_run("empty", 3), ctx)
+    done = deploy.deploy_verified(make_run("empty", 3), ctx)
     assert done.result("deploy")["release_revision"] == 1
     destroy.run(make_run("empty", 3), ctx)
 
@@ -217,7 +220,9 @@ def test_without_an_ingress_there_is_no_preview_url(
 ) -> None:
     # Given ingress.enabled: false: the app is healthy, but nothing serves it publicly
     serve(kube_sandbox, backend, "inner", 4)
-    done = deploy.run(make_run("inner", 4, ingress={"enabled": False}), ctx).result("deploy")
+    done = deploy.deploy_verified(make_run("inner", 4, ingress={"enabled": False}), ctx).result(
+        "deploy"
+    )
     # Then no URL is reported (the comment says why), and no Ingress exists
     assert (done["preview_url"], done["ingress"]) == ("", False)
     networking = client.NetworkingV1Api(kube.make_api(ctx.settings))
@@ -232,7 +237,7 @@ def test_health_path_answering_500_fails_with_hint(
     backend.status = 500
     serve(kube_sandbox, backend, "sick", 5)
     with pytest.raises(DeployFailed) as info:
-        deploy.run(make_run("sick", 5, app={"healthPath": "/ready"}), ctx)
+        deploy.deploy_verified(make_run("sick", 5, app={"healthPath": "/ready"}), ctx)
     assert "GET /ready" in info.value.message
     assert "500" in info.value.message
     assert "app.healthPath" in (info.value.hint or "")
@@ -244,7 +249,7 @@ def test_health_path_answering_500_fails_with_hint(
         "validate", {**elsewhere.result("validate"), "config_path": "svc/k8s-ee.yaml"}
     )
     with pytest.raises(DeployFailed) as again:
-        deploy.run(elsewhere, ctx)
+        deploy.deploy_verified(elsewhere, ctx)
     assert again.value.where is not None and again.value.where.file == "svc/k8s-ee.yaml"
     assert "svc/k8s-ee.yaml" in (again.value.hint or "")
     destroy.run(make_run("sick", 5), ctx)
@@ -253,7 +258,7 @@ def test_health_path_answering_500_fails_with_hint(
 @pytest.mark.sandbox_only
 def test_crash_looping_image_fails_fast(ctx: StageContext, crash_image: str) -> None:
     with pytest.raises(DeployFailed) as info:
-        deploy.run(make_run("crashy", 9, image=crash_image), ctx)
+        deploy.deploy_verified(make_run("crashy", 9, image=crash_image), ctx)
     assert "CrashLoopBackOff" in info.value.message
     assert "port 3000" in (info.value.hint or "")
     destroy.run(make_run("crashy", 9), ctx)
@@ -271,14 +276,14 @@ def test_namespace_of_another_repository_is_refused(ctx: StageContext) -> None:
         }
     )
     with pytest.raises(PolicyError, match="someone/else"):
-        deploy.run(make_run("taken", 1), ctx)
+        deploy.deploy_verified(make_run("taken", 1), ctx)
     assert api.list_namespaced_resource_quota("taken-pr-1").items == []
 
 
 @pytest.mark.sandbox_only
 def test_image_that_cannot_be_pulled_fails_fast(ctx: StageContext) -> None:
     with pytest.raises(DeployFailed) as info:
-        deploy.run(make_run("nopull", 8, image="reg.test/acme/does-not-exist"), ctx)
+        deploy.deploy_verified(make_run("nopull", 8, image="reg.test/acme/does-not-exist"), ctx)
     assert "cannot be pulled (ImagePullBackOff)" in info.value.message
     assert "pull secret" in (info.value.hint or "")
     destroy.run(make_run("nopull", 8), ctx)
@@ -290,7 +295,7 @@ def test_quota_refusal_fails_with_quota_hint(
 ) -> None:
     # Given a deployed PR whose namespace also runs a large debug pod someone started by hand
     serve(kube_sandbox, backend, "full", 12)
-    deploy.run(make_run("full", 12), ctx)
+    deploy.deploy_verified(make_run("full", 12), ctx)
     api = core(ctx)
     api.create_namespaced_pod(
         "full-pr-12",
@@ -312,7 +317,7 @@ def test_quota_refusal_fails_with_quota_hint(
     )
     # When a push changes env, so a new app pod must start beside the old one
     with pytest.raises(DeployFailed) as info:
-        deploy.run(make_run("full", 12, env={"V": "2"}), ctx)
+        deploy.deploy_verified(make_run("full", 12, env={"V": "2"}), ctx)
     # Then the failure names the quota and says what to do
     assert "exceeded quota: pr-quota" in info.value.message
     assert "resources" in (info.value.hint or "")

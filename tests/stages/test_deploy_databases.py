@@ -32,6 +32,7 @@ from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
+from tests.fixtures.github import SANDBOX_TOKEN
 from tests.stages.test_deploy import Backend, make_run, serve
 
 DATABASES = ("postgresql", "mongodb", "redis", "minio", "mariadb")
@@ -95,9 +96,13 @@ def log() -> Log:
 
 
 @pytest.fixture
-def ctx(kubeconfig: Path, tmp_path: Path, database_crds: None, log: Log) -> StageContext:
+def ctx(
+    kubeconfig: Path, tmp_path: Path, database_crds: None, log: Log, github: Any
+) -> StageContext:
     require_tool("helm")
+    # destroy asks GitHub whether the PR is gone (these PRs are unknown to it: they are).
     settings = PlatformSettings(
+        github={"api_url": github.url, "token": SANDBOX_TOKEN},
         deploy={
             "kubeconfig": str(kubeconfig),
             "domain": "preview.test",
@@ -174,7 +179,7 @@ def test_each_database_alone(
     ns = names.namespace(project, 3)
     serve(kube_sandbox, backend, project, 3)
     # When the app is deployed with only this database
-    deploy.run(make_run(project, 3, databases={db: True}), ctx)
+    deploy.deploy_verified(make_run(project, 3, databases={db: True}), ctx)
     core = api(ctx)
     # Then the database's objects exist, including what its operator derives
     wait_for_operators(core, ns, db)
@@ -208,7 +213,7 @@ def test_all_five_upgrade_keeps_passwords_and_destroy_leaves_nothing(
     serve(kube_sandbox, backend, project, 5)
     dbs = dict.fromkeys(DATABASES, True) | {"minio": {"storage": "3Gi"}}
     # Given an environment with all five databases
-    deploy.run(make_run(project, 5, databases=dbs, env={"STEP": "one"}), ctx)
+    deploy.deploy_verified(make_run(project, 5, databases=dbs, env={"STEP": "one"}), ctx)
     core = api(ctx)
     for db in DATABASES:
         wait_for_operators(core, ns, db)
@@ -232,7 +237,7 @@ def test_all_five_upgrade_keeps_passwords_and_destroy_leaves_nothing(
         "requests": {"cpu": "100m", "memory": "256Mi"},
         "limits": {"cpu": "400m", "memory": "512Mi"},
     }
-    second = deploy.run(
+    second = deploy.deploy_verified(
         make_run(project, 5, databases=dbs, env={"STEP": "two"}, resources=resources), ctx
     )
     # Then the release moved on with the new env and resources
@@ -271,7 +276,9 @@ def test_unknown_database_option_fails_with_the_key_and_where_to_look(ctx: Stage
     from k8see.errors import DeployFailed
 
     with pytest.raises(DeployFailed) as info:
-        deploy.run(make_run("dbbad", 2, databases={"redis": {"config": {"maxmemry": "1gb"}}}), ctx)
+        deploy.deploy_verified(
+            make_run("dbbad", 2, databases={"redis": {"config": {"maxmemry": "1gb"}}}), ctx
+        )
     # Then the PR author is told which key and where the options are listed
     assert "maxmemry" in info.value.message
     assert "docs/environments.md" in (info.value.hint or "")

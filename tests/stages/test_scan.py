@@ -42,7 +42,7 @@ def make_ctx(registry: LocalRegistry, tmp_path: Path, **scan_settings: object) -
 def test_warn_reports_the_findings_and_goes_on(
     secret_image: BuildResult, registry: LocalRegistry, tmp_path: Path
 ) -> None:
-    out = scan.run(make_run(secret_image), make_ctx(registry, tmp_path, policy="warn"))
+    out = scan.scan_verified(make_run(secret_image), make_ctx(registry, tmp_path, policy="warn"))
     result = out.result("scan")
     assert result["blocked"] is False
     assert result["policy"] == "warn"
@@ -58,7 +58,7 @@ def test_block_stops_a_committed_secret_with_the_findings(
 ) -> None:
     ctx = make_ctx(registry, tmp_path, policy="block", block_severity="HIGH")
     with pytest.raises(ScanBlocked) as info:
-        scan.run(make_run(secret_image), ctx)
+        scan.scan_verified(make_run(secret_image), ctx)
     err = info.value
     assert "critical" in err.message and "HIGH and above" in err.message
     assert "github-pat in /app/settings.py" in (err.hint or "")
@@ -71,7 +71,7 @@ def test_block_lets_a_clean_image_through(
     hello_image: BuildResult, registry: LocalRegistry, tmp_path: Path
 ) -> None:
     ctx = make_ctx(registry, tmp_path, policy="block", block_severity="CRITICAL")
-    result = scan.run(make_run(hello_image), ctx).result("scan")
+    result = scan.scan_verified(make_run(hello_image), ctx).result("scan")
     assert result["blocked"] is False
     assert result["counts"]["CRITICAL"] == 0
 
@@ -79,7 +79,7 @@ def test_block_lets_a_clean_image_through(
 def test_scanning_off_is_recorded_as_skipped(
     hello_image: BuildResult, registry: LocalRegistry, tmp_path: Path
 ) -> None:
-    out = scan.run(make_run(hello_image), make_ctx(registry, tmp_path, enabled=False))
+    out = scan.scan_verified(make_run(hello_image), make_ctx(registry, tmp_path, enabled=False))
     assert out.result("scan") == {"skipped": True}
 
 
@@ -98,7 +98,7 @@ def test_sarif_goes_to_code_scanning_even_when_blocked(
     ctx = StageContext(settings=settings, log=logging.getLogger("test.scan"), workdir=tmp_path)
     # When the secret image is scanned for a PR of the public one (blocked by the policy)
     with pytest.raises(ScanBlocked):
-        scan.run(make_run(secret_image), ctx)
+        scan.scan_verified(make_run(secret_image), ctx)
     # Then both platforms' analyses were uploaded for the head commit and the PR ref
     uploads = github.state.sarifs["acme/app"]
     assert sorted(u["sarif"]["runs"][0]["automationDetails"]["id"] for u in uploads) == [
@@ -116,12 +116,14 @@ def test_sarif_goes_to_code_scanning_even_when_blocked(
     ).with_result("build", built)
     warn = settings.model_copy(update={"scan": settings.scan.model_copy(update={"policy": "warn"})})
     ctx.settings = warn
-    assert scan.run(private, ctx).result("scan")["code_scanning"] == {"state": "unavailable"}
+    assert scan.scan_verified(private, ctx).result("scan")["code_scanning"] == {
+        "state": "unavailable"
+    }
     assert ("POST", "/repos/acme/private-app/code-scanning/sarifs") in github.calls
     ctx.settings = warn.model_copy(
         update={"scan": warn.scan.model_copy(update={"upload_sarif": "public"})}
     )
     calls_before = len(github.calls)
-    assert scan.run(private, ctx).result("scan")["code_scanning"] == {"state": "private"}
+    assert scan.scan_verified(private, ctx).result("scan")["code_scanning"] == {"state": "private"}
     assert github.calls[calls_before:] == [("GET", "/repos/acme/private-app")]
     assert "acme/private-app" not in github.state.sarifs

@@ -1,0 +1,72 @@
+"""Attack 9: ``k8see status`` with the shared Redis URL shows every repository's records.
+
+Covers, with the real CLI and a real Redis: without ``--repo`` the shared URL gets a usage
+error and no record; with ``--repo`` only that repository's records; the admin credential (a
+URL whose Redis ACL user is ``redis.admin_username``) lists every repository. What this does
+not stop (a shared URL reading keys directly) is stated in docs/security.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from k8see import state
+from k8see.cli import EXIT_USAGE
+from k8see.state import Status
+
+ADMIN, PASSWORD = "k8see-admin", "admin-pw-for-tests"
+
+
+def status(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "K8SEE_REDIS__URL": redis_url}
+    return subprocess.run(
+        [sys.executable, "-m", "k8see", "status", "--json", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def records(redis_url: str) -> Iterator[redis.Redis]:
+    """Two repositories' records, and an admin ACL user (removed afterwards)."""
+    client = redis.Redis.from_url(redis_url)
+    for repo in ("acme/shop", "victim/secret-app"):
+        state.set_status(
+            client, repo=repo, pr=1, generation=1, status=Status.READY, ttl_seconds=600
+        )
+    client.acl_setuser(ADMIN, enabled=True, passwords=[f"+{PASSWORD}"], keys=["*"],
+                       channels=["*"], commands=["+@all"])  # fmt: skip
+    yield client
+    client.acl_deluser(ADMIN)
+    client.close()
+
+
+def test_the_shared_url_must_name_a_repository(records: redis.Redis, redis_url: str) -> None:
+    out = status(redis_url)
+    assert out.returncode == EXIT_USAGE and "Traceback" not in out.stderr
+    assert "--repo" in out.stderr and "victim" not in out.stdout + out.stderr
+    # A PR alone does not widen it either
+    assert status(redis_url, "--pr", "1").returncode == EXIT_USAGE
+
+
+def test_a_repository_sees_only_its_own_records(records: redis.Redis, redis_url: str) -> None:
+    out = status(redis_url, "--repo", "acme/shop")
+    assert out.returncode == 0, out.stderr
+    assert {r["repo"] for r in json.loads(out.stdout)} == {"acme/shop"}
+
+
+def test_the_admin_credential_lists_every_repository(records: redis.Redis, redis_url: str) -> None:
+    admin_url = redis_url.replace("redis://", f"redis://{ADMIN}:{PASSWORD}@", 1)
+    out = status(admin_url)
+    assert out.returncode == 0, out.stderr
+    assert {r["repo"] for r in json.loads(out.stdout)} == {"acme/shop", "victim/secret-app"}
