@@ -4,17 +4,24 @@ Covers: every ``uses:`` in examples/ is pinned by a full 40-hex commit SHA with 
 comment (a tag can be moved to other code; a commit cannot), except the placeholder of the
 platform's own k8see repository, which GitHub refuses to run until it is replaced; nothing in
 examples/, the README or docs/ installs the client as a bare ``pip install k8see`` (a name
-k8see has not published, so whoever registers it would run in every workflow).
+k8see has not published, so whoever registers it would run in every workflow). Every example
+``k8s-ee.yaml`` starts with the ``yaml-language-server`` comment, pointing at the committed
+schema by a path that exists, and the schema names itself by no URL nobody serves.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from k8see.config import load_repo_config
+from k8see.config.model import SCHEMA_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -79,3 +86,29 @@ def test_the_bare_install_pattern_catches_what_it_should() -> None:
     assert not BARE_INSTALL.search('pip install "k8see @ git+https://github.com/a/k8see@abc"')
     assert not BARE_INSTALL.search("pip install -e '.[worker,dev]'")
     assert BARE_INSTALL.search("pip install k8see && k8see enqueue")
+
+
+SCHEMA = ROOT / "config" / "k8s-ee.schema.json"
+EXAMPLE_CONFIGS = sorted(EXAMPLES.glob("*/k8s-ee.yaml"))
+
+
+@pytest.mark.parametrize("config", EXAMPLE_CONFIGS, ids=lambda p: p.parent.name)
+def test_every_example_config_names_the_schema_for_editors(config: Path) -> None:
+    first = config.read_text().splitlines()[0]
+    match = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first)
+    assert match, f"{config.relative_to(ROOT)} starts with {first!r}"
+    # The path resolves, relative to the file as yaml-language-server resolves it
+    assert (config.parent / match.group(1)).resolve() == SCHEMA.resolve()
+    # And the comment changes nothing k8see reads
+    load_repo_config(config, filename="k8s-ee.yaml")
+
+
+def test_there_are_example_configs() -> None:
+    assert len(EXAMPLE_CONFIGS) >= 2
+
+
+def test_the_schema_id_is_no_url_nobody_serves() -> None:
+    committed = json.loads(SCHEMA.read_text())
+    assert committed["$id"] == SCHEMA_ID
+    assert not SCHEMA_ID.startswith(("http://", "https://")), SCHEMA_ID
+    assert SCHEMA_ID.startswith("urn:")
