@@ -19,12 +19,16 @@ from typing import Any, NoReturn
 import click
 
 from k8see import cli_input
-from k8see.errors import K8seeError, PolicyError
+from k8see.cli_sandbox import demo, sandbox
+from k8see.errors import IntegrationError, K8seeError, PolicyError
 
+#: Exit codes, listed in ``--help`` and docs/operations.md (a test keeps the three in step).
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+#: ``enqueue --wait`` stopped following before the run ended; the run itself goes on.
+EXIT_WAIT_TIMEOUT = 4
 
 #: Queues and default concurrency of each worker pool (concurrency from settings).
 POOLS = {
@@ -44,6 +48,14 @@ Examples:
   k8see build . --pr 42 --repo acme/shop --registry 127.0.0.1:5000 --insecure
   k8see status --repo acme/shop --json
   k8see worker --pool build
+
+\b
+Exit codes:
+  0  done: queued, valid, skipped, or the followed run is ready
+  1  the input is wrong, or the followed run failed
+  2  the command line is wrong
+  3  Redis is unreachable
+  4  --wait gave up following before the run ended
 """
 
 
@@ -51,13 +63,16 @@ REDIS_HINT = "check K8SEE_REDIS__URL, or start the sandbox with `k8see sandbox u
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _fail(error: K8seeError) -> NoReturn:
+def _fail(error: K8seeError, *, code: int = EXIT_USER_ERROR, as_json: bool = False) -> NoReturn:
+    """Print the error for people on stderr (and, with ``--json``, for machines on stdout)."""
     click.echo(f"Error: {error.message}", err=True)
     if error.where:
         click.echo(f"Where: {error.where}", err=True)
     if error.hint:
         click.echo(f"Hint: {error.hint}", err=True)
-    sys.exit(EXIT_USER_ERROR)
+    if as_json:
+        click.echo(json.dumps({"error": error.to_dict(), "exit_code": code}))
+    sys.exit(code)
 
 
 def _settings() -> Any:
@@ -67,26 +82,30 @@ def _settings() -> Any:
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn k8see and connection errors into one readable message and an exit code."""
+    """Turn k8see and connection errors into one readable message and an exit code.
+
+    A command called with ``--json`` also gets the error as one JSON object on stdout, so a
+    script that parses stdout never reads nothing.
+    """
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import redis
         from kombu.exceptions import OperationalError
 
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except K8seeError as exc:
-            _fail(exc)
+            _fail(exc, as_json=as_json)
         except (redis.exceptions.ConnectionError, OperationalError) as exc:
-            click.echo(f"Error: cannot reach Redis ({exc}).", err=True)
-            click.echo(f"Hint: {REDIS_HINT}", err=True)
-            sys.exit(EXIT_UNREACHABLE)
+            error = IntegrationError(f"cannot reach Redis ({exc}).", hint=REDIS_HINT)
+            _fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
         except redis.exceptions.TimeoutError as exc:
             # Something accepted the connection but never answered: a wrong port, a proxy
             # whose backend is gone, or a Redis stuck loading. As unreachable as a refusal.
-            click.echo(f"Error: Redis did not answer in time ({exc}).", err=True)
-            click.echo(f"Hint: {REDIS_HINT} Check that it is Redis listening there.", err=True)
-            sys.exit(EXIT_UNREACHABLE)
+            hint = f"{REDIS_HINT} Check that it is Redis listening there."
+            error = IntegrationError(f"Redis did not answer in time ({exc}).", hint=hint)
+            _fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -97,6 +116,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     context_settings={"auto_envvar_prefix": "K8SEE", "help_option_names": ["-h", "--help"]},
     epilog=EPILOG,
 )
+@click.version_option(package_name="k8see", prog_name="k8see")
 @click.option(
     "--log-format",
     type=click.Choice(["plain", "full", "json"]),
@@ -234,10 +254,12 @@ def enqueue(
     started = time.monotonic()
 
     def progress(record: dict[str, Any]) -> None:
-        if as_json or record.get("run_id") not in (sent.run_id, None):
+        if record.get("run_id") not in (sent.run_id, None):
             return
         stage = record.get("stage") or ""
-        click.echo(f"  {time.monotonic() - started:6.1f}s  {record.get('status', '?'):<11} {stage}")
+        line = f"  {time.monotonic() - started:6.1f}s  {record.get('status', '?'):<11} {stage}"
+        # With --json, stdout is the one JSON object; people still see the progress.
+        click.echo(line, err=as_json)
 
     outcome = follow(
         settings=settings,
@@ -251,7 +273,8 @@ def enqueue(
     )
     summary.update(status=outcome.status, preview_url=outcome.record.get("preview_url"))
     if as_json:
-        click.echo(json.dumps({**summary, "error": outcome.record.get("error")}))
+        error = outcome.record.get("error")
+        click.echo(json.dumps({**summary, "error": error, "timed_out": outcome.timed_out}))
     elif outcome.skipped:
         click.echo(f"skipped: {outcome.record.get('reason', '')}")
     elif outcome.ok:
@@ -266,11 +289,16 @@ def enqueue(
         message = "A newer event replaced this run."
     else:
         message = str(error.get("message") or f"The run ended as {outcome.status}.")
-    if not as_json:
-        click.echo(f"Error: {message}", err=True)
-        if error.get("hint"):
-            click.echo(f"Hint: {error['hint']}", err=True)
-    sys.exit(EXIT_USER_ERROR)
+    click.echo(f"Error: {message}", err=True)
+    if error.get("hint") and not outcome.timed_out:
+        click.echo(f"Hint: {error['hint']}", err=True)
+    if outcome.timed_out:
+        click.echo(
+            "Hint: the run goes on without you; follow it with `k8see status --pr "
+            f"{decision.pr} --repo {decision.repo}`, or raise --timeout.",
+            err=True,
+        )
+    sys.exit(EXIT_WAIT_TIMEOUT if outcome.timed_out else EXIT_USER_ERROR)
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -650,68 +678,8 @@ def _celery(argv: list[str]) -> NoReturn:
     sys.exit(celery_main())
 
 
-# --- sandbox ---------------------------------------------------------------------------------
-
-
-@main.group()
-def sandbox() -> None:
-    """Local stand-ins for a cluster and GitHub (tests and the demo)."""
-
-
-@sandbox.command("apiserver")
-@click.option("--port", type=int, default=0, show_default=True)
-@click.option("--kubeconfig", required=True, type=click.Path(dir_okay=False))
-@click.option("--ready-delay", type=float, default=0.2, show_default=True)
-@click.option("--state-file", type=click.Path(dir_okay=False))
-def sandbox_apiserver(
-    port: int, kubeconfig: str, ready_delay: float, state_file: str | None
-) -> None:
-    """Serve the sandbox Kubernetes API and write a kubeconfig for it."""
-    from k8see.sandbox.kubeapi.__main__ import main as serve
-
-    argv = ["--port", str(port), "--kubeconfig", kubeconfig, "--ready-delay", str(ready_delay)]
-    if state_file:
-        argv += ["--state-file", state_file]
-    sys.exit(serve(argv))
-
-
-@sandbox.command("github")
-@click.option("--port", type=int, default=0, show_default=True)
-def sandbox_github(port: int) -> None:
-    """Serve the sandbox GitHub API."""
-    from k8see.sandbox.github import main as serve
-
-    sys.exit(serve(["--port", str(port)]))
-
-
-@sandbox.command("up")
-@click.option(
-    "--dir",
-    "workdir",
-    default=".sandbox",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where state, logs and the env file go.",
-)
-def sandbox_up(workdir: str) -> None:
-    """Start Redis, the Kubernetes and GitHub stand-ins and a registry; print their env."""
-    from k8see.sandbox.platform import run_forever
-
-    sys.exit(run_forever(Path(workdir)))
-
-
-@main.command()
-@click.option("--example", default="hello", show_default=True, help="Which examples/<app>.")
-@click.option("--keep", is_flag=True, help="Leave the platform running afterwards.")
-@click.option(
-    "--dir", "workdir", default=".sandbox", show_default=True, type=click.Path(file_okay=False)
-)
-def demo(example: str, keep: bool, workdir: str) -> None:
-    """Run the main job on the local sandbox: open a PR, see it ready, close it."""
-    from k8see.sandbox.demo import run_demo
-
-    sys.exit(run_demo(example=example, keep=keep, workdir=Path(workdir)))
-
+main.add_command(sandbox)
+main.add_command(demo)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -2,7 +2,9 @@
 
 ``configure()`` is called once by the CLI. ``run_logger()`` binds repo, PR, generation, stage,
 run id and task id, so every line of a stage says which run it belongs to. The redaction
-filter replaces known secret values and token-shaped strings before anything is written.
+filter replaces known secret values and token-shaped strings, in the message and in fields
+passed with ``extra=``, before anything is written. JSON lines keep those fields, and their
+time is UTC with milliseconds.
 
 Lines the stage code does not write itself (Celery's "received" and "succeeded" lines, the
 integrations' and libraries' lines) get the same context from ``RunContextFilter``: Celery's
@@ -19,6 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +35,10 @@ TOKEN_PATTERNS = re.compile(
     r"|(?i:bearer|token)\s+[A-Za-z0-9._~+/=-]{12,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)"
 )
 REDACTED = "[redacted]"
+#: What every LogRecord has; anything else on a record came from ``extra=`` (or a filter).
+RECORD_ATTRIBUTES = frozenset(
+    {*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime", "taskName"}
+)
 #: Loggers whose DEBUG lines are whole API response bodies (a Secret's data included), so they
 #: are held at INFO whatever the level: redaction cannot recognise base64-encoded secrets.
 BODY_LOGGERS = ("kubernetes.client.rest",)
@@ -67,8 +74,13 @@ def redactor(settings: PlatformSettings) -> Callable[[str], str]:
     return lambda text: redact_text(text, secrets)
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a caller added to the record with ``extra=``."""
+    return {k: v for k, v in record.__dict__.items() if k not in RECORD_ATTRIBUTES}
+
+
 class RedactingFilter(logging.Filter):
-    """Masks secrets in the formatted message of every record that passes through."""
+    """Masks secrets in the message and the ``extra`` fields of every record passing through."""
 
     def __init__(self, secrets: Iterable[str] = ()):
         super().__init__()
@@ -79,7 +91,21 @@ class RedactingFilter(logging.Filter):
         clean = redact_text(message, self.secrets)
         if clean != message:
             record.msg, record.args = clean, None
+        for name, value in extra_fields(record).items():
+            if name not in CONTEXT_FIELDS:
+                setattr(record, name, self._clean(value))
         return True
+
+    def _clean(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return redact_text(value, self.secrets)
+        if depth > 8:  # deeper structures are summarised by the formatter's str()
+            return value
+        if isinstance(value, dict):
+            return {k: self._clean(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean(v, depth + 1) for v in value]
+        return value
 
 
 def task_context(*, task_id: str, name: str, args: Sequence[Any] | None) -> dict[str, Any]:
@@ -141,9 +167,13 @@ def bind_task_signals() -> None:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, milliseconds), level, logger, message, the run
+    context, every ``extra=`` field (never replacing those keys), then ``exc``/``stack``."""
+
     def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, tz=UTC)
         data: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -152,8 +182,13 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value not in (None, ""):
                 data[name] = value
+        for name, value in extra_fields(record).items():
+            if name not in CONTEXT_FIELDS:
+                data.setdefault(name, value)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
         return json.dumps(data, default=str)
 
 

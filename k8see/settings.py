@@ -8,6 +8,7 @@ the defaults here. Everything below ``cli``/``app`` receives settings as argumen
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -372,6 +373,10 @@ class CleanupSettings(BaseModel):
     ``registry_gc``."""
 
 
+#: The placeholders ``metrics.dashboard_url`` may use.
+DASHBOARD_FIELDS = frozenset({"namespace", "repo", "pr"})
+
+
 class MetricsSettings(BaseModel):
     enabled: bool = True
     port: int = 9808
@@ -380,6 +385,31 @@ class MetricsSettings(BaseModel):
     neighbour on the node network cannot read it; the platform chart sets the pod's own IP
     (downward API ``status.podIP``) so that only the pod network reaches it, never
     ``0.0.0.0``."""
+
+    dashboard_url: str = ""
+    """A dashboard of one preview environment, linked from the PR comment (its "Dashboard"
+    row, when the environment is ready or failed). ``{namespace}``, ``{repo}`` and ``{pr}``
+    are filled in, URL-encoded, e.g.
+    ``https://grafana.example.com/d/<uid>/pr-env?var-namespace={namespace}``. Empty: no link,
+    because k8see ships no per-environment dashboard a default could open."""
+
+    @model_validator(mode="after")
+    def _dashboard_url_is_a_template(self) -> MetricsSettings:
+        url = self.dashboard_url
+        if not url:
+            return self
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"dashboard_url must start with https:// or http://, not {url!r}")
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(url) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"dashboard_url is not a valid template: {exc}") from exc
+        if not fields <= DASHBOARD_FIELDS:
+            unknown = ", ".join(sorted(fields - DASHBOARD_FIELDS))
+            raise ValueError(
+                f"dashboard_url uses {unknown}; it may use {{namespace}}, {{repo}} and {{pr}}"
+            )
+        return self
 
 
 class PolicySettings(BaseModel):

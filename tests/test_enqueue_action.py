@@ -2,7 +2,10 @@
 
 Covers: the action file parses as a composite action whose inputs reach the script only
 through env; an ordinary comment exits 0 with an empty run id; a command is queued and its run
-id lands in ``$GITHUB_OUTPUT``; a bad Redis URL fails the step with k8see's exit code.
+id lands in ``$GITHUB_OUTPUT``; a bad Redis URL fails the step with k8see's exit code. The
+install step installs the k8see of the action's own commit by default, a pinned requirement
+(``==`` from an index, or a git URL at a 40-hex commit) when given, and refuses anything
+unpinned before pip runs (pip itself is a recording stand-in: it would reach PyPI).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 import yaml
 
@@ -91,3 +95,70 @@ def test_the_example_workflow_and_the_readme_filter_comments_alike() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"if: {condition}" in readme
     assert "startsWith(github.event.comment.body, '/')" in condition
+
+
+def _install(tmp_path: Path, package: str = "", index_url: str = "") -> tuple[int, str, list[str]]:
+    """Run the install step with a recording stand-in for python, which would reach PyPI."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "calls"
+    shim = bindir / "python"
+    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {calls}\n')
+    shim.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "GITHUB_ACTION_PATH": str(ACTION.parent),
+        "K8SEE_PACKAGE": package,
+        "K8SEE_INDEX_URL": index_url,
+    }
+    done = subprocess.run(
+        ["bash", "-e", "-c", _step("Install the k8see client")["run"]],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    argv = calls.read_text().splitlines() if calls.exists() else []
+    return done.returncode, done.stdout + done.stderr, argv
+
+
+def test_the_client_comes_from_the_commit_the_action_is_pinned_to(tmp_path: Path) -> None:
+    # Given no k8see-package: the repository GitHub fetched to run this action, at its commit
+    code, said, argv = _install(tmp_path)
+    assert code == 0, said
+    assert argv == ["-m", "pip", "install", "--quiet", str(ROOT)]
+    project = (ROOT / "pyproject.toml").read_text()
+    assert '\nname = "k8see"\n' in project
+
+
+@pytest.mark.parametrize(
+    ("package", "index_url"),
+    [
+        ("k8see==1.2.3", "https://pypi.platform.example/simple"),
+        ("k8see[worker]==0.1.0", ""),
+        ("k8see @ git+https://github.com/acme/k8see@" + "0123456789abcdef" * 2 + "01234567", ""),
+    ],
+)
+def test_a_pinned_requirement_is_installed_from_where_it_says(
+    tmp_path: Path, package: str, index_url: str
+) -> None:
+    code, said, argv = _install(tmp_path, package, index_url)
+    assert code == 0, said
+    assert argv[-1] == package
+    assert ("--index-url" in argv) == bool(index_url)
+    if index_url:
+        assert argv[argv.index("--index-url") + 1] == index_url
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "k8see",
+        "k8see>=0.1",
+        "k8see @ git+https://github.com/acme/k8see@main",
+        "k8see @ git+https://github.com/acme/k8see@v1.0.0",
+        "k8s-see==1.0",
+    ],
+)
+def test_an_unpinned_requirement_is_refused_before_pip_runs(tmp_path: Path, package: str) -> None:
+    code, said, argv = _install(tmp_path, package)
+    assert code == 2 and "is not pinned" in said
+    assert argv == []

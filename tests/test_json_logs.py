@@ -1,6 +1,9 @@
 """JSON logs: every line a worker writes while it runs a stage names the run.
 
 Covers:
+- the time of a line is ISO 8601 in UTC with milliseconds and says so (``Z``);
+- fields a caller passes with ``extra=`` are kept (JSON-safe), redacted like the message, and
+  never overwrite the line's own keys; the record's internals (args, pathname, ...) stay out;
 - Celery's "received" line, logged by the worker's main process before any task code runs,
   gets the run from the task's arguments (``pipeline.describe``), parsed back exactly;
 - end to end (marker e2e): one real worker process started with ``--log-format json`` takes a
@@ -18,11 +21,13 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +80,67 @@ def test_received_line_carries_the_run_from_the_task_arguments() -> None:
         "task_id": "t-1"}  # fmt: skip
     # And arguments that are not a run give the stage and task only, never a wrong run
     assert second["stage"] == "build" and "run_id" not in second and "repo" not in second
+
+
+def _json_line(log: Any, *, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Log one line through the JSON handler ``configure`` builds, and parse it back."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logs.JsonFormatter())
+    handler.addFilter(logs.RunContextFilter())
+    handler.addFilter(logs.RedactingFilter(secrets))
+    logger = logging.getLogger("k8see.test.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        log(logger)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    (line,) = buffer.getvalue().splitlines()
+    parsed: dict[str, Any] = json.loads(line)
+    return parsed
+
+
+def test_the_time_is_utc_with_milliseconds() -> None:
+    before = datetime.now(UTC)
+    line = _json_line(lambda log: log.warning("Build finished."))
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"]), line["time"]
+    when = datetime.fromisoformat(line["time"].replace("Z", "+00:00"))
+    assert when.utcoffset() == timedelta(0)
+    assert before - timedelta(milliseconds=1) <= when <= after
+
+
+def test_extra_fields_are_kept_redacted_and_never_overwrite_the_line() -> None:
+    token = "ghp_" + "x" * 36
+    extra = {
+        "image": "registry.example/acme/shop@sha256:abc",
+        "seconds": 12.5,
+        "platforms": ["linux/amd64", "linux/arm64"],
+        "url": f"https://example.org/?auth={token}",
+        "detail": {"header": f"Bearer {token}", "count": 2},
+        "level": "not-the-level",
+        "when": datetime(2026, 3, 14, tzinfo=UTC),
+    }
+    line = _json_line(lambda log: log.warning("Pushed %s.", "x", extra=extra))
+    assert line["image"] == extra["image"] and line["seconds"] == 12.5
+    assert line["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert line["url"] == "https://example.org/?auth=[redacted]"
+    assert line["detail"] == {"header": "[redacted]", "count": 2}
+    assert token not in json.dumps(line)
+    assert line["level"] == "warning" and line["message"] == "Pushed x."
+    assert line["when"].startswith("2026-03-14")
+    internals = {"args", "msg", "levelno", "pathname", "lineno", "created", "thread", "exc_text"}
+    assert not internals & set(line)
+
+
+def test_a_known_secret_in_an_extra_field_is_redacted() -> None:
+    line = _json_line(
+        lambda log: log.warning("Logged in.", extra={"login": "user:hunter2-secret"}),
+        secrets=("hunter2-secret",),
+    )
+    assert line["login"] == "user:[redacted]"
 
 
 @contextmanager

@@ -52,8 +52,10 @@ __all__ = [
     "schema_text",
 ]
 
-#: Where the generated schema says it lives; editors resolve ``$schema`` comments against it.
-SCHEMA_ID = "https://raw.githubusercontent.com/k8see/k8see/main/config/k8s-ee.schema.json"
+#: The schema's identity, not its location: k8see publishes the schema at no URL, so a URL here
+#: would promise a download that fails. Editors find the file through the ``$schema`` comment
+#: (a path, or where the platform serves it).
+SCHEMA_ID = "urn:k8see:schema:k8s-ee.yaml"
 #: Subchart values only the platform sets; a database object naming one is refused.
 PLATFORM_KEYS = frozenset({"securityContext", "containerSecurityContext", "podSecurityContext"})
 #: The databases the app chart has subcharts for, in the reference's order.

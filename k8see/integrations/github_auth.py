@@ -4,17 +4,16 @@ Split from ``github.py`` so the credential code (the only code that handles secr
 on its own. Two modes:
 
 - ``StaticToken``: a personal access or workflow token, the same for every repository (simple).
-- ``AppInstallationTokens``: a GitHub App (recommended). A short RS256 JWT buys an installation
-  token per repository; tokens live in this process's memory only (never Redis, never a log)
-  and are renewed five minutes before GitHub says they expire, or at once after a 401.
+- ``AppInstallationTokens``: a GitHub App (recommended). A short RS256 JWT, signed by PyJWT,
+  buys an installation token per repository; tokens live in this process's memory only (never
+  Redis, never a log) and are renewed five minutes before GitHub says they expire, or at once
+  after a 401.
 
 Nothing here logs or formats a credential; ``repr`` of every provider hides it.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -75,7 +74,7 @@ class StaticToken:
 
 
 class AppInstallationTokens:
-    """GitHub App auth: a short JWT (RS256) buys a per-installation token, cached.
+    """GitHub App auth: a short JWT (RS256, signed by PyJWT) buys a per-installation token, cached.
 
     Args:
         app_id: The App's id (the JWT's ``iss``).
@@ -94,22 +93,26 @@ class AppInstallationTokens:
         clock: Callable[[], float] = time.time,
     ) -> None:
         try:
-            from cryptography.hazmat.primitives.asymmetric import rsa
-            from cryptography.hazmat.primitives.serialization import load_pem_private_key
-        except ImportError:  # pragma: no cover - cryptography ships with the worker image
+            from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+            from jwt.algorithms import RSAAlgorithm
+            from jwt.exceptions import InvalidKeyError
+        except ImportError:  # pragma: no cover - PyJWT[crypto] ships with the worker image
             raise GitHubError(
-                "GitHub App authentication needs the 'cryptography' package.",
-                hint="Install k8see[worker], or use a token (K8SEE_GITHUB__TOKEN).",
+                "GitHub App authentication needs PyJWT with its crypto extra.",
+                hint="pip install 'k8see[worker]', or use a token (K8SEE_GITHUB__TOKEN).",
             ) from None
+        hint = "Download a new private key from the App's settings page."
+        unreadable = GitHubError(
+            "The GitHub App private key is not a readable RSA key in PEM.", hint=hint
+        )
         try:
-            key = load_pem_private_key(private_key_pem, password=None)
-        except (ValueError, TypeError):
-            raise GitHubError(
-                "The GitHub App private key is not a readable PEM key.",
-                hint="Download a new private key from the App's settings page.",
-            ) from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise GitHubError("The GitHub App private key is not an RSA key.")
+            key = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(private_key_pem)
+        except (InvalidKeyError, ValueError, TypeError):
+            raise unreadable from None
+        if isinstance(key, RSAPublicKey):
+            raise GitHubError("The GitHub App key is a public key, not the private key.", hint=hint)
+        if not isinstance(key, RSAPrivateKey):  # older PyJWT hands other key types back
+            raise unreadable
         self._key = key
         self.app_id = str(app_id)
         self.clock = clock
@@ -122,18 +125,13 @@ class AppInstallationTokens:
         return f"AppInstallationTokens(app_id={self.app_id!r})"
 
     def jwt(self) -> str:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
+        """The App's JWT: ``iss`` the App id, valid 10 minutes, the most GitHub allows."""
+        import jwt
 
         now = int(self.clock())
-        header = _b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
         # iat 60 s in the past absorbs clock drift; GitHub allows at most 10 minutes in all.
         claims = {"iat": now - 60, "exp": now + 540, "iss": self.app_id}
-        payload = _b64(json.dumps(claims).encode())
-        signature = self._key.sign(
-            f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256()
-        )
-        return f"{header}.{payload}.{_b64(signature)}"
+        return jwt.encode(claims, self._key, algorithm="RS256")
 
     def token_for(self, repo: str) -> str:
         if self.transport is None:
@@ -190,10 +188,6 @@ def provider_from_settings(settings: PlatformSettings) -> TokenProvider:
         hint="Set K8SEE_GITHUB__APP_ID and K8SEE_GITHUB__APP_PRIVATE_KEY_PATH (a GitHub "
         "App, recommended) or K8SEE_GITHUB__TOKEN.",
     )
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _parse_time(value: str) -> float:

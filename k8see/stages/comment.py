@@ -16,6 +16,7 @@ import html
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from k8see.errors import GitHubError
 from k8see.integrations.github import GitHubClient, make_client
@@ -128,11 +129,14 @@ def _link(url: str, label: str) -> str:
     return f'<a href="{html.escape(url, quote=True)}" target="_blank">{label}</a>'
 
 
-def _grafana(namespace: str, settings: PlatformSettings) -> str:
-    return (
-        f"https://grafana.{settings.deploy.domain}/d/pr-environment-overview"
-        f"?var-namespace={namespace}"
-    )
+def _dashboard(record: dict[str, Any], namespace: str, settings: PlatformSettings) -> str | None:
+    """The platform's dashboard of this environment, if it configured one."""
+    template = settings.metrics.dashboard_url
+    if not template:
+        return None
+    fields = {"namespace": namespace, "repo": record.get("repo") or "", "pr": record.get("pr")}
+    url = template.format(**{k: quote(str(v or ""), safe="") for k, v in fields.items()})
+    return _link(url, "📊 Dashboard")
 
 
 def _digest(record: dict[str, Any]) -> str | None:
@@ -257,7 +261,7 @@ def render(record: dict[str, Any], *, settings: PlatformSettings) -> str:
     elif status == Status.READY and record.get("ingress") is False:
         rows.append(("Preview URL", "none: `ingress.enabled` is false in k8s-ee.yaml"))
     if ns and status in (Status.READY, Status.FAILED):
-        rows.append(("Grafana", _link(_grafana(ns, settings), "📊 Dashboard")))
+        rows.append(("Dashboard", _dashboard(record, ns, settings)))
     rows.append(("Namespace", f"`{ns}`" if ns else None))
     if status in (Status.DESTROYED, Status.PRESERVED):
         rows.append(("Merged", merged))

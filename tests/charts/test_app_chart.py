@@ -4,8 +4,9 @@ Covers: ``helm lint --strict`` of every ``ci/*-values.yaml`` scenario; names, la
 selectors of §3.1/§3.6; the hardened pod; image by digest or tag; every value k8see passes
 changing the rendered manifest as it says (resources, env, envFrom, writableDirs, ingress
 enabled/class/annotations, metrics and metricsPath, priorityClassName, imagePullSecrets,
-probes on healthPath, app port); the ConfigMap checksum following env; and refusals with a
-clear message (missing projectId, unknown keys, ``..`` in writableDirs).
+probes on healthPath, app port); the ConfigMap checksum following env; ``helm lint --strict``
+with the chart's own defaults; no default previewDomain (someone's domain); and refusals with
+a clear message (missing projectId or previewDomain, unknown keys, ``..`` in writableDirs).
 """
 
 from __future__ import annotations
@@ -64,6 +65,27 @@ def test_lint_strict_every_scenario(scenario: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_lint_strict_with_the_charts_own_defaults() -> None:
+    # Given no values at all: helm lint renders past the chart's required-value failures
+    done = subprocess.run(
+        ["helm", "lint", str(CHART), "--strict"], capture_output=True, text=True, check=False
+    )
+    # Then it still passes, and it reports what is required
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert "projectId is required" in said and "previewDomain is required" in said
+
+
+def test_preview_domain_has_no_default_that_belongs_to_someone() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert defaults["previewDomain"] == ""
+
+
+def test_a_preview_url_alone_needs_no_preview_domain() -> None:
+    objects = render(previewDomain="", previewUrl="https://shop-42.apps.example.org")
+    assert objects["ConfigMap"]["data"]["PREVIEW_URL"] == "https://shop-42.apps.example.org"
 
 
 def test_default_objects_names_and_labels() -> None:
@@ -236,6 +258,7 @@ def test_service_port_80_to_http() -> None:
     ("overrides", "fragment"),
     [
         ({"projectId": ""}, "projectId is required"),
+        ({"previewDomain": ""}, "previewDomain is required"),
         ({"surprise": 1}, "surprise"),
         ({"writableDirs": ["/a/../etc"]}, "writableDirs"),
         ({"env": {"A": 1}}, "env"),

@@ -1,4 +1,9 @@
-"""k8see's real GitHub client against the sandbox GitHub server, over real HTTP."""
+"""k8see's real GitHub client against the sandbox GitHub server, over real HTTP.
+
+The GitHub App's JWT is signed by PyJWT and checked by the stand-in's own RS256 verifier (not
+PyJWT), with the key as GitHub downloads it (PKCS#1) or re-encoded (PKCS#8); unusable keys are
+refused at start with a hint.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import pytest
 
 from k8see.errors import GitHubError
 from k8see.integrations.github import GitHubClient, StaticToken, make_client
+from k8see.integrations.github_auth import AppInstallationTokens
 from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from tests.conftest import free_port
@@ -366,3 +372,89 @@ def test_github_app_not_installed_is_404(shop: GitHubSandbox, tmp_path: Path) ->
         make_client(settings, log=logging.getLogger("t")).get_pull("other/repo", 1)
     assert caught.value.status == 404
     assert "installed" in (caught.value.hint or "")
+
+
+def _pkcs1(pem: bytes) -> bytes:
+    """The key as GitHub's App settings page downloads it ("BEGIN RSA PRIVATE KEY")."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def test_the_app_jwt_carries_what_github_asks_for(github: GitHubSandbox) -> None:
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+
+    pem = github.add_app("31337", repos={})
+    tokens = AppInstallationTokens(
+        app_id="31337", private_key_pem=pem, clock=lambda: 1_700_000_000.0
+    )
+    token = tokens.jwt()
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "typ": "JWT"}
+    public = serialization.load_pem_private_key(pem, password=None).public_key()
+    claims = jwt.decode(
+        token,
+        public,
+        algorithms=["RS256"],
+        options={"require": ["iat", "exp", "iss"], "verify_exp": False, "verify_iat": False},
+    )
+    # iat 60 s back for clock drift, and 10 minutes in all: GitHub's limit
+    assert claims == {"iat": 1_699_999_940, "exp": 1_700_000_540, "iss": "31337"}
+
+
+def test_a_key_as_github_downloads_it_is_accepted_by_the_stand_in(
+    shop: GitHubSandbox, tmp_path: Path
+) -> None:
+    key = tmp_path / "app.pem"
+    key.write_bytes(_pkcs1(shop.add_app("4243", repos={"acme/shop": 78})))
+    assert key.read_text().startswith("-----BEGIN RSA PRIVATE KEY-----")
+    settings = PlatformSettings(
+        github={"api_url": shop.url, "app_id": "4243", "app_private_key_path": str(key)}
+    )
+    assert make_client(settings, log=logging.getLogger("t")).get_pull("acme/shop", 7)
+    assert ("POST", "/app/installations/78/access_tokens") in shop.calls
+
+
+def _ec_key() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _public_key(github: GitHubSandbox) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(github.add_app("1", repos={}), password=None)
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.mark.parametrize(
+    ("make_key", "fragment"),
+    [
+        (lambda github: b"not a key", "not a readable RSA key"),
+        (lambda github: _ec_key(), "not a readable RSA key"),
+        (_public_key, "public key"),
+    ],
+    ids=["garbage", "ec", "public"],
+)
+def test_an_unusable_app_key_is_refused_with_a_hint(
+    github: GitHubSandbox, make_key: object, fragment: str
+) -> None:
+    pem = make_key(github)  # type: ignore[operator]
+    with pytest.raises(GitHubError) as caught:
+        AppInstallationTokens(app_id="1", private_key_pem=pem)
+    assert fragment in caught.value.message
+    assert "App's settings page" in (caught.value.hint or "")
+    assert caught.value.__cause__ is None

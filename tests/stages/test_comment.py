@@ -65,10 +65,8 @@ def test_ready_follows_the_reference_and_adds_details() -> None:
     assert rows["Preview URL"] == (
         '<a href="https://shop-pr-7.preview.example.dev" target="_blank">🌐 Open Preview</a>'
     )
-    assert rows["Grafana"] == (
-        '<a href="https://grafana.preview.example.dev/d/pr-environment-overview'
-        '?var-namespace=shop-pr-7" target="_blank">📊 Dashboard</a>'
-    )
+    # k8see ships no per-environment dashboard: no link unless the platform configures one
+    assert "Dashboard" not in rows and "Grafana" not in rows and "grafana" not in body
     assert rows["Namespace"] == "`shop-pr-7`"
     assert rows["Commit"] == f"<code>{SHA}</code>"
     assert rows["Branch"] == "<code>feature/login</code>"
@@ -85,6 +83,34 @@ def test_ready_follows_the_reference_and_adds_details() -> None:
     ]  # build took 95 s: shown as minutes
     assert "| build | 1m 35s |" in body
     assert "total 2m 30s" in body
+
+
+def test_a_configured_dashboard_is_linked_with_the_environment_filled_in() -> None:
+    url = "https://dash.example.org/d/abc/pr?var-namespace={namespace}&repo={repo}&pr={pr}"
+    settings = PlatformSettings(
+        deploy={"domain": "preview.example.dev"}, metrics={"dashboard_url": url}
+    )
+    for status in ("ready", "failed"):
+        rows = table(comment.render(record(status=status), settings=settings))
+        assert rows["Dashboard"] == (
+            '<a href="https://dash.example.org/d/abc/pr?var-namespace=shop-pr-7&amp;'
+            'repo=acme%2Fshop&amp;pr=7" target="_blank">📊 Dashboard</a>'
+        )
+    rows = table(comment.render(record(status="destroyed"), settings=settings))
+    assert "Dashboard" not in rows
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("grafana.example.org/d/x", "must start with https://"),
+        ("https://g.example.org/d/x?ns={namespace}&who={token}", "uses token"),
+        ("https://g.example.org/d/x?ns={namespace", "not a valid template"),
+    ],
+)
+def test_a_dashboard_url_that_cannot_work_is_refused_at_start(url: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        PlatformSettings(metrics={"dashboard_url": url})
 
 
 def test_ready_without_an_ingress_says_there_is_no_url() -> None:
@@ -128,7 +154,7 @@ def test_failed_shows_stage_error_hint_and_log_tail() -> None:
     rows = table(body)
     assert rows["Status"] == "❌ Deployment Failed"
     assert rows["Failed stage"] == "validate"
-    assert "Grafana" in rows
+    assert "Dashboard" not in rows
     assert "app.port must be between 1 and 65535." in body
     assert "**Where:** <code>k8s-ee.yaml:4</code> field <code>app.port</code>" in body
     assert "**How to fix:** Set app.port to the port your server listens on, e.g. 3000." in body

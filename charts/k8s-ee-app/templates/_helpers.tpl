@@ -18,7 +18,9 @@ The environment's base name, "{projectId}-pr-{N}" (the namespace and the host la
 {{- if lt (int .Values.prNumber) 1 }}
 {{- fail "prNumber must be a positive integer" }}
 {{- end }}
-{{- printf "%s-pr-%d" .Values.projectId (int .Values.prNumber) }}
+{{- /* Past a fail only under `helm lint`, which logs fails and renders on: placeholders keep
+its name checks meaningful for the chart's own (required-value) defaults. */}}
+{{- printf "%s-pr-%d" (default "unset" .Values.projectId) (max 1 (int .Values.prNumber)) }}
 {{- end }}
 
 {{/*
@@ -88,14 +90,21 @@ k8s-ee/branch: {{ include "k8see.labelValue" . | quote }}
 The preview host, "{projectId}-pr-{N}.{previewDomain}".
 */}}
 {{- define "k8see.host" -}}
-{{- printf "%s.%s" (include "k8see.environment" .) .Values.previewDomain }}
+{{- if not .Values.previewDomain }}
+{{- fail "previewDomain is required: the base domain of preview hosts, e.g. preview.example.com (k8see passes K8SEE_DEPLOY__DOMAIN)" }}
+{{- end }}
+{{- printf "%s.%s" (include "k8see.environment" .) (default "preview.invalid" .Values.previewDomain) }}
 {{- end }}
 
 {{/*
 The preview URL: given by k8see, else derived from the host.
 */}}
 {{- define "k8see.previewUrl" -}}
-{{- default (printf "https://%s" (include "k8see.host" .)) .Values.previewUrl }}
+{{- if .Values.previewUrl }}
+{{- .Values.previewUrl }}
+{{- else }}
+{{- printf "https://%s" (include "k8see.host" .) }}
+{{- end }}
 {{- end }}
 
 {{/*

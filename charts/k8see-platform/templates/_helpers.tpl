@@ -23,12 +23,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ .Values.redis.existingSecret | default (printf "%s-redis" (include "k8see.fullname" .)) }}
 {{- end -}}
 
-{{/* Environment every k8see process gets: settings, Redis URL with the password, credentials. */}}
+{{/* Environment every k8see process gets: settings, the Redis URL, credentials. */}}
 {{- define "k8see.env" -}}
-- name: REDIS_PASSWORD
-  valueFrom: {secretKeyRef: {name: {{ include "k8see.redisSecret" . }}, key: redis-password}}
-- name: K8SEE_REDIS__URL
-  value: "redis://:$(REDIS_PASSWORD)@{{ include "k8see.fullname" . }}-redis:6379/0"
+{{ include "k8see.redisEnv" . }}
 - name: K8SEE_METRICS__PORT
   value: {{ .Values.metrics.port | quote }}
 {{- if not (hasKey .Values.settings "K8SEE_DEPLOY__NAMESPACE_BINDINGS") }}
@@ -36,8 +33,37 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: {{ include "k8see.namespaceBindings" . | quote }}
 {{- end }}
 {{- range $k, $v := .Values.settings }}
+{{- if ne $k "K8SEE_REDIS__URL" }}
 - name: {{ $k }}
   value: {{ $v | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* K8SEE_REDIS__URL, exactly once: the bundled Redis (password from its Secret), else
+redis.external (a Secret key, or a plain URL), else settings.K8SEE_REDIS__URL. */}}
+{{- define "k8see.redisEnv" -}}
+{{- $external := .Values.redis.external }}
+{{- $inSettings := hasKey .Values.settings "K8SEE_REDIS__URL" }}
+{{- if .Values.redis.enabled }}
+{{- if or $inSettings $external.url $external.existingSecret }}
+{{- fail "The bundled Redis sets K8SEE_REDIS__URL itself: to use your own Redis, set redis.enabled=false and redis.external.existingSecret (or redis.external.url)" }}
+{{- end }}
+- name: REDIS_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ include "k8see.redisSecret" . }}, key: redis-password}}
+- name: K8SEE_REDIS__URL
+  value: "redis://:$(REDIS_PASSWORD)@{{ include "k8see.fullname" . }}-redis:6379/0"
+{{- else if $external.existingSecret }}
+- name: K8SEE_REDIS__URL
+  valueFrom: {secretKeyRef: {name: {{ $external.existingSecret }}, key: {{ $external.existingSecretKey | default "redis-url" }}}}
+{{- else if $external.url }}
+- name: K8SEE_REDIS__URL
+  value: {{ $external.url | quote }}
+{{- else if $inSettings }}
+- name: K8SEE_REDIS__URL
+  value: {{ .Values.settings.K8SEE_REDIS__URL | quote }}
+{{- else }}
+{{- fail "redis.enabled=false needs your Redis URL: redis.external.existingSecret (a Secret with the URL under redis.external.existingSecretKey, default redis-url) or redis.external.url" }}
 {{- end }}
 {{- end -}}
 

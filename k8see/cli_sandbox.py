@@ -1,0 +1,73 @@
+"""The sandbox commands of ``k8see``: local stand-ins for a cluster and GitHub, and the demo.
+
+Kept apart from ``k8see.cli`` because they serve the tests and ``make demo``, not the platform;
+``k8see.cli`` registers them on its group. Each imports ``k8see.sandbox`` lazily, so the
+client's commands never load the stand-ins.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def sandbox() -> None:
+    """Local stand-ins for a cluster and GitHub (tests and the demo)."""
+
+
+@sandbox.command("apiserver")
+@click.option("--port", type=int, default=0, show_default=True)
+@click.option("--kubeconfig", required=True, type=click.Path(dir_okay=False))
+@click.option("--ready-delay", type=float, default=0.2, show_default=True)
+@click.option("--state-file", type=click.Path(dir_okay=False))
+def sandbox_apiserver(
+    port: int, kubeconfig: str, ready_delay: float, state_file: str | None
+) -> None:
+    """Serve the sandbox Kubernetes API and write a kubeconfig for it."""
+    from k8see.sandbox.kubeapi.__main__ import main as serve
+
+    argv = ["--port", str(port), "--kubeconfig", kubeconfig, "--ready-delay", str(ready_delay)]
+    if state_file:
+        argv += ["--state-file", state_file]
+    sys.exit(serve(argv))
+
+
+@sandbox.command("github")
+@click.option("--port", type=int, default=0, show_default=True)
+def sandbox_github(port: int) -> None:
+    """Serve the sandbox GitHub API."""
+    from k8see.sandbox.github import main as serve
+
+    sys.exit(serve(["--port", str(port)]))
+
+
+@sandbox.command("up")
+@click.option(
+    "--dir",
+    "workdir",
+    default=".sandbox",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where state, logs and the env file go.",
+)
+def sandbox_up(workdir: str) -> None:
+    """Start Redis, the Kubernetes and GitHub stand-ins and a registry; print their env."""
+    from k8see.sandbox.platform import run_forever
+
+    sys.exit(run_forever(Path(workdir)))
+
+
+@click.command()
+@click.option("--example", default="hello", show_default=True, help="Which examples/<app>.")
+@click.option("--keep", is_flag=True, help="Leave the platform running afterwards.")
+@click.option(
+    "--dir", "workdir", default=".sandbox", show_default=True, type=click.Path(file_okay=False)
+)
+def demo(example: str, keep: bool, workdir: str) -> None:
+    """Run the main job on the local sandbox: open a PR, see it ready, close it."""
+    from k8see.sandbox.demo import run_demo
+
+    sys.exit(run_demo(example=example, keep=keep, workdir=Path(workdir)))
