@@ -1,8 +1,11 @@
 """The whole platform on one machine, for ``make demo``, ``k8see sandbox up`` and the tests.
 
-Starts a real redis-server, a real registry, the Kubernetes and GitHub stand-ins (in this
-process, over HTTP) and, on request, real Celery worker pools and Flower as child processes
-with the environment that points k8see at all of them. ``stop()`` ends what it started.
+Starts a real redis-server, a real registry, a real Kubernetes cluster (``cluster``: control
+plane and node, or one handed in) with the platform chart's service accounts and RBAC, the
+GitHub stand-in (in this process, over HTTP) and, on request, real Celery worker pools and
+Flower as child processes with the environment that points k8see at all of them: each pool
+talks to Kubernetes as its own service account, never as an admin. ``stop()`` ends what it
+started.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from k8see.errors import ToolMissing
 from k8see.sandbox.github import GitHubSandbox
-from k8see.sandbox.kubeapi import KubeSandbox
+
+if TYPE_CHECKING:
+    from k8see.sandbox.cluster import LocalCluster
+    from k8see.sandbox.cluster.identities import PoolIdentities
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_TOKEN = "sandbox-token"
@@ -59,8 +65,10 @@ class Platform:
     """The sandbox platform; ``start()`` it, read ``env()``, ``stop()`` it."""
 
     workdir: Path
-    ready_delay_seconds: float = 0.2
-    kube: KubeSandbox | None = None
+    #: A started cluster to use (the tests' session cluster); None starts one of its own.
+    cluster: LocalCluster | None = None
+    own_cluster: bool = False
+    identities: PoolIdentities | None = None
     github: GitHubSandbox | None = None
     redis_port: int = 0
     registry_port: int = 0
@@ -77,19 +85,31 @@ class Platform:
 
     @property
     def kubeconfig(self) -> Path:
-        return self.workdir / "kubeconfig"
+        """The cluster-admin kubeconfig: for the demo and tests to look, never for the pools."""
+        assert self.cluster is not None, "the platform is not started"
+        return Path(self.cluster.admin_kubeconfig)
 
     def start(self) -> Platform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._start_redis()
         self._start_registry()
         self._push_mirror()
-        self.kube = KubeSandbox(ready_delay_seconds=self.ready_delay_seconds)
-        self.kube.start()
-        self.kube.write_kubeconfig(self.kubeconfig)
+        self._start_cluster()
         self.github = GitHubSandbox(token=SANDBOX_TOKEN)
         self.github.start()
         return self
+
+    def _start_cluster(self) -> None:
+        from k8see.sandbox.cluster import LocalCluster
+        from k8see.sandbox.cluster import identities
+
+        if self.cluster is None:
+            self.cluster = LocalCluster().start()
+            self.own_cluster = True
+        self.cluster.trust_registry(self.registry_host)
+        self.identities = identities.install(
+            self.cluster, helm=tool("helm"), kubectl=tool("kubectl"), pools=POOLS
+        )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
@@ -184,6 +204,7 @@ class Platform:
             # Workers read PR sources from local git repositories, <sources>/<owner>/<name>.
             "K8SEE_BUILD__LOCAL_SOURCE_ROOT": str(self.sources),
             "K8SEE_POLICY__ALLOWLIST_PATH": str(ROOT / "config" / "allowed-orgs.json"),
+            **(self.identities.env if self.identities else {}),
         }
 
     def process_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -200,8 +221,19 @@ class Platform:
     ) -> None:
         """One real Celery worker process per pool, as in production."""
         k8see = str(Path(sys.executable).parent / "k8see")
-        env = self.process_env(extra_env)
+        assert self.identities is not None
         for pool in pools:
+            # Each pool as its own service account; the build pool mounts none on a cluster,
+            # so it gets a kubeconfig that does not exist (any API call fails, with a hint).
+            kubeconfig = self.identities.kubeconfigs.get(pool)
+            env = self.process_env(
+                {
+                    **(extra_env or {}),
+                    "K8SEE_DEPLOY__KUBECONFIG": str(
+                        kubeconfig or self.workdir / f"no-kubernetes-for-{pool}"
+                    ),
+                }
+            )
             self._spawn(
                 f"worker-{pool}", [k8see, "--log-format", "full", "worker", "--pool", pool], env=env
             )
@@ -259,8 +291,8 @@ class Platform:
         self.processes.clear()
         for log in self.logs.values():
             log.close()
-        if self.kube:
-            self.kube.stop()
+        if self.cluster is not None and self.own_cluster:
+            self.cluster.stop()
         if self.github:
             self.github.stop()
 
@@ -270,7 +302,7 @@ def run_forever(workdir: Path) -> int:
     platform = Platform(workdir=workdir.resolve()).start()
     env_file = platform.workdir / "env"
     env_file.write_text("".join(f"export {k}={v}\n" for k, v in platform.env().items()))
-    print("# k8see sandbox (local stand-ins, not a real cluster). Use it with:")
+    print("# k8see sandbox (a local Kubernetes cluster; GitHub is a stand-in). Use it with:")
     for key, value in platform.env().items():
         print(f"export {key}={value}")
     print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)

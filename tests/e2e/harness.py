@@ -1,4 +1,4 @@
-"""The e2e harness: the sandbox platform, its pod runtime and real worker processes."""
+"""The e2e harness: the local platform (a real cluster of its own) and real worker processes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ORG = "k8see-demo"
-TOOLS = ("redis-server", "buildah", "docker-registry", "helm", "trivy", "git")
+TOOLS = ("redis-server", "buildah", "docker-registry", "helm", "trivy", "git", "kube-apiserver")
 
 
 class Harness:
@@ -83,25 +83,21 @@ class Harness:
 
 
 @contextmanager
-def running_platform(
-    workdir: Path, *, ready_delay_seconds: float = 0.2, extra_env: dict[str, str] | None = None
-) -> Iterator[Harness]:
-    """A started platform with workers and the pod runtime; everything stops afterwards."""
+def running_platform(workdir: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[Harness]:
+    """A started platform with workers; everything, its cluster included, stops afterwards.
+
+    The built images really run on the cluster's node (pulled from the platform's registry),
+    so the deploy's health check reaches the real app.
+    """
     for name in TOOLS:
         require_tool(name)
     from k8see.sandbox.platform import Platform
-    from k8see.sandbox.podruntime import PodRuntime
 
-    platform = Platform(workdir=workdir, ready_delay_seconds=ready_delay_seconds).start()
-    # The built image really runs (buildah), so the deploy's health check is real.
-    runtime = PodRuntime(
-        kube=platform.kube, registry_host=platform.registry_host, workdir=workdir / "pods"
-    ).start()
+    platform = Platform(workdir=workdir).start()
     # Build only the host platform here (the builder tests cover two), and retry quickly.
     env = {"K8SEE_BUILD__PLATFORMS": "linux/amd64", "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "0.2"}
-    platform.start_workers(extra_env={**env, **(extra_env or {})})
     try:
+        platform.start_workers(extra_env={**env, **(extra_env or {})})
         yield Harness(platform, workdir)
     finally:
-        runtime.stop()
         platform.stop()

@@ -6,7 +6,9 @@ import logging
 import os
 import signal
 import ssl
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -35,7 +37,9 @@ class LocalCluster:
     which get service-account tokens (``service_account_kubeconfig``).
     """
 
-    workdir: Path
+    #: Where its state lives; None: a new folder under the system's temporary directory,
+    #: removed at ``stop()`` (the kubelet mounts below it, which test tools must not meet).
+    workdir: Path | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, IO[bytes]] = field(default_factory=dict)
     slot: node.Slot | None = None
@@ -49,20 +53,30 @@ class LocalCluster:
 
     @property
     def admin_kubeconfig(self) -> Path:
-        return self.workdir / "admin.kubeconfig"
+        return self.root / "admin.kubeconfig"
 
     @property
     def containerd_address(self) -> str:
-        return str(self.workdir / "containerd" / "containerd.sock")
+        return str(self.root / "containerd" / "containerd.sock")
 
     # -- start ---------------------------------------------------------------------------
 
+    def __post_init__(self) -> None:
+        self.own_workdir = self.workdir is None
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="k8see-cluster-"))
+
+    @property
+    def root(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir
+
     def start(self) -> LocalCluster:
         started = time.monotonic()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.slot = node.claim_slot()
         try:
-            self.pki = Pki(self.workdir / "pki")
+            self.pki = Pki(self.root / "pki")
             self._start_etcd()
             self._start_apiserver()
             self._start_controllers()
@@ -75,7 +89,7 @@ class LocalCluster:
         return self
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log_file = (self.workdir / f"{name}.log").open("ab")
+        log_file = (self.root / f"{name}.log").open("ab")
         self.logs[name] = log_file
         self.processes[name] = subprocess.Popen(
             argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
@@ -84,7 +98,7 @@ class LocalCluster:
     def _check_alive(self, name: str) -> None:
         proc = self.processes[name]
         if proc.poll() is not None:
-            tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+            tail = (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
 
     def _start_etcd(self) -> None:
@@ -95,7 +109,7 @@ class LocalCluster:
             [
                 tool("etcd"),
                 "--name=local",
-                f"--data-dir={self.workdir / 'etcd'}",
+                f"--data-dir={self.root / 'etcd'}",
                 f"--listen-client-urls={self.etcd_url}",
                 f"--advertise-client-urls={self.etcd_url}",
                 f"--listen-peer-urls=http://127.0.0.1:{peer}",
@@ -185,7 +199,7 @@ class LocalCluster:
     def _component_kubeconfig(self, name: str, user: str, groups: tuple[str, ...] = ()) -> Path:
         pair = self.pki.issue(name, common_name=user, organizations=groups)
         return self.pki.client_kubeconfig(
-            self.workdir / f"{name}.kubeconfig", server=self.server, pair=pair
+            self.root / f"{name}.kubeconfig", server=self.server, pair=pair
         )
 
     def _start_controllers(self) -> None:
@@ -230,7 +244,7 @@ class LocalCluster:
     def _start_node(self) -> None:
         assert self.slot is not None
         config = node.write_containerd_config(
-            self.workdir, slot=self.slot, pause_image=images.PAUSE_IMAGES[0]
+            self.root, slot=self.slot, pause_image=images.PAUSE_IMAGES[0]
         )
         self._spawn("containerd", [tool("containerd"), "--config", str(config)])
         deadline = time.monotonic() + 30
@@ -244,7 +258,7 @@ class LocalCluster:
             address=self.containerd_address,
             pause=Path(tool("pause")).resolve(),
             testapp=Path(tool("testapp")).resolve(),
-            workdir=self.workdir,
+            workdir=self.root,
         )
         pki = self.pki
         serving = pki.issue(
@@ -254,7 +268,7 @@ class LocalCluster:
             "kubelet", f"system:node:{NODE_NAME}", ("system:nodes",)
         )
         kubelet_config = node.write_kubelet_config(
-            self.workdir / "kubelet" / "config.yaml",
+            self.root / "kubelet" / "config.yaml",
             slot=self.slot,
             port=free_port(),
             healthz_port=free_port(),
@@ -269,7 +283,7 @@ class LocalCluster:
                 tool("kubelet"),
                 f"--config={kubelet_config}",
                 f"--kubeconfig={kubeconfig}",
-                f"--root-dir={self.workdir / 'kubelet' / 'root'}",
+                f"--root-dir={self.root / 'kubelet' / 'root'}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={self.slot.node_ip}",
                 "--v=1",
@@ -329,19 +343,19 @@ class LocalCluster:
 
     def trust_registry(self, host: str) -> None:
         """Let the node pull images from the plain-HTTP registry at ``host``."""
-        node.trust_registry(self.workdir, host)
+        node.trust_registry(self.root, host)
 
     # -- stop ------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Stop the node (its pods' processes and mounts too), then the control plane."""
+        self._drain()
         self._terminate("kubelet", timeout_seconds=10)
         if self.slot is not None:
             node.kill_cgroup(self.slot.cgroup_root)
         self._kill_shims()
         self._terminate("containerd", timeout_seconds=10)
-        _unmount_under(self.workdir)
-        _remove_orphan_netns()
+        _unmount_under(self.root)
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             self._terminate(name, timeout_seconds=15)
         for log_file in self.logs.values():
@@ -352,6 +366,35 @@ class LocalCluster:
             subprocess.run(["ip", "link", "del", self.slot.bridge], capture_output=True)
             self.slot.release()
             self.slot = None
+        if self.own_workdir:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _drain(self, timeout_seconds: float = 15.0) -> None:
+        """Delete every pod at once and give the kubelet a moment to tear them down, so the
+        CNI plugin releases their network namespaces and addresses as on a real node."""
+        if "kubelet" not in self.processes or not self.admin_kubeconfig.exists():
+            return
+        from kubernetes import client, config
+
+        try:
+            api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+        except Exception:  # noqa: BLE001 - a half-started cluster has nothing to drain
+            return
+        core = client.CoreV1Api(api)
+        try:
+            for pod in core.list_pod_for_all_namespaces().items:
+                core.delete_namespaced_pod(
+                    pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0
+                )
+            deadline = time.monotonic() + timeout_seconds
+            while core.list_pod_for_all_namespaces(limit=1).items:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        except (client.ApiException, OSError):
+            pass
+        finally:
+            api.close()
 
     def _terminate(self, name: str, *, timeout_seconds: float) -> None:
         proc = self.processes.pop(name, None)
@@ -391,25 +434,3 @@ def _unmount_under(directory: Path) -> None:
             mounts.append(point)
     for point in sorted(mounts, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
-
-
-def _remove_orphan_netns() -> None:
-    """Remove pod network namespaces (``/run/netns/cni-*``) that no process uses any more."""
-    netns_dir = Path("/run/netns")
-    if not netns_dir.is_dir():
-        return
-    live: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                live.add((entry / "ns" / "net").stat().st_ino)
-            except OSError:
-                continue
-    for path in netns_dir.glob("cni-*"):
-        try:
-            inode = path.stat().st_ino
-        except OSError:
-            continue
-        if inode not in live:
-            subprocess.run(["umount", str(path)], capture_output=True)
-            path.unlink(missing_ok=True)
