@@ -36,12 +36,16 @@ ROUTES: dict[str, str] = {
 QUEUES = ("default", "build", "deploy", "maintenance")
 
 
-def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
+def create_app(settings: PlatformSettings, *, name: str = "k8see", results: bool = True) -> Celery:
     """A Celery app configured for k8see's pipelines.
 
     Args:
         settings: Platform settings; only the Redis and queue groups are read here.
         name: The app's main name (tests give each app their own).
+        results: Whether it uses the result backend. The enqueue client only sends and never
+            waits for a result, so its app has none: with one, every send also subscribed
+            for the result, one more connection that kept retrying for 20 s when Redis
+            went away.
 
     Returns:
         The configured app; the tasks in ``k8see.tasks`` register on first worker import.
@@ -49,7 +53,7 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
     app = Celery(name, include=["k8see.tasks", "k8see.maintenance"])
     conf: dict[str, Any] = {
         "broker_url": settings.redis.url,
-        "result_backend": settings.redis.url,
+        "result_backend": settings.redis.url if results else None,
         # JSON only: messages carry ids and digests, never pickled objects.
         "task_serializer": "json",
         "result_serializer": "json",
