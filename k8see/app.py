@@ -72,6 +72,16 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see", results: bool
         "task_send_sent_event": True,
         "task_track_started": True,
         "broker_connection_retry_on_startup": True,
+        # A stage that finished while Redis stalled still sends the chain's next task and
+        # stores its result: both retry for about redis.stall_tolerance_seconds, not ~1 s.
+        "task_publish_retry_policy": {
+            "max_retries": _stall_retries(settings),
+            "interval_start": 0,
+            "interval_step": 1,
+            "interval_max": _STALL_RETRY_INTERVAL_SECONDS,
+        },
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": _stall_retries(settings),
         "broker_transport_options": {
             # Unacked messages of a worker that vanished are redelivered after this long;
             # it must exceed the longest stage (a build) or a slow build would run twice.
@@ -86,6 +96,14 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see", results: bool
     app.conf.update(conf)
     app.k8see_settings = settings
     return app
+
+
+_STALL_RETRY_INTERVAL_SECONDS = 5
+
+
+def _stall_retries(settings: PlatformSettings) -> int:
+    """Retries, at most 5 s apart, that cover ``redis.stall_tolerance_seconds``."""
+    return int(settings.redis.stall_tolerance_seconds // _STALL_RETRY_INTERVAL_SECONDS) + 5
 
 
 def beat_schedule(settings: PlatformSettings) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,17 @@ class RedisSettings(BaseModel):
     record_ttl_seconds: int = 30 * 86400
     """How long an environment record outlives its last update (30 days, for ``status``)."""
 
+    socket_timeout_seconds: float = Field(default=5.0, gt=0)
+    """How long a worker waits for one answer from Redis, in seconds, before it counts as
+    unanswered. A stage's probes then mean "unknown" and its tool keeps running; 5 s is
+    redis-py's own default, long enough for a busy Redis, short enough to notice a stall."""
+
+    stall_tolerance_seconds: float = Field(default=180.0, ge=0)
+    """How long, in seconds, a stage keeps trying to record its start or its result while
+    Redis does not answer (a stall, a failover, a restart) before it gives its message back
+    to the broker for redelivery. 3 minutes outlasts a Sentinel failover and a restart with
+    a large append-only file."""
+
 
 class QueueSettings(BaseModel):
     default_concurrency: int = 4
@@ -325,7 +336,7 @@ class CleanupSettings(BaseModel):
     watchdog_max_redrives: int = Field(default=2, ge=0)
     """How many times the watchdog sends a lost run's chain again before it fails the run,
     saying so. A chain is lost when a worker acknowledged a stage it could not finish (a
-    hard time limit, a Redis outage longer than a stage can wait)."""
+    hard time limit, a Redis outage longer than ``redis.stall_tolerance_seconds``)."""
 
     pr_state_cache_seconds: int = Field(default=300, ge=0)
     """How long a PR's state fetched from GitHub is reused by maintenance jobs, in seconds;
