@@ -36,16 +36,19 @@ ROUTES: dict[str, str] = {
 QUEUES = ("default", "build", "deploy", "maintenance")
 
 
-def create_app(settings: PlatformSettings, *, name: str = "k8see", results: bool = True) -> Celery:
+def create_app(
+    settings: PlatformSettings, *, name: str = "k8see", sender_only: bool = False
+) -> Celery:
     """A Celery app configured for k8see's pipelines.
 
     Args:
         settings: Platform settings; only the Redis and queue groups are read here.
         name: The app's main name (tests give each app their own).
-        results: Whether it uses the result backend. The enqueue client only sends and never
-            waits for a result, so its app has none: with one, every send also subscribed
-            for the result, one more connection that kept retrying for 20 s when Redis
-            went away.
+        sender_only: An app that only sends (the enqueue client): no result backend and
+            Celery's short publish retries. It never waits for a result, and with a backend
+            every send also subscribed for one, a connection that kept retrying for 20 s
+            when Redis went away; and a client should fail fast (exit 3) on a Redis that is
+            gone, where a worker holding finished work should wait for it.
 
     Returns:
         The configured app; the tasks in ``k8see.tasks`` register on first worker import.
@@ -53,7 +56,7 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see", results: bool
     app = Celery(name, include=["k8see.tasks", "k8see.maintenance"])
     conf: dict[str, Any] = {
         "broker_url": settings.redis.url,
-        "result_backend": settings.redis.url if results else None,
+        "result_backend": None if sender_only else settings.redis.url,
         # JSON only: messages carry ids and digests, never pickled objects.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -72,16 +75,6 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see", results: bool
         "task_send_sent_event": True,
         "task_track_started": True,
         "broker_connection_retry_on_startup": True,
-        # A stage that finished while Redis stalled still sends the chain's next task and
-        # stores its result: both retry for about redis.stall_tolerance_seconds, not ~1 s.
-        "task_publish_retry_policy": {
-            "max_retries": _stall_retries(settings),
-            "interval_start": 0,
-            "interval_step": 1,
-            "interval_max": _STALL_RETRY_INTERVAL_SECONDS,
-        },
-        "result_backend_always_retry": True,
-        "result_backend_max_retries": _stall_retries(settings),
         "broker_transport_options": {
             # Unacked messages of a worker that vanished are redelivered after this long;
             # it must exceed the longest stage (a build) or a slow build would run twice.
@@ -93,6 +86,17 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see", results: bool
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
+    if not sender_only:
+        # A stage that finished while Redis stalled still sends the chain's next task and
+        # stores its result: both retry for about redis.stall_tolerance_seconds, not ~1 s.
+        conf["task_publish_retry_policy"] = {
+            "max_retries": _stall_retries(settings),
+            "interval_start": 0,
+            "interval_step": 1,
+            "interval_max": _STALL_RETRY_INTERVAL_SECONDS,
+        }
+        conf["result_backend_always_retry"] = True
+        conf["result_backend_max_retries"] = _stall_retries(settings)
     app.conf.update(conf)
     app.k8see_settings = settings
     return app

@@ -158,7 +158,7 @@ def _app_for(settings: PlatformSettings) -> Celery:
         if app is None:
             if len(_APPS) >= 8:  # tests make many settings; a service has one
                 _APPS.clear()
-            app = _APPS[key] = create_app(settings, results=False)
+            app = _APPS[key] = create_app(settings, sender_only=True)
     return app
 
 
