@@ -36,12 +36,19 @@ ROUTES: dict[str, str] = {
 QUEUES = ("default", "build", "deploy", "maintenance")
 
 
-def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
+def create_app(
+    settings: PlatformSettings, *, name: str = "k8see", sender_only: bool = False
+) -> Celery:
     """A Celery app configured for k8see's pipelines.
 
     Args:
         settings: Platform settings; only the Redis and queue groups are read here.
         name: The app's main name (tests give each app their own).
+        sender_only: An app that only sends (the enqueue client): no result backend and
+            Celery's short publish retries. It never waits for a result, and with a backend
+            every send also subscribed for one, a connection that kept retrying for 20 s
+            when Redis went away; and a client should fail fast (exit 3) on a Redis that is
+            gone, where a worker holding finished work should wait for it.
 
     Returns:
         The configured app; the tasks in ``k8see.tasks`` register on first worker import.
@@ -49,7 +56,7 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
     app = Celery(name, include=["k8see.tasks", "k8see.maintenance"])
     conf: dict[str, Any] = {
         "broker_url": settings.redis.url,
-        "result_backend": settings.redis.url,
+        "result_backend": None if sender_only else settings.redis.url,
         # JSON only: messages carry ids and digests, never pickled objects.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -79,9 +86,28 @@ def create_app(settings: PlatformSettings, *, name: str = "k8see") -> Celery:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
+    if not sender_only:
+        # A stage that finished while Redis stalled still sends the chain's next task and
+        # stores its result: both retry for about redis.stall_tolerance_seconds, not ~1 s.
+        conf["task_publish_retry_policy"] = {
+            "max_retries": _stall_retries(settings),
+            "interval_start": 0,
+            "interval_step": 1,
+            "interval_max": _STALL_RETRY_INTERVAL_SECONDS,
+        }
+        conf["result_backend_always_retry"] = True
+        conf["result_backend_max_retries"] = _stall_retries(settings)
     app.conf.update(conf)
     app.k8see_settings = settings
     return app
+
+
+_STALL_RETRY_INTERVAL_SECONDS = 5
+
+
+def _stall_retries(settings: PlatformSettings) -> int:
+    """Retries, at most 5 s apart, that cover ``redis.stall_tolerance_seconds``."""
+    return int(settings.redis.stall_tolerance_seconds // _STALL_RETRY_INTERVAL_SECONDS) + 5
 
 
 def beat_schedule(settings: PlatformSettings) -> dict[str, dict[str, Any]]:

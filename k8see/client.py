@@ -2,8 +2,10 @@
 
 It turns a decision about an event into ONE message set in Redis: it bumps the PR's
 generation (so older runs stop), sets or clears the close mark, writes the ``queued`` record
-and sends the chain by task name. It imports no worker dependency (kubernetes, boto3, docker,
-pyhelm3) and no stage code; the import-linter contract in pyproject.toml keeps it that way.
+and sends the chain by task name. A retry after Redis failed half-way finishes the same run
+instead of reporting a duplicate (``k8see.intake`` has the design). It imports no worker
+dependency (kubernetes, boto3, docker, pyhelm3) and no stage code; the import-linter contract
+in pyproject.toml keeps it that way.
 """
 
 from __future__ import annotations
@@ -18,19 +20,17 @@ from typing import Any
 import redis
 from celery import Celery
 
-from k8see import coordination, state
+from k8see import coordination, intake, state
 from k8see.app import create_app
 from k8see.events import Decision
 from k8see.names import DEFAULT_CONFIG_PATH, check_config_path, check_platforms
-from k8see.pipeline import admit
+from k8see.pipeline import dispatch, send_command
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
 
 #: How long a delivered event is remembered, so a redelivery enqueues nothing.
 DEDUPE_SECONDS = 3600
 POLL_SECONDS = 0.25
-#: The worker task that authorizes and answers /help, /preserve and /unpreserve.
-COMMAND_TASK = "k8see.command"
 #: Comment commands that start a pipeline: authorized by a worker before they are admitted.
 AUTHORIZED_FIRST = frozenset({"deploy-preview", "destroy-preview"})
 #: Celery apps by process and settings (see ``_app_for``); a few at most.
@@ -93,41 +93,50 @@ def enqueue(
         enqueued_at=time.time(),
     )
     fingerprint = f"{trigger}:{decision.action.value}:{decision.sha}:{decision.comment_id or 0}"
-    earlier = coordination.claim_delivery(
+    # Every comment command goes to one k8see.command task first, which authorizes it.
+    # /help and /preserve never touch the PR's generation, close mark or record;
+    # /deploy-preview and /destroy-preview are admitted (generation bumped, close mark set,
+    # chain sent) only after the commenter was found to have write access, so a stranger's
+    # command can never supersede or disturb queued work.
+    command = decision.action is Action.COMMAND or decision.command in AUTHORIZED_FIRST
+    authorizing = decision.command in AUTHORIZED_FIRST
+    found = intake.admit(
         redis_client,
-        repo=repo,
-        pr=pr,
+        run=draft,
+        command=command,
         fingerprint=fingerprint,
-        run_id=draft.run_id,
-        ttl_seconds=DEDUPE_SECONDS,
+        mark_ttl_seconds=DEDUPE_SECONDS,
+        run_ttl_seconds=settings.redis.record_ttl_seconds,
     )
-    if earlier is not None:
-        earlier_id, earlier_generation = earlier
-        generation = earlier_generation or coordination.current_generation(
-            redis_client, repo=repo, pr=pr
-        )
-        original = Run.from_dict({**draft.to_dict(), "generation": generation})
-        # An unsettled command is still waiting for its authorization.
-        waiting = not earlier_generation and decision.command in AUTHORIZED_FIRST
-        return Enqueued(run=original, duplicate_of=earlier_id, authorizing=waiting)
-
+    resend = not found.fresh
+    stored = found.stored
+    if found.duplicate_of is not None:
+        stored = intake.stored(redis_client, run_id=found.duplicate_of)
+        if stored is None or stored.state not in (intake.ADMITTED, intake.COMMANDED):
+            # A true duplicate: the earlier run was sent (or is long gone).
+            generation = stored.run.generation if stored else 0
+            original = Run.from_dict(
+                {
+                    **draft.to_dict(),
+                    "generation": generation
+                    or coordination.current_generation(redis_client, repo=repo, pr=pr),
+                }
+            )
+            # An unsettled command is still waiting for its authorization.
+            waiting = authorizing and stored is not None and stored.state == intake.COMMAND_SENT
+            return Enqueued(run=original, duplicate_of=found.duplicate_of, authorizing=waiting)
+        # The earlier enqueue stopped half-way: finish sending that same run.
+        resend = True
+    if stored is None:  # admit returns either a stored run or a duplicate's id
+        raise RuntimeError(f"run {draft.run_id} was not stored")
     app = _app_for(settings)
-    if decision.action is Action.COMMAND or decision.command in AUTHORIZED_FIRST:
-        # Every comment command goes to one k8see.command task first, which authorizes it.
-        # /help and /preserve never touch the PR's generation, close mark or record;
-        # /deploy-preview and /destroy-preview are admitted (generation bumped, close mark
-        # set, chain sent) only after the commenter was found to have write access, so a
-        # stranger's command can never supersede or disturb queued work.
-        run = Run.from_dict(
-            {
-                **draft.to_dict(),
-                "generation": coordination.current_generation(redis_client, repo=repo, pr=pr),
-            }
-        )
-        app.send_task(COMMAND_TASK, args=[run.to_dict()])
-        return Enqueued(run=run, authorizing=decision.command in AUTHORIZED_FIRST)
-    run = admit(draft, app=app, settings=settings, client=redis_client, fingerprint=fingerprint)
-    return Enqueued(run=run)
+    if stored.state in (intake.COMMANDED, intake.COMMAND_SENT):
+        if stored.state == intake.COMMANDED:
+            send_command(stored.run, app=app, client=redis_client, resend=resend)
+        return Enqueued(run=stored.run, authorizing=authorizing)
+    if stored.state == intake.ADMITTED:
+        dispatch(stored.run, app=app, settings=settings, client=redis_client, resend=resend)
+    return Enqueued(run=stored.run)
 
 
 def _repository_config_path(config_path: str) -> str:
@@ -149,7 +158,7 @@ def _app_for(settings: PlatformSettings) -> Celery:
         if app is None:
             if len(_APPS) >= 8:  # tests make many settings; a service has one
                 _APPS.clear()
-            app = _APPS[key] = create_app(settings)
+            app = _APPS[key] = create_app(settings, sender_only=True)
     return app
 
 

@@ -11,7 +11,8 @@
   takes its own lease over instead of waiting for the TTL.
   The wait is bounded in time (``queues.lease_wait_seconds``), counted here, never in the
   task's retries.
-- **Dedupe.** The same event delivered twice (same action, SHA and comment) enqueues once.
+- **Dedupe.** The same event delivered twice (same action, SHA and comment) enqueues once;
+  the delivery mark is set with the generation bump, in one script (``k8see.admission``).
 
 Lua is used only where atomicity needs it (renew and release compare the owner first).
 """
@@ -89,31 +90,6 @@ def clear_closed(client: redis.Redis, *, repo: str, pr: int) -> None:
 
 def is_closed(client: redis.Redis, *, repo: str, pr: int) -> bool:
     return bool(client.exists(pr_key(repo, pr, "closed")))
-
-
-def claim_delivery(
-    client: redis.Redis, *, repo: str, pr: int, fingerprint: str, run_id: str, ttl_seconds: int
-) -> tuple[str, int] | None:
-    """Record that this event was accepted.
-
-    Returns None for a first delivery, else the earlier run's id and generation (0 while the
-    earlier enqueue has not bumped the generation yet).
-    """
-    key = pr_key(repo, pr, f"delivery:{fingerprint}")
-    if client.set(key, run_id, nx=True, ex=ttl_seconds):
-        return None
-    existing = client.get(key)
-    text = existing.decode() if isinstance(existing, bytes) else str(existing)
-    earlier, _, generation = text.partition(":")
-    return earlier, int(generation or 0)
-
-
-def settle_delivery(
-    client: redis.Redis, *, repo: str, pr: int, fingerprint: str, run_id: str, generation: int
-) -> None:
-    """Remember the generation of an accepted delivery, so a duplicate can follow its run."""
-    key = pr_key(repo, pr, f"delivery:{fingerprint}")
-    client.set(key, f"{run_id}:{generation}", xx=True, keepttl=True)
 
 
 @dataclass

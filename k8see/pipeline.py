@@ -1,7 +1,12 @@
 """Chains of stage tasks, built from task *names* so nothing here imports stage code.
 
 Each signature carries its own time limits from the settings: a soft limit that the task turns
-into a clear error, and a hard limit a little later that kills a stuck process.
+into a clear error, and a hard limit a little later that kills a stuck process, and a task id
+that is the same every time the run is sent (``<run_id>-<stage>``), so a re-sent chain is
+recognisable in the queues (``intake.pending_task_ids``) and in Flower.
+
+``admit`` is the one place a run becomes the PR's latest; ``dispatch`` finishes an admission
+(record, chain, ``sent``) and is what a retried enqueue, the outbox and the watchdog call again.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import redis
 from celery import Celery, chain
 from celery.canvas import Signature
 
-from k8see import coordination, state
+from k8see import intake, state
+from k8see.app import QUEUES
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
 
@@ -23,6 +29,8 @@ DESTROY_STAGES = ("destroy", "untag", "comment")
 #: whether the command counts (automatic mode ignores it), and only the worker can read it.
 COMMAND_DESTROY_STAGES = ("validate", "destroy", "untag", "comment")
 HARD_LIMIT_GRACE_SECONDS = 30
+#: The worker task that authorizes and answers comment commands.
+COMMAND_TASK = "k8see.command"
 
 
 def stage_time_limit(settings: PlatformSettings, stage: str) -> int:
@@ -59,7 +67,12 @@ def _signature(
         time_limit=soft + HARD_LIMIT_GRACE_SECONDS,
         argsrepr=describe(run),
         kwargsrepr="{}",
-    )
+    ).set(task_id=task_id(run, stage))
+
+
+def task_id(run: Run, stage: str) -> str:
+    """The id of ``stage``'s task in ``run``'s chain: the same on every send of the run."""
+    return f"{run.run_id}-{stage}"
 
 
 def chain_for(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
@@ -82,60 +95,109 @@ def admit(
     app: Celery,
     settings: PlatformSettings,
     client: redis.Redis,
-    fingerprint: str = "",
 ) -> Run:
     """Accept ``run`` for its PR: the one place a run becomes the PR's latest.
 
-    Sets or clears the close mark, bumps the generation (older runs stop), writes the
-    ``queued`` record and sends the chain. The enqueue client calls it for events; the
-    command task calls it for ``/deploy-preview`` and ``/destroy-preview`` only after the
-    commenter was authorized, so a stranger's command can never supersede queued work.
+    Stores it as admitted (close mark, generation bump; ``intake.admit``, atomic), then
+    ``dispatch``. The command task calls it for ``/deploy-preview`` and ``/destroy-preview``
+    only after the commenter was authorized, so a stranger's command can never supersede
+    queued work; a redelivered command task finds its run admitted and only finishes sending.
 
     Returns:
         The run with its generation.
     """
-    repo, pr = run.repo, run.pr
-    if run.action is Action.DESTROY:
-        coordination.mark_closed(client, repo=repo, pr=pr)
-    else:
-        coordination.clear_closed(client, repo=repo, pr=pr)
-    generation = coordination.next_generation(client, repo=repo, pr=pr)
-    run = Run.from_dict({**run.to_dict(), "generation": generation})
-    if fingerprint:
-        coordination.settle_delivery(
-            client,
-            repo=repo,
-            pr=pr,
-            fingerprint=fingerprint,
-            run_id=run.run_id,
-            generation=generation,
-        )
-    before = state.get(client, repo=repo, pr=pr) or {}
-    settled = _settled(before)
-    state.set_status(
-        client,
-        repo=repo,
-        pr=pr,
-        generation=generation,
-        status=Status.QUEUED,
-        ttl_seconds=settings.redis.record_ttl_seconds,
-        run_id=run.run_id,
-        action=run.action.value,
-        trigger=run.trigger,
-        sha=run.sha or None,
-        ref=run.ref,
-        stage=None,
-        error=None,
-        timings={},
-        enqueued_at=run.enqueued_at,
-        previous_status=settled,
-        # The commit the environment runs, restored if this event is skipped or refused.
-        previous_sha=before.get("sha") if settled else before.get("previous_sha"),
-        skipped_run=None,
-        reason=None,
+    found = intake.admit(
+        client, run=run, command=False, run_ttl_seconds=settings.redis.record_ttl_seconds
     )
-    chain_for(app, settings, run).apply_async()
+    if found.stored is None:  # only a delivery mark names an earlier run; there is none here
+        raise RuntimeError(f"run {run.run_id} was not stored")
+    if found.stored.state == intake.SENT:
+        return found.stored.run
+    return dispatch(
+        found.stored.run, app=app, settings=settings, client=client, resend=not found.fresh
+    )
+
+
+def dispatch(
+    run: Run, *, app: Celery, settings: PlatformSettings, client: redis.Redis, resend: bool
+) -> Run:
+    """Finish an admission: write the ``queued`` record, send the chain, mark the run sent.
+
+    Safe to call again for the same run after a failure at any point (``resend``): the record
+    is written only if it is not this run's yet, and the chain is not sent again while one of
+    its tasks is visibly queued or at work (a lost reply can still make it twice: at least
+    once). A first send skips that look at the queues.
+    """
+    before = state.get(client, repo=run.repo, pr=run.pr) or {}
+    if before.get("run_id") != run.run_id:
+        settled = _settled(before)
+        state.set_status(
+            client,
+            repo=run.repo,
+            pr=run.pr,
+            generation=run.generation,
+            status=Status.QUEUED,
+            ttl_seconds=settings.redis.record_ttl_seconds,
+            run_id=run.run_id,
+            action=run.action.value,
+            trigger=run.trigger,
+            sha=run.sha or None,
+            ref=run.ref,
+            stage=None,
+            error=None,
+            timings={},
+            enqueued_at=run.enqueued_at,
+            previous_status=settled,
+            # The commit the environment runs, restored if this event is skipped or refused.
+            previous_sha=before.get("sha") if settled else before.get("previous_sha"),
+            skipped_run=None,
+            reason=None,
+        )
+    if not (resend and is_pending(run, client=client)):
+        chain_for(app, settings, run).apply_async()
+    intake.advance(
+        client, run_id=run.run_id, from_state=intake.ADMITTED, to_state=intake.SENT
+    )
     return run
+
+
+def send_command(run: Run, *, app: Celery, client: redis.Redis, resend: bool) -> None:
+    """Send a stored comment command to the command task and mark it sent (see ``dispatch``)."""
+    command_id = task_id(run, "command")
+    if not (resend and command_id in intake.pending_task_ids(client, queues=QUEUES)):
+        app.send_task(COMMAND_TASK, args=[run.to_dict()], task_id=command_id)
+    intake.advance(
+        client, run_id=run.run_id, from_state=intake.COMMANDED, to_state=intake.COMMAND_SENT
+    )
+
+
+def is_pending(run: Run, *, client: redis.Redis) -> bool:
+    """Whether a task of ``run``'s chain waits in a queue or is delivered and not yet acked."""
+    prefix = f"{run.run_id}-"
+    pending = intake.pending_task_ids(client, queues=QUEUES)
+    return any(found.startswith(prefix) for found in pending)
+
+
+def resend_due(
+    *, app: Celery, settings: PlatformSettings, client: redis.Redis
+) -> list[dict[str, Any]]:
+    """Send the runs admitted but not sent for ``queues.outbox_grace_seconds`` (the outbox).
+
+    The beat's watchdog job calls it, so a client that died between admitting and sending
+    still gets its run. Returns what was sent.
+    """
+    sent = []
+    for run_id in intake.due(client, older_than_seconds=settings.queues.outbox_grace_seconds):
+        found = intake.stored(client, run_id=run_id)
+        if found is None or found.state not in (intake.ADMITTED, intake.COMMANDED):
+            intake.forget(client, run_id=run_id)
+            continue
+        if found.state == intake.COMMANDED:
+            send_command(found.run, app=app, client=client, resend=True)
+        else:
+            dispatch(found.run, app=app, settings=settings, client=client, resend=True)
+        sent.append({"repo": found.run.repo, "pr": found.run.pr, "run_id": run_id})
+    return sent
 
 
 def _settled(record: dict[str, Any]) -> str | None:

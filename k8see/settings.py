@@ -36,6 +36,17 @@ class RedisSettings(BaseModel):
     the platform creates ACL users, the shared URL can still read every key directly; see
     docs/security.md."""
 
+    socket_timeout_seconds: float = Field(default=5.0, gt=0)
+    """How long a worker waits for one answer from Redis, in seconds, before it counts as
+    unanswered. A stage's probes then mean "unknown" and its tool keeps running; 5 s is
+    redis-py's own default, long enough for a busy Redis, short enough to notice a stall."""
+
+    stall_tolerance_seconds: float = Field(default=180.0, ge=0)
+    """How long, in seconds, a stage keeps trying to record its start or its result while
+    Redis does not answer (a stall, a failover, a restart) before it gives its message back
+    to the broker for redelivery. 3 minutes outlasts a Sentinel failover and a restart with
+    a large append-only file."""
+
 
 class QueueSettings(BaseModel):
     default_concurrency: int = 4
@@ -68,6 +79,11 @@ class QueueSettings(BaseModel):
 
     retry_backoff_seconds: float = 2.0
     """First retry delay; doubled each retry, with full jitter, capped at 120 s."""
+
+    outbox_grace_seconds: float = Field(default=60.0, ge=0)
+    """How long, in seconds, a run may stay admitted but unsent (its enqueue stopped between
+    admitting it and sending its chain) before the watchdog job sends it. Long enough that
+    an enqueue still at work is never overtaken; short next to the watchdog's period."""
 
 
 class BuildSettings(BaseModel):
@@ -348,10 +364,18 @@ class CleanupSettings(BaseModel):
     """Preserve-expiry job period; short, so a closed PR's environment goes at its deadline."""
 
     watchdog_interval_seconds: int = 120
-    """How often the watchdog looks for runs stuck in a stage past its time limit."""
+    """How often the watchdog job runs, in seconds: it sends the outbox's unsent runs and
+    looks for lost and stuck runs."""
 
     watchdog_grace_seconds: int = 120
-    """Extra seconds after a stage's hard time limit before the watchdog fails the run."""
+    """Seconds a run's record may stay unchanged, with none of the run's messages queued or
+    at work, before the watchdog sends its chain again; also the extra seconds after a
+    stage's hard time limit before a run that cannot be sent again is failed."""
+
+    watchdog_max_redrives: int = Field(default=2, ge=0)
+    """How many times the watchdog sends a lost run's chain again before it fails the run,
+    saying so. A chain is lost when a worker acknowledged a stage it could not finish (a
+    hard time limit, a Redis outage longer than ``redis.stall_tolerance_seconds``)."""
 
     pr_state_cache_seconds: int = Field(default=300, ge=0)
     """How long a PR's state fetched from GitHub is reused by maintenance jobs, in seconds;

@@ -14,11 +14,13 @@ context, and classifies failures:
   ``queues.max_retries`` times; then the run fails with that error's own message.
 - anything else (a bug, a permanent platform error): the run fails at once with its message,
   the traceback in the worker log.
+- Redis not answering: probes during the tool mean "unknown", and recording the start or the
+  result waits for ``redis.stall_tolerance_seconds``, then hands the message back to the
+  broker (``k8see.controls``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import shutil
@@ -26,14 +28,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Task, shared_task, signals
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 
-from k8see import coordination, metrics, pipeline, state
+from k8see import controls, coordination, metrics, pipeline, state
 from k8see.app import settings_of
 from k8see.errors import (
     Closed,
@@ -68,6 +70,13 @@ def _harden(**_: Any) -> None:
 
 
 StageFn = Callable[[Run, StageContext], Run]
+T = TypeVar("T")
+
+
+def redis_for(settings: PlatformSettings) -> redis.Redis:
+    """The worker process's Redis client for k8see's own state (timeouts on every call)."""
+    return controls.redis_for(settings.redis.url, settings.redis.socket_timeout_seconds)
+
 
 #: The record's status while each stage runs.
 RUNNING_STATUS = {
@@ -79,16 +88,7 @@ RUNNING_STATUS = {
 }
 #: Stages that change the cluster hold the PR's lease.
 CLUSTER_STAGES = frozenset({"deploy", "destroy"})
-#: Deploy stages stop when the PR was closed after they were enqueued (close wins).
-DEPLOY_STAGES = frozenset({"validate", "build", "scan", "deploy"})
 BACKOFF_CAP_SECONDS = 120.0
-STOP_CHECK_INTERVAL_SECONDS = 1.0
-
-
-@functools.lru_cache(maxsize=8)
-def redis_for(url: str) -> redis.Redis:
-    """One connection pool per worker process and Redis URL."""
-    return redis.Redis.from_url(url, health_check_interval=30)
 
 
 class StageTask(Task):  # type: ignore[misc]
@@ -102,23 +102,30 @@ class StageTask(Task):  # type: ignore[misc]
     def execute(self, stage: str, payload: dict[str, Any], fn: StageFn) -> dict[str, Any]:
         settings = settings_of(self.app)
         run = Run.from_dict(payload)
-        client = redis_for(settings.redis.url)
+        client = redis_for(settings)
         rlog = run_logger(run, stage=stage, task_id=str(self.request.id or ""))
         ttl = settings.redis.record_ttl_seconds
 
-        stop = _stop_reason(client, run, stage)
+        def reliably(action: Callable[[], T], what: str) -> T:
+            # Recording must not fail on a stalled Redis: wait, then hand the message back.
+            return controls.until_redis_answers(
+                action, what=what, tolerance_seconds=settings.redis.stall_tolerance_seconds,
+                rlog=rlog,
+            )  # fmt: skip
+
+        stop = reliably(lambda: controls.stop_reason(client, run, stage), "check for a newer event")
         if stop is not None:
             return self._stopped(client, run, stage, stop, rlog, ttl)
 
         lease = None
         if stage in CLUSTER_STAGES:
-            lease = coordination.acquire_lease(
-                client,
-                repo=run.repo,
-                pr=run.pr,
-                owner=f"{run.run_id}:{stage}",
-                ttl_seconds=settings.queues.lease_ttl_seconds,
-            )
+            lease = reliably(
+                lambda: coordination.acquire_lease(
+                    client, repo=run.repo, pr=run.pr, owner=f"{run.run_id}:{stage}",
+                    ttl_seconds=settings.queues.lease_ttl_seconds,
+                ),
+                "take the lease",
+            )  # fmt: skip
             if lease is None:
                 metrics.lease_contended(stage)
                 raise self._wait_for_lease(client, run, stage, rlog, settings)
@@ -126,30 +133,30 @@ class StageTask(Task):  # type: ignore[misc]
                 client, repo=run.repo, pr=run.pr, owner=f"{run.run_id}:{stage}"
             )
 
-        state.count(client, f"stage_started:{stage}")
-        if stage in RUNNING_STATUS:
-            state.set_status(
-                client,
-                repo=run.repo,
-                pr=run.pr,
-                generation=run.generation,
-                status=RUNNING_STATUS[stage],
-                ttl_seconds=ttl,
-                run_id=run.run_id,
-                stage=stage,
-            )
+        def started_on_record() -> dict[str, Any]:
+            state.count(client, f"stage_started:{stage}")
+            if stage in RUNNING_STATUS:
+                state.set_status(
+                    client, repo=run.repo, pr=run.pr, generation=run.generation,
+                    status=RUNNING_STATUS[stage], ttl_seconds=ttl, run_id=run.run_id, stage=stage,
+                )  # fmt: skip
+            return state.get(client, repo=run.repo, pr=run.pr) or {}
+
+        record = reliably(started_on_record, "record the stage's start")
         rlog.info("Stage %s started.", stage)
-        metrics.stage_started(client, run, stage)
+        reliably(lambda: metrics.stage_started(client, run, stage), "read the queue wait")
         started = time.monotonic()
         workdir = _workdir(settings, run)
         ctx = StageContext(
             settings=settings,
             log=rlog,
             workdir=workdir,
-            should_stop=_stop_probe(client, run, stage),
-            renew_lease=lease.renew if lease else (lambda: None),
-            record_log=_log_recorder(client, run, settings),
-            extra={"record": state.get(client, repo=run.repo, pr=run.pr) or {}},
+            should_stop=controls.stop_probe(client, run, stage, rlog),
+            renew_lease=controls.tolerant(lease.renew, rlog, "the lease renewal")
+            if lease
+            else (lambda: None),
+            record_log=controls.log_recorder(client, run, settings),
+            extra={"record": record},
         )
         try:
             result = fn(run, ctx)
@@ -197,10 +204,24 @@ class StageTask(Task):  # type: ignore[misc]
             raise platform_error from exc
         finally:
             if lease is not None:
-                lease.release()
+                # Unreleased, it expires after its TTL; a stalled Redis must not hide the
+                # stage's outcome behind a release error.
+                controls.tolerant(lease.release, rlog, "the lease release")()
             shutil.rmtree(workdir, ignore_errors=True)
 
         seconds = round(time.monotonic() - started, 3)
+        reliably(
+            lambda: self._finished(client, run, stage, result, ctx, seconds), "record the result"
+        )
+        rlog.info("Stage %s finished in %.1fs.", stage, seconds)
+        return result.to_dict()
+
+    def _finished(
+        self, client: redis.Redis, run: Run, stage: str, result: Run, ctx: StageContext,
+        seconds: float,
+    ) -> None:  # fmt: skip
+        """Put a finished stage's result on the record (and counters, metrics)."""
+        ttl = ctx.settings.redis.record_ttl_seconds
         helm_api = result.result(stage).get("helm_api") or {}
         if helm_api.get("retries"):
             # helm's requests that the API proxy retried (stage retries are counted above).
@@ -221,9 +242,7 @@ class StageTask(Task):  # type: ignore[misc]
             changes=changes,
             ttl_seconds=ttl,
         )
-        rlog.info("Stage %s finished in %.1fs.", stage, seconds)
         metrics.stage_finished(client, run, stage, seconds=seconds, status=changes.get("commented"))
-        return result.to_dict()
 
     def _wait_for_lease(
         self,
@@ -342,52 +361,6 @@ class StageTask(Task):  # type: ignore[misc]
         )
         if record is not None and stage != "comment":
             self.app.send_task("k8see.comment", args=[run.to_dict()])
-
-
-def _stop_reason(client: redis.Redis, run: Run, stage: str) -> Stopped | None:
-    latest = coordination.current_generation(client, repo=run.repo, pr=run.pr)
-    if latest > run.generation:
-        return Superseded(
-            f"A newer event (generation {latest}) replaced this run (generation {run.generation})."
-        )
-    closes = run.action is Action.DESTROY
-    if (
-        stage in DEPLOY_STAGES
-        and not closes
-        and coordination.is_closed(client, repo=run.repo, pr=run.pr)
-    ):
-        return Closed("The pull request was closed; the deploy stops.")
-    return None
-
-
-def _stop_probe(client: redis.Redis, run: Run, stage: str) -> Callable[[], bool]:
-    """A cheap ``should_stop`` for long steps: asks Redis at most once a second."""
-    last = [0.0, False]
-
-    def should_stop() -> bool:
-        now = time.monotonic()
-        if not last[1] and now - float(last[0]) >= STOP_CHECK_INTERVAL_SECONDS:
-            last[0] = now
-            last[1] = _stop_reason(client, run, stage) is not None
-        return bool(last[1])
-
-    return should_stop
-
-
-def _log_recorder(
-    client: redis.Redis, run: Run, settings: PlatformSettings
-) -> Callable[[str], None]:
-    redact = redactor(settings)
-
-    def record(line: str) -> None:
-        state.append_log(
-            client,
-            run_id=run.run_id,
-            line=redact(line),
-            ttl_seconds=settings.redis.record_ttl_seconds,
-        )
-
-    return record
 
 
 def _workdir(settings: PlatformSettings, run: Run) -> Path:
@@ -566,7 +539,7 @@ def command_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     generation or record (not a ``StageTask``: a newer push must not stop a /help)."""
     settings = settings_of(self.app)
     run = Run.from_dict(payload)
-    client = redis_for(settings.redis.url)
+    client = redis_for(settings)
     rlog = run_logger(run, stage="command", task_id=str(self.request.id or ""))
     workdir = _workdir(settings, run)
     ctx = StageContext(

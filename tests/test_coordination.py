@@ -12,8 +12,9 @@ import time
 import pytest
 import redis
 
-from k8see import coordination
+from k8see import coordination, intake
 from k8see.errors import Superseded
+from k8see.run import Action, Run
 
 
 @pytest.fixture
@@ -38,20 +39,22 @@ def test_close_mark_is_set_and_cleared(client: redis.Redis) -> None:
 
 
 def test_a_redelivered_event_maps_to_the_first_run(client: redis.Redis) -> None:
-    first = coordination.claim_delivery(
-        client, repo="a/b", pr=1, fingerprint="x", run_id="run1", ttl_seconds=60
-    )
-    again = coordination.claim_delivery(
-        client, repo="a/b", pr=1, fingerprint="x", run_id="run2", ttl_seconds=60
-    )
-    assert first is None
-    assert again == ("run1", 0)
-    coordination.settle_delivery(
-        client, repo="a/b", pr=1, fingerprint="x", run_id="run1", generation=4
-    )
-    assert coordination.claim_delivery(
-        client, repo="a/b", pr=1, fingerprint="x", run_id="run3", ttl_seconds=60
-    ) == ("run1", 4)
+    def admit(run_id: str) -> intake.Admission:
+        run = Run(repo="a/b", pr=1, sha="", generation=0, action=Action.DEPLOY, run_id=run_id)
+        return intake.admit(
+            client, run=run, command=False, fingerprint="x", mark_ttl_seconds=60,
+            run_ttl_seconds=60,
+        )  # fmt: skip
+
+    first = admit("run1")
+    again = admit("run2")
+    assert first.stored is not None and first.duplicate_of is None
+    assert again.duplicate_of == "run1" and again.stored is None
+    earlier = intake.stored(client, run_id="run1")
+    assert earlier is not None and earlier.run.generation == 1 == first.stored.run.generation
+    # Only the first delivery bumped the generation.
+    assert coordination.current_generation(client, repo="a/b", pr=1) == 1
+    assert admit("run3").duplicate_of == "run1"
 
 
 def test_the_lease_is_exclusive_and_fenced(client: redis.Redis) -> None:

@@ -49,7 +49,7 @@ def test_watchdog_fails_a_run_stuck_past_its_stage_limit(redis_url: str) -> None
                         "updated_at": recent, "run_id": "busy2"})  # fmt: skip
     app = create_app(settings, name="watchdog-test")
 
-    report = maintenance.run_watchdog(settings=settings, client=client, send_task=app.send_task)
+    report = maintenance.run_watchdog(settings=settings, client=client, app=app)
 
     assert [f["run_id"] for f in report["failed"]] == ["stuck1"]
     stuck = state.get(client, repo="acme/a", pr=1) or {}

@@ -9,8 +9,10 @@ Jobs, each a thin task over a plain function that tests and ``k8see cleanup`` ca
   and prunes the build caches by age (``registry_gc``), under the ``registry-gc`` lock.
 - ``k8see.preserve_expiry`` (every ``cleanup.expiry_interval_seconds``): warns before a preserve
   ends and, at the end, destroys at once when the PR is closed.
-- ``k8see.watchdog`` (every ``cleanup.watchdog_interval_seconds``): fails runs stuck in a stage
-  past its hard time limit plus a grace, with a clear record error and the PR comment.
+- ``k8see.watchdog`` (every ``cleanup.watchdog_interval_seconds``): sends the outbox's runs
+  whose enqueue stopped half-way, sends a lost run's chain again (any non-terminal status,
+  ``queued`` included) and fails it, saying so, after ``cleanup.watchdog_max_redrives``
+  (``watchdog``).
 - ``k8see.pull_secret_refresh`` (every ``registry.pull_secret_refresh_seconds``): rewrites the
   registry pull secret in every k8see-managed namespace, before the registry's token expires
   (its body: ``stages.pull_secret_refresh``).
@@ -51,8 +53,8 @@ from k8see.maintenance.common import (
     redis_client,
 )
 from k8see.maintenance.registry_gc import run_registry_gc
-from k8see.pipeline import HARD_LIMIT_GRACE_SECONDS, stage_time_limit
-from k8see.run import Action, Run, Status
+from k8see.maintenance.watchdog import run_watchdog
+from k8see.run import Status
 from k8see.settings import PlatformSettings
 from k8see.stages import cleanup, preserve
 
@@ -84,14 +86,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Record statuses of a run inside a stage, and the stage they stand for.
-RUNNING = {
-    Status.VALIDATING.value: "validate",
-    Status.BUILDING.value: "build",
-    Status.SCANNING.value: "scan",
-    Status.DEPLOYING.value: "deploy",
-    Status.DESTROYING.value: "destroy",
-}
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 QUOTA_LOCK = "k8see:lock:preserve-quota"
 
@@ -377,70 +371,10 @@ def _record(
                      changes=changes, ttl_seconds=settings.redis.record_ttl_seconds)  # fmt: skip
 
 
-# --- watchdog ----------------------------------------------------------------------------------
-
-
-def run_watchdog(
-    *,
-    settings: PlatformSettings,
-    client: redis.Redis,
-    send_task: Callable[..., Any],
-    now: float | None = None,
-) -> dict[str, Any]:
-    """Fail runs whose record has sat in a stage past that stage's hard limit plus a grace."""
-    now = time.time() if now is None else now
-    failed = []
-    for record in state.list_records(client):
-        stage = RUNNING.get(str(record.get("status")))
-        updated = cleanup.parse_time(record.get("updated_at"))
-        if stage is None or updated is None:
-            continue
-        limit = (
-            stage_time_limit(settings, stage)
-            + HARD_LIMIT_GRACE_SECONDS
-            + settings.cleanup.watchdog_grace_seconds
-        )
-        if now - updated <= limit:
-            continue
-        repo, pr = str(record["repo"]), int(record["pr"])
-        generation = int(record.get("generation") or 0)
-        error = {
-            "type": "PlatformError",
-            "reason": "stuck",
-            "message": f"The {stage} stage stopped reporting: no progress for "
-            f"{int(now - updated)} seconds, past its limit of {limit} seconds.",
-            "hint": "Push again or comment /deploy-preview to retry; if it happens again, give "
-            f"the platform team run id {record.get('run_id', '?')}.",
-            "stage": stage,
-        }
-        written = state.set_status(
-            client, repo=repo, pr=pr, generation=generation, status=Status.FAILED,
-            ttl_seconds=settings.redis.record_ttl_seconds, stage=stage, error=error,
-        )  # fmt: skip
-        if written is None:
-            continue  # a newer run took over meanwhile
-        metrics.stage_failed(stage=stage, reason="stuck")
-        run = Run(
-            repo=repo,
-            pr=pr,
-            sha=str(record.get("sha") or ""),
-            generation=generation,
-            action=Action(str(record.get("action") or Action.DEPLOY.value)),
-            ref=str(record.get("ref") or ""),
-            trigger=str(record.get("trigger") or ""),
-            run_id=str(record.get("run_id") or "watchdog"),
-        )
-        send_task("k8see.comment", args=[run.to_dict()])
-        log.warning("Watchdog failed %s#%s, stuck in %s since %s.", repo, pr, stage,
-                    record.get("updated_at"))  # fmt: skip
-        failed.append({"repo": repo, "pr": pr, "stage": stage, "run_id": run.run_id})
-    return {"failed": failed}
-
-
 # --- tasks -------------------------------------------------------------------------------------
 
 
-def _job(app: Celery, name: str, period_seconds: float, body: Callable[..., dict[str, Any]],
+def _job(app: Celery, name: str, period_seconds: float, body: Callable[..., dict[str, Any]], /,
          **kwargs: Any) -> dict[str, Any]:  # fmt: skip
     settings = settings_of(app)
     client = redis_client(settings)
@@ -478,7 +412,7 @@ def preserve_expiry_task(self: Any) -> dict[str, Any]:
 @shared_task(bind=True, name="k8see.watchdog", acks_late=True)  # type: ignore[untyped-decorator]
 def watchdog_task(self: Any) -> dict[str, Any]:
     period = settings_of(self.app).cleanup.watchdog_interval_seconds
-    return _job(self.app, "watchdog", period, run_watchdog, send_task=self.app.send_task)
+    return _job(self.app, "watchdog", period, run_watchdog, app=self.app)
 
 
 @shared_task(bind=True, name="k8see.pull_secret_refresh", acks_late=True)  # type: ignore[untyped-decorator]

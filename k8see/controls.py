@@ -1,0 +1,168 @@
+"""A stage's view of Redis while it runs: probes that survive a stall, reports that wait.
+
+A stage's tool (buildah, helm) runs for minutes while Redis may stall, fail over or restart.
+None of that is the tool's business, so:
+
+- the newer-event probe (``stop_probe``), the log recorder and the lease renewal treat a Redis
+  that does not answer as "unknown": the probe says "go on", the log line is dropped, the
+  renewal is skipped (the fencing token still guards every cluster write). None of them
+  raises into the tool's output loop, which would kill the tool;
+- what the task layer must record (the stage's start, its result) goes through
+  ``until_redis_answers``, which tries again for ``redis.stall_tolerance_seconds`` and then
+  hands the message back to the broker (``Reject(requeue=True)``): a stage that cannot
+  report is redelivered, never acknowledged as done.
+
+Every call has a socket timeout (``redis.socket_timeout_seconds``), so "unanswered" is
+noticed instead of hanging.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from celery.exceptions import Reject
+
+from k8see import coordination, state
+from k8see.errors import Closed, Stopped, Superseded
+from k8see.logs import redactor
+from k8see.run import Action, Run
+from k8see.settings import PlatformSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: Errors of a Redis that did not answer (stalled, gone, failing over).
+UNANSWERED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+STOP_CHECK_INTERVAL_SECONDS = 1.0
+#: After Redis did not answer a probe, how long before asking again.
+PROBE_BACKOFF_SECONDS = 5.0
+#: Deploy stages stop when the PR was closed after they were enqueued (close wins).
+DEPLOY_STAGES = frozenset({"validate", "build", "scan", "deploy"})
+
+
+@functools.lru_cache(maxsize=8)
+def redis_for(url: str, socket_timeout_seconds: float) -> redis.Redis:
+    """One connection pool per worker process and Redis URL, with timeouts on every call."""
+    return redis.Redis.from_url(
+        url,
+        health_check_interval=30,
+        socket_timeout=socket_timeout_seconds,
+        socket_connect_timeout=socket_timeout_seconds,
+    )
+
+
+def stop_reason(client: redis.Redis, run: Run, stage: str) -> Stopped | None:
+    """Why ``run`` must stop before (or during) ``stage``: a newer event, or a close."""
+    latest = coordination.current_generation(client, repo=run.repo, pr=run.pr)
+    if latest > run.generation:
+        return Superseded(
+            f"A newer event (generation {latest}) replaced this run (generation {run.generation})."
+        )
+    closes = run.action is Action.DESTROY
+    if (
+        stage in DEPLOY_STAGES
+        and not closes
+        and coordination.is_closed(client, repo=run.repo, pr=run.pr)
+    ):
+        return Closed("The pull request was closed; the deploy stops.")
+    return None
+
+
+def stop_probe(
+    client: redis.Redis, run: Run, stage: str, rlog: logging.LoggerAdapter[logging.Logger]
+) -> Callable[[], bool]:
+    """A cheap ``should_stop`` for long steps: asks Redis at most once a second.
+
+    A Redis that does not answer means "unknown", so the tool goes on; the next question is
+    asked ``PROBE_BACKOFF_SECONDS`` later, so a stalled Redis costs the tool's output loop one
+    socket timeout now and then, not every poll.
+    """
+    next_check = [0.0]
+    stopped = [False]
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if stopped[0] or now < next_check[0]:
+            return stopped[0]
+        try:
+            stopped[0] = stop_reason(client, run, stage) is not None
+            next_check[0] = now + STOP_CHECK_INTERVAL_SECONDS
+        except UNANSWERED as exc:
+            rlog.warning("Redis did not answer the newer-event check (%s); going on.", exc)
+            next_check[0] = time.monotonic() + PROBE_BACKOFF_SECONDS
+        return stopped[0]
+
+    return should_stop
+
+
+def log_recorder(
+    client: redis.Redis, run: Run, settings: PlatformSettings
+) -> Callable[[str], None]:
+    """Keeps tool output lines in Redis; while Redis does not answer, lines are dropped."""
+    redact = redactor(settings)
+    quiet_until = [0.0]
+
+    def record(line: str) -> None:
+        if time.monotonic() < quiet_until[0]:
+            return
+        try:
+            state.append_log(
+                client,
+                run_id=run.run_id,
+                line=redact(line),
+                ttl_seconds=settings.redis.record_ttl_seconds,
+            )
+        except UNANSWERED:
+            quiet_until[0] = time.monotonic() + PROBE_BACKOFF_SECONDS
+
+    return record
+
+
+def tolerant(
+    action: Callable[[], None], rlog: logging.LoggerAdapter[logging.Logger], what: str
+) -> Callable[[], None]:
+    """``action`` that skips a turn when Redis does not answer; other errors still raise
+    (a lease renewal that finds the lease taken still stops the stage: fencing)."""
+
+    def skipping() -> None:
+        try:
+            action()
+        except UNANSWERED as exc:
+            rlog.warning("Redis did not answer %s (%s); going on.", what, exc)
+
+    return skipping
+
+
+def until_redis_answers(
+    action: Callable[[], T],
+    *,
+    what: str,
+    tolerance_seconds: float,
+    rlog: logging.LoggerAdapter[logging.Logger],
+) -> T:
+    """Run ``action`` (Redis reads and writes), again while Redis does not answer.
+
+    Raises:
+        Reject: Redis did not answer for ``tolerance_seconds``; the message goes back to the
+            broker (or, if the broker is unreachable too, stays unacknowledged and is
+            redelivered after its visibility timeout).
+    """
+    deadline = time.monotonic() + tolerance_seconds
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except UNANSWERED as exc:
+            if time.monotonic() + delay > deadline:
+                rlog.error("Redis did not answer to %s for %.0fs; the stage's message goes back "
+                           "to the queue.", what, tolerance_seconds)  # fmt: skip
+                raise Reject(exc, requeue=True) from exc
+            rlog.warning("Redis did not answer to %s (%s); trying again in %.1fs.",
+                         what, exc, delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
