@@ -43,7 +43,9 @@ from k8see.errors import (
 from k8see.settings import PlatformSettings, ServiceAccountRef
 
 __all__ = [
+    "ApiServerEndpoint",
     "api_server_addresses",
+    "api_server_endpoint",
     "apply_objects",
     "call",
     "ensure_bindings",
@@ -420,14 +422,31 @@ def apply_objects(
     return applied
 
 
-def api_server_addresses(*, api: ApiClient) -> list[str]:
-    """The API server's Service IP and endpoint IPs, for the egress policy (reference §3.4).
+@dataclass(frozen=True)
+class ApiServerEndpoint:
+    """Where PR pods reach the API server: the ``default/kubernetes`` Service and endpoints.
 
-    Both are needed because some CNIs evaluate policy after kube-proxy's DNAT. An empty list
-    (nothing readable) leaves the API rule out rather than failing the deploy.
+    Attributes:
+        cidrs: The Service IP and the endpoint IPs as ``/32`` (``/128``) blocks.
+        ports: The Service's port (443 on most clusters) and the endpoints' ports (where the
+            API server really listens: 6443 on kubeadm, 443 on EKS, anything elsewhere).
+    """
+
+    cidrs: list[str]
+    ports: list[int]
+
+
+def api_server_endpoint(*, api: ApiClient) -> ApiServerEndpoint:
+    """The API server's addresses and ports, for the egress policy (reference §3.4).
+
+    Both the Service's and the endpoints' are needed because some CNIs evaluate policy after
+    kube-proxy's DNAT. Endpoints, not EndpointSlices: the deploy pool may ``get`` this one
+    object, while listing EndpointSlices would need ``list`` in every namespace. Nothing
+    readable gives empty lists, which leave the API rule out rather than failing the deploy.
     """
     core = client.CoreV1Api(api)
     found: list[str] = []
+    ports: list[int] = []
     try:
         svc = call(
             core.read_namespaced_service,
@@ -437,6 +456,7 @@ def api_server_addresses(*, api: ApiClient) -> list[str]:
         )
         if svc.spec and svc.spec.cluster_ip and svc.spec.cluster_ip != "None":
             found.append(str(svc.spec.cluster_ip))
+        ports.extend(int(p.port) for p in (svc.spec.ports if svc.spec else None) or [])
         endpoints = call(
             core.read_namespaced_endpoints,
             "kubernetes",
@@ -445,9 +465,16 @@ def api_server_addresses(*, api: ApiClient) -> list[str]:
         )
         for subset in endpoints.subsets or []:
             found.extend(str(a.ip) for a in subset.addresses or [] if a.ip)
+            ports.extend(int(p.port) for p in subset.ports or [] if p.port)
     except (KubeNotFound, KubeForbidden):
         pass
-    return [f"{ip}/32" if ":" not in ip else f"{ip}/128" for ip in dict.fromkeys(found)]
+    cidrs = [f"{ip}/32" if ":" not in ip else f"{ip}/128" for ip in dict.fromkeys(found)]
+    return ApiServerEndpoint(cidrs=cidrs, ports=sorted(set(ports)))
+
+
+def api_server_addresses(*, api: ApiClient) -> list[str]:
+    """The API server's Service IP and endpoint IPs (``api_server_endpoint().cidrs``)."""
+    return api_server_endpoint(api=api).cidrs
 
 
 def find_namespaces(*, api: ApiClient, repo: str, pr: int) -> list[str]:

@@ -141,8 +141,14 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
         )
         ctx.log.info("namespace %s %s", namespace, "created" if created else "updated")
         ctx.renew_lease()
-        cidrs = settings.deploy.api_server_cidrs or kube.api_server_addresses(api=api)
-        manifests = guardrail_manifests(validated, pr=run.pr, settings=settings, api_cidrs=cidrs)
+        endpoint = kube.api_server_endpoint(api=api)
+        manifests = guardrail_manifests(
+            validated,
+            pr=run.pr,
+            settings=settings,
+            api_cidrs=settings.deploy.api_server_cidrs or endpoint.cidrs,
+            api_ports=endpoint.ports,
+        )
         secret = pull_secret(settings, namespace=namespace, project_id=project_id, pr=run.pr)
         manifests += [secret] if secret else []
         applied = kube.apply_objects(api=api, namespace=namespace, manifests=manifests)
