@@ -47,6 +47,7 @@ Examples:
   k8see render . --pr 42 --repo acme/shop
   k8see build . --pr 42 --repo acme/shop --registry 127.0.0.1:5000 --insecure
   k8see status --repo acme/shop --json
+  k8see doctor --json
   k8see worker --pool build
 
 \b
@@ -665,6 +666,20 @@ def metrics_cmd(port: int, address: str) -> None:
         click.echo(f"Error: cannot listen on {address}:{port}.", err=True)
         sys.exit(EXIT_UNREACHABLE)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+@main.command()
+@click.option("--namespace", default="k8see-doctor-pr-0", help="Where PR rights are checked.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_guard
+def doctor(namespace: str, as_json: bool) -> None:
+    """Check the cluster serves the operators' kinds k8see's options need, and the deploy
+    credentials may do what the deploy pool does. Exits 1 when something is missing."""
+    from k8see.doctor import check
+
+    report = check(_settings(), namespace=namespace)
+    click.echo(json.dumps(report.to_dict(), sort_keys=True) if as_json else report.text())
+    sys.exit(EXIT_OK if report.ok else EXIT_USER_ERROR)
 
 
 def _celery(argv: list[str]) -> NoReturn:

@@ -40,7 +40,11 @@ def stage_time_limit(settings: PlatformSettings, stage: str) -> int:
         "build": settings.build.timeout_seconds,
         "scan": settings.scan.timeout_seconds,
         "deploy": settings.deploy.helm_timeout_seconds + 120,
-        "destroy": settings.deploy.destroy_timeout_seconds + 120,
+        # helm uninstall, the namespace wait, then up to a minute after unblocking leftovers
+        # and a minute after forcing an empty namespace (namespace_removal).
+        "destroy": settings.deploy.uninstall_timeout_seconds
+        + settings.deploy.destroy_timeout_seconds
+        + 180,
         "untag": 180,
         "comment": 120,
     }[stage]

@@ -354,6 +354,9 @@ def api_server_cidrs(addresses: Iterable[str]) -> list[str]:
     return out
 
 
+#: The API server ports the egress policy opens when the real ones are not known: the
+#: Service's usual port and kubeadm's default listening port.
+DEFAULT_API_PORTS = (443, 6443)
 #: Private ranges kept out of the open internet egress rule (reference §3.4).
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 #: Kept out of it too: "this network", loopback, link-local (the cloud metadata address
@@ -397,6 +400,7 @@ def network_policies(
     ingress_namespace: str = "kube-system",
     ingress_labels: Mapping[str, str] | None = None,
     api_cidrs: Iterable[str] = (),
+    api_ports: Iterable[int] = (),
     observability_namespace: str = "observability",
     observability_labels: Mapping[str, str] | None = None,
     dns_namespace: str = "kube-system",
@@ -408,7 +412,9 @@ def network_policies(
     Prometheus; egress to the namespace, DNS, the API server (operators' sidecars need it;
     the addresses are given because kube-proxy DNATs before policy on some CNIs) and the
     internet outside private, link-local, CGNAT and metadata ranges and ``denied_cidrs``
-    (``egress_exceptions``). The API server's addresses may also reach ``app_port``:
+    (``egress_exceptions``). The API server rule opens ``api_ports``, the ports of the real
+    ``kubernetes`` Service and endpoints; without them (offline renders) the usual 443 and
+    6443. The API server's addresses may also reach ``app_port``:
     the deploy's health check goes through the API server's service proxy, whose requests
     come from the control plane (the reference's ``kubectl port-forward`` entered the pod's
     own network namespace, where policies do not apply).
@@ -444,11 +450,12 @@ def network_policies(
         },
     ]
     cidrs = api_server_cidrs(api_cidrs)
+    ports = sorted({int(p) for p in api_ports}) or list(DEFAULT_API_PORTS)
     if cidrs:
         egress.append(
             {
                 "to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs],
-                "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}],
+                "ports": [{"protocol": "TCP", "port": port} for port in ports],
             }
         )
     internet = {"cidr": "0.0.0.0/0", "except": egress_exceptions(denied_cidrs)}
@@ -512,6 +519,7 @@ def guardrails(
     ingress_namespace: str = "kube-system",
     ingress_labels: Mapping[str, str] | None = None,
     api_cidrs: Iterable[str] = (),
+    api_ports: Iterable[int] = (),
     denied_cidrs: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Every object k8see applies to a PR namespace before the Helm release, in order."""
@@ -537,6 +545,7 @@ def guardrails(
             ingress_namespace=ingress_namespace,
             ingress_labels=ingress_labels,
             api_cidrs=api_cidrs,
+            api_ports=api_ports,
             denied_cidrs=denied_cidrs,
         ),
     ]

@@ -272,7 +272,13 @@ class DeploySettings(BaseModel):
     """Kubernetes API addresses for the egress policy; empty: resolved from the cluster."""
 
     destroy_timeout_seconds: int = 240
-    """Namespace deletion wait (the reference's 4 minutes) before finalizers are forced."""
+    """Namespace deletion wait (the reference's 4 minutes). After it, the finalizers of
+    objects still in the namespace (custom resources whose operator never finishes them) are
+    removed and reported on the PR; the namespace's own are cleared only once it is empty."""
+
+    uninstall_timeout_seconds: int = Field(default=120, ge=1)
+    """``helm uninstall --wait --timeout`` of a destroy. When it runs out (an object stuck on
+    a finalizer), the destroy goes on with the namespace deletion, which removes the rest."""
 
     helm_api_retries: int = Field(default=8, ge=0, le=20)
     """How often a request of helm's to the API server is retried when the server answers

@@ -484,7 +484,12 @@ def _record_changes(stage: str, run: Run) -> dict[str, Any]:
         }
     if stage == "destroy":
         status = Status.PRESERVED if result.get("preserved") else Status.DESTROYED
-        return {"status": status.value, "merged": run.merged, "error": None}
+        return {
+            "status": status.value,
+            "merged": run.merged,
+            "unblocked": result.get("unblocked") or [],
+            "error": None,
+        }
     if stage == "untag":
         return {"untagged": {k: result.get(k) or [] for k in ("deleted", "failed")}}
     if stage == "comment":

@@ -4,7 +4,8 @@ Every call goes through ``call()``, which retries throttling (429, honouring Ret
 server errors (5xx, connection failures) with backoff, and turns ``ApiException`` into the
 ``KubeError`` family, keeping only the structured ``Status`` fields, cut short: API bodies can
 be large and must not end up in PR comments. No kubernetes exception leaves this module.
-What a deploy reads back from the cluster (health check, pod diagnostics) is in ``health``.
+What a deploy reads back from the cluster (health check, pod diagnostics) is in ``health``;
+deleting a namespace, stuck finalizers included, is in ``namespace_removal``.
 The pools' rights inside a PR namespace come from RoleBindings that ``ensure_namespace``
 writes there, so no pool needs those rights in every namespace (docs/operations.md).
 
@@ -19,7 +20,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -42,11 +43,11 @@ from k8see.errors import (
 from k8see.settings import PlatformSettings, ServiceAccountRef
 
 __all__ = [
-    "NamespaceRemoval",
+    "ApiServerEndpoint",
     "api_server_addresses",
+    "api_server_endpoint",
     "apply_objects",
     "call",
-    "delete_namespace",
     "ensure_bindings",
     "ensure_namespace",
     "find_namespaces",
@@ -421,14 +422,31 @@ def apply_objects(
     return applied
 
 
-def api_server_addresses(*, api: ApiClient) -> list[str]:
-    """The API server's Service IP and endpoint IPs, for the egress policy (reference §3.4).
+@dataclass(frozen=True)
+class ApiServerEndpoint:
+    """Where PR pods reach the API server: the ``default/kubernetes`` Service and endpoints.
 
-    Both are needed because some CNIs evaluate policy after kube-proxy's DNAT. An empty list
-    (nothing readable) leaves the API rule out rather than failing the deploy.
+    Attributes:
+        cidrs: The Service IP and the endpoint IPs as ``/32`` (``/128``) blocks.
+        ports: The Service's port (443 on most clusters) and the endpoints' ports (where the
+            API server really listens: 6443 on kubeadm, 443 on EKS, anything elsewhere).
+    """
+
+    cidrs: list[str]
+    ports: list[int]
+
+
+def api_server_endpoint(*, api: ApiClient) -> ApiServerEndpoint:
+    """The API server's addresses and ports, for the egress policy (reference §3.4).
+
+    Both the Service's and the endpoints' are needed because some CNIs evaluate policy after
+    kube-proxy's DNAT. Endpoints, not EndpointSlices: the deploy pool may ``get`` this one
+    object, while listing EndpointSlices would need ``list`` in every namespace. Nothing
+    readable gives empty lists, which leave the API rule out rather than failing the deploy.
     """
     core = client.CoreV1Api(api)
     found: list[str] = []
+    ports: list[int] = []
     try:
         svc = call(
             core.read_namespaced_service,
@@ -438,6 +456,7 @@ def api_server_addresses(*, api: ApiClient) -> list[str]:
         )
         if svc.spec and svc.spec.cluster_ip and svc.spec.cluster_ip != "None":
             found.append(str(svc.spec.cluster_ip))
+        ports.extend(int(p.port) for p in (svc.spec.ports if svc.spec else None) or [])
         endpoints = call(
             core.read_namespaced_endpoints,
             "kubernetes",
@@ -446,9 +465,16 @@ def api_server_addresses(*, api: ApiClient) -> list[str]:
         )
         for subset in endpoints.subsets or []:
             found.extend(str(a.ip) for a in subset.addresses or [] if a.ip)
+            ports.extend(int(p.port) for p in subset.ports or [] if p.port)
     except (KubeNotFound, KubeForbidden):
         pass
-    return [f"{ip}/32" if ":" not in ip else f"{ip}/128" for ip in dict.fromkeys(found)]
+    cidrs = [f"{ip}/32" if ":" not in ip else f"{ip}/128" for ip in dict.fromkeys(found)]
+    return ApiServerEndpoint(cidrs=cidrs, ports=sorted(set(ports)))
+
+
+def api_server_addresses(*, api: ApiClient) -> list[str]:
+    """The API server's Service IP and endpoint IPs (``api_server_endpoint().cidrs``)."""
+    return api_server_endpoint(api=api).cidrs
 
 
 def find_namespaces(*, api: ApiClient, repo: str, pr: int) -> list[str]:
@@ -471,26 +497,6 @@ def find_namespaces(*, api: ApiClient, repo: str, pr: int) -> list[str]:
     return sorted(out)
 
 
-@dataclass(frozen=True)
-class NamespaceRemoval:
-    """What ``delete_namespace`` did.
-
-    Attributes:
-        deleted: The namespace is gone (or going) because of this call.
-        skipped: Why nothing was deleted: ``not-found``, ``not-managed``, ``different-repo``
-            or ``preserved``; empty when deleted.
-        removed: ``kind/name`` of what was removed, PVCs whose finalizers were stripped first.
-        forced: The namespace's finalizers were cleared after the timeout.
-        preserve_until: The preserve deadline, when skipped as preserved.
-    """
-
-    deleted: bool
-    skipped: str = ""
-    removed: list[str] = field(default_factory=list)
-    forced: bool = False
-    preserve_until: str = ""
-
-
 def namespace_state(*, api: ApiClient, name: str, repo: str) -> tuple[str, str]:
     """Why k8see must not delete namespace ``name`` now, or "" when it may.
 
@@ -510,84 +516,3 @@ def namespace_state(*, api: ApiClient, name: str, repo: str) -> tuple[str, str]:
     if labels.get(names.LABEL_PRESERVE) == "true":
         return "preserved", annotations.get(names.ANN_PRESERVE_UNTIL, "")
     return "", ""
-
-
-def delete_namespace(
-    *,
-    api: ApiClient,
-    name: str,
-    repo: str,
-    timeout_seconds: float,
-    poll_seconds: float = 1.0,
-    on_poll: Callable[[], None] | None = None,
-) -> NamespaceRemoval:
-    """Delete a PR namespace k8see owns, unless preserved (reference §2.8).
-
-    PVC finalizers are stripped first (they block deletion when the storage driver is gone);
-    after ``timeout_seconds`` the namespace's own finalizers are cleared. A namespace that is
-    not there is done, not an error. ``on_poll`` runs while waiting (to renew the lease).
-    """
-    core = client.CoreV1Api(api)
-    state, until = namespace_state(api=api, name=name, repo=repo)
-    if state:
-        return NamespaceRemoval(deleted=False, skipped=state, preserve_until=until)
-    removed: list[str] = []
-    try:
-        pvcs = call(core.list_namespaced_persistent_volume_claim, name, what=f"list PVCs in {name}")
-        for pvc in pvcs.items or []:
-            pvc_name = str(pvc.metadata.name)
-            if pvc.metadata.finalizers:
-                call(
-                    core.patch_namespaced_persistent_volume_claim,
-                    pvc_name,
-                    name,
-                    {"metadata": {"finalizers": None}},
-                    what=f"unblock PVC {name}/{pvc_name}",
-                    _content_type="application/merge-patch+json",
-                )
-            removed.append(f"PersistentVolumeClaim/{pvc_name}")
-        call(core.delete_namespace, name, what=f"delete namespace {name}")
-    except KubeNotFound:
-        return NamespaceRemoval(deleted=True, removed=[*removed, f"Namespace/{name}"])
-    removed.append(f"Namespace/{name}")
-    if _gone(core, name, timeout_seconds, poll_seconds, on_poll):
-        return NamespaceRemoval(deleted=True, removed=removed)
-    body = {"metadata": {"name": name}, "spec": {"finalizers": []}}
-    try:
-        call(
-            core.patch_namespace,
-            name,
-            {"metadata": {"finalizers": None}},
-            what=f"clear finalizers of namespace {name}",
-            _content_type="application/merge-patch+json",
-        )
-        call(core.replace_namespace_finalize, name, body, what=f"finalize namespace {name}")
-    except KubeNotFound:
-        return NamespaceRemoval(deleted=True, removed=removed)
-    if not _gone(core, name, min(60.0, timeout_seconds), poll_seconds, on_poll):
-        raise KubeError(
-            f"Namespace {name} is still terminating after its finalizers were cleared.",
-            hint=f"Inspect it with `kubectl get namespace {name} -o yaml`; an API service "
-            "that is down can block namespace deletion.",
-        )
-    return NamespaceRemoval(deleted=True, removed=removed, forced=True)
-
-
-def _gone(
-    core: Any,
-    name: str,
-    timeout_seconds: float,
-    poll_seconds: float,
-    on_poll: Callable[[], None] | None,
-) -> bool:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        try:
-            call(core.read_namespace, name, what=f"read namespace {name}")
-        except KubeNotFound:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        if on_poll is not None:
-            on_poll()
-        time.sleep(poll_seconds)

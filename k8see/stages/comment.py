@@ -189,6 +189,20 @@ def _untagged(record: dict[str, Any]) -> str | None:
     return " · ".join(parts)
 
 
+def _unblocked(record: dict[str, Any]) -> str | None:
+    """The objects whose finalizers destroy removed so the namespace could go, if any.
+
+    Their operator never finished them (not installed, or broken): worth knowing for whoever
+    runs it, since whatever those finalizers were meant to clean up outside the cluster
+    (a bucket, a backup) was not.
+    """
+    objects = [str(o) for o in record.get("unblocked") or []]
+    if not objects:
+        return None
+    shown = ", ".join(code(o) for o in objects[:5]) + (" …" if len(objects) > 5 else "")
+    return f"⚠️ {len(objects)} object(s) stuck on a finalizer: {shown}"
+
+
 def _timings(record: dict[str, Any]) -> list[str]:
     timings = record.get("timings")
     if not isinstance(timings, dict) or not timings:
@@ -268,6 +282,7 @@ def render(record: dict[str, Any], *, settings: PlatformSettings) -> str:
         label = "Destroyed" if status == Status.DESTROYED else "PR Closed"
         rows.append((label, timestamp(record.get("updated_at"))))
         rows.append(("Images", _untagged(record)))
+        rows.append(("Finalizers removed", _unblocked(record)))
     else:
         rows.append(("Commit", code(sha) if sha else None))
         rows.append(("Branch", code(ref) if ref else None))

@@ -8,6 +8,8 @@ path, by the digest the registry has for this run's ``pr-<N>`` and ``sha-<sha>``
 ``deploy_verified`` is the deploy proper, for results the caller vouches for. Steps, each one
 idempotent so a redelivered task converges (reference §2.4, §2.6):
 
+0. every kind the release renders is served by the cluster (``served_kinds``): a missing
+   operator is a ``PolicyError`` naming it, and nothing is written;
 1. the namespace ``{projectId}-pr-{N}``, created or ownership-checked and relabelled, with
    the RoleBindings that give the platform's pools their rights inside it;
 2. ResourceQuota, LimitRange, the five NetworkPolicies and the registry pull secret,
@@ -45,6 +47,7 @@ from k8see.stages.deploy_manifests import (
     pull_secret_manifest,
     render_manifests,
 )
+from k8see.stages.served_kinds import check_served
 
 __all__ = ["deploy_verified", "render_manifests", "run"]
 
@@ -126,8 +129,19 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
     project_id = str(validated["project_id"])
     # Errors the PR author fixes name the file they edit (config-path, k8s-ee.yaml by default).
     config_file = str(validated.get("config_path") or names.DEFAULT_CONFIG_PATH)
+    values = helm_values(run, validated=validated, build=build, settings=settings)
     api = kube.make_api(settings)
     try:
+        # Before anything is written: a kind the cluster does not serve (an operator that is
+        # not installed) would fail the release with helm's raw "no matches for kind".
+        check_served(
+            api,
+            ctx,
+            chart=chart_path(settings),
+            namespace=namespace,
+            values=values,
+            config_file=config_file,
+        )
         labels, annotations = namespace_metadata(
             run, project_id=project_id, pod_security=settings.deploy.pod_security
         )
@@ -141,13 +155,18 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
         )
         ctx.log.info("namespace %s %s", namespace, "created" if created else "updated")
         ctx.renew_lease()
-        cidrs = settings.deploy.api_server_cidrs or kube.api_server_addresses(api=api)
-        manifests = guardrail_manifests(validated, pr=run.pr, settings=settings, api_cidrs=cidrs)
+        endpoint = kube.api_server_endpoint(api=api)
+        manifests = guardrail_manifests(
+            validated,
+            pr=run.pr,
+            settings=settings,
+            api_cidrs=settings.deploy.api_server_cidrs or endpoint.cidrs,
+            api_ports=endpoint.ports,
+        )
         secret = pull_secret(settings, namespace=namespace, project_id=project_id, pr=run.pr)
         manifests += [secret] if secret else []
         applied = kube.apply_objects(api=api, namespace=namespace, manifests=manifests)
         ctx.renew_lease()
-        values = helm_values(run, validated=validated, build=build, settings=settings)
         # helm's own requests go through the retrying proxy (see kubeproxy for why).
         with kubeproxy.for_helm(settings) as helm_api:
             recovered = helm.recover_stuck(

@@ -72,9 +72,17 @@ def database_options(validated: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def guardrail_manifests(
-    validated: dict[str, Any], *, pr: int, settings: PlatformSettings, api_cidrs: list[str]
+    validated: dict[str, Any],
+    *,
+    pr: int,
+    settings: PlatformSettings,
+    api_cidrs: list[str],
+    api_ports: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Quota, limits and network policies for this config (reference §3.2-3.4)."""
+    """Quota, limits and network policies for this config (reference §3.2-3.4).
+
+    ``api_ports`` are the API server's real ports; None (offline) opens 443 and 6443.
+    """
     config = validated["config"]
     return quota.guardrails(
         namespace=validated["namespace"],
@@ -86,6 +94,7 @@ def guardrail_manifests(
         ingress_namespace=settings.deploy.ingress_controller_namespace,
         ingress_labels=settings.deploy.ingress_controller_labels,
         api_cidrs=api_cidrs,
+        api_ports=api_ports or (),
         denied_cidrs=settings.deploy.egress_denied_cidrs,
     )
 

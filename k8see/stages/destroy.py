@@ -7,6 +7,11 @@ validated run names its namespace directly. A preserved namespace is kept; one t
 already is done; one that belongs to someone else is never touched. Running it twice ends in
 the same state.
 
+The namespace deletion always runs, even when ``helm uninstall --wait`` runs out of time (a
+release object stuck on a finalizer), and it leaves nothing behind: objects whose finalizers
+nobody removes are unblocked (``namespace_removal``) and listed in ``unblocked``, which the
+PR comment shows.
+
 Only GitHub decides that a PR's environment goes (``trust.may_destroy``): a close event is
 believed when GitHub says the PR is closed, a ``/destroy-preview`` when GitHub says its author
 has write access. A forged "closed" for an open PR is refused and leaves it running.
@@ -19,14 +24,12 @@ from collections import Counter
 from typing import Any
 
 from k8see import names
-from k8see.integrations import helm, kube, kubeproxy
+from k8see.errors import HelmError
+from k8see.integrations import helm, kube, kubeproxy, namespace_removal
 from k8see.integrations.github import make_client
 from k8see.run import Run
 from k8see.stages import trust
 from k8see.stages.context import StageContext
-
-#: Longest ``helm uninstall --wait``; the namespace deletion removes whatever is left.
-UNINSTALL_TIMEOUT_SECONDS = 120
 
 
 def run(run: Run, ctx: StageContext) -> Run:
@@ -52,6 +55,9 @@ def run(run: Run, ctx: StageContext) -> Run:
         "deleted": any(o["deleted"] for o in outcomes),
         "preserved": any(o["preserved"] for o in outcomes),
         "removed": [item for o in outcomes for item in o["removed"]],
+        # Objects whose finalizers nobody removed, unblocked so the namespace could go: the
+        # PR comment names them (their operator may need looking at).
+        "unblocked": [item for o in outcomes for item in o["unblocked"]],
         "skipped": sorted({o["skipped"] for o in outcomes if o["skipped"]})
         or ([] if targets else ["not-found"]),
         "preserve_until": next((o["preserve_until"] for o in outcomes if o["preserved"]), ""),
@@ -86,6 +92,7 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
         "deleted": False,
         "preserved": False,
         "removed": [],
+        "unblocked": [],
         "skipped": "",
         "preserve_until": "",
     }
@@ -102,21 +109,27 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
     kube.ensure_bindings(
         api=api, namespace=namespace, bindings=ctx.settings.deploy.namespace_bindings
     )
+    uninstalled = False
     with kubeproxy.for_helm(ctx.settings) as helm_api:
-        uninstalled = helm.uninstall(
-            release=names.RELEASE_NAME,
-            namespace=namespace,
-            kubeconfig=helm_api.kubeconfig,
-            timeout_seconds=UNINSTALL_TIMEOUT_SECONDS,
-            log=ctx.log,
-        )
+        try:
+            uninstalled = helm.uninstall(
+                release=names.RELEASE_NAME,
+                namespace=namespace,
+                kubeconfig=helm_api.kubeconfig,
+                timeout_seconds=ctx.settings.deploy.uninstall_timeout_seconds,
+                log=ctx.log,
+            )
+        except HelmError as exc:
+            # Typically a release object stuck on a finalizer (--wait ran out). Stopping here
+            # would leave the namespace behind; its deletion removes what the release left.
+            ctx.log.warning("helm uninstall in %s did not finish: %s", namespace, exc)
     outcome["helm_api"] = helm_api.summary()
     if uninstalled:
         outcome["removed"].append(f"HelmRelease/{names.RELEASE_NAME}")
     if helm_api.retries:
         ctx.log.info("helm's API requests: %s", helm_api.summary())
     ctx.renew_lease()
-    removal = kube.delete_namespace(
+    removal = namespace_removal.delete_namespace(
         api=api,
         name=namespace,
         repo=run.repo,
@@ -124,6 +137,11 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
         on_poll=ctx.renew_lease,
     )
     outcome["removed"].extend(removal.removed)
+    outcome["unblocked"].extend(removal.unblocked)
+    if removal.unblocked:
+        ctx.log.warning(
+            "namespace %s: removed the finalizers of %s", namespace, ", ".join(removal.unblocked)
+        )
     outcome.update(
         deleted=removal.deleted,
         skipped=removal.skipped,
@@ -131,5 +149,5 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
         preserve_until=removal.preserve_until,
     )
     if removal.forced:
-        ctx.log.warning("namespace %s needed its finalizers cleared", namespace)
+        ctx.log.warning("namespace %s was empty but stuck; its finalizers were cleared", namespace)
     return outcome

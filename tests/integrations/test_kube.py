@@ -23,10 +23,10 @@ from kubernetes import client
 
 from k8see import names, quota
 from k8see.errors import KubeConflict, KubeError, KubeNotFound, PolicyError
-from k8see.integrations import health, kube
+from k8see.integrations import health, kube, namespace_removal
 from k8see.settings import PlatformSettings, ServiceAccountRef
 from tests.conftest import free_port
-from tests.fixtures.kube import RUN_ID, run_testapp, app_requests
+from tests.fixtures.kube import RUN_ID, app_requests, run_testapp
 
 REPO = "acme/shop"
 
@@ -387,7 +387,7 @@ def test_delete_strips_pvc_finalizers_and_reports(api: Any, ns_name: str) -> Non
             },
         },
     )
-    removal = kube.delete_namespace(
+    removal = namespace_removal.delete_namespace(
         api=api, name=ns_name, repo=REPO, timeout_seconds=30, poll_seconds=0.2
     )
     assert removal.deleted is True
@@ -396,7 +396,7 @@ def test_delete_strips_pvc_finalizers_and_reports(api: Any, ns_name: str) -> Non
         _read_ns(api, ns_name)
     assert getattr(gone.value, "status", None) == 404
     # And deleting again is done, not an error
-    again = kube.delete_namespace(api=api, name=ns_name, repo=REPO, timeout_seconds=5)
+    again = namespace_removal.delete_namespace(api=api, name=ns_name, repo=REPO, timeout_seconds=5)
     assert (again.deleted, again.skipped) == (False, "not-found")
 
 
@@ -416,7 +416,9 @@ def test_delete_keeps_preserved_and_foreign_namespaces(
     api: Any, ns_name: str, labels: dict[str, str], annotations: dict[str, str], skipped: str
 ) -> None:
     _create_raw(api, ns_name, labels, annotations)
-    removal = kube.delete_namespace(api=api, name=ns_name, repo=REPO, timeout_seconds=5)
+    removal = namespace_removal.delete_namespace(
+        api=api, name=ns_name, repo=REPO, timeout_seconds=5
+    )
     assert (removal.deleted, removal.skipped) == (False, skipped)
     assert _read_ns(api, ns_name).metadata.name == ns_name
     if skipped == "preserved":
