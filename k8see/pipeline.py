@@ -159,9 +159,7 @@ def dispatch(
         )
     if not (resend and is_pending(run, client=client)):
         chain_for(app, settings, run).apply_async()
-    intake.advance(
-        client, run_id=run.run_id, from_state=intake.ADMITTED, to_state=intake.SENT
-    )
+    intake.advance(client, run_id=run.run_id, from_state=intake.ADMITTED, to_state=intake.SENT)
     return run
 
 

@@ -1,9 +1,11 @@
-"""``make demo``: the main job, end to end, on the local sandbox.
+"""``make demo``: the main job, end to end, on a local Kubernetes cluster.
 
-Opens a PR for ``examples/<app>`` on the sandbox GitHub, enqueues the ``opened`` event exactly
-as a workflow would, follows the real pipeline (Redis, Celery pools, buildah, registry, Trivy,
-helm against the sandbox API server) to ready, shows the PR comment, the environment table,
-Flower and the running preview, then closes the PR and follows the destroy.
+Starts the platform (a real control plane and node, Redis, the registry, the Celery pools as
+the platform chart's service accounts), opens a PR for ``examples/<app>`` on the GitHub
+stand-in, enqueues the ``opened`` event exactly as a workflow would, follows the real pipeline
+(buildah, registry, Trivy, helm) to ready, shows the PR comment, the environment table, the
+app's pods and its page served through the API server's service proxy, and Flower; then
+closes the PR and follows the destroy.
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from k8see.client import Outcome, enqueue, follow
 from k8see.events import decide_from_flags
 from k8see.integrations.kube import make_api
 from k8see.sandbox.databases import describe, install_operator_crds
-from k8see.sandbox.platform import ROOT, Platform, free_port
-from k8see.sandbox.podruntime import PodRuntime
+from k8see.sandbox.platform import ROOT, Platform, free_port, tool
 from k8see.settings import PlatformSettings, load_settings
 
 DEMO_ORG = "k8see-demo"
@@ -73,15 +72,17 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         return 1
     workdir = workdir.resolve()
     repo = f"{DEMO_ORG}/{example}"
-    say("k8see demo: LOCAL SANDBOX. Kubernetes and GitHub are stand-ins that speak the real")
-    say("APIs; Redis, Celery workers, buildah, the registry, Trivy and helm are the real tools.")
+    say("k8see demo on this machine: a real Kubernetes cluster (etcd, kube-apiserver, scheduler,")
+    say("controller-manager, a kubelet node), Redis, Celery workers, buildah, the registry, Trivy")
+    say("and helm. Only GitHub is a stand-in (its REST API, over HTTP).")
     # Each demo starts from empty state (the registry and build caches are kept: they only
     # make it faster); KEEP=1 leaves this run's state for exploring.
     shutil.rmtree(workdir / "redis", ignore_errors=True)
     platform = Platform(workdir=workdir)
-    runtime: PodRuntime | None = None
     try:
+        started = time.monotonic()
         platform.start()
+        say(f"Platform up in {time.monotonic() - started:.1f}s (cluster: {platform.kubeconfig}).")
         for key, value in platform.env().items():
             import os
 
@@ -92,10 +93,7 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         flower_port = free_port()
         password = secrets.token_urlsafe(9)
         platform.start_flower(port=flower_port, basic_auth=f"admin:{password}")
-        assert platform.kube is not None and platform.github is not None
-        runtime = PodRuntime(
-            kube=platform.kube, registry_host=platform.registry_host, workdir=workdir / "pods"
-        ).start()
+        assert platform.github is not None
         kube_api = make_api(settings)
         install_operator_crds(kube_api)  # what installing the database operators would do
 
@@ -120,7 +118,21 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         )
         record = outcome.record
         namespace = str(record.get("namespace", ""))
-        local = runtime.address(namespace)
+        say(f"\nkubectl get pods -n {namespace}:")
+        subprocess.run(
+            [
+                tool("kubectl"),
+                "--kubeconfig",
+                str(platform.kubeconfig),
+                "get",
+                "pods",
+                "-n",
+                namespace,
+                "-o",
+                "wide",
+            ],
+            check=False,
+        )
         describe(
             kube_api,
             namespace=namespace,
@@ -128,9 +140,16 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
             say=say,
         )
         say(f"\nPreview URL (on a real cluster): {record.get('preview_url')}")
-        if local:
-            answer = requests.get(f"{local}/", timeout=5)
-            say(f"Running here: {local}/  (HTTP {answer.status_code}, the built image itself)")
+        proxy = f"/api/v1/namespaces/{namespace}/services/{namespace}-app:80/proxy/"
+        page = subprocess.run(
+            [tool("kubectl"), "--kubeconfig", str(platform.kubeconfig), "get", "--raw", proxy],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        say(f"\nThe page, through the API server's service proxy ({proxy}):")
+        for line in page.stdout.splitlines()[:8]:
+            say(f"  > {line}")
         say(f"Flower: http://127.0.0.1:{flower_port}/  (user admin, password {password})")
 
         say(f"\nPR {repo}#{PR_NUMBER} closed; enqueueing the 'closed' event.")
@@ -155,8 +174,6 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if runtime is not None:
-            runtime.stop()
         platform.stop()
 
 

@@ -100,8 +100,7 @@ class Platform:
         return self
 
     def _start_cluster(self) -> None:
-        from k8see.sandbox.cluster import LocalCluster
-        from k8see.sandbox.cluster import identities
+        from k8see.sandbox.cluster import LocalCluster, identities
 
         if self.cluster is None:
             self.cluster = LocalCluster().start()

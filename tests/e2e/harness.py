@@ -83,7 +83,9 @@ class Harness:
 
 
 @contextmanager
-def running_platform(workdir: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[Harness]:
+def running_platform(
+    workdir: Path, *, extra_env: dict[str, str] | None = None
+) -> Iterator[Harness]:
     """A started platform with workers; everything, its cluster included, stops afterwards.
 
     The built images really run on the cluster's node (pulled from the platform's registry),

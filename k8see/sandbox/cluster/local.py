@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import ssl
-import shutil
 import subprocess
 import tempfile
 import time
@@ -330,9 +331,7 @@ class LocalCluster:
         api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
         try:
             request = client.AuthenticationV1TokenRequest(
-                spec=client.V1TokenRequestSpec(
-                    audiences=[], expiration_seconds=expiration_seconds
-                )
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
             )
             answer: Any = client.CoreV1Api(api).create_namespaced_service_account_token(
                 name, namespace, request
@@ -418,10 +417,8 @@ class LocalCluster:
             except OSError:
                 continue
             if b"containerd-shim" in cmdline and marker in cmdline:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(entry.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def _unmount_under(directory: Path) -> None:

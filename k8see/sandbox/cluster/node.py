@@ -15,6 +15,7 @@ by the API but not enforced (no policy-enforcing CNI), as on any cluster without
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -89,10 +90,8 @@ def kill_cgroup(root: str) -> None:
         return
     for procs in base.rglob("cgroup.procs"):
         for pid in procs.read_text().split():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), 9)
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 CGROUP_BASE = Path("/sys/fs/cgroup")
@@ -120,14 +119,10 @@ def remove_cgroup(root: str) -> None:
         if not base.is_dir():
             continue
         for path in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            try:
+            with contextlib.suppress(OSError):
                 path.rmdir()
-            except OSError:
-                pass
-        try:
+        with contextlib.suppress(OSError):
             base.rmdir()
-        except OSError:
-            pass
 
 
 def write_cni_config(directory: Path, *, slot: Slot, state: Path) -> Path:
@@ -225,7 +220,8 @@ def trust_registry(workdir: Path, host: str) -> None:
     directory = workdir / "containerd" / "certs.d" / host
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "hosts.toml").write_text(
-        f'server = "http://{host}"\n\n[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
+        f'server = "http://{host}"\n\n'
+        f'[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
     )
 
 
