@@ -327,8 +327,13 @@ def test_quota_refusal_fails_with_quota_hint(
 def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
     require_tool("helm")
     # Given a validated config with two databases and no cluster at all
+    # (x/y is allowlisted: the platform passes only the ingress annotations it allows)
     settings = PlatformSettings(
-        deploy={"kubeconfig": str(tmp_path / "none"), "domain": "preview.test"}
+        deploy={
+            "kubeconfig": str(tmp_path / "none"),
+            "domain": "preview.test",
+            "ingress_annotation_allowlist": ["x/y"],
+        }
     )
     run = make_run(
         "offline",
