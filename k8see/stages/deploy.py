@@ -308,8 +308,12 @@ def _deploy_failure(
         )
     message = exc.message.lower()
     if "specifications of the schema" in message:
+        # helm up to 3.17 (xeipuuv): "config: Additional property x is not allowed";
+        # 3.18 on (santhosh-tekuri): "at '/config': additional properties 'x' not allowed".
         found = re.search(
-            r"(?:[\w.]+: )?[A-Z][^:;]*(?:is not allowed|is required|must be [^;]+)", exc.message
+            r"(?:[\w.]+: )?[A-Z][^:;]*(?:is not allowed|is required|must be [^;]+)"
+            r"|at '[^']*': [^;]+",
+            exc.message,
         )
         return DeployFailed(
             f"{config_file} sets a value the app chart does not accept"
