@@ -102,13 +102,18 @@ def wait_healthy(
 
 
 def pod_diagnostics(
-    *, api: ApiClient, namespace: str, selector: str, log_lines: int = 20
+    *, api: ApiClient, namespace: str, selector: str, log_lines: int = 20, probes: bool = False
 ) -> dict[str, Any]:
     """Why pods matching ``selector`` are not serving: waiting reasons, logs, quota refusals.
 
+    With ``probes``, a running pod that is not ready is asked why as well: the kubelet's last
+    probe failure, from the pod's ``Unhealthy`` events (one more request per such pod, so a
+    deploy asks only once it has failed, not on every tick).
+
     Returns:
         ``{"reason": <the most telling reason or "">, "message": str, "pods": [...],
-        "logs": [last log lines of the first failing container]}``.
+        "logs": [last log lines of the first failing container], "probe": <the last probe
+        failure of a pod that is not ready, or "">}``.
     """
     core = client.CoreV1Api(api)
     pods = call(
@@ -117,7 +122,7 @@ def pod_diagnostics(
         label_selector=selector,
         what=f"list pods in {namespace}",
     )
-    out: dict[str, Any] = {"reason": "", "message": "", "pods": [], "logs": []}
+    out: dict[str, Any] = {"reason": "", "message": "", "pods": [], "logs": [], "probe": ""}
     for pod in pods.items or []:
         info: dict[str, Any] = {"name": pod.metadata.name, "phase": pod.status.phase or ""}
         for cs in list(pod.status.init_container_statuses or []) + list(
@@ -146,11 +151,43 @@ def pod_diagnostics(
                     lines=log_lines,
                 )
         out["pods"].append(info)
+        unready = [
+            cs
+            for cs in pod.status.container_statuses or []
+            if cs.state and cs.state.running and not cs.ready
+        ]
+        if probes and unready and not out["probe"]:
+            out["probe"] = _probe_failure(core, namespace, str(pod.metadata.name))
+            if out["probe"] and not out["logs"]:
+                out["logs"] = _logs(
+                    core,
+                    namespace,
+                    pod.metadata.name,
+                    unready[0].name,
+                    previous=False,
+                    lines=log_lines,
+                )
     if not out["reason"]:
         refusal = _creation_refusal(api, namespace, selector)
         if refusal:
             out["reason"], out["message"] = "FailedCreate", refusal
     return out
+
+
+def _probe_failure(core: Any, namespace: str, pod: str) -> str:
+    """The kubelet's latest probe failure for ``pod`` (its ``Unhealthy`` event), or ""."""
+    events = call(
+        core.list_namespaced_event,
+        namespace,
+        field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod},reason=Unhealthy",
+        what=f"list events of {pod}",
+    )
+    latest = max(
+        events.items or [],
+        key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp,
+        default=None,
+    )
+    return str(latest.message or "")[:MAX_MESSAGE_CHARS] if latest is not None else ""
 
 
 def _logs(

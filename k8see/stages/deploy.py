@@ -269,7 +269,7 @@ def _install(
         if not seen.get("reason"):
             seen.update(
                 health.pod_diagnostics(
-                    api=api, namespace=namespace, selector=_selector(project_id, pr)
+                    api=api, namespace=namespace, selector=_selector(project_id, pr), probes=True
                 )
             )
         raise _deploy_failure(
@@ -327,8 +327,12 @@ def _deploy_failure(
         )
     message = exc.message.lower()
     if "specifications of the schema" in message:
+        # helm up to 3.17 (xeipuuv): "config: Additional property x is not allowed";
+        # 3.18 on (santhosh-tekuri): "at '/config': additional properties 'x' not allowed".
         found = re.search(
-            r"(?:[\w.]+: )?[A-Z][^:;]*(?:is not allowed|is required|must be [^;]+)", exc.message
+            r"(?:[\w.]+: )?[A-Z][^:;]*(?:is not allowed|is required|must be [^;]+)"
+            r"|at '[^']*': [^;]+",
+            exc.message,
         )
         return DeployFailed(
             f"{config_file} sets a value the app chart does not accept"
@@ -345,14 +349,28 @@ def _deploy_failure(
             where=Where(file=config_file, field="resources"),
         )
     if "timed out" in message or "deadline exceeded" in message:
+        path = values["app"]["healthPath"]
         state = f" (last pod state: {reason})" if reason else ""
+        probe = _probe_said(str(diagnostics.get("probe") or ""), path)
         return DeployFailed(
-            f"The app did not become ready within {timeout} s{state}.",
-            hint=f"Its readiness probe GETs {values['app']['healthPath']} on port {port}; make "
-            "it answer 2xx once the app is up." + _logs_hint(diagnostics),
+            f"The app did not become ready within {timeout} s{state}{probe}.",
+            hint=f"Its startup and readiness probes GET {path} on port {port}; make it answer "
+            f"2xx once the app is up, or point app.healthPath in {config_file} at a path "
+            "that does." + _logs_hint(diagnostics),
             where=Where(file=config_file, field="app.healthPath"),
         )
     return exc
+
+
+def _probe_said(event: str, path: str) -> str:
+    """The kubelet's probe failure as the end of a sentence: what ``GET path`` answered."""
+    if not event:
+        return ""
+    kind = event.split(" probe failed", 1)[0].lower() if " probe failed" in event else "a"
+    answered = re.search(r"statuscode: (\d{3})", event)
+    if answered:
+        return f": its {kind} probe GET {path} answered HTTP {answered.group(1)}"
+    return f": its {kind} probe GET {path} failed ({event.rpartition(': ')[2][:120]})"
 
 
 def _check_health(

@@ -1,12 +1,14 @@
 """The retrying API proxy in front of helm: the real helm binary and the real kubernetes
-client through it, to the sandbox API server with injected faults.
+client through it, to the real API server, with faults injected by the test proxy in front of
+it (``kube_faults``: the helm proxy forwards to whatever server its kubeconfig names).
 
 Covers: helm upgrade --install getting through a row of 500s that make helm fail on its own;
 429s retried with Retry-After; a create with ``generateName`` never repeated after a 500, a
 named create repeated; a watch streamed through; no token, a wrong token and a closed
 session's token refused; an unreachable API server answered with a clear 503 Status after
 the retries; the session's counts; ``for_helm`` with retries off handing out the worker's own
-kubeconfig.
+kubeconfig; a worker whose kubeconfig is a ServiceAccount *token* under RBAC deploying through
+the proxy (its token forwarded upstream), and refused outside the namespace its Role covers.
 """
 
 from __future__ import annotations
@@ -19,16 +21,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config, watch
 
 from k8see.errors import HelmError
 from k8see.integrations import helm, kube, kubeproxy
 from k8see.settings import PlatformSettings
 from tests.conftest import ROOT, free_port, require_tool
+from tests.fixtures.kube import RUN_ID
 
-pytestmark = pytest.mark.sandbox_only
 CHART = ROOT / "charts" / "k8s-ee-app"
 LOG = logging.getLogger("test-kubeproxy")
+
+
+#: The image the releases run: the test app, by digest (set from ``testapp_image`` below).
+IMAGE = {"repository": "reg.test/acme/proxyt", "digest": "sha256:" + "d" * 64}
+
+
+@pytest.fixture(autouse=True)
+def _image(request: pytest.FixtureRequest) -> None:
+    if "kubeconfig" in request.fixturenames:
+        repository, digest = request.getfixturevalue("testapp_image")
+        IMAGE.update(repository=repository, digest=digest)
 
 
 @pytest.fixture
@@ -37,17 +51,12 @@ def settings(kubeconfig: str) -> PlatformSettings:
 
 
 @pytest.fixture
-def proxy(settings: PlatformSettings) -> Iterator[kubeproxy.ApiProxy]:
-    proxy = kubeproxy.ApiProxy(kube.load_configuration(settings), max_retries=5)
+def proxy(kube_faults: Any) -> Iterator[kubeproxy.ApiProxy]:
+    """The helm proxy, forwarding to the fault-injecting proxy in front of the API server."""
+    faulty = PlatformSettings.model_validate({"deploy": {"kubeconfig": kube_faults.kubeconfig}})
+    proxy = kubeproxy.ApiProxy(kube.load_configuration(faulty), max_retries=5)
     yield proxy
     proxy.close()
-
-
-@pytest.fixture
-def faults(kube_sandbox: Any) -> Iterator[Any]:
-    kube_sandbox.faults.reset()
-    yield kube_sandbox.faults
-    kube_sandbox.faults.reset()
 
 
 def _core(kubeconfig: str) -> tuple[Any, client.CoreV1Api]:
@@ -60,11 +69,8 @@ def _values(pr: int) -> dict[str, Any]:
         "projectId": "proxyt",
         "prNumber": pr,
         "commitSha": "c" * 40,
-        "image": {
-            "repository": "reg.test/acme/proxyt",
-            "tag": f"pr-{pr}",
-            "digest": "sha256:" + "d" * 64,
-        },
+        "previewDomain": "preview.test",
+        "image": {**IMAGE, "tag": f"pr-{pr}"},
     }
 
 
@@ -81,14 +87,14 @@ def _install(kubeconfig: str, namespace: str, pr: int) -> helm.ReleaseStatus:
 
 
 def test_helm_gets_through_500s_that_fail_it_on_its_own(
-    kubeconfig: str, kube_namespace: str, proxy: kubeproxy.ApiProxy, faults: Any
+    kube_faults: Any, kube_namespace: str, proxy: kubeproxy.ApiProxy, faults: Any
 ) -> None:
     require_tool("helm")
     # Given an API server whose next three answers are 500 without Retry-After
     faults.sequence = [500, 500, 500]
     # When helm talks to it directly, Then the first 500 fails the upgrade
     with pytest.raises(HelmError):
-        _install(kubeconfig, kube_namespace, 1)
+        _install(kube_faults.kubeconfig, kube_namespace, 1)
     assert faults.injected >= 1
     # When helm goes through the proxy instead, Then the same row of 500s is absorbed
     faults.reset()
@@ -219,6 +225,86 @@ def test_with_retries_off_helm_gets_the_workers_own_kubeconfig(kubeconfig: str) 
         assert first.kubeconfig != second.kubeconfig
         assert first.token != second.token
         assert _server(first.kubeconfig) == _server(second.kubeconfig)
+
+
+def _service_account_kubeconfig(
+    api: Any, namespace: str, path: Path, *, rules: list[dict[str, Any]]
+) -> str:
+    """A kubeconfig of a new ServiceAccount in ``namespace`` holding a Role with ``rules``
+    there: the real API server's address and CA, and a bearer token (no client certificate),
+    as a worker outside the cluster would have."""
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "deployer"}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "deployer"}, "rules": rules})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "deployer"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "deployer",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        "deployer", namespace, {"spec": {"audiences": []}}
+    ).status.token
+    cluster = {
+        "server": api.configuration.host,
+        "certificate-authority": api.configuration.ssl_ca_cert,
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "deployer", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "deployer"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_a_service_account_token_deploys_through_the_proxy_under_rbac(
+    kube_api_client: Any, kube_namespace: str, tmp_path: Path
+) -> None:
+    require_tool("helm")
+    # Given a worker whose kubeconfig is a ServiceAccount token, allowed by a Role to do
+    # anything in one namespace and nothing elsewhere
+    kubeconfig = _service_account_kubeconfig(
+        kube_api_client,
+        kube_namespace,
+        tmp_path / "kubeconfig",
+        rules=[{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+    )
+    settings = PlatformSettings.model_validate({"deploy": {"kubeconfig": kubeconfig}})
+    # When helm deploys through the proxy in its name
+    with kubeproxy.for_helm(settings) as session:
+        release = _install(session.kubeconfig, kube_namespace, 6)
+        # Then the release is deployed: the proxy sent the worker's token upstream
+        assert release.status == "deployed"
+        # And the API server saw the service account, not someone with more rights
+        other = f"proxyt{RUN_ID}-elsewhere"
+        with pytest.raises(HelmError):
+            helm.upgrade_install(
+                release="app",
+                chart=CHART,
+                namespace=other,
+                values=_values(6),
+                timeout_seconds=20,
+                kubeconfig=session.kubeconfig,
+                log=LOG,
+            )
+        assert helm.uninstall(
+            release="app", namespace=kube_namespace, kubeconfig=session.kubeconfig
+        )
+    assert session.retries == 0
 
 
 def _server(kubeconfig: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,16 @@ from kubernetes.client.exceptions import ApiException
 
 from k8see import names, quota
 from k8see.integrations import kube
-from k8see.sandbox.databases import crd
+from k8see.sandbox.databases import install_operator_crds
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
 from tests.fixtures.github import SANDBOX_TOKEN
-from tests.stages.test_deploy import Backend, make_run, serve
+from tests.fixtures.kube import RUN_ID
+from tests.stages.test_deploy import _image, make_run  # noqa: F401 (_image: autouse)
 
 DATABASES = ("postgresql", "mongodb", "redis", "minio", "mariadb")
-#: group, plural, kind, version of each operator's custom resource.
-CRDS = (
-    ("postgresql.cnpg.io", "clusters", "Cluster", "v1"),
-    ("mongodbcommunity.mongodb.com", "mongodbcommunity", "MongoDBCommunity", "v1"),
-    ("minio.min.io", "tenants", "Tenant", "v2"),
-)
 #: Objects each database leaves in the namespace once its operator reconciled (kind, name).
 OBJECTS = {
     "postgresql": [
@@ -70,14 +64,8 @@ GENERATED = ("app-mongodb-password", "app-redis-secret", "app-minio-secret", "ap
 
 @pytest.fixture(scope="session")
 def database_crds(kube_api_client: Any) -> None:
-    """The three operators' CRDs, created once (a real cluster has them from the operators)."""
-    ext = client.ApiextensionsV1Api(kube_api_client)
-    for spec in CRDS:
-        try:
-            ext.create_custom_resource_definition(crd(*spec))
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+    """The three operators' CRDs, created unless there (a cluster with the operators has them)."""
+    install_operator_crds(kube_api_client)
 
 
 class Log:
@@ -119,14 +107,6 @@ def ctx(
         workdir=tmp_path,
         record_log=log.record,
     )
-
-
-@pytest.fixture
-def backend() -> Iterator[Backend]:
-    b = Backend()
-    yield b
-    b.server.shutdown()
-    b.server.server_close()
 
 
 def api(ctx: StageContext) -> client.CoreV1Api:
@@ -172,12 +152,9 @@ def _exists(core: client.CoreV1Api, kind: str, name: str, ns: str) -> bool:
 
 @pytest.mark.sandbox_only
 @pytest.mark.parametrize("db", DATABASES)
-def test_each_database_alone(
-    ctx: StageContext, kube_sandbox: Any, backend: Backend, db: str, log: Log
-) -> None:
+def test_each_database_alone(ctx: StageContext, kube_sandbox: Any, db: str, log: Log) -> None:
     project = f"db-{db[:5]}"
     ns = names.namespace(project, 3)
-    serve(kube_sandbox, backend, project, 3)
     # When the app is deployed with only this database
     deploy.deploy_verified(make_run(project, 3, databases={db: True}), ctx)
     core = api(ctx)
@@ -207,10 +184,9 @@ def secret_values(core: client.CoreV1Api, ns: str) -> dict[str, dict[str, str]]:
 
 @pytest.mark.sandbox_only
 def test_all_five_upgrade_keeps_passwords_and_destroy_leaves_nothing(
-    ctx: StageContext, kube_sandbox: Any, backend: Backend, log: Log
+    ctx: StageContext, kube_sandbox: Any, log: Log
 ) -> None:
     project, ns = "dball", names.namespace("dball", 5)
-    serve(kube_sandbox, backend, project, 5)
     dbs = dict.fromkeys(DATABASES, True) | {"minio": {"storage": "3Gi"}}
     # Given an environment with all five databases
     deploy.deploy_verified(make_run(project, 5, databases=dbs, env={"STEP": "one"}), ctx)
@@ -269,18 +245,18 @@ def test_all_five_upgrade_keeps_passwords_and_destroy_leaves_nothing(
     assert kube.find_namespaces(api=core.api_client, repo="acme/shop", pr=5) == []
 
 
-@pytest.mark.sandbox_only
 def test_unknown_database_option_fails_with_the_key_and_where_to_look(ctx: StageContext) -> None:
     # Given a k8s-ee.yaml passing a nested option the redis subchart does not have (a
     # top-level one is refused by validate already; nested values pass to the subchart)
     from k8see.errors import DeployFailed
 
+    project = f"dbbad{RUN_ID}"
     with pytest.raises(DeployFailed) as info:
         deploy.deploy_verified(
-            make_run("dbbad", 2, databases={"redis": {"config": {"maxmemry": "1gb"}}}), ctx
+            make_run(project, 2, databases={"redis": {"config": {"maxmemry": "1gb"}}}), ctx
         )
     # Then the PR author is told which key and where the options are listed
     assert "maxmemry" in info.value.message
     assert "docs/environments.md" in (info.value.hint or "")
     assert info.value.where is not None and info.value.where.field == "databases"
-    destroy.run(make_run("dbbad", 2), ctx)
+    destroy.run(make_run(project, 2), ctx)
