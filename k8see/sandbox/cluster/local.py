@@ -95,6 +95,8 @@ class LocalCluster:
         self.processes[name] = subprocess.Popen(
             argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
+        assert self.slot is not None
+        self.slot.record(self.processes[name].pid)
 
     def _check_alive(self, name: str) -> None:
         proc = self.processes[name]

@@ -53,6 +53,15 @@ class Slot:
     def cgroup_root(self) -> str:
         return f"/k8see{self.number}"
 
+    @property
+    def pid_file(self) -> Path:
+        """The components' process ids, so the next holder can end a dead holder's."""
+        return LOCK_DIR / f"k8see-cluster-{self.number}.pids"
+
+    def record(self, pid: int) -> None:
+        with self.pid_file.open("a") as handle:
+            handle.write(f"{pid}\n")
+
     def release(self) -> None:
         self.lock.close()
 
@@ -68,6 +77,7 @@ def claim_slot() -> Slot:
             handle.close()
             continue
         slot = Slot(number, handle)
+        kill_recorded(slot)
         kill_cgroup(slot.cgroup_root)
         remove_cgroup(slot.cgroup_root)
         make_cgroup(slot.cgroup_root)
@@ -77,6 +87,16 @@ def claim_slot() -> Slot:
         _ip("link", "set", slot.bridge, "up")
         return slot
     raise RuntimeError("every local cluster slot is taken (200 clusters on one machine?)")
+
+
+def kill_recorded(slot: Slot) -> None:
+    """SIGKILL the components a previous holder of ``slot`` started (its process died without
+    stopping them, so they still hold the slot's addresses and cgroups)."""
+    if slot.pid_file.exists():
+        for pid in slot.pid_file.read_text().split():
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                os.killpg(int(pid), 9)
+    slot.pid_file.write_text("")
 
 
 def _ip(*args: str, check: bool = True) -> None:
