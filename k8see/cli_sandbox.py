@@ -15,24 +15,24 @@ import click
 
 @click.group()
 def sandbox() -> None:
-    """Local stand-ins for a cluster and GitHub (tests and the demo)."""
+    """A local cluster and the GitHub stand-in (tests and the demo)."""
 
 
-@sandbox.command("apiserver")
-@click.option("--port", type=int, default=0, show_default=True)
-@click.option("--kubeconfig", required=True, type=click.Path(dir_okay=False))
-@click.option("--ready-delay", type=float, default=0.2, show_default=True)
-@click.option("--state-file", type=click.Path(dir_okay=False))
-def sandbox_apiserver(
-    port: int, kubeconfig: str, ready_delay: float, state_file: str | None
-) -> None:
-    """Serve the sandbox Kubernetes API and write a kubeconfig for it."""
-    from k8see.sandbox.kubeapi.__main__ import main as serve
+@sandbox.command("cluster")
+def sandbox_cluster() -> None:
+    """Run a local Kubernetes cluster (control plane and one node) until interrupted."""
+    import signal
 
-    argv = ["--port", str(port), "--kubeconfig", kubeconfig, "--ready-delay", str(ready_delay)]
-    if state_file:
-        argv += ["--state-file", state_file]
-    sys.exit(serve(argv))
+    from k8see.sandbox.cluster import LocalCluster
+
+    cluster = LocalCluster().start()
+    click.echo(f"export KUBECONFIG={cluster.admin_kubeconfig}  # cluster-admin; Ctrl-C stops it")
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        signal.sigwait(stop_signals)
+    finally:
+        cluster.stop()
 
 
 @sandbox.command("github")

@@ -145,20 +145,23 @@ def test_a_known_secret_in_an_extra_field_is_redacted() -> None:
 
 @contextmanager
 def json_worker_platform(workdir: Path) -> Iterator[tuple[Harness, Path]]:
-    """The sandbox platform with one worker for every queue, logging JSON to a file."""
+    """The local platform with one worker for every queue, logging JSON to a file."""
     for name in TOOLS:
         require_tool(name)
     from k8see.sandbox.platform import Platform
-    from k8see.sandbox.podruntime import PodRuntime
 
-    platform = Platform(workdir=workdir, ready_delay_seconds=0.2).start()
-    assert platform.kube is not None
-    runtime = PodRuntime(
-        kube=platform.kube, registry_host=platform.registry_host, workdir=workdir / "pods"
-    ).start()
-    env = platform.process_env({"K8SEE_BUILD__PLATFORMS": "linux/amd64",
-                                "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "0.2",
-                                "K8SEE_METRICS__ENABLED": "false"})  # fmt: skip
+    platform = Platform(workdir=workdir).start()
+    assert platform.identities is not None
+    # One worker serves every queue here; it needs the deploy pool's rights.
+    deploy_kubeconfig = str(platform.identities.kubeconfigs["deploy"])
+    env = platform.process_env(
+        {
+            "K8SEE_DEPLOY__KUBECONFIG": deploy_kubeconfig,
+            "K8SEE_BUILD__PLATFORMS": "linux/amd64",
+            "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "0.2",
+            "K8SEE_METRICS__ENABLED": "false",
+        }
+    )
     path = workdir / "worker.jsonl"
     k8see = str(Path(sys.executable).parent / "k8see")
     argv = [k8see, "--log-format", "json", "worker", "--pool", "all", "--concurrency", "2"]
@@ -174,7 +177,6 @@ def json_worker_platform(workdir: Path) -> Iterator[tuple[Harness, Path]]:
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
-            runtime.stop()
             platform.stop()
 
 

@@ -55,7 +55,7 @@ def cleanup_at_scale(workdir: Path, *, environments: int = 1000, closed: int = 3
 
     platform = Platform(workdir=workdir).start()
     try:
-        assert platform.kube is not None and platform.github is not None
+        assert platform.github is not None
         github = platform.github
         github.add_repo(REPO)
         for pr in range(1, environments + 1):

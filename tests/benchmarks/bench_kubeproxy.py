@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,9 @@ def _values(pr: int) -> dict[str, Any]:
         "projectId": "benchproxy",
         "prNumber": pr,
         "commitSha": "c" * 40,
-        "image": {"repository": "reg.test/b/p", "tag": f"pr-{pr}", "digest": "sha256:" + "d" * 64},
+        "previewDomain": "preview.test",
+        # The node's own test app image, by tag: the release really becomes ready.
+        "image": {"repository": "k8see.test/testapp", "tag": "v1", "pullPolicy": "IfNotPresent"},
     }
 
 
@@ -36,14 +37,12 @@ def proxy_overhead(*, requests: int = 200, upgrades: int = 5) -> list[Result]:
     from kubernetes import client, config
 
     from k8see.integrations import helm, kubeproxy
-    from k8see.sandbox.kubeapi import KubeSandbox
+    from k8see.sandbox.cluster import LocalCluster
     from k8see.settings import PlatformSettings
 
-    sandbox = KubeSandbox(ready_delay_seconds=0.2)
-    sandbox.start()
+    cluster = LocalCluster().start()
     try:
-        kubeconfig = Path(tempfile.mkdtemp(prefix="k8see-bench-")) / "kubeconfig"
-        sandbox.write_kubeconfig(kubeconfig)
+        kubeconfig = cluster.admin_kubeconfig
         settings = PlatformSettings.model_validate({"deploy": {"kubeconfig": str(kubeconfig)}})
         times: dict[str, list[float]] = {"direct": [], "proxy": []}
         helm_times: dict[str, list[float]] = {"direct": [], "proxy": []}
@@ -80,7 +79,7 @@ def proxy_overhead(*, requests: int = 200, upgrades: int = 5) -> list[Result]:
             for api in apis.values():
                 api.close()
     finally:
-        sandbox.stop()
+        cluster.stop()
     ms = {mode: [t * 1000 for t in samples] for mode, samples in times.items()}
     params = {"requests": requests, "call": "list namespaces"}
     helm_params = {"upgrades": upgrades, "helm_requests_per_upgrade": helm_requests}

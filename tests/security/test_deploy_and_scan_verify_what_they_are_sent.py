@@ -11,9 +11,7 @@ deploys the config at the PR's head instead, with the image the registry confirm
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy, scan
 from tests.fixtures.images import LocalRegistry
+from tests.fixtures.kube import push_testapp
 from tests.security.common import REPO, platform_settings, source_repo, stage_ctx
 
 PR = 5
@@ -57,19 +56,6 @@ def push_image(registry: LocalRegistry, repository: str, tags: list[str], label:
         return digests.pop()
     finally:
         reg.close()
-
-
-class Health(http.server.BaseHTTPRequestHandler):
-    """The app behind the Service: every path answers 200."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: Any) -> None:
-        return None
 
 
 @pytest.fixture
@@ -135,41 +121,33 @@ def test_a_digest_this_run_did_not_build_is_refused(
     assert "is not the build of" in refused.value.message and "pr-5" in refused.value.message
 
 
-@pytest.mark.sandbox_only
 def test_deploy_applies_the_config_at_the_head_not_the_messages(
     settings: PlatformSettings, registry: LocalRegistry, head: str, tmp_path: Path,
-    kubeconfig: str, kube_sandbox: Any,
+    kubeconfig: str, testapp_image: tuple[str, str],
 ) -> None:  # fmt: skip
-    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{backend.server_address[1]}"
-        kube_sandbox.register_service_backend("shop-pr-5", "shop-pr-5-app", 80, url)
-        settings = settings.model_copy(
-            update={"deploy": settings.deploy.model_copy(update={"kubeconfig": kubeconfig})}
-        )
-        own = f"{registry.host}/acme/shop/shop"
-        digest = push_image(registry, "acme/shop/shop", ["pr-5", f"sha-{head}"], "deploy")
-        # Given a message whose config puts the app into another project's namespace with its
-        # own env, but whose image is the real build of the head
-        forged = {
-            "config": {"projectId": "victim", "app": {"port": 3000}, "env": {"FORGED": "1"}},
-            "project_id": "victim",
-            "namespace": "victim-pr-5",
-            "preview_url": "https://victim-pr-5.preview.test",
-            "databases": [],
-            "deployment_id": 42,
-        }
-        # When it is sent to the deploy stage
-        out = deploy.run(hostile(head, own, digest, **forged), stage_ctx(settings, tmp_path))
-        # Then what was deployed is the config at the PR's head, by the registry's digest
-        assert out.result("deploy")["namespace"] == "shop-pr-5"
-        assert out.result("deploy")["image"] == f"{own}@{digest}"
-        assert out.result("validate")["deployment_id"] == 42  # kept for the comment stage
-        api = client.CoreV1Api(kube.make_api(settings))
-        data = api.read_namespaced_config_map("shop-pr-5-app-config", "shop-pr-5").data
-        assert data["REAL"] == "yes" and "FORGED" not in data
-        assert "victim-pr-5" not in [n.metadata.name for n in api.list_namespace().items]
-    finally:
-        backend.shutdown()
-        backend.server_close()
+    # The real app runs on the node: the test app, pushed as this PR's build.
+    settings = settings.model_copy(
+        update={"deploy": settings.deploy.model_copy(update={"kubeconfig": kubeconfig})}
+    )
+    own = f"{registry.host}/acme/shop/shop"
+    digest = push_testapp(registry, "acme/shop/shop", ["pr-5", f"sha-{head}"])
+    # Given a message whose config puts the app into another project's namespace with its
+    # own env, but whose image is the real build of the head
+    forged = {
+        "config": {"projectId": "victim", "app": {"port": 3000}, "env": {"FORGED": "1"}},
+        "project_id": "victim",
+        "namespace": "victim-pr-5",
+        "preview_url": "https://victim-pr-5.preview.test",
+        "databases": [],
+        "deployment_id": 42,
+    }
+    # When it is sent to the deploy stage
+    out = deploy.run(hostile(head, own, digest, **forged), stage_ctx(settings, tmp_path))
+    # Then what was deployed is the config at the PR's head, by the registry's digest
+    assert out.result("deploy")["namespace"] == "shop-pr-5"
+    assert out.result("deploy")["image"] == f"{own}@{digest}"
+    assert out.result("validate")["deployment_id"] == 42  # kept for the comment stage
+    api = client.CoreV1Api(kube.make_api(settings))
+    data = api.read_namespaced_config_map("shop-pr-5-app-config", "shop-pr-5").data
+    assert data["REAL"] == "yes" and "FORGED" not in data
+    assert "victim-pr-5" not in [n.metadata.name for n in api.list_namespace().items]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,21 @@ def _exists(core: client.CoreV1Api, kind: str, name: str, ns: str) -> bool:
     return True
 
 
-@pytest.mark.sandbox_only
+@pytest.fixture
+def database_operators() -> None:
+    """What the database operators create (Services, Secrets, running database pods).
+
+    The stand-in API server simulated them; on the real local cluster that needs a reconciler
+    written against the real API and database images the node can pull, which do not exist
+    yet (issue 13). On a cluster with the operators installed, these tests run."""
+    if not os.environ.get("K8SEE_TEST_KUBECONFIG"):
+        pytest.skip("no database operators on the local cluster yet (issue 13)")
+
+
 @pytest.mark.parametrize("db", DATABASES)
-def test_each_database_alone(ctx: StageContext, kube_sandbox: Any, db: str, log: Log) -> None:
+def test_each_database_alone(
+    ctx: StageContext, database_operators: None, db: str, log: Log
+) -> None:
     project = f"db-{db[:5]}"
     ns = names.namespace(project, 3)
     # When the app is deployed with only this database
@@ -182,9 +195,8 @@ def secret_values(core: client.CoreV1Api, ns: str) -> dict[str, dict[str, str]]:
     }
 
 
-@pytest.mark.sandbox_only
 def test_all_five_upgrade_keeps_passwords_and_destroy_leaves_nothing(
-    ctx: StageContext, kube_sandbox: Any, log: Log
+    ctx: StageContext, database_operators: None, log: Log
 ) -> None:
     project, ns = "dball", names.namespace("dball", 5)
     dbs = dict.fromkeys(DATABASES, True) | {"minio": {"storage": "3Gi"}}
