@@ -50,8 +50,14 @@ def test_rendered_manifests_install_into_the_cluster(kube_env: dict[str, str]) -
     # Everything the chart renders, PodDisruptionBudgets and cluster RBAC included, with
     # kubectl's validation on.
     argv = [kubectl, "apply", "-n", namespace, "-f", "-"]
-    done = subprocess.run(argv, input=out.stdout, env=kube_env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    try:
+        done = subprocess.run(argv, input=out.stdout, env=kube_env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+    finally:
+        # The cluster-wide objects too, so the cluster is as it was (the suite runs again).
+        subprocess.run([kubectl, "delete", "-n", namespace, "--ignore-not-found", "--wait=false",
+                        "-f", "-"], input=out.stdout, env=kube_env, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "deployment.apps/k8see-k8see-platform-worker-build created" in done.stdout
     assert "poddisruptionbudget.policy/" in done.stdout
