@@ -108,7 +108,7 @@ def test_validate_json_on_a_valid_file_says_it_is_valid(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_redis_with_json_prints_a_json_error() -> None:
-    out = _cli("status", "--json")
+    out = _cli("status", "--repo", "acme/shop", "--json")
     assert out.returncode == cli.EXIT_UNREACHABLE
     document = json.loads(out.stdout)
     assert document["exit_code"] == cli.EXIT_UNREACHABLE and document["error"]["hint"]

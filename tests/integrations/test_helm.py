@@ -55,6 +55,7 @@ def values(pr: int, **extra: Any) -> dict[str, Any]:
         "projectId": "helmt",
         "prNumber": pr,
         "commitSha": "c" * 40,
+        "previewDomain": "preview.test",
         "image": {**IMAGE, "tag": f"pr-{pr}"},
         **extra,
     }
