@@ -21,18 +21,12 @@ def sandbox() -> None:
 @sandbox.command("cluster")
 def sandbox_cluster() -> None:
     """Run a local Kubernetes cluster (control plane and one node) until interrupted."""
-    import signal
-
     from k8see.sandbox.cluster import LocalCluster
+    from k8see.sandbox.platform import serve_until_signalled
 
     cluster = LocalCluster().start()
     click.echo(f"export KUBECONFIG={cluster.admin_kubeconfig}  # cluster-admin; Ctrl-C stops it")
-    stop_signals = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    try:
-        signal.sigwait(stop_signals)
-    finally:
-        cluster.stop()
+    serve_until_signalled(cluster.stop)
 
 
 @sandbox.command("github")

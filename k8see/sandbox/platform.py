@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -305,11 +306,16 @@ def run_forever(workdir: Path) -> int:
     for key, value in platform.env().items():
         print(f"export {key}={value}")
     print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)
-    # Blocked only now, so the children started above keep the default handlers.
+    serve_until_signalled(platform.stop)
+    return 0
+
+
+def serve_until_signalled(stop: Callable[[], None]) -> None:
+    """Wait for SIGINT or SIGTERM, then ``stop()``. The signals are blocked only now, so the
+    children started before keep the default handlers."""
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
         signal.sigwait(stop_signals)
     finally:
-        platform.stop()
-    return 0
+        stop()
