@@ -73,6 +73,23 @@ class Harness:
         api = client.CoreV1Api(config.new_client_from_config(str(self.platform.kubeconfig)))
         return [ns.metadata.name for ns in api.list_namespace().items]
 
+    def through_service(self, namespace: str, service: str, path: str) -> str:
+        """GET ``path`` on ``service`` (``name:port``) through the API server's service proxy,
+        as the cluster admin: the app's answer, read the way any client outside the node would.
+        """
+        from kubernetes import config
+
+        api = config.new_client_from_config(str(self.platform.kubeconfig))
+        response = api.call_api(
+            f"/api/v1/namespaces/{namespace}/services/{service}/proxy/{path.lstrip('/')}",
+            "GET",
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=10,
+        )
+        return str(response.data.decode())
+
     def wait_for(self, predicate: Any, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from tests.e2e.harness import Harness, running_platform
 
@@ -303,6 +302,6 @@ def test_the_preview_runs_as_the_pod_says(harness: Harness) -> None:
 
     # Then, read through the API server's service proxy like any client would
     assert result.returncode == 0, result.stderr
-    proxy = f"{h.platform.kube.url}/api/v1/namespaces/runsas-pr-9/services/runsas-pr-9-app:80/proxy"
-    assert requests.get(f"{proxy}/root.txt", timeout=5).text.strip() == "read-only"
-    assert requests.get(f"{proxy}/uid.txt", timeout=5).text.strip() == "1001"
+    read = h.through_service
+    assert read("runsas-pr-9", "runsas-pr-9-app:80", "root.txt").strip() == "read-only"
+    assert read("runsas-pr-9", "runsas-pr-9-app:80", "uid.txt").strip() == "1001"
