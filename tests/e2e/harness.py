@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,20 @@ from tests.conftest import require_tool
 ROOT = Path(__file__).resolve().parents[2]
 ORG = "k8see-demo"
 TOOLS = ("redis-server", "buildah", "docker-registry", "helm", "trivy", "git", "kube-apiserver")
+
+
+def slow_start(seconds: float) -> dict[str, str]:
+    """``Harness.repo`` files for an app that starts listening only after ``seconds``.
+
+    Its pods stay unready that long (the probes find nothing on the port), so a deploy's
+    ``helm upgrade --wait`` is still running then: the real cluster's way to a slow rollout.
+    """
+    dockerfile = (ROOT / "examples" / "hello" / "Dockerfile").read_text()
+    command = f'sleep {seconds:g}; exec httpd -f -v -p \\"${{PORT:-3000}}\\" -h /www'
+    cmd = f'CMD ["sh", "-c", "{command}"]'
+    slow = re.sub(r"^CMD .*$", lambda _: cmd, dockerfile, flags=re.M)
+    assert slow != dockerfile, "examples/hello/Dockerfile has no CMD line to replace"
+    return {"Dockerfile": slow}
 
 
 class Harness:
