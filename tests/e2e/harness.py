@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from tests.conftest import require_tool
+from tests.fixtures.kubefaults import FaultProxy, proxied_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ORG = "k8see-demo"
@@ -36,11 +37,16 @@ def slow_start(seconds: float) -> dict[str, str]:
 
 
 class Harness:
-    """The platform plus helpers to make PRs and drive them through `k8see enqueue`."""
+    """The platform plus helpers to make PRs and drive them through `k8see enqueue`.
 
-    def __init__(self, platform: Any, workdir: Path):
+    ``proxy`` is the fault-injecting proxy the pools named by ``running_platform``'s
+    ``fault_proxy_pools`` talk to the API server through (None without such pools).
+    """
+
+    def __init__(self, platform: Any, workdir: Path, proxy: FaultProxy | None = None):
         self.platform = platform
         self.workdir = workdir
+        self.proxy = proxy
         self.redis = redis.Redis.from_url(platform.redis_url)
 
     def repo(self, name: str, files: dict[str, str] | None = None) -> tuple[str, Path, str]:
@@ -116,12 +122,16 @@ class Harness:
 
 @contextmanager
 def running_platform(
-    workdir: Path, *, extra_env: dict[str, str] | None = None
+    workdir: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    fault_proxy_pools: tuple[str, ...] = (),
 ) -> Iterator[Harness]:
     """A started platform with workers; everything, its cluster included, stops afterwards.
 
     The built images really run on the cluster's node (pulled from the platform's registry),
-    so the deploy's health check reaches the real app.
+    so the deploy's health check reaches the real app. The pools in ``fault_proxy_pools``
+    reach the API server through a ``FaultProxy`` (``Harness.proxy``), as themselves.
     """
     for name in TOOLS:
         require_tool(name)
@@ -130,8 +140,22 @@ def running_platform(
     platform = Platform(workdir=workdir).start()
     # Build only the host platform here (the builder tests cover two), and retry quickly.
     env = {"K8SEE_BUILD__PLATFORMS": "linux/amd64", "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "0.2"}
+    proxy = None
     try:
-        platform.start_workers(extra_env={**env, **(extra_env or {})})
-        yield Harness(platform, workdir)
+        kubeconfigs = {}
+        if fault_proxy_pools:
+            proxy = FaultProxy(
+                upstream=platform.cluster.server, ca_file=str(platform.cluster.pki.ca.cert)
+            )
+            for pool in fault_proxy_pools:
+                own = platform.identities.kubeconfigs[pool]
+                assert own is not None, f"the {pool} pool has no Kubernetes identity"
+                kubeconfigs[pool] = proxied_kubeconfig(
+                    own, url=proxy.url, dest=workdir / f"pool-{pool}-via-proxy.kubeconfig"
+                )
+        platform.start_workers(extra_env={**env, **(extra_env or {})}, kubeconfigs=kubeconfigs)
+        yield Harness(platform, workdir, proxy)
     finally:
         platform.stop()
+        if proxy is not None:
+            proxy.close()
