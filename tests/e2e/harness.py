@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -82,6 +83,20 @@ class Harness:
         return subprocess.run(
             argv, env=self.platform.process_env(), capture_output=True, text=True, timeout=700
         )
+
+    def command(self, repo: str, pr: int, body: str, *, login: str) -> Any:
+        """Post ``body`` as ``login`` on the PR and enqueue its ``issue_comment`` event (with
+        the comment's id: workers ask GitHub who wrote it), waiting for the run."""
+        posted = self.platform.github.add_comment(repo, pr, body, login=login)
+        payload = {
+            "action": "created",
+            "issue": {"number": pr, "state": "open", "pull_request": {"url": "x"}},
+            "comment": {"id": posted["id"], "body": body, "user": {"login": login}},
+            "repository": {"full_name": repo},
+        }
+        event = self.workdir / f"event-{posted['id']}.json"
+        event.write_text(json.dumps(payload))
+        return self.enqueue("--event-path", str(event), "--event-name", "issue_comment")
 
     def record(self, repo: str, pr: int) -> dict[str, Any]:
         from k8see import state
