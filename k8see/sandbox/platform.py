@@ -217,15 +217,26 @@ class Platform:
         }
 
     def start_workers(
-        self, *, pools: tuple[str, ...] = POOLS, extra_env: dict[str, str] | None = None
+        self,
+        *,
+        pools: tuple[str, ...] = POOLS,
+        extra_env: dict[str, str] | None = None,
+        kubeconfigs: dict[str, Path] | None = None,
     ) -> None:
-        """One real Celery worker process per pool, as in production."""
+        """One real Celery worker process per pool, as in production.
+
+        Args:
+            pools: The pools to start.
+            extra_env: Variables every pool gets on top of ``env()``.
+            kubeconfigs: Per pool, a kubeconfig to use instead of the pool's own (a test
+                pointing a pool at a fault-injecting proxy with the same token, say).
+        """
         k8see = str(Path(sys.executable).parent / "k8see")
         assert self.identities is not None
         for pool in pools:
             # Each pool as its own service account; the build pool mounts none on a cluster,
             # so it gets a kubeconfig that does not exist (any API call fails, with a hint).
-            kubeconfig = self.identities.kubeconfigs.get(pool)
+            kubeconfig = (kubeconfigs or {}).get(pool) or self.identities.kubeconfigs.get(pool)
             env = self.process_env(
                 {
                     **(extra_env or {}),

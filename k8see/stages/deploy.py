@@ -49,7 +49,7 @@ from k8see.stages.deploy_manifests import (
 )
 from k8see.stages.served_kinds import check_served
 
-__all__ = ["deploy_verified", "render_manifests", "run"]
+__all__ = ["deploy_verified", "fail_fast_reason", "render_manifests", "run"]
 
 SERVICE_PORT = 80
 #: Waiting reasons that stop helm early; the others (ContainerCreating, ...) pass in time.
@@ -247,11 +247,7 @@ def _install(
         if diagnostics["reason"]:
             seen.clear()
             seen.update(diagnostics)
-        if diagnostics["reason"] == "CreateContainerConfigError" and _database_secret_pending(
-            str(diagnostics["message"])
-        ):
-            return None  # the operator has not written the database's Secret yet
-        return str(diagnostics["reason"]) if diagnostics["reason"] in FAIL_FAST_REASONS else None
+        return fail_fast_reason(diagnostics)
 
     try:
         return helm.upgrade_install(
@@ -279,6 +275,27 @@ def _install(
             timeout=ctx.settings.deploy.helm_timeout_seconds,
             config_file=config_file,
         ) from exc
+
+
+#: What the kubelet says while its own ConfigMap/Secret cache for the pod has not synced yet
+#: (a busy node or API server); it retries by itself, so this is no missing object.
+KUBELET_CACHE_NOT_SYNCED = ("failed to sync configmap cache", "failed to sync secret cache")
+
+
+def fail_fast_reason(diagnostics: dict[str, Any]) -> str | None:
+    """The waiting reason that makes the rollout hopeless, or None while it may still pass.
+
+    A CreateContainerConfigError passes while the Secret is one a database operator has yet
+    to write, or while the kubelet's cache has not caught up: both fix themselves.
+    """
+    reason = str(diagnostics.get("reason") or "")
+    if reason == "CreateContainerConfigError":
+        message = str(diagnostics.get("message") or "")
+        if _database_secret_pending(message) or any(
+            text in message for text in KUBELET_CACHE_NOT_SYNCED
+        ):
+            return None
+    return reason if reason in FAIL_FAST_REASONS else None
 
 
 def _database_secret_pending(message: str) -> bool:

@@ -45,6 +45,8 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
             "K8SEE_QUEUES__RETRY_BACKOFF_SECONDS": "2.0",
             "K8SEE_DEPLOY__HELM_TIMEOUT_SECONDS": "60",
         },
+        # Every pool that talks to Kubernetes does so through the fault proxy, as itself.
+        fault_proxy_pools=("default", "deploy", "maintenance"),
     ) as h:
         yield h
 
@@ -64,7 +66,8 @@ def _run_under_api_faults(
 ) -> dict[str, Any]:
     """One PR's whole run while the API answers FAULT_RATE of requests with ``statuses``;
     records the figures and returns the environment record at the end."""
-    faults = h.platform.kube.faults
+    assert h.proxy is not None
+    faults = h.proxy.faults
     repo, path, sha = h.repo(name)
     h.platform.github.add_repo(repo)
     retries_before = _retries(h)

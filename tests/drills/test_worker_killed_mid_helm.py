@@ -24,7 +24,7 @@ from tests.drills.common import (
     record_figures,
     settled,
 )
-from tests.e2e.harness import Harness, running_platform
+from tests.e2e.harness import Harness, running_platform, slow_start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 KILLS = 10
@@ -32,10 +32,8 @@ KILLS = 10
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    # Pods take 3 s to become ready, so `helm upgrade --wait` is still running when killed.
     with running_platform(
         tmp_path_factory.mktemp("drill-kill"),
-        ready_delay_seconds=3.0,
         extra_env={"K8SEE_QUEUES__DEPLOY_CONCURRENCY": "1"},
     ) as h:
         yield h
@@ -70,7 +68,8 @@ def test_sigkill_during_helm_upgrade_ten_times(harness: Harness) -> None:
     from k8see import coordination, state
 
     h = harness
-    repo, path, sha = h.repo("killed")
+    # The app listens only after 5 s, so `helm upgrade --wait` is still running when killed.
+    repo, path, sha = h.repo("killed", slow_start(5))
     h.platform.github.add_repo(repo)
     worker = h.platform.processes["worker-deploy"]
     recoveries: list[float] = []

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from tests.e2e.harness import Harness, running_platform
 
@@ -88,7 +87,8 @@ def test_open_push_close_runs_the_whole_lifecycle(harness: Harness) -> None:
     h.wait_for(lambda: new_sha in _comments(h, repo, 1)[0]["body"])
     assert len(_comments(h, repo, 1)) == 1
 
-    # When the PR closes
+    # When the PR closes (on GitHub: destroy believes GitHub, not the event)
+    h.platform.github.set_pull_state(repo, 1, state="closed")
     closed = h.enqueue("--repo", repo, "--pr", "1", "--action", "closed", "--sha", new_sha)
     # Then everything is gone and the comment says so
     assert closed.returncode == 0, closed.stderr + closed.stdout
@@ -138,6 +138,7 @@ def test_closing_during_the_build_leaves_nothing_deployed(harness: Harness) -> N
         wait=False,
     )
     h.wait_for(lambda: h.record(repo, 3).get("status") == "building")
+    h.platform.github.set_pull_state(repo, 3, state="closed")
     closed = h.enqueue("--repo", repo, "--pr", "3", "--action", "closed", "--sha", sha)
 
     assert closed.returncode == 0, closed.stderr + closed.stdout
@@ -194,7 +195,6 @@ def test_a_push_storm_builds_at_most_twice_and_the_last_sha_wins(harness: Harnes
             decision,
             settings=settings,
             trigger="pull_request:synchronize",
-            source=str(path),
             client=h.redis,
         )
 
@@ -220,7 +220,7 @@ def test_on_demand_mode_follows_the_reference_table(harness: Harness) -> None:
     # commands count only from people with write access (tests/e2e/test_github_trust.py)
     h.platform.github.add_repo(repo, collaborators={"maintainer": "write"})
     h.platform.github.add_pull(repo, 6, head_sha=sha, head_ref="feature")
-    src = ("--source", str(path), "--commenter", "maintainer")
+    src = ("--source", str(path))
 
     # opened: nothing happens
     opened = h.enqueue("--repo", repo, "--pr", "6", "--action", "opened", "--sha", sha, *src)
@@ -231,7 +231,7 @@ def test_on_demand_mode_follows_the_reference_table(harness: Harness) -> None:
     assert pushed.returncode == 0 and "skipped" in pushed.stdout, pushed.stderr
     assert "ondemand-pr-6" not in h.namespaces()
     # /deploy-preview: deployed at the PR's head
-    deployed = h.enqueue("--repo", repo, "--pr", "6", "--comment", "/deploy-preview", *src)
+    deployed = h.command(repo, 6, "/deploy-preview", login="maintainer")
     assert deployed.returncode == 0 and "ready" in deployed.stdout, deployed.stderr
     assert "ondemand-pr-6" in h.namespaces()
     # a push with an environment: redeployed at the new SHA
@@ -243,10 +243,11 @@ def test_on_demand_mode_follows_the_reference_table(harness: Harness) -> None:
     assert again.returncode == 0 and "ready" in again.stdout, again.stderr
     assert h.record(repo, 6)["sha"] == new_sha
     # /destroy-preview: destroyed, and a later push stays a no-op
-    destroyed = h.enqueue("--repo", repo, "--pr", "6", "--comment", "/destroy-preview", *src)
+    destroyed = h.command(repo, 6, "/destroy-preview", login="maintainer")
     assert destroyed.returncode == 0 and "destroyed" in destroyed.stdout, destroyed.stderr
     h.wait_for(lambda: "ondemand-pr-6" not in h.namespaces())
     last_sha = h.commit(path, "after destroy")
+    h.platform.github.add_pull(repo, 6, head_sha=last_sha, head_ref="feature")
     later = h.enqueue(
         "--repo", repo, "--pr", "6", "--action", "synchronize", "--sha", last_sha, *src
     )
@@ -303,6 +304,6 @@ def test_the_preview_runs_as_the_pod_says(harness: Harness) -> None:
 
     # Then, read through the API server's service proxy like any client would
     assert result.returncode == 0, result.stderr
-    proxy = f"{h.platform.kube.url}/api/v1/namespaces/runsas-pr-9/services/runsas-pr-9-app:80/proxy"
-    assert requests.get(f"{proxy}/root.txt", timeout=5).text.strip() == "read-only"
-    assert requests.get(f"{proxy}/uid.txt", timeout=5).text.strip() == "1001"
+    read = h.through_service
+    assert read("runsas-pr-9", "runsas-pr-9-app:80", "root.txt").strip() == "read-only"
+    assert read("runsas-pr-9", "runsas-pr-9-app:80", "uid.txt").strip() == "1001"

@@ -14,17 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Harness, running_platform
+from tests.e2e.harness import Harness, running_platform, slow_start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
 def slow_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    # Pods take 4 s to become ready, so helm --wait is still running when the worker dies.
     with running_platform(
         tmp_path_factory.mktemp("e2e-slow"),
-        ready_delay_seconds=4.0,
         extra_env={"K8SEE_QUEUES__DEPLOY_CONCURRENCY": "1"},
     ) as h:
         yield h
@@ -39,7 +37,8 @@ def test_sigkill_mid_deploy_ends_ready_after_redelivery(slow_harness: Harness) -
     from k8see import coordination
 
     h = slow_harness
-    repo, path, sha = h.repo("killed")
+    # The app listens only after 6 s, so helm --wait is still running when the worker dies.
+    repo, path, sha = h.repo("killed", slow_start(6))
     h.platform.github.add_repo(repo)
     h.platform.github.add_pull(repo, 7, head_sha=sha, head_ref="feature")
     deploy_worker = h.platform.processes["worker-deploy"]
