@@ -11,6 +11,8 @@ recognisable in the queues (``intake.pending_task_ids``) and in Flower.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import redis
@@ -132,35 +134,70 @@ def dispatch(
     its tasks is visibly queued or at work (a lost reply can still make it twice: at least
     once). A first send skips that look at the queues.
     """
-    before = state.get(client, repo=run.repo, pr=run.pr) or {}
-    if before.get("run_id") != run.run_id:
-        settled = _settled(before)
-        state.set_status(
-            client,
-            repo=run.repo,
-            pr=run.pr,
-            generation=run.generation,
-            status=Status.QUEUED,
-            ttl_seconds=settings.redis.record_ttl_seconds,
-            run_id=run.run_id,
-            action=run.action.value,
-            trigger=run.trigger,
-            sha=run.sha or None,
-            ref=run.ref,
-            stage=None,
-            error=None,
-            timings={},
-            enqueued_at=run.enqueued_at,
-            previous_status=settled,
-            # The commit the environment runs, restored if this event is skipped or refused.
-            previous_sha=before.get("sha") if settled else before.get("previous_sha"),
-            skipped_run=None,
-            reason=None,
-        )
-    if not (resend and is_pending(run, client=client)):
-        chain_for(app, settings, run).apply_async()
-    intake.advance(client, run_id=run.run_id, from_state=intake.ADMITTED, to_state=intake.SENT)
+    if not _claim_send(client, run.run_id):
+        return run  # another sender finished it while this one waited
+    try:
+        found = intake.stored(client, run_id=run.run_id)
+        if found is not None and found.state == intake.SENT:
+            return run  # sent by another sender before this one took the claim
+        before = state.get(client, repo=run.repo, pr=run.pr) or {}
+        if before.get("run_id") != run.run_id:
+            settled = _settled(before)
+            state.set_status(
+                client,
+                repo=run.repo,
+                pr=run.pr,
+                generation=run.generation,
+                status=Status.QUEUED,
+                ttl_seconds=settings.redis.record_ttl_seconds,
+                run_id=run.run_id,
+                action=run.action.value,
+                trigger=run.trigger,
+                sha=run.sha or None,
+                ref=run.ref,
+                stage=None,
+                error=None,
+                timings={},
+                enqueued_at=run.enqueued_at,
+                previous_status=settled,
+                # The commit the environment runs, restored if this event is skipped or refused.
+                previous_sha=before.get("sha") if settled else before.get("previous_sha"),
+                skipped_run=None,
+                reason=None,
+            )
+        if not (resend and is_pending(run, client=client)):
+            chain_for(app, settings, run).apply_async()
+        intake.advance(client, run_id=run.run_id, from_state=intake.ADMITTED, to_state=intake.SENT)
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            client.delete(_sending_key(run.run_id))
     return run
+
+
+#: How long one sender holds a run's send: the same event delivered several times at once
+#: finds the run admitted by the first, and must not send its chain again meanwhile.
+SEND_CLAIM_SECONDS = 2
+
+
+def _sending_key(run_id: str) -> str:
+    return f"k8see:sending:{run_id}"
+
+
+def _claim_send(client: redis.Redis, run_id: str) -> bool:
+    """Take the right to send ``run_id``'s chain; False when another sender sent it meanwhile.
+
+    A sender that died holding the claim holds it no longer than ``SEND_CLAIM_SECONDS``, so a
+    retry after a partial failure waits at most that long, then sends."""
+    deadline = time.monotonic() + SEND_CLAIM_SECONDS + 1
+    while True:
+        if client.set(_sending_key(run_id), "1", nx=True, ex=SEND_CLAIM_SECONDS):
+            return True
+        found = intake.stored(client, run_id=run_id)
+        if found is not None and found.state == intake.SENT:
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
 
 
 def send_command(run: Run, *, app: Celery, client: redis.Redis, resend: bool) -> None:

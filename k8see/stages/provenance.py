@@ -8,9 +8,11 @@ signature (a key every worker would hold, and a second channel to rotate), they 
   approval), fetches the source itself and validates ``k8s-ee.yaml`` again, and returns the
   same fields validate records;
 - ``verified_image`` accepts the build's image only under the repository's own registry path,
-  and only by the digest the registry has for both tags the build of this run pushed
-  (``pr-<N>`` and ``sha-<sha>``); the image is then named by that path and digest, never by
-  the message's text.
+  and only by the digest the registry has for this PR's tag (``pr-<N>``, which only builds of
+  this PR push, each of the head verified on GitHub); the image is then named by that path and
+  digest, never by the message's text. ``sha-<sha>`` is not required to match: two PRs of one
+  commit build it twice, and builds are not bit-for-bit reproducible, so the last build of
+  either would refuse the other's deploy.
 
 Both refuse through ``trust.refuse`` (a WARNING in the worker log and one notice on the PR).
 """
@@ -129,8 +131,7 @@ def verified_image(
             f"repository live under {own}" + (f" at {repository}." if repository else "."),
             "Push again to build and deploy the PR's head.",
         )
-    tags = [names.image_tag(run.pr), names.sha_tag(run.sha)]
-    for tag in tags:
+    for tag in (names.image_tag(run.pr),):
         try:
             found = tag_digest(settings, f"{path}:{tag}")
         except RegistryError as exc:

@@ -195,7 +195,10 @@ def test_commands_need_write_access_and_maintainers_get_the_whole_conversation(
         print(f"GitHub calls, closed → destroyed: {sum(destroy_calls.values())} "
               f"{dict(destroy_calls)}")  # fmt: skip
     # "A few per stage": at most 3 on average over the five deploy stages, 3 over destroy's two
-    assert sum(deploy_calls.values()) <= 15
+    # 15 until issue 14: validate now reads the comment and its author's permission from
+    # GitHub again, and reacts itself (a validate message may come without the command
+    # task): 3 calls, since a message's word on who commanded proves nothing.
+    assert sum(deploy_calls.values()) <= 18
     assert sum(push_calls.values()) <= 15
     assert sum(destroy_calls.values()) <= 6
 

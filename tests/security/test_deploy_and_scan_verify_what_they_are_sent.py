@@ -3,7 +3,7 @@ config and image.
 
 Covers: deploy and scan refuse an image of another repository (the victim's, by its real
 digest) and an image of the run's own path whose digest is not what the registry has for this
-run's ``pr-<N>`` and ``sha-<sha>`` tags, naming the image, before anything reaches the cluster;
+run's ``pr-<N>`` tag, naming the image, before anything reaches the cluster;
 and a deploy whose message carries a forged config (another project's namespace, its own env)
 deploys the config at the PR's head instead, with the image the registry confirms.
 """
