@@ -185,13 +185,15 @@ def json_worker_platform(workdir: Path) -> Iterator[tuple[Harness, Path]]:
 def test_every_worker_line_is_json_and_names_the_run(tmp_path: Path) -> None:
     with json_worker_platform(tmp_path) as (h, path):
         # Given a PR deployed and then closed, through one worker started with JSON logs
-        repo, source, sha = h.repo("jsonlogs")
+        repo, _, sha = h.repo("jsonlogs")
         h.platform.github.add_repo(repo)
         h.platform.github.add_pull(repo, 3, head_sha=sha, head_ref="feature")
         opened = h.enqueue("--repo", repo, "--pr", "3", "--action", "opened", "--sha", sha,
-                           "--ref", "feature", "--source", str(source))  # fmt: skip
+                           "--ref", "feature")  # fmt: skip
         assert opened.returncode == 0, opened.stderr + opened.stdout
         h.wait_for(lambda: h.record(repo, 3).get("commented") == "ready")
+        # (destroy acts only on a PR that GitHub says is closed)
+        h.platform.github.set_pull_state(repo, 3, state="closed")
         closed = h.enqueue("--repo", repo, "--pr", "3", "--action", "closed", "--sha", sha,
                            "--ref", "feature")  # fmt: skip
         assert closed.returncode == 0, closed.stderr + closed.stdout
