@@ -96,7 +96,7 @@ class LocalCluster:
             argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
         assert self.slot is not None
-        self.slot.record(self.processes[name].pid)
+        self.slot.record(self.processes[name].pid, str(self.root))
 
     def _check_alive(self, name: str) -> None:
         proc = self.processes[name]

@@ -58,9 +58,11 @@ class Slot:
         """The components' process ids, so the next holder can end a dead holder's."""
         return LOCK_DIR / f"k8see-cluster-{self.number}.pids"
 
-    def record(self, pid: int) -> None:
+    def record(self, pid: int, marker: str) -> None:
+        """Note a component's process; ``marker`` (its cluster's folder) is on its command
+        line, so a recycled process id is never mistaken for it."""
         with self.pid_file.open("a") as handle:
-            handle.write(f"{pid}\n")
+            handle.write(f"{pid} {marker}\n")
 
     def release(self) -> None:
         self.lock.close()
@@ -93,9 +95,12 @@ def kill_recorded(slot: Slot) -> None:
     """SIGKILL the components a previous holder of ``slot`` started (its process died without
     stopping them, so they still hold the slot's addresses and cgroups)."""
     if slot.pid_file.exists():
-        for pid in slot.pid_file.read_text().split():
-            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
-                os.killpg(int(pid), 9)
+        for line in slot.pid_file.read_text().splitlines():
+            pid, _, marker = line.partition(" ")
+            with contextlib.suppress(OSError, ValueError):
+                cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
+                if marker and marker.encode() in cmdline:
+                    os.killpg(int(pid), 9)
     slot.pid_file.write_text("")
 
 
