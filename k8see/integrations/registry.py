@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from k8see.errors import RegistryError
 
@@ -48,6 +51,16 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 #: Ask for lists first: the digest we deploy by is the multi-arch list's.
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 
+#: The OCI "empty" config blob (``{}``): what a placeholder manifest points to.
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+_EMPTY_BLOB = b"{}"
+_EMPTY_DIGEST = "sha256:" + hashlib.sha256(_EMPTY_BLOB).hexdigest()
+#: A digest no manifest has: deleting it asks "may we delete?" and changes nothing.
+_NO_DIGEST = "sha256:" + "0" * 64
+#: Answers worth asking again: throttling and a struggling registry or proxy in front of it.
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Never POST: starting an upload twice leaves an orphaned upload session behind.
+_RETRY_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _DEL_HINT = (
@@ -131,6 +144,9 @@ class OciRegistry:
         username: For basic auth or the token exchange; empty for anonymous.
         password: The password or token; never logged or put into messages.
         timeout_seconds: Per-request timeout.
+        retries: How often a request that met a connection error, a timeout or a
+            429/5xx answer is sent again (exponential backoff with jitter, honouring
+            ``Retry-After``); file bodies are rewound by urllib3 before each attempt.
     """
 
     def __init__(
@@ -141,6 +157,7 @@ class OciRegistry:
         username: str = "",
         password: str | None = None,
         timeout_seconds: float = 30.0,
+        retries: int = 3,
     ) -> None:
         self.host = host
         self.insecure = insecure
@@ -148,7 +165,23 @@ class OciRegistry:
         self._auth = (username, password) if username and password else None
         self._timeout = timeout_seconds
         self._session = requests.Session()
+        policy = Retry(
+            total=retries,
+            backoff_factor=0.5,
+            backoff_jitter=0.25,
+            backoff_max=10.0,
+            status_forcelist=_RETRY_STATUSES,
+            allowed_methods=_RETRY_METHODS,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=policy)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         self._tokens: dict[str, str] = {}
+        #: Whether ``DELETE manifests/<tag>`` works here (OCI 1.1); None until first tried.
+        self._deletes_tags: bool | None = None
+        self._may_delete = False
 
     def close(self) -> None:
         self._session.close()
@@ -284,40 +317,69 @@ class OciRegistry:
     def remove_tags(self, repository: str, tags: Sequence[str]) -> TagDeletion:
         """Delete ``tags`` best-effort: every tag gets an outcome, none raises.
 
-        The distribution API deletes manifests by digest, which also removes every other tag
-        on that digest; on close we delete all of a PR's tags, so that is what we want. Tags
-        are resolved first, so two tags on one digest are both reported deleted.
+        Only the named tags go. Another tag on the same image (``sha-<commit>`` shared by two
+        PRs of one commit, a tag pushed by hand) stays: see ``delete_tag``.
         """
-        by_digest: dict[str, list[str]] = {}
+        deleted: list[str] = []
         absent: list[str] = []
         failed: dict[str, str] = {}
         for tag in tags:
             try:
-                resp = self._request("HEAD", repository, f"manifests/{tag}", accept=MANIFEST_ACCEPT)
-                if resp.status_code == 404:
-                    absent.append(tag)
-                    continue
-                self._check(resp, f"resolve {repository}:{tag}")
-                digest = resp.headers.get("Docker-Content-Digest", "")
-                if not _DIGEST_RE.match(digest):
-                    digest = self.get_manifest(f"{self.host}/{repository}:{tag}").digest
+                (deleted if self.delete_tag(repository, tag) else absent).append(tag)
             except RegistryError as exc:
                 failed[tag] = exc.message
-                continue
-            by_digest.setdefault(digest, []).append(tag)
-        deleted: list[str] = []
-        for digest, on_it in by_digest.items():
-            try:
-                self.delete_manifest(repository, digest)
-            except RegistryError as exc:
-                failed.update(dict.fromkeys(on_it, exc.message))
-                continue
-            deleted += on_it
-        return TagDeletion(
-            deleted=tuple(t for t in tags if t in deleted),
-            absent=tuple(absent),
-            failed=failed,
-        )
+        return TagDeletion(deleted=tuple(deleted), absent=tuple(absent), failed=failed)
+
+    def delete_tag(self, repository: str, tag: str) -> bool:
+        """Delete one tag and nothing else; idempotent.
+
+        Registries that implement OCI 1.1's ``DELETE /v2/<name>/manifests/<tag>`` delete the tag
+        alone. Others (docker-registry 2.x) delete only by digest, which removes every tag on
+        that digest: there the tag is first pointed at a placeholder manifest of its own (an
+        empty config and a unique annotation), and the placeholder's digest is deleted, taking
+        only this tag with it. The image it pointed to stays for the registry's own garbage
+        collection, or for its other tags. This is how regclient's ``tag rm`` works.
+
+        Returns:
+            True when the tag existed, False when it was already gone.
+
+        Raises:
+            RegistryError: the registry refused (deletion disabled, credentials) or failed.
+        """
+        if not _TAG_RE.match(tag):
+            raise RegistryError(f"{tag!r} is not a valid tag.")
+        resp = self._request("HEAD", repository, f"manifests/{tag}", accept=MANIFEST_ACCEPT)
+        if resp.status_code == 404:
+            return False
+        self._check(resp, f"resolve {repository}:{tag}")
+        if self._deletes_tags is not False:
+            resp = self._request("DELETE", repository, f"manifests/{tag}")
+            if resp.status_code in (200, 202):
+                self._deletes_tags = True
+                return True
+            if resp.status_code == 404:
+                return False
+            if resp.status_code not in (400, 405) or self._deletes_tags:
+                self._check(resp, f"delete {repository}:{tag}")
+            self._deletes_tags = False
+        if not self._may_delete:
+            # Never overwrite a tag where the placeholder could not be deleted afterwards.
+            self.delete_manifest(repository, _NO_DIGEST)
+            self._may_delete = True
+        self.push_blob(repository, _EMPTY_DIGEST, _EMPTY_BLOB)
+        placeholder = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_EMPTY, "digest": _EMPTY_DIGEST, "size": 2},
+                "layers": [],
+                "annotations": {"dev.k8see.untagged": f"{repository}:{tag}@{time.time_ns()}"},
+            },
+            sort_keys=True,
+        ).encode()
+        digest = self.put_manifest(repository, tag, placeholder, OCI_MANIFEST)
+        self.delete_manifest(repository, digest)
+        return True
 
     def delete_manifest(self, repository: str, digest: str) -> bool:
         """Delete the manifest ``digest`` and with it every tag on it; idempotent.
@@ -427,8 +489,9 @@ class OciRegistry:
                     hint="Check registry.host and that the registry is running.",
                 ) from exc
             challenge = resp.headers.get("WWW-Authenticate", "")
-            if resp.status_code != 401 or not challenge.lower().startswith("bearer") or token:
+            if resp.status_code != 401 or not challenge.lower().startswith("bearer"):
                 return resp
+            # No token yet, or the one we hold expired (tokens live minutes): exchange once.
             self._tokens[repository] = self._fetch_token(challenge, repository)
         return resp
 

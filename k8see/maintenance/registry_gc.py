@@ -11,7 +11,6 @@ from typing import Any
 import redis
 
 from k8see import metrics, state
-from k8see.errors import RegistryError
 from k8see.integrations.registry import OciRegistry
 from k8see.maintenance.common import pr_states_of
 from k8see.settings import PlatformSettings
@@ -96,7 +95,6 @@ def _collect_tags(
         password=reg.password.get_secret_value() if reg.password else None,
     )
     deleted: dict[str, list[str]] = {}
-    kept_shared: dict[str, list[str]] = {}
     failed: dict[str, dict[str, str]] = {}
     try:
         garbage = cleanup.collect_images(
@@ -105,13 +103,11 @@ def _collect_tags(
             pr_state=pr_states or pr_states_of(settings, client),
         )
         for item in garbage:
-            tags, shared = _unshared(registry, item.repository, item.tags)
-            if shared:
-                kept_shared[item.repository] = shared
+            # Tag by tag: a garbage tag on the same image as a live one takes only itself.
             if dry_run:
-                deleted[item.repository] = tags
+                deleted[item.repository] = list(item.tags)
                 continue
-            outcome = registry.remove_tags(item.repository, tags)
+            outcome = registry.remove_tags(item.repository, item.tags)
             if outcome.deleted:
                 deleted[item.repository] = list(outcome.deleted)
             if outcome.failed:
@@ -120,27 +116,10 @@ def _collect_tags(
     finally:
         registry.close()
     log.info(
-        "Registry GC%s: %d tags deleted in %d repositories, %d kept for a shared image, %d failed.",
+        "Registry GC%s: %d tags deleted in %d repositories, %d failed.",
         " (dry run)" if dry_run else "",
         sum(map(len, deleted.values())),
         len(deleted),
-        sum(map(len, kept_shared.values())),
         sum(map(len, failed.values())),
     )
-    return {"dry_run": dry_run, "deleted": deleted, "kept_shared": kept_shared, "failed": failed}
-
-
-def _unshared(
-    registry: OciRegistry, repository: str, tags: list[str]
-) -> tuple[list[str], list[str]]:
-    """Split ``tags`` into those safe to delete and those whose digest a kept tag also has."""
-    doomed = set(tags)
-    digests: dict[str, str] = {}
-    for tag in registry.list_tags(repository):
-        try:
-            digests[tag] = registry.resolve_digest(f"{repository}:{tag}")
-        except RegistryError:
-            continue  # gone meanwhile: nothing to protect, nothing to delete
-    kept = {digest for tag, digest in digests.items() if tag not in doomed}
-    shared = [t for t in tags if digests.get(t) in kept]
-    return [t for t in tags if t not in shared], shared
+    return {"dry_run": dry_run, "deleted": deleted, "failed": failed}
