@@ -18,13 +18,14 @@ division for the 15 % limit buffer.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from typing import Any
 
 from k8see import names
 from k8see.errors import ConfigError
+from k8see.quantity import QuantityError, ceil_scaled
 
 QUOTA_NAME = "pr-quota"
 LIMITS_NAME = "pr-limits"
@@ -93,42 +94,27 @@ FIXED_COUNTS = {
     "services.nodeports": "0",
 }
 
-_CPU_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
-_MEM_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_MEM_FACTOR_MIB = {
-    "Ki": 1 / 1024,
-    "Mi": 1,
-    "Gi": 1024,
-    "Ti": 1024 * 1024,
-    "k": 1e3 / 2**20,
-    "M": 1e6 / 2**20,
-    "G": 1e9 / 2**20,
-    "T": 1e12 / 2**20,
-    None: 1 / 2**20,
-}
-
 
 def cpu_millicores(value: object, *, field: str = "cpu") -> int:
-    """``"250m"`` → 250, ``"1"`` → 1000, ``"0.5"`` → 500 (rounded up to whole millicores)."""
-    match = _CPU_RE.match(str(value).strip())
-    if not match:
+    """``"250m"`` → 250, ``"1"`` → 1000, ``"0.5"`` → 500 (exact, rounded up to millicores)."""
+    try:
+        return ceil_scaled(value, Decimal("0.001"))
+    except QuantityError as exc:
         raise ConfigError(
             f"{field} {value!r} is not a CPU quantity.",
             hint="Write CPU as millicores ('250m') or cores ('1', '0.5').",
-        )
-    number = float(match.group(1))
-    return int(-(-number // 1)) if match.group(2) else int(-(-number * 1000 // 1))
+        ) from exc
 
 
 def memory_mib(value: object, *, field: str = "memory") -> int:
-    """``"128Mi"`` → 128, ``"1Gi"`` → 1024; other units rounded up to whole MiB."""
-    match = _MEM_RE.match(str(value).strip())
-    if not match:
+    """``"128Mi"`` → 128, ``"1Gi"`` → 1024; other units exact, rounded up to whole MiB."""
+    try:
+        return ceil_scaled(value, 2**20)
+    except QuantityError as exc:
         raise ConfigError(
             f"{field} {value!r} is not a memory or storage quantity.",
             hint="Write sizes with a binary unit, e.g. '256Mi' or '2Gi'.",
-        )
-    return int(-(-float(match.group(1)) * _MEM_FACTOR_MIB[match.group(2)] // 1))
+        ) from exc
 
 
 def format_cpu(millicores: int) -> str:

@@ -36,6 +36,8 @@ from pydantic import (
     model_validator,
 )
 
+from k8see.quantity import parse_quantity
+
 __all__ = [
     "DATABASES",
     "PLATFORM_KEYS",
@@ -214,11 +216,11 @@ class ResourcesConfig(_Strict):
         default limits went unnoticed; k8see applies them, so it must catch the mismatch.
         """
         problems = []
-        if _millicores(self.requests.cpu) > _millicores(self.limits.cpu):
+        if parse_quantity(self.requests.cpu) > parse_quantity(self.limits.cpu):
             problems.append(
                 f"requests.cpu {self.requests.cpu} is above limits.cpu {self.limits.cpu}"
             )
-        if _mebibytes(self.requests.memory) > _mebibytes(self.limits.memory):
+        if parse_quantity(self.requests.memory) > parse_quantity(self.limits.memory):
             problems.append(
                 f"requests.memory {self.requests.memory} is above limits.memory "
                 f"{self.limits.memory}"
@@ -226,14 +228,6 @@ class ResourcesConfig(_Strict):
         if problems:
             raise ValueError("; ".join(problems) + " (raise the limits or lower the requests)")
         return self
-
-
-def _millicores(cpu: str) -> float:
-    return float(cpu[:-1]) if cpu.endswith("m") else float(cpu) * 1000
-
-
-def _mebibytes(memory: str) -> int:
-    return int(memory[:-2]) * (1024 if memory.endswith("Gi") else 1)
 
 
 class NameRef(_Strict):
