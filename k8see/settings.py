@@ -2,19 +2,29 @@
 
 Read once at process start (``cli`` and ``app``) from environment variables with the prefix
 ``K8SEE_`` and ``__`` between group and field, e.g. ``K8SEE_BUILD__TIMEOUT_SECONDS=900``.
-Precedence: environment over an optional settings file (``K8SEE_SETTINGS_FILE``, YAML) over
-the defaults here. Everything below ``cli``/``app`` receives settings as arguments.
+Precedence: arguments given in code (``load_settings(**overrides)``) over the environment over
+an optional settings file (``K8SEE_SETTINGS_FILE``, YAML, read by pydantic-settings'
+``YamlConfigSettingsSource``) over the defaults here; nested groups merge field by field.
+Everything below ``cli``/``app`` receives settings as arguments.
 """
 
 from __future__ import annotations
 
 import string
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from k8see.errors import ConfigError
 
 #: The reference system's default preview domain (reference §1.4).
 DEFAULT_DOMAIN = "k8s-ee.genesluna.dev"
@@ -471,29 +481,57 @@ class PlatformSettings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the settings file ``load_settings`` names."""
+        file = _SETTINGS_FILE.get()
+        if file is None:
+            return init_settings, env_settings, file_secret_settings
+        yaml_file = YamlConfigSettingsSource(
+            settings_cls, yaml_file=file, yaml_file_encoding="utf-8"
+        )
+        return init_settings, env_settings, yaml_file, file_secret_settings
+
+
+#: The settings file of the ``load_settings`` call in progress (pydantic-settings asks for its
+#: sources on a class method, without the call's arguments).
+_SETTINGS_FILE: ContextVar[Path | None] = ContextVar("k8see_settings_file", default=None)
+
 
 def load_settings(file: str | Path | None = None, **overrides: Any) -> PlatformSettings:
-    """Settings from the environment, over an optional YAML file, over defaults."""
-    data: dict[str, Any] = {}
-    if file:
-        loaded = yaml.safe_load(Path(file).read_text()) or {}
-        if isinstance(loaded, dict):
-            data.update(loaded)
-    data.update(overrides)
-    # pydantic-settings gives init kwargs precedence over the environment; we want the
-    # reverse for the file, so build from env first and merge the file underneath.
-    from_env = PlatformSettings()
-    if not data:
-        return from_env
-    merged = _deep_merge(data, from_env.model_dump(exclude_unset=True))
-    return PlatformSettings.model_validate(merged)
+    """Settings: ``overrides`` over the environment over the YAML ``file`` over defaults.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML or not a mapping.
+    """
+    path = _checked_file(Path(file)) if file else None
+    token = _SETTINGS_FILE.set(path)
+    try:
+        return PlatformSettings(**overrides)
+    finally:
+        _SETTINGS_FILE.reset(token)
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def _checked_file(path: Path) -> Path:
+    """``path`` if it holds a YAML mapping; a clear error naming it otherwise."""
+    hint = "K8SEE_SETTINGS_FILE names a YAML file shaped like docs/configuration.md's groups."
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Settings file {path} cannot be read: {exc}.", hint=hint) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"Settings file {path} is not valid YAML{where}.", hint=hint) from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(
+            f"Settings file {path} holds a {type(loaded).__name__}, not a mapping.", hint=hint
+        )
+    return path
