@@ -6,7 +6,7 @@ export PATH := $(ROOT)/.tools/bin:$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 EXAMPLE ?= hello
 
-.PHONY: bootstrap test drills lint format bench demo schema clean worker-image worker-base
+.PHONY: bootstrap test drills lint format bench demo schema chart-docs clean worker-image worker-base
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -36,6 +36,10 @@ demo: bootstrap
 
 schema: bootstrap
 	@$(VENV)/bin/k8see schema > config/k8s-ee.schema.json
+
+# The charts' READMEs: their values tables are generated from values.yaml (helm-docs).
+chart-docs: bootstrap
+	@bash scripts/chart-docs.sh
 
 # The worker image (workers/Dockerfile) with buildah; BASE_IMAGE, IMAGE, PLATFORM overridable.
 worker-image: bootstrap

