@@ -229,6 +229,12 @@ class DeploySettings(BaseModel):
     chart_path: str = ""
     """The app chart; empty means ``charts/k8s-ee-app`` shipped with k8see."""
 
+    preview_secrets_namespace: str = "{projectId}-preview-secrets"
+    """Where the platform team keeps a project's preview secrets (``{projectId}`` is replaced);
+    Secrets labelled ``k8see.dev/preview-secret=true`` there are copied into each PR namespace
+    when the namespace is annotated ``k8s-ee/repository=<owner>/<repo>`` of the PR. Empty: no
+    copies (docs/environments.md)."""
+
     helm_timeout_seconds: int = 600
     """``helm upgrade --install --atomic --timeout`` (the reference's 10 minutes)."""
 

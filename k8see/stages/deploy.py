@@ -13,7 +13,9 @@ idempotent so a redelivered task converges (reference §2.4, §2.6):
 1. the namespace ``{projectId}-pr-{N}``, created or ownership-checked and relabelled, with
    the RoleBindings that give the platform's pools their rights inside it;
 2. ResourceQuota, LimitRange, the five NetworkPolicies and the registry pull secret,
-   re-applied on every deploy (so a rotated registry password reaches the namespace);
+   re-applied on every deploy (so a rotated registry password reaches the namespace), and
+   the project's preview secrets copied from the platform's source namespace
+   (``preview_secrets``; an ``envFrom`` Secret it does not provide stops the deploy here);
 3. a stuck release (failed, pending-*) is uninstalled;
 4. ``helm upgrade --install --atomic --wait`` of the app chart by digest. While helm waits,
    the pods are watched: a crash loop, an image that cannot be pulled or a quota refusal
@@ -33,7 +35,7 @@ from typing import Any
 
 from k8see import names, quota
 from k8see.errors import DeployFailed, HelmError, Where
-from k8see.integrations import health, helm, kube, kubeproxy, registry_access
+from k8see.integrations import health, helm, kube, kubeproxy, preview_secrets, registry_access
 from k8see.integrations.github import make_client
 from k8see.run import Run
 from k8see.settings import PlatformSettings
@@ -166,6 +168,24 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
         secret = pull_secret(settings, namespace=namespace, project_id=project_id, pr=run.pr)
         manifests += [secret] if secret else []
         applied = kube.apply_objects(api=api, namespace=namespace, manifests=manifests)
+        secrets = preview_secrets.sync(
+            api=api,
+            template=settings.deploy.preview_secrets_namespace,
+            repo=run.repo,
+            project_id=project_id,
+            namespace=namespace,
+            config=validated["config"],
+            config_file=config_file,
+        )
+        if secrets.copied or secrets.removed or secrets.skipped:
+            ctx.log.info(
+                "preview secrets from %s: %d copied, %d removed, %d never copied (%s)",
+                secrets.source,
+                len(secrets.copied),
+                len(secrets.removed),
+                len(secrets.skipped),
+                ", ".join(f"{k}: {v}" for k, v in secrets.skipped.items()) or "none",
+            )
         ctx.renew_lease()
         # helm's own requests go through the retrying proxy (see kubeproxy for why).
         with kubeproxy.for_helm(settings) as helm_api:

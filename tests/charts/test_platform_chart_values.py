@@ -158,3 +158,22 @@ def test_notes_tell_the_installer_what_runs_and_what_to_do_next(kube_env: dict[s
     notes = out.stdout.split("NOTES:", 1)[1]
     assert "worker-build" in notes and "port-forward" in notes and "5555" in notes
     assert "k8see status" in notes
+
+
+def test_the_deploy_pool_reads_secrets_only_in_the_listed_source_namespaces() -> None:
+    docs = render("previewSecrets.namespaces={shop-preview-secrets,cart-preview-secrets}")
+    roles = [d for d in docs if d["kind"] == "Role" and "preview-secrets" in d["metadata"]["name"]]
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and "preview-secrets" in d["metadata"]["name"]
+    ]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == [
+        "cart-preview-secrets",
+        "shop-preview-secrets",
+    ]
+    for role in roles:
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                                  "verbs": ["get", "list"]}]  # fmt: skip
+    assert {s["name"] for b in bindings for s in b["subjects"]} == {f"{FULLNAME}-deploy"}
+    # None by default, and a name that is no namespace is refused
+    assert not [d for d in render() if "preview-secrets" in d["metadata"]["name"]]
+    assert "previewSecrets" in refusal("previewSecrets.namespaces={Not_A_Namespace}")
