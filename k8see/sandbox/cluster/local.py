@@ -75,6 +75,7 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         started = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
+        node.raise_inotify_limits()
         self.slot = node.claim_slot()
         try:
             self.pki = Pki(self.root / "pki")
@@ -102,7 +103,14 @@ class LocalCluster:
         proc = self.processes[name]
         if proc.poll() is not None:
             tail = (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+            hint = ""
+            if "too many open files" in tail:
+                hint = (
+                    "\nHint: the inotify limits are exhausted (several clusters at once?): raise "
+                    "fs.inotify.max_user_instances, e.g. `sysctl -w "
+                    f"fs.inotify.max_user_instances={node.INOTIFY_INSTANCES}`."
+                )
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}{hint}")
 
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import subprocess
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import IO
 
 import yaml
 
+log = logging.getLogger(__name__)
 LOCK_DIR = Path("/run/lock")
 SLOTS = range(1, 201)
 
@@ -307,3 +309,29 @@ def write_kubelet_config(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+#: Per-user inotify instances and watches one machine needs for several local clusters at once
+#: (each kubelet and containerd holds dozens); Debian's defaults (128, ~190k) run out at about
+#: four, and kubelet then exits with "too many open files". kind documents the same limits.
+INOTIFY_INSTANCES = 1024
+INOTIFY_WATCHES = 524288
+
+
+def raise_inotify_limits() -> None:
+    """Raise the machine's inotify limits to what several clusters need, never lower them.
+
+    Only as root (which the node needs anyway); a read-only ``/proc/sys`` (a container) is
+    left alone, and kubelet's own error then says what ran out.
+    """
+    for name, wanted in (
+        ("max_user_instances", INOTIFY_INSTANCES),
+        ("max_user_watches", INOTIFY_WATCHES),
+    ):
+        path = Path("/proc/sys/fs/inotify") / name
+        try:
+            if int(path.read_text()) < wanted:
+                path.write_text(str(wanted))
+                log.info("Raised fs.inotify.%s to %d for the local cluster.", name, wanted)
+        except (OSError, ValueError):
+            continue
