@@ -1,6 +1,6 @@
 """GitHub event → what k8see should do. Pure: no I/O, no clock, no settings.
 
-The rules are the reference's (reference/behaviour.md §2.3 and §2.9):
+The rules are the reference's (docs/configuration.md "Trigger modes"):
 
 ============================  ======================  ======================
 event                         automatic               on-demand

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what the reference never exported (its gap in §8).
+"""Prometheus metrics: what the reference never exported (its gap; docs/operations.md "Metrics").
 
 Updated from ``StageTask`` hooks and the maintenance jobs; served by ``serve()``.
 

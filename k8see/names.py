@@ -28,8 +28,8 @@ DEFAULT_CONFIG_PATH = "k8s-ee.yaml"
 PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 LABEL_VALUE_MAX = 63
 
-#: The Helm release name is always ``app`` (reference §2.6); database objects are named
-#: ``app-<db>`` after it.
+#: The Helm release name is always ``app`` (docs/environments.md "3. The app release");
+#: database objects are named ``app-<db>`` after it.
 RELEASE_NAME = "app"
 MANAGED_BY = "k8see"
 #: Namespaces the reference system created carry this value; k8see adopts them.
@@ -138,7 +138,7 @@ def preview_host(project_id: str, pr: int, domain: str) -> str:
 
 
 def preview_url(project_id: str, pr: int, domain: str) -> str:
-    """``https://{projectId}-pr-{N}.{domain}`` (reference §1.4)."""
+    """``https://{projectId}-pr-{N}.{domain}`` (docs/configuration.md "k8s-ee.yaml")."""
     return f"https://{preview_host(project_id, pr, domain)}"
 
 
@@ -148,7 +148,8 @@ def deployment_name(project_id: str, pr: int) -> str:
 
 
 def sanitize_label_value(value: str, *, fallback: str = "unknown") -> str:
-    """Turn a free string (a branch name) into a valid label value (reference §2.4)."""
+    """Turn a free string (a branch name) into a valid label value (docs/environments.md "1. The
+    namespace")."""
     value = re.sub(r"[^a-zA-Z0-9._-]", "-", value)
     value = re.sub(r"-+", "-", value)
     value = re.sub(r"^[^a-zA-Z0-9]+", "", value)

@@ -1,7 +1,7 @@
 """The namespace guardrails of a preview environment, as plain manifests.
 
 Pure functions: no cluster, no settings object, so ``k8see render`` can print exactly what a
-deploy would apply. Three things live here (reference §3.2-3.4):
+deploy would apply. Three things live here (docs/environments.md "2. Guardrails"):
 
 - the ResourceQuota ``pr-quota``, computed from what the environment will run. For the
   default sizes it reproduces the reference's "Computed results" table exactly; anything
@@ -56,16 +56,17 @@ class Budget:
 
 
 GI = 1024
-#: The app alone (reference §3.2 "Base").
+#: The app alone (docs/environments.md "2. Guardrails", the quota's base).
 APP_BASE = Budget(100, 300, 256, 512, 1 * GI, 1, 5, 3)
 #: One extra app pod during a rolling update.
 ROLLING_HEADROOM = Budget(100, 300, 256, 512)
-#: The app container's defaults (reference §3.6); the base above was sized for them.
+#: The app container's defaults (docs/environments.md "3. The app release"); the base above was
+#: sized for them.
 APP_DEFAULT_RESOURCES = {
     "requests": {"cpu": "50m", "memory": "128Mi"},
     "limits": {"cpu": "200m", "memory": "384Mi"},
 }
-#: Per-database increments for the default sizes (reference §3.2).
+#: Per-database increments for the default sizes (docs/environments.md "2. Guardrails").
 DB_INCREMENT = {
     "postgresql": Budget(250, 500, 256, 512, 2 * GI, 1, 2, 3),
     "mongodb": Budget(500, 1000, 320, 640, 3 * GI, 2, 2, 1),
@@ -73,7 +74,7 @@ DB_INCREMENT = {
     "minio": Budget(200, 1000, 384, 1024, 2 * GI, 1, 2, 2),
     "mariadb": Budget(150, 300, 128, 256, 2 * GI, 1, 1, 1),
 }
-#: The database server's default container resources (reference §3.7).
+#: The database server's default container resources (docs/environments.md "3a. Databases").
 DB_DEFAULT_RESOURCES = {
     "postgresql": ("100m", "256Mi", "500m", "512Mi"),
     "mongodb": ("100m", "256Mi", "500m", "512Mi"),
@@ -239,7 +240,7 @@ def quota_hard(
 
 
 def platform_labels(*, project_id: str, pr: int, kind: str = "ephemeral") -> dict[str, str]:
-    """Labels of the objects k8see applies itself (reference §3.1)."""
+    """Labels of the objects k8see applies itself (docs/environments.md "1. The namespace")."""
     return {
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
         names.LABEL_TYPE: kind,
@@ -277,7 +278,8 @@ def limit_range(
     databases: Mapping[str, Mapping[str, Any] | None] | Iterable[str] = (),
     resources: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The LimitRange ``pr-limits`` (reference §3.3), its maxima raised to fit the config."""
+    """The LimitRange ``pr-limits`` (docs/environments.md "2. Guardrails"), its maxima raised to
+    fit the config."""
     options = dict(databases) if isinstance(databases, Mapping) else dict.fromkeys(databases)
     limits = (resources or {}).get("limits") or {}
     max_cpu = max(1000, cpu_millicores(limits.get("cpu") or "0"))
@@ -343,7 +345,7 @@ def api_server_cidrs(addresses: Iterable[str]) -> list[str]:
 #: The API server ports the egress policy opens when the real ones are not known: the
 #: Service's usual port and kubeadm's default listening port.
 DEFAULT_API_PORTS = (443, 6443)
-#: Private ranges kept out of the open internet egress rule (reference §3.4).
+#: Private ranges kept out of the open internet egress rule (docs/environments.md "2. Guardrails").
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 #: Kept out of it too: "this network", loopback, link-local (the cloud metadata address
 #: 169.254.169.254 among them), CGNAT (where some clusters put pods or nodes, and Alibaba its
@@ -392,7 +394,7 @@ def network_policies(
     dns_namespace: str = "kube-system",
     denied_cidrs: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
-    """The five NetworkPolicies of reference §3.4, all selecting every pod.
+    """The five NetworkPolicies (docs/environments.md "2. Guardrails"), all selecting every pod.
 
     No cross-namespace traffic except from the ingress controller (to ``app_port``) and from
     Prometheus; egress to the namespace, DNS, the API server (operators' sidecars need it;

@@ -19,7 +19,8 @@ class Action(enum.StrEnum):
 
     DEPLOY = "deploy"
     DESTROY = "destroy"
-    #: on-demand mode: a push redeploys only if an environment exists (reference §2.3).
+    #: on-demand mode: a push redeploys only if an environment exists (docs/configuration.md
+    #: "Trigger modes").
     REDEPLOY_IF_EXISTS = "redeploy-if-exists"
     SKIP = "skip"
     #: a PR command answered outside the deploy pipeline (/help, /preserve, /unpreserve); it

@@ -26,7 +26,7 @@ from pydantic_settings import (
 
 from k8see.errors import ConfigError
 
-#: The reference system's default preview domain (reference §1.4).
+#: The reference system's default preview domain (docs/configuration.md "k8s-ee.yaml").
 DEFAULT_DOMAIN = "k8s-ee.genesluna.dev"
 
 

@@ -1,4 +1,4 @@
-"""GitHub event → action, exactly as reference §2.3 and §2.9, with strict commands.
+"""GitHub event → action, with strict commands (docs/configuration.md "Trigger modes").
 
 Covered: the trigger table for both modes, from payloads and from flags; close → destroy in
 both modes with ``merged`` carried; strict command parsing (first line, exact word);
@@ -66,7 +66,7 @@ def comment_payload(
     }
 
 
-# The table of reference §2.9 (and the resolve-action table of §2.3).
+# The reference's event table and its resolve-action table.
 PR_TABLE = [
     ("automatic", "opened", Action.DEPLOY),
     ("automatic", "reopened", Action.DEPLOY),

@@ -1,4 +1,4 @@
-"""The namespace guardrails as pure manifests (reference §3.2-3.4).
+"""The namespace guardrails as pure manifests (docs/environments.md "2. Guardrails").
 
 Covers: every row of the reference's "Computed results" quota table for default sizes; the
 fixed counts; growth (never shrinkage) with larger app resources, database resources,
@@ -16,7 +16,7 @@ import pytest
 from k8see import quota
 from k8see.errors import ConfigError
 
-# config, req.cpu, lim.cpu, req.mem, lim.mem, storage, PVC, pods, svc (reference §3.2)
+# config, req.cpu, lim.cpu, req.mem, lim.mem, storage, PVC, pods, svc (the reference's table)
 TABLE = [
     ((), "200m", "690m", "512Mi", "1177Mi", "1Gi", "1", "5", "3"),
     (("postgresql",), "450m", "1265m", "768Mi", "1766Mi", "3Gi", "2", "7", "6"),

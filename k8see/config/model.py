@@ -1,6 +1,6 @@
 """The ``k8s-ee.yaml`` schema as pydantic models.
 
-Every field, default and constraint of the reference schema (reference/behaviour.md §1) is
+Every field, default and constraint of the reference schema (docs/configuration.md "k8s-ee.yaml") is
 here, so the JSON Schema in ``config/k8s-ee.schema.json`` is generated from this module rather
 than kept by hand. Where the reference has a gap this module closes it on purpose:
 
@@ -465,7 +465,7 @@ class RepoConfig(_Strict):
         return self.databases.enabled_names()
 
     def database_values(self, name: str) -> dict[str, Any]:
-        """The subchart values for database ``name`` (reference §1.3)."""
+        """The subchart values for database ``name`` (docs/configuration.md "Every field")."""
         return self.databases.subchart_values(name)
 
     def to_dict(self) -> dict[str, Any]:

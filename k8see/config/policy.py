@@ -1,4 +1,5 @@
-"""Which organizations and repositories may use the platform (reference §6.1).
+"""Which organizations and repositories may use the platform (docs/configuration.md "Platform
+allowlist").
 
 The file format is the reference's ``allowed-orgs.json`` (``mode`` allowlist, denylist or
 disabled; ``organizations``; ``repositories``), so existing files keep working. Two things

@@ -34,8 +34,8 @@ __all__ = [
     "ecr_host",
 ]
 
-#: The reference's only rule (§2.5): untagged images (left by overwritten ``pr-N`` pushes)
-#: expire 7 days after they were pushed.
+#: The reference's only rule (docs/images.md "ECR"): untagged images (left by overwritten
+#: ``pr-N`` pushes) expire 7 days after they were pushed.
 LIFECYCLE_POLICY: dict[str, Any] = {
     "rules": [
         {
@@ -91,7 +91,7 @@ class EcrAuthorization:
 
 
 def ecr_host(*, account: str, region: str) -> str:
-    """``<account>.dkr.ecr.<region>.amazonaws.com`` (reference §7)."""
+    """``<account>.dkr.ecr.<region>.amazonaws.com`` (docs/images.md "Registry")."""
     return f"{account}.dkr.ecr.{region}.amazonaws.com"
 
 
@@ -315,7 +315,7 @@ def _error(exc: BaseException, what: str) -> RegistryError:
         hint = (
             "The worker's AWS identity may not do this: it needs ecr:GetAuthorizationToken, "
             "CreateRepository, Get/PutLifecyclePolicy, BatchDeleteImage and the push actions "
-            "(reference §7)."
+            '(docs/operations.md, "ECR permissions").'
         )
     elif code in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"):
         hint = "The ECR API is not reachable; check registry.aws_endpoint_url and the network."

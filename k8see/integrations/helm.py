@@ -46,7 +46,8 @@ __all__ = [
 
 T = TypeVar("T")
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
-#: Release states left behind by an interrupted or failed helm run (reference §2.6 step 3).
+#: Release states left behind by an interrupted or failed helm run (docs/environments.md "3. The
+#: app release" step 3).
 STUCK_STATUSES = ("failed", "pending-install", "pending-upgrade", "pending-rollback")
 #: Longest error message kept from helm's output.
 MAX_MESSAGE_CHARS = 400

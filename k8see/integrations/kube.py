@@ -9,9 +9,10 @@ deleting a namespace, stuck finalizers included, is in ``namespace_removal``.
 The pools' rights inside a PR namespace come from RoleBindings that ``ensure_namespace``
 writes there, so no pool needs those rights in every namespace (docs/operations.md).
 
-Ownership (reference §2.4): a namespace is k8see's to touch only when it is labelled
-``app.kubernetes.io/managed-by`` ``k8see`` (or the reference's ``github-actions``, adopted)
-and its ``k8s-ee/repository`` annotation, if set, names the calling repository.
+Ownership (docs/environments.md "1. The namespace"): a namespace is k8see's to touch only when
+it is labelled ``app.kubernetes.io/managed-by`` ``k8see`` (or the reference's
+``github-actions``, adopted) and its ``k8s-ee/repository`` annotation, if set, names the
+calling repository.
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ def _meta(obj: Any) -> tuple[dict[str, str], dict[str, str]]:
 def check_owner(
     *, name: str, labels: Mapping[str, str], annotations: Mapping[str, str], repo: str
 ) -> None:
-    """Refuse a namespace k8see does not own (reference §2.4), saying whose it is."""
+    """Refuse a namespace k8see does not own (docs/environments.md "1. The namespace"), saying
+    whose it is."""
     manager = labels.get(names.LABEL_MANAGED_BY, "")
     if manager not in OWNERS:
         raise PolicyError(
@@ -437,7 +439,8 @@ class ApiServerEndpoint:
 
 
 def api_server_endpoint(*, api: ApiClient) -> ApiServerEndpoint:
-    """The API server's addresses and ports, for the egress policy (reference §3.4).
+    """The API server's addresses and ports, for the egress policy (docs/environments.md "2.
+    Guardrails").
 
     Both the Service's and the endpoints' are needed because some CNIs evaluate policy after
     kube-proxy's DNAT. Endpoints, not EndpointSlices: the deploy pool may ``get`` this one

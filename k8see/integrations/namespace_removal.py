@@ -72,7 +72,8 @@ def delete_namespace(
     poll_seconds: float = 1.0,
     on_poll: Callable[[], None] | None = None,
 ) -> NamespaceRemoval:
-    """Delete a PR namespace k8see owns, unless preserved (reference §2.8), leaving nothing.
+    """Delete a PR namespace k8see owns, unless preserved (docs/environments.md "Destroy"), leaving
+    nothing.
 
     A namespace that is not there is done, not an error; one already terminating (an
     earlier destroy that gave up) is finished. ``on_poll`` runs while waiting (to renew the

@@ -21,7 +21,7 @@ uncommitted changes, should not write the project's cache either.
 
 Why the path checks live here and not only in the config model: the build is where a path
 meets the disk, so this is where ``..``, absolute paths and symlinks that leave the checkout
-are refused (reference §2.5 refuses ``..`` and ``/``; we also resolve symlinks).
+are refused (docs/images.md "Build" refuses ``..`` and ``/``; we also resolve symlinks).
 Tags are ``pr-<N>`` (moves with the PR) and ``sha-<sha>`` (immutable, so a redeploy of an
 older commit needs no rebuild); deployments use the digest.
 """

@@ -1,15 +1,15 @@
 """Cleanup: which environments should go, and which records point at nothing.
 
 The reference ran a CronJob every 6 hours that asked GitHub about every namespace, one by one
-(reference §5.1). Here the decision is a pure function, ``plan()``, over three inputs the
-maintenance task gathers: the k8see-managed namespaces, the environment records, and a PR-state
-lookup. The lookup (``PrStates``) first lists the pulls of each repository with several PRs to
-ask about (``prefetch``: a page of 100 pulls per request, where asking one by one costs a
-request per PR), then asks GitHub about each PR the lists did not answer, at most once per run.
-It caches every answer in Redis for a few minutes (several beat replicas or a manual
-``--dry-run`` reuse it), answers "closed" from the close mark without asking, and stops asking
-after ``max_calls`` requests of either kind (the rest wait for the next run) so a cluster with
-hundreds of PRs cannot exhaust the rate limit.
+(docs/operations.md "Scheduled jobs"). Here the decision is a pure function, ``plan()``, over three
+inputs the maintenance task gathers: the k8see-managed namespaces, the environment records, and a
+PR-state lookup. The lookup (``PrStates``) first lists the pulls of each repository with several PRs
+to ask about (``prefetch``: a page of 100 pulls per request, where asking one by one costs a request
+per PR), then asks GitHub about each PR the lists did not answer, at most once per run. It caches
+every answer in Redis for a few minutes (several beat replicas or a manual ``--dry-run`` reuse it),
+answers "closed" from the close mark without asking, and stops asking after ``max_calls`` requests
+of either kind (the rest wait for the next run) so a cluster with hundreds of PRs cannot exhaust the
+rate limit.
 
 A namespace is destroyed when its PR is closed or merged, when the PR (or its repository) no
 longer exists ("orphaned"), or when it has not been deployed for ``ttl_hours`` ("stale", decided

@@ -1,10 +1,11 @@
 """The comment stage: one sticky PR comment, rendered from the environment record.
 
-The body follows the reference's format (§4: marker first, a heading and a ``Property | Value``
-table per status, a ``---`` footer) and goes past its gaps: every status has a body (queued
-through deploying, superseded, skipped), and it shows the image digest, databases with the
-environment variables they inject, scan counts, stage timings, expiry and preserve details,
-"Merged" from the record, and on failure the stage, the error, its hint and the log tail.
+The body follows the reference's format (docs/github.md "The sticky comment": marker first, a
+heading and a ``Property | Value`` table per status, a ``---`` footer) and goes past its gaps: every
+status has a body (queued through deploying, superseded, skipped), and it shows the image digest,
+databases with the environment variables they inject, scan counts, stage timings, expiry and
+preserve details, "Merged" from the record, and on failure the stage, the error, its hint and the
+log tail.
 
 Everything user-controlled (branch names, error texts, log lines, logins) is escaped so it
 cannot break the table, inject HTML or links, or mention people.

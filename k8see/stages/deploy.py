@@ -6,7 +6,8 @@ the worker's own checkout of the PR's head (GitHub says the PR is open at this c
 fork's commit is approved), and the image is deployed only from the repository's own registry
 path, by the digest the registry has for this run's ``pr-<N>`` and ``sha-<sha>`` tags.
 ``deploy_verified`` is the deploy proper, for results the caller vouches for. Steps, each one
-idempotent so a redelivered task converges (reference §2.4, §2.6):
+idempotent so a redelivered task converges (docs/environments.md "1. The namespace",
+docs/environments.md "3. The app release"):
 
 0. every kind the release renders is served by the cluster (``served_kinds``): a missing
    operator is a ``PolicyError`` naming it, and nothing is written;

@@ -1,9 +1,9 @@
 """What a deploy applies, as plain manifests and Helm values, computed without a cluster.
 
 Pure builders shared by the deploy stage and ``k8see render``: the namespace's labels and
-annotations (reference §3.1), the guardrails (``quota``), the registry pull secret, and the
-app chart's values, every k8s-ee.yaml field included (the reference ignored several). Only
-``render_manifests`` runs a tool: ``helm template``, which needs no cluster.
+annotations (docs/environments.md "1. The namespace"), the guardrails (``quota``), the registry pull
+secret, and the app chart's values, every k8s-ee.yaml field included (the reference ignored
+several). Only ``render_manifests`` runs a tool: ``helm template``, which needs no cluster.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ PSA_LABEL = "pod-security.kubernetes.io"
 def namespace_metadata(
     run: Run, *, project_id: str, pod_security: str = ""
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The PR namespace's labels and annotations (reference §3.1), k8see as manager, and the
-    Pod Security Admission level ``pod_security`` (``deploy.pod_security``) when one is set."""
+    """The PR namespace's labels and annotations (docs/environments.md "1. The namespace"): k8see as
+    manager, and the Pod Security Admission level ``pod_security`` (``deploy.pod_security``) when
+    one is set."""
     labels = {
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
         names.LABEL_TYPE: "ephemeral",
@@ -79,7 +80,7 @@ def guardrail_manifests(
     api_cidrs: list[str],
     api_ports: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Quota, limits and network policies for this config (reference §3.2-3.4).
+    """Quota, limits and network policies for this config (docs/environments.md "2. Guardrails").
 
     ``api_ports`` are the API server's real ports; None (offline) opens 443 and 6443.
     """

@@ -1,11 +1,10 @@
 """The destroy stage: uninstall the app release and delete the PR's namespace.
 
-A destroy from a close event may carry no validated config (nothing was fetched), so the
-namespace is found by its labels and annotation: ``k8s-ee/pr-number=<N>``,
-``k8s-ee/repository=<repo>`` and managed by k8see or the reference (reference §2.8). A
-validated run names its namespace directly. A preserved namespace is kept; one that is gone
-already is done; one that belongs to someone else is never touched. Running it twice ends in
-the same state.
+A destroy from a close event may carry no validated config (nothing was fetched), so the namespace
+is found by its labels and annotation: ``k8s-ee/pr-number=<N>``, ``k8s-ee/repository=<repo>`` and
+managed by k8see or the reference (docs/environments.md "Destroy"). A validated run names its
+namespace directly. A preserved namespace is kept; one that is gone already is done; one that
+belongs to someone else is never touched. Running it twice ends in the same state.
 
 The namespace deletion always runs, even when ``helm uninstall --wait`` runs out of time (a
 release object stuck on a finalizer), and it leaves nothing behind: objects whose finalizers

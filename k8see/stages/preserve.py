@@ -1,6 +1,6 @@
 """Preserve: keep a PR's environment past the PR's close for a while, within limits.
 
-Reference §5.2, with its gaps closed (gap 8):
+The reference's preserve (docs/operations.md "Preserve"), with its gaps closed:
 
 - **Limits.** ``/preserve [hours]`` defaults to 48 hours; the hours are capped by a per-project
   maximum (keyed by repository) and a global one, and by an absolute lifetime: a namespace can

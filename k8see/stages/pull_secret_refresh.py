@@ -78,7 +78,7 @@ def run_pull_secret_refresh(
 
     A pod that restarts after its secret's token expired cannot pull its image
     (``imagePullPolicy: Always``); the reference never refreshed ECR's 12-hour tokens, so
-    preserved environments broke (its §2.6 gap). Namespaces not managed by k8see are never
+    preserved environments broke (a gap of the reference). Namespaces not managed by k8see are never
     touched, and terminating ones are left to finish. The secret is the one the deploy stage
     writes (``deploy_manifests.pull_secret_manifest``), so both always agree.
 

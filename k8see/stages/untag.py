@@ -6,14 +6,14 @@ Output: ``run.result("untag")`` = ``{"repository", "deleted", "failed", "absent"
 (``failed`` lists tags; ``errors`` says why, per tag, without secrets), or ``{"skipped":
 reason, "deleted": [], "failed": []}``.
 
-Why a stage of its own, on the build queue: it talks to the registry with the build pool's
-registry credentials, and a slow or failing registry must not hold the deploy pool or the
-destroy's lease. It is best-effort: nothing here fails the chain, so the destroy comment is
-always posted and says what could not be deleted; and idempotent: a second run finds the
-tags absent. A preserved environment keeps its image (its pods still pull it by digest).
-Which tags: ``pr-<N>`` and every ``sha-*`` tag the PR's builds pushed (reference §2.8 deleted
-only ``pr-<N>`` on ECR and nothing on GHCR). Untagged leftovers expire through the ECR
-lifecycle policy, or the registry's garbage collection.
+Why a stage of its own, on the build queue: it talks to the registry with the build pool's registry
+credentials, and a slow or failing registry must not hold the deploy pool or the destroy's lease. It
+is best-effort: nothing here fails the chain, so the destroy comment is always posted and says what
+could not be deleted; and idempotent: a second run finds the tags absent. A preserved environment
+keeps its image (its pods still pull it by digest). Which tags: ``pr-<N>`` and every ``sha-*`` tag
+the PR's builds pushed (the reference deleted only ``pr-<N>`` on ECR and nothing on GHCR;
+docs/images.md "On close: the untag stage"). Untagged leftovers expire through the ECR lifecycle
+policy, or the registry's garbage collection.
 """
 
 from __future__ import annotations

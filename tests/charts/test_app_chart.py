@@ -1,7 +1,7 @@
 """The app chart, rendered by the real helm binary (no cluster needed).
 
 Covers: ``helm lint --strict`` of every ``ci/*-values.yaml`` scenario; names, labels and
-selectors of §3.1/§3.6; the hardened pod; image by digest or tag; every value k8see passes
+selectors (docs/environments.md); the hardened pod; image by digest or tag; every value k8see passes
 changing the rendered manifest as it says (resources, env, envFrom, writableDirs, ingress
 enabled/class/annotations, metrics and metricsPath, priorityClassName, imagePullSecrets,
 probes on healthPath, app port); the ConfigMap checksum following env; ``helm lint --strict``

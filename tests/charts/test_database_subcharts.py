@@ -2,7 +2,7 @@
 
 Covers: ``helm lint --strict`` of each subchart on its own; each database alone and all five
 together rendered from a k8s-ee.yaml through ``deploy_manifests.helm_values`` (object names
-``app-<db>``, the §3.6 connection variables from Secrets, one wait init container per database
+``app-<db>``, the connection variables from Secrets, one wait init container per database
 with no password on its command line, ``storage: "2Gi"`` reaching the subchart's volume size,
 pass-through options); the output validated against the Kubernetes 1.31 schemas
 (kubernetes-validate, offline) and passing Trivy's misconfiguration scan with no HIGH or
@@ -33,7 +33,7 @@ from tests.conftest import ROOT, require_tool
 CHART = ROOT / "charts" / "k8s-ee-app"
 DATABASES = ("postgresql", "mongodb", "redis", "minio", "mariadb")
 DIGEST = "sha256:" + "cd" * 32
-#: The connection variables each database gives the app container (reference §3.6).
+#: The connection variables each database gives the app container (docs/environments.md "3a").
 ENV = {
     "postgresql": {"DATABASE_URL", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD"},
     "mongodb": {"MONGODB_URL", "MONGODB_URI", "MONGODB_DATABASE"},

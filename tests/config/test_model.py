@@ -1,8 +1,8 @@
-"""The k8s-ee.yaml model: every default and constraint of reference §1, and the schema file.
+"""The k8s-ee.yaml model: every default and constraint (docs/configuration.md), and the schema file.
 
 Covered: pinned defaults; accepted and refused values per field (including the gaps closed on
 purpose: query strings in healthPath, fractional CPU, image.repository); database enablement
-and subchart values (§1.3); to_dict round trip; the committed JSON Schema files match the
+and subchart values; to_dict round trip; the committed JSON Schema files match the
 models and agree with the model on sample documents.
 """
 
@@ -191,7 +191,7 @@ def test_resources_sections_refuse_other_keys() -> None:
 @pytest.mark.parametrize(
     ("resources", "expected"),
     [
-        # The reference fills every field it is not given from its defaults (reference §1.3).
+        # The reference fills every field it is not given from its defaults.
         ({"limits": {"memory": "512Mi"}}, ("50m", "128Mi", "200m", "512Mi")),
         ({"limits": {"cpu": "1"}}, ("50m", "128Mi", "1", "384Mi")),
         ({"requests": {"cpu": "100m"}}, ("100m", "128Mi", "200m", "384Mi")),

@@ -1,4 +1,4 @@
-"""The org/repository allowlist (reference §6.1), failing closed.
+"""The org/repository allowlist (docs/configuration.md "Platform allowlist"), failing closed.
 
 Covered: the three modes; organizations and single repositories; case-insensitive matching;
 an empty allowlist denies everyone; a missing, unreadable, non-JSON or invalid file refuses

@@ -2,8 +2,8 @@
 test app (``testapp_image``) running as the PR's app, pulled by the node from the session's
 registry by digest.
 
-Covers: a first deploy reaching ready with the namespace labels and annotations of §3.1, the
-quota/limits/policies of §3.2-3.4 and the app by digest; a second deploy with changed env
+Covers: a first deploy reaching ready with the namespace labels and annotations, the
+quota/limits/policies (docs/environments.md) and the app by digest; a second deploy with changed env
 (new revision, new ConfigMap, pod restarted through the checksum); the health check
 accepting 204; and the failures a PR author can fix: a crash-looping app (fails fast with
 CrashLoopBackOff), an image that cannot be pulled (a digest the registry does not have), a
