@@ -107,7 +107,6 @@ def sealed_namespace(
     subnet: str,
     denied: Sequence[str] = (),
     allowed: Sequence[str] = (),
-    lock_dir: Path = LOCK_DIR,
 ) -> Iterator[Path]:
     """Yield the path of a fresh sealed network namespace for one build (see the module).
 
@@ -124,6 +123,7 @@ def sealed_namespace(
                 "steps get no network at all).",
             )
     net = ipaddress.IPv4Network(subnet)
+    lock_dir = LOCK_DIR  # one per network namespace: slot n names interfaces and chains
     lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     slots = net.num_addresses // 4
     for slot in range(slots):
