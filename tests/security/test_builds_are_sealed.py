@@ -2,13 +2,15 @@
 
 Aspects: with the platform's default ``build.network`` (``sealed``) and with ``none``, a
 Dockerfile whose RUN step talks to the worker's Redis on loopback (``SET`` and ``PING``), the
-registry's catalog and 169.254.169.254 gets nowhere, and the key is not in Redis, while the
-build itself (base image pulled from the local registry, push, both platforms with the arm64
-step under qemu) succeeds; the same Dockerfile with ``host`` (an explicit opt-in) does reach
-Redis and the catalog, which is what the sealed runs are compared with. A sealed step is not
-``none`` in disguise: it has a route, and an address in ``build.network_allowed_cidrs`` on the
-worker answers it, while the same address is closed without that entry. The setting's default
-and the refusal of sealed networking under chroot isolation are pinned.
+registry's catalog and a metadata service at 169.254.169.254 (a real HTTP server in a network
+namespace of the test's, routed from the worker's like a cloud's) gets nowhere, and the key is
+not in Redis, while the build itself (base image pulled from the local registry, push, both
+platforms with the arm64 step under qemu) succeeds; the same Dockerfile with ``host`` (an
+explicit opt-in) does reach Redis, the catalog and the metadata, which is what the sealed runs
+are compared with. A sealed step is not ``none`` in disguise: it has a route, and an address in
+``build.network_allowed_cidrs`` on the worker answers it, while the same address is closed
+without that entry. The setting's default and the refusal of sealed networking under chroot
+isolation are pinned.
 
 Real buildah (OCI isolation, runc), a real redis-server and registry, real iptables.
 """
@@ -18,7 +20,10 @@ from __future__ import annotations
 import http.server
 import shutil
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,9 +44,62 @@ RUN printf 'SET k8see:pwned-{run_id} yes\\r\\nQUIT\\r\\n' | nc 127.0.0.1 {redis}
       > /redis-set.txt 2>&1; \\
     printf 'PING\\r\\nQUIT\\r\\n' | nc 127.0.0.1 {redis} > /redis-ping.txt 2>&1; \\
     wget -q -O /catalog.txt http://{registry}/v2/_catalog; echo "registry=$?" > /results.txt; \\
-    wget -q -O /meta.txt http://169.254.169.254/latest/meta-data/; \\
+    wget -q -O - http://{metadata}/latest/meta-data/ > /meta.txt; \\
     echo "metadata=$?" >> /results.txt; uname -m > /arch.txt; true
 """
+
+
+METADATA = "169.254.169.254"
+
+
+@pytest.fixture
+def metadata_service(tmp_path: Path) -> Iterator[str]:
+    """An HTTP server at 169.254.169.254 in a namespace of its own, routed from the worker's.
+
+    The route (a /32 to a veth) exists only while the test runs; nothing else on these
+    machines uses a metadata address.
+    """
+    ip = require_tool("ip")
+    name = f"k8see-meta-{uuid.uuid4().hex[:6]}"
+    host_if, peer_if = f"km{name[-6:]}h", f"km{name[-6:]}c"
+    root = tmp_path / "metadata" / "latest" / "meta-data"
+    root.mkdir(parents=True)
+    (root / "index.html").write_text("iam-role-credentials\n")
+
+    def run(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+    run(ip, "netns", "add", name)
+    server = None
+    try:
+        run(ip, "link", "add", host_if, "type", "veth", "peer", "name", peer_if, "netns", name)
+        run(ip, "link", "set", host_if, "up")
+        run(ip, "-n", name, "link", "set", peer_if, "up")
+        run(ip, "-n", name, "link", "set", "lo", "up")
+        run(ip, "-n", name, "addr", "add", f"{METADATA}/32", "dev", peer_if)
+        run(ip, "-n", name, "route", "add", "default", "dev", peer_if)
+        run(ip, "route", "add", f"{METADATA}/32", "dev", host_if)
+        server = subprocess.Popen(
+            [ip, "netns", "exec", name, sys.executable, "-m", "http.server", "80",
+             "--bind", METADATA, "--directory", str(tmp_path / "metadata")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection((METADATA, 80), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield METADATA
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        subprocess.run([ip, "link", "del", host_if], capture_output=True, check=False)
+        subprocess.run([ip, "netns", "del", name], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -95,20 +153,23 @@ def test_a_run_step_reaches_redis_the_registry_and_metadata_only_on_the_host_net
     tmp_path: Path,
     redis_server: RedisServer,
     images: tuple[LocalRegistry, dict[str, str], Path],
+    metadata_service: str,
 ) -> None:
     # Given a worker with this build.network and its Redis and registry on loopback
     isolation = "chroot" if network == "host" else "oci"
     settings = settings_for(tmp_path, images, network=network, isolation=isolation)
     registry = images[0]
     run_id = uuid.uuid4().hex
-    dockerfile = ATTACK.format(run_id=run_id, redis=redis_server.port, registry=registry.host)
+    dockerfile = ATTACK.format(
+        run_id=run_id, redis=redis_server.port, registry=registry.host, metadata=metadata_service
+    )
     # When a PR's Dockerfile attacks them from a RUN step, on both platforms
     image = build(settings, tmp_path, dockerfile, ["linux/amd64", "linux/arm64"])
     # Then the build succeeded all the same, the arm64 step ran under qemu
     client = registry.client()
     files = {
         name: read_image_file(client, image, "linux/arm64", f"/{name}.txt").decode()
-        for name in ("redis-set", "redis-ping", "results", "arch")
+        for name in ("redis-set", "redis-ping", "results", "arch", "meta")
     }
     client.close()
     assert files["arch"].strip() == "aarch64"
@@ -120,6 +181,7 @@ def test_a_run_step_reaches_redis_the_registry_and_metadata_only_on_the_host_net
         assert "+OK" in files["redis-set"]
         assert "+PONG" in files["redis-ping"] or "NOAUTH" in files["redis-ping"]
         assert results["registry"] == "0"
+        assert results["metadata"] == "0" and files["meta"] == "iam-role-credentials\n"
         return
     # And sealed or without a network, nothing answered: no Redis reply, no catalog
     assert stored is None
@@ -127,7 +189,7 @@ def test_a_run_step_reaches_redis_the_registry_and_metadata_only_on_the_host_net
         assert not reply.startswith(("+", "-")), reply  # how every Redis answer starts
         assert "can't connect" in reply, reply
     assert results["registry"] != "0"
-    assert results["metadata"] != "0"
+    assert results["metadata"] != "0" and "iam-role" not in files["meta"]
     # And nothing of the sealed network is left behind
     assert not [name for name in socket.if_nameindex() if name[1].startswith("k8sb")]
 
