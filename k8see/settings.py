@@ -10,6 +10,7 @@ Everything below ``cli``/``app`` receives settings as arguments.
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from contextvars import ContextVar
 from pathlib import Path
@@ -143,9 +144,38 @@ class BuildSettings(BaseModel):
     ``CONTAINERS_REGISTRIES_CONF``; empty: the system's. The demo points docker.io at the
     local base-image mirror with it."""
 
-    isolation: Literal["chroot", "oci"] = "chroot"
-    """How buildah runs RUN steps: chroot needs no runtime or user namespaces (works as root
-    in a container); oci needs a runtime such as runc or crun."""
+    isolation: Literal["chroot", "oci"] = "oci"
+    """How buildah runs RUN steps: oci (runc) gives each step its own namespaces, the network
+    one included, which ``network`` sealed and none need; chroot needs no runtime or user
+    namespaces (a rootless build pool) but runs steps in the worker's network, so it goes
+    only with ``network: host``."""
+
+    network: Literal["sealed", "none", "host"] = "sealed"
+    """What a RUN step (the pull request's code) reaches. ``sealed``: a network namespace of
+    its own per build, with internet egress and DNS to the worker's nameservers but no route
+    to the worker (its loopback services: Redis, the registry, anything local), private,
+    link-local (the metadata address 169.254.169.254), CGNAT and multicast ranges, nor
+    ``network_denied_cidrs``; needs root or CAP_NET_ADMIN + CAP_SYS_ADMIN, iproute2 and
+    iptables on the build worker. ``none``: only the step's own loopback (builds that
+    download nothing). ``host``: the worker's network, everything it reaches included; only
+    for a build pool that can do neither, behind an egress NetworkPolicy (the platform
+    chart's rootless default). buildah itself (base images, cache, push) always uses the
+    worker's network."""
+
+    network_subnet: str = "10.231.0.0/24"
+    """``sealed``: the IPv4 range of the per-build links between worker and step namespace
+    (a ``/30`` each, so a ``/24`` serves 64 concurrent builds on a worker). Pick one that no
+    address a build must reach lies in."""
+
+    network_denied_cidrs: list[str] = Field(default_factory=list)
+    """``sealed``: IPv4 ranges closed to RUN steps besides the always-closed ones above: set
+    the cluster's pod and Service CIDRs when they lie outside the private ranges, and a
+    public Kubernetes API address."""
+
+    network_allowed_cidrs: list[str] = Field(default_factory=list)
+    """``sealed``: ``CIDR`` or ``CIDR:port`` a RUN step may reach although closed otherwise
+    (an in-house package mirror on a private address; the worker's own address for a mirror
+    it serves). Each entry opens what it names to every pull request's build."""
 
     pid_namespace: bool = True
     """Run buildah, and so every RUN step, in a PID namespace of its own (util-linux
@@ -176,6 +206,24 @@ class BuildSettings(BaseModel):
     loopback. ``host`` shares the daemon host's network, loopback included (only for a
     daemon without a bridge, as in k8see's tests); ``none`` leaves a RUN step nothing but its
     own loopback; any other value names a network of the daemon."""
+
+    @model_validator(mode="after")
+    def _network_is_possible(self) -> BuildSettings:
+        if self.network != "host" and self.isolation == "chroot" and self.builder == "buildah":
+            raise ValueError(
+                f"build.network {self.network} needs build.isolation oci: chroot isolation "
+                "runs RUN steps in the worker's network; set isolation to oci (runc), or "
+                "network to host knowing that RUN steps then reach what the worker reaches"
+            )
+        ipaddress.IPv4Network(self.network_subnet)
+        for entry in self.network_denied_cidrs:
+            ipaddress.IPv4Network(entry, strict=False)
+        for entry in self.network_allowed_cidrs:
+            net, _, port = entry.partition(":")
+            ipaddress.IPv4Network(net.strip(), strict=False)
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"network_allowed_cidrs: {entry!r} has no valid port")
+        return self
 
     @model_validator(mode="after")
     def _sources_outlive_a_build(self) -> BuildSettings:

@@ -31,8 +31,9 @@ TRIVY_SHA256="45925bac2d4d1574d059b078e80d362ad9713487293b1f8c12ddc2859b75d4a2"
 # chromium: the headless browser of the Flower test (tests/e2e/test_operations.py).
 # docker-compose: validates docker-compose.yml (tests/test_compose.py).
 # containerd, runc, containernetworking-plugins, iproute2: the local cluster's node.
+# runc, iproute2, iptables: sealed RUN steps (build.network, tests/security).
 APT_PACKAGES=(git redis-server buildah qemu-user-static docker-registry docker.io chromium docker-compose
-  containerd runc containernetworking-plugins iproute2)
+  containerd runc containernetworking-plugins iproute2 iptables)
 
 say() { printf '  %-16s %s\n' "$1" "$2"; }
 die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }

@@ -10,6 +10,10 @@ Untrusted code runs here (the pull request's Dockerfile), so a build gets a mini
 environment built from scratch (never the worker's, which holds cluster and GitHub
 credentials), registry credentials only through a private auth file, and (``pid_namespace``)
 a PID namespace of its own, so a ``RUN`` step can neither list nor signal the worker.
+``network`` decides what a step reaches: ``sealed`` (the platform's default) a network
+namespace of its own with the internet but nothing of the worker
+(``k8see.integrations.buildnet``), ``none`` only its own loopback, ``host`` the worker's
+network, loopback services and metadata address included.
 
 With a cache repository, a worker with an empty storage pulls steps from the registry
 (``--cache-from``) instead of running them, and a build with new inputs pushes its steps there
@@ -27,8 +31,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +48,7 @@ from k8see.integrations.buildcache import (
     push_anchors,
     steps_run,
 )
+from k8see.integrations.buildnet import sealed_namespace
 from k8see.integrations.buildstorage import (
     BuildScope,
     cache_was_pushed,
@@ -69,6 +74,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Lines of build output kept for the error shown to the PR author.
 ERROR_TAIL_LINES = 20
+#: What a RUN step's network may be (``build.network``).
+NETWORKS = ("sealed", "none", "host")
 #: The platforms the reference allows (build-image input validation).
 KNOWN_PLATFORMS = frozenset(
     f"linux/{a}"
@@ -208,6 +215,16 @@ class BuildahBuilder:
             tools): ``storage_dir`` itself, cache written.
         storage_max_idle_seconds: With a ``scope``, other scopes' storage dirs unused for
             longer than this are deleted when a build starts; 0 keeps them.
+        network: What ``RUN`` steps reach: ``sealed`` (a namespace of their own with only
+            internet egress, see ``k8see.integrations.buildnet``), ``none`` (only their own
+            loopback) or ``host`` (the worker's network: its loopback services, the cluster,
+            the metadata address). ``sealed`` and ``none`` need ``isolation="oci"``; the
+            default here is the old behaviour, the platform's (``build.network``) is sealed.
+        network_subnet: ``sealed``: the IPv4 range the per-build ``/30`` links come from.
+        network_denied: ``sealed``: CIDRs closed besides private, loopback, link-local,
+            CGNAT and multicast ranges (the cluster's CIDRs outside them).
+        network_allowed: ``sealed``: ``CIDR`` or ``CIDR:port`` a step may reach despite
+            the closed ranges and the worker itself (an in-house package mirror).
         binary: The buildah executable.
         unshare: The util-linux ``unshare`` executable (used when ``pid_namespace``).
         path: The PATH a build sees.
@@ -226,6 +243,10 @@ class BuildahBuilder:
         cache_repository: str = "",
         scope: BuildScope | None = None,
         storage_max_idle_seconds: float = 0,
+        network: str = "host",
+        network_subnet: str = "10.231.0.0/24",
+        network_denied: Sequence[str] = (),
+        network_allowed: Sequence[str] = (),
         binary: str = "buildah",
         unshare: str = "unshare",
         path: str = DEFAULT_PATH,
@@ -240,6 +261,18 @@ class BuildahBuilder:
         self.cache_repository = cache_repository
         self.scope = scope
         self.storage_max_idle_seconds = storage_max_idle_seconds
+        if network not in NETWORKS:
+            raise IntegrationError(f"Build network {network!r} is not one of {NETWORKS}.")
+        if network != "host" and isolation == "chroot":
+            raise IntegrationError(
+                f"Build network {network!r} needs OCI isolation: under chroot isolation RUN "
+                "steps share the worker's network.",
+                hint="Set build.isolation to oci (needs runc), or build.network to host.",
+            )
+        self.network = network
+        self.network_subnet = network_subnet
+        self.network_denied = tuple(network_denied)
+        self.network_allowed = tuple(network_allowed)
         #: buildah's own storage for this builder's builds.
         self.storage = storage_dir if scope is None else scope_dir(storage_dir, scope)
         self.writes_cache = scope is None or scope.trusted
@@ -268,7 +301,11 @@ class BuildahBuilder:
         secrets = [a.password for a in self.auth]
         list_name = f"localhost/k8see-build/{uuid.uuid4().hex[:16]}"
         cache = cache_repository_for(self.cache_repository, image)
-        with self._storage(), tempfile.TemporaryDirectory(prefix="k8see-build-") as scratch:
+        with (
+            self._storage(),
+            tempfile.TemporaryDirectory(prefix="k8see-build-") as scratch,
+            self._network() as network,
+        ):
             env = self._env(Path(scratch))
 
             def tool(
@@ -303,6 +340,7 @@ class BuildahBuilder:
             try:
                 for plat in plats:
                     argv = self._build_argv(plat, context_dir, dockerfile, list_name, build_args)
+                    argv[1:1] = ["--network", network]
                     if cache:
                         key = ""  # needed only by a build that writes the cache
                         if self.writes_cache:
@@ -490,6 +528,19 @@ class BuildahBuilder:
                 "(K8SEE_BUILD__PID_NAMESPACE=false), after which RUN steps can list and "
                 "signal the worker's processes.",
             )
+
+    @contextmanager
+    def _network(self) -> Iterator[str]:
+        """The ``--network`` of this build's steps; a sealed namespace lives as long as it."""
+        if self.network != "sealed":
+            yield self.network
+            return
+        with sealed_namespace(
+            subnet=self.network_subnet,
+            denied=self.network_denied,
+            allowed=self.network_allowed,
+        ) as path:
+            yield f"ns:{path}"
 
     def _storage(self) -> AbstractContextManager[Path]:
         """Holds the build's storage dir (see ``k8see.integrations.buildstorage``)."""

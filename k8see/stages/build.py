@@ -253,6 +253,10 @@ def make_builder(
         cache_repository=build.cache_repository,
         scope=scope,
         storage_max_idle_seconds=build.storage_max_idle_hours * 3600,
+        network=build.network,
+        network_subnet=build.network_subnet,
+        network_denied=build.network_denied_cidrs,
+        network_allowed=build.network_allowed_cidrs,
     )
 
 
