@@ -40,6 +40,8 @@ def create_api(settings: PlatformSettings, *, drain: bool = True) -> Starlette:
         client,
         partial(webhooks.handle_entry, settings=settings, client=client),
         claim_idle_seconds=settings.api.inbox_claim_idle_seconds,
+        # A blocking read must end well before the client's own timeout.
+        block_seconds=min(1.0, settings.api.redis_timeout_seconds / 2),
     )
 
     async def github_webhooks(request: Request) -> Any:
