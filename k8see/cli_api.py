@@ -7,6 +7,7 @@ sending uses the standard library only, so the light client install can do it.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,12 @@ def send(url: str, *, audience: str, request: dict[str, Any]) -> Sent:
         IntegrationError: the API or GitHub Actions cannot be reached or is unavailable.
     """
     client = ApiClient(url, audience=audience, env=os.environ)
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            "Warning: --api is plain http: the job's token travels unencrypted; use https.",
+            err=True,
+        )
     answer = client.enqueue(request)
     run_id = answer.get("run_id")
     if not isinstance(run_id, str) or not run_id:
