@@ -95,7 +95,7 @@ class Verifier:
                 key,
                 algorithms=ALGORITHMS,
                 audience=self._audience,
-                issuer=[self._issuer, self._issuer + "/"],
+                issuer=self._issuer,
                 leeway=self._leeway,
                 options={"require": ["exp", "iat", "iss", "aud", "repository"]},
             )
