@@ -5,6 +5,8 @@ VENV := $(ROOT)/.venv
 export PATH := $(ROOT)/.tools/bin:$(VENV)/bin:$(PATH)
 PYTEST_ARGS ?=
 EXAMPLE ?= hello
+# How the demo's events arrive: app (GitHub App webhook), workflow (OIDC token), redis.
+FRONT_DOOR ?= app
 
 .PHONY: bootstrap test drills lint format bench demo schema chart-docs clean worker-image worker-base
 
@@ -32,7 +34,7 @@ bench: bootstrap
 	@$(VENV)/bin/python -m tests.benchmarks
 
 demo: bootstrap
-	@$(VENV)/bin/k8see demo --example $(EXAMPLE) $(if $(KEEP),--keep,)
+	@$(VENV)/bin/k8see demo --example $(EXAMPLE) --front-door $(FRONT_DOOR) $(if $(KEEP),--keep,)
 
 schema: bootstrap
 	@$(VENV)/bin/k8see schema > config/k8s-ee.schema.json

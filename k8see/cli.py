@@ -1,9 +1,9 @@
 """The ``k8see`` command.
 
-Subcommands: enqueue, validate, schema, render, status, worker, beat, flower, sandbox, demo. Process
-subcommands only pick queues and options, then hand over to Celery's own worker, beat and
-Flower. Heavy imports happen inside the commands that need them, so ``k8see enqueue`` starts
-fast. A ``K8seeError`` prints ``Error: …`` and ``Hint: …``, never a traceback.
+Subcommands: enqueue, validate, schema, render, status, worker, beat, flower, api, sandbox,
+demo. Process subcommands only pick queues and options, then hand over to Celery's own worker,
+beat and Flower. Heavy imports happen inside the commands that need them, so ``k8see enqueue``
+starts fast. A ``K8seeError`` prints ``Error: …`` and ``Hint: …``, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from k8see import cli_input
+from k8see.cli_api import api
 from k8see.cli_sandbox import demo, sandbox
 from k8see.errors import IntegrationError, K8seeError, PolicyError
 
@@ -55,7 +56,7 @@ Exit codes:
   0  done: queued, valid, skipped, or the followed run is ready
   1  the input is wrong, or the followed run failed
   2  the command line is wrong
-  3  Redis is unreachable
+  3  Redis (or, with --api, the k8see API) is unreachable
   4  --wait gave up following before the run ended
 """
 
@@ -181,6 +182,18 @@ def main(log_format: str, log_level: str) -> None:
     show_default=True,
     help="Seconds --wait follows the run.",
 )
+@click.option(
+    "--api",
+    "api_url",
+    help="Send the event to this k8see API (https://...) with the job's GitHub Actions OIDC "
+    "token (needs `permissions: id-token: write`) instead of writing to Redis.",
+)
+@click.option(
+    "--audience",
+    default="k8see",
+    show_default=True,
+    help="The OIDC token's audience with --api (the platform's api.oidc_audience).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_guard
 def enqueue(
@@ -199,6 +212,8 @@ def enqueue(
     dry_run: bool,
     wait: bool,
     timeout: float,
+    api_url: str | None,
+    audience: str,
     as_json: bool,
 ) -> None:
     """Decide what a GitHub event asks for and queue it."""
@@ -226,8 +241,7 @@ def enqueue(
     if dry_run or decision.action.value == "skip":
         click.echo(json.dumps(summary) if (dry_run or as_json) else f"skip: {decision.reason}")
         return
-    from k8see.client import enqueue as send
-    from k8see.client import follow
+    from k8see.client import POLL_SECONDS, follow
 
     if source:
         click.echo(
@@ -235,14 +249,36 @@ def enqueue(
             "K8SEE_BUILD__LOCAL_SOURCE_ROOT setting.",
             err=True,
         )
-    settings = _settings()
-    sent = send(
-        decision,
-        settings=settings,
-        trigger=trigger,
-        config_path=repository_path,
-        platforms=platforms,
-    )
+    if api_url:
+        from k8see import cli_api
+
+        settings = None
+        request = cli_input.api_request(
+            event_path=event_path,
+            event_name=event_name,
+            flags={"repo": repo, "pr": pr, "action": pr_action, "sha": sha, "ref": ref,
+                   "comment": comment, "commenter": commenter, "mode": mode},
+            config_path=repository_path,
+            platforms=platforms,
+        )  # fmt: skip
+        try:
+            sent = cli_api.send(api_url, audience=audience, request=request)
+        except IntegrationError as exc:
+            _fail(exc, code=EXIT_UNREACHABLE, as_json=as_json)
+    else:
+        from k8see.cli_api import Sent
+        from k8see.client import enqueue as send
+
+        settings = _settings()
+        sent = Sent.of(
+            send(
+                decision,
+                settings=settings,
+                trigger=trigger,
+                config_path=repository_path,
+                platforms=platforms,
+            )
+        )
     if sent.duplicate_of:
         summary["duplicate_of"] = sent.duplicate_of
     summary["run_id"] = sent.run_id
@@ -267,10 +303,12 @@ def enqueue(
         repo=decision.repo,
         pr=decision.pr,
         run_id=sent.run_id,
-        generation=sent.run.generation,
+        generation=sent.generation,
         timeout_seconds=timeout,
         on_change=progress,
         authorizing=sent.authorizing,
+        look=sent.look,
+        poll_seconds=sent.poll_seconds or POLL_SECONDS,
     )
     summary.update(status=outcome.status, preview_url=outcome.record.get("preview_url"))
     if as_json:
@@ -695,6 +733,7 @@ def _celery(argv: list[str]) -> NoReturn:
 
 main.add_command(sandbox)
 main.add_command(demo)
+main.add_command(api)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

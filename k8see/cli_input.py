@@ -15,7 +15,7 @@ import click
 
 from k8see.errors import K8seeError, PolicyError
 
-__all__ = ["decide", "repository_path", "trigger_mode"]
+__all__ = ["api_request", "decide", "repository_path", "trigger_mode"]
 
 
 def trigger_mode(config_path: str | None) -> str | None:
@@ -91,31 +91,35 @@ def decide(
             ) from None
         # Without the repository's config the enqueuer cannot know the trigger mode: it
         # assumes the mode under which the event counts and the worker re-decides.
-        assumed = mode or ("on-demand" if name == "issue_comment" else "automatic")
-        decision = events.decide(event_name=name, payload=payload, trigger=assumed)
-        if name == "issue_comment":
-            body = ""
-            if isinstance(payload, dict) and isinstance(payload.get("comment"), dict):
-                body = str(payload["comment"].get("body") or "")
-            return decision, f"issue_comment:{body.splitlines()[0].strip() if body else ''}"
-        return decision, f"{name}:{payload.get('action', '') if isinstance(payload, dict) else ''}"
-    if not repo or not pr:
-        raise PolicyError(
-            "Say which event to enqueue.",
-            hint="Use --event-path with --event-name, or --repo, --pr and --action (or --comment).",
-        )
-    if comment is not None:
-        assumed = mode or "on-demand"
-        decision = events.decide_from_comment(
-            repo=repo, pr=pr, body=comment, trigger=assumed, commenter=commenter or ""
-        )
-        return decision, f"issue_comment:{comment.splitlines()[0].strip() if comment else ''}"
-    if not action:
-        raise PolicyError(
-            "--action is required with --repo and --pr.",
-            hint="One of opened, reopened, synchronize, closed.",
-        )
-    decision = events.decide_from_flags(
-        repo=repo, pr=pr, action=action, sha=sha or "", ref=ref or "", trigger=mode or "automatic"
+        return events.decide_labelled(event_name=name, payload=payload, mode=mode)
+    return events.decide_labelled(
+        repo=repo,
+        pr=pr,
+        action=action,
+        sha=sha,
+        ref=ref,
+        comment=comment,
+        commenter=commenter,
+        mode=mode,
     )
-    return decision, f"pull_request:{action}"
+
+
+def api_request(
+    *,
+    event_path: str | None,
+    event_name: str | None,
+    flags: dict[str, Any],
+    config_path: str,
+    platforms: str,
+) -> dict[str, Any]:
+    """The body of ``POST /v1/enqueue`` for what ``decide`` just decided (it read the event).
+
+    The API decides again from the same input, so it can check the event's repository
+    against the token's.
+    """
+    extra = {"config_path": config_path, "platforms": platforms, "mode": flags.get("mode")}
+    if event_path:
+        name = event_name or os.environ.get("GITHUB_EVENT_NAME") or ""
+        payload = json.loads(Path(event_path).read_text())
+        return {"event_name": name, "payload": payload, **extra}
+    return {**{k: v for k, v in flags.items() if v is not None}, **extra}

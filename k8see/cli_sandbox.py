@@ -60,8 +60,17 @@ def sandbox_up(workdir: str) -> None:
 @click.option(
     "--dir", "workdir", default=".sandbox", show_default=True, type=click.Path(file_okay=False)
 )
-def demo(example: str, keep: bool, workdir: str) -> None:
+@click.option(
+    "--front-door",
+    type=click.Choice(["app", "workflow", "redis"]),
+    default="app",
+    show_default=True,
+    help="How the events arrive: the GitHub App's webhook, a workflow's OIDC token (both "
+    "through `k8see api`), or straight to Redis.",
+)
+def demo(example: str, keep: bool, workdir: str, front_door: str) -> None:
     """Run the main job on the local sandbox: open a PR, see it ready, close it."""
     from k8see.sandbox.demo import run_demo
 
-    sys.exit(run_demo(example=example, keep=keep, workdir=Path(workdir)))
+    code = run_demo(example=example, keep=keep, workdir=Path(workdir), front_door=front_door)
+    sys.exit(code)

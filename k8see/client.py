@@ -185,7 +185,7 @@ class Outcome:
 
 def follow(
     *,
-    settings: PlatformSettings,
+    settings: PlatformSettings | None,
     repo: str,
     pr: int,
     run_id: str,
@@ -195,25 +195,40 @@ def follow(
     until_commented: bool = False,
     authorizing: bool = False,
     client: redis.Redis | None = None,
+    look: Callable[[], tuple[dict[str, Any], dict[str, Any] | None]] | None = None,
+    poll_seconds: float = POLL_SECONDS,
 ) -> Outcome:
     """Watch the PR's record until this run ends, calling ``on_change`` on every update.
 
     With ``until_commented``, a finished run also waits for its PR comment to be written.
     An ``authorizing`` run (a comment command) has no generation of its own until a worker
-    admits it; until then only its refusal or its admission ends the wait.
+    admits it; until then only its refusal or its admission ends the wait. ``look`` replaces
+    the reads from Redis: it returns the PR's record and the run's refusal (``k8see enqueue
+    --api`` follows through the API this way).
     """
-    redis_client = client or redis.Redis.from_url(settings.redis.url)
+    if look is None:
+        if client is None and settings is None:
+            raise ValueError("follow needs settings, a Redis client or look")
+        redis_client = client or redis.Redis.from_url(settings.redis.url)  # type: ignore[union-attr]
+
+        def from_redis() -> tuple[dict[str, Any], dict[str, Any] | None]:
+            record = state.get(redis_client, repo=repo, pr=pr) or {}
+            if record.get("run_id") == run_id:
+                return record, None
+            return record, state.run_outcome(redis_client, run_id=run_id)
+
+        look = from_redis
+
     deadline = time.monotonic() + timeout_seconds
     seen: tuple[Any, ...] = ()
     record: dict[str, Any] = {}
     admitted = not authorizing
     while time.monotonic() < deadline:
-        record = state.get(redis_client, repo=repo, pr=pr) or {}
+        record, refusal = look()
         if not admitted:
             if record.get("run_id") == run_id:
                 admitted, generation = True, int(record.get("generation") or 0)
             else:
-                refusal = state.run_outcome(redis_client, run_id=run_id)
                 if refusal is not None:
                     # Refused or not applicable: nothing changed, like a skipped event.
                     reason = str(refusal.get("message") or "the command was refused")
@@ -222,7 +237,7 @@ def follow(
                         record={**record, "reason": reason},
                         skipped=True,
                     )
-                time.sleep(POLL_SECONDS)
+                time.sleep(poll_seconds)
                 continue
         key = (record.get("status"), record.get("stage"), record.get("updated_at"))
         if key != seen:
@@ -237,5 +252,5 @@ def follow(
             commented = status == Status.SKIPPED.value or record.get("commented") == status
             if commented or not until_commented:
                 return Outcome(status=str(status), record=record)
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll_seconds)
     return Outcome(status=str(record.get("status", "unknown")), record=record, timed_out=True)

@@ -50,6 +50,7 @@ __all__ = [
     "decide",
     "decide_from_comment",
     "decide_from_flags",
+    "decide_labelled",
     "parse_command",
 ]
 
@@ -139,6 +140,63 @@ def decide(*, event_name: str, payload: Any, trigger: str) -> Decision:
         hint="Trigger the workflow on pull_request [opened, reopened, synchronize, closed] and "
         "issue_comment [created].",
     )
+
+
+def decide_labelled(
+    *,
+    event_name: str = "",
+    payload: Any = None,
+    repo: str | None = None,
+    pr: int | None = None,
+    action: str | None = None,
+    sha: str | None = None,
+    ref: str | None = None,
+    comment: str | None = None,
+    commenter: str | None = None,
+    mode: str | None = None,
+) -> tuple[Decision, str]:
+    """The decision for an event and its trigger label (``Run.trigger``), from either form.
+
+    Either ``event_name`` with its webhook ``payload``, or flags: ``repo`` and ``pr`` with
+    ``action`` (and ``sha``, ``ref``) or with a ``comment`` (and ``commenter``). ``mode`` is
+    the repository's trigger mode when the caller read it, else ``None``: the decision is
+    then made under the mode in which the event counts, and the workers, which read the
+    repository's ``k8s-ee.yaml`` themselves, decide again from the label. Shared by
+    ``k8see enqueue`` and ``k8see api`` (webhooks and ``POST /v1/enqueue``).
+
+    Raises:
+        PolicyError: an unknown event or mode, missing flags, or a malformed payload.
+    """
+    if event_name:
+        assumed = mode or ("on-demand" if event_name == "issue_comment" else "automatic")
+        decision = decide(event_name=event_name, payload=payload, trigger=assumed)
+        fields = payload if isinstance(payload, Mapping) else {}
+        if event_name == "issue_comment":
+            comment_part = fields.get("comment")
+            body = comment_part.get("body") if isinstance(comment_part, Mapping) else None
+            first = body.splitlines()[0].strip() if isinstance(body, str) and body else ""
+            return decision, f"issue_comment:{first}"
+        what = fields.get("action")
+        return decision, f"{event_name}:{what if isinstance(what, str) else ''}"
+    if not repo or not pr:
+        raise PolicyError(
+            "Say which event to enqueue.",
+            hint="Use --event-path with --event-name, or --repo, --pr and --action (or --comment).",
+        )
+    if comment is not None:
+        decision = decide_from_comment(
+            repo=repo, pr=pr, body=comment, trigger=mode or "on-demand", commenter=commenter or ""
+        )
+        return decision, f"issue_comment:{comment.splitlines()[0].strip() if comment else ''}"
+    if not action:
+        raise PolicyError(
+            "--action is required with --repo and --pr.",
+            hint="One of opened, reopened, synchronize, closed.",
+        )
+    decision = decide_from_flags(
+        repo=repo, pr=pr, action=action, sha=sha or "", ref=ref or "", trigger=mode or "automatic"
+    )
+    return decision, f"pull_request:{action}"
 
 
 def decide_from_flags(

@@ -63,7 +63,11 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
 def secret_values(settings: PlatformSettings) -> list[str]:
     """The configured secret values, so they can be masked wherever they appear."""
     values = []
-    for secret in (settings.github.token, settings.registry.password):
+    for secret in (
+        settings.github.token,
+        settings.registry.password,
+        *settings.api.webhook_secrets,
+    ):
         if secret is not None:
             values.append(secret.get_secret_value())
     return [v for v in values if v]

@@ -515,6 +515,71 @@ class PolicySettings(BaseModel):
     in the refusal comment. The reference linked the caller's own issues page (its gap 10)."""
 
 
+#: GitHub's own cap on a webhook payload; anything larger is not GitHub's.
+WEBHOOK_MAX_BYTES = 25 * 1024 * 1024
+
+
+class ApiSettings(BaseModel):
+    """``k8see api``: the front doors (GitHub App webhooks, workflow enqueue by OIDC token)."""
+
+    address: str = "127.0.0.1"
+    """Where ``k8see api`` listens. Loopback by default; the chart and compose file set
+    ``0.0.0.0`` inside their pod or container, behind an Ingress with TLS."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    """The API's TCP port (0: a free one, for tests)."""
+
+    webhook_secrets: list[SecretStr] = Field(default_factory=list)
+    """The GitHub App's webhook secrets: a delivery signed with any one of them is accepted,
+    so a secret is rotated by adding the new one, changing it on GitHub, then removing the
+    old. Empty: every webhook is refused (401), because an unsigned door admits anyone.
+    Env: a JSON list, e.g. ``K8SEE_API__WEBHOOK_SECRETS='["new","old"]'``."""
+
+    webhook_max_bytes: int = Field(default=WEBHOOK_MAX_BYTES, ge=1)
+    """Largest webhook body read, in bytes; larger ones get 413 before their signature is
+    checked. GitHub caps payloads at 25 MB, so the default refuses only what is not GitHub."""
+
+    delivery_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    """How long a delivery id (``X-GitHub-Delivery``) is remembered, in seconds, so that a
+    replay or a redelivery queues nothing. GitHub redelivers from the last 3 days; 7 days
+    outlasts that with room."""
+
+    redis_timeout_seconds: float = Field(default=3.0, gt=0)
+    """How long a request waits for Redis, in seconds, before it answers 503. Accepting a
+    webhook costs one Redis call, so a stalled Redis still gets GitHub an answer well within
+    its 10 seconds."""
+
+    inbox_claim_idle_seconds: float = Field(default=60.0, gt=0)
+    """How long an accepted delivery may sit with a consumer that took it but never finished
+    (an api process that died), in seconds, before another api process takes it over."""
+
+    oidc_issuer: str = "https://token.actions.githubusercontent.com"
+    """The issuer of the workflow identity tokens accepted by ``POST /v1/enqueue`` (its
+    ``iss`` claim); its keys are found through ``{issuer}/.well-known/openid-configuration``.
+    GitHub Enterprise Server: ``https://HOST/_services/token``."""
+
+    oidc_audience: str = "k8see"
+    """The ``aud`` claim a workflow token must carry. Workflows ask for it with
+    ``k8see enqueue --api URL --audience k8see`` (the default there too); a token minted for
+    anything else (a cloud provider's audience) is refused, so it cannot be replayed here."""
+
+    oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    """Clock skew tolerated on ``exp``/``nbf``/``iat``, in seconds."""
+
+    jwks_cache_seconds: int = Field(default=300, ge=0)
+    """How long the issuer's discovery document and signing keys are cached, in seconds. A
+    token signed by a key not in the cache fetches the keys again at once (key rotation)."""
+
+    jwks_refetch_seconds: float = Field(default=10.0, ge=0)
+    """Least time between two fetches of the keys caused by an unknown key id, in seconds. A
+    rotated key is picked up at once, yet tokens with made-up key ids cannot make the API
+    hammer the issuer."""
+
+    http_timeout_seconds: float = Field(default=5.0, gt=0)
+    """How long one fetch of the issuer's discovery document or keys may take, in seconds;
+    past it the request answers 503 (the caller may retry)."""
+
+
 class PlatformSettings(BaseSettings):
     """Every setting of a k8see installation, grouped by topic."""
 
@@ -534,6 +599,7 @@ class PlatformSettings(BaseSettings):
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(

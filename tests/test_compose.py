@@ -5,8 +5,8 @@ Covers:
   and a worker service for every pool ``k8see worker --pool`` knows (``all`` aside);
 - Redis requires a password and keeps an append-only file; every k8see service reaches it
   with that password, reads the host's kubeconfig read-only and shares the metrics directory
-  that ``k8see metrics`` serves; Flower cannot start without basic auth and, like metrics,
-  listens on loopback only;
+  that ``k8see metrics`` serves; Flower cannot start without basic auth and, like metrics and
+  the API, listens on loopback only;
 - Docker Compose itself (Debian's docker-compose) accepts the file, refuses it without the
   Redis password, and resolves the worker command and environment as written.
 """
@@ -27,7 +27,7 @@ from tests.conftest import ROOT, require_tool
 
 COMPOSE = ROOT / "docker-compose.yml"
 K8SEE_SERVICES = ("worker-default", "worker-build", "worker-deploy", "worker-maintenance",
-                  "beat", "flower", "metrics")  # fmt: skip
+                  "beat", "flower", "metrics", "api")  # fmt: skip
 
 
 def services() -> dict[str, Any]:
@@ -75,7 +75,7 @@ def test_redis_has_a_password_and_an_append_only_file() -> None:
         assert env["PROMETHEUS_MULTIPROC_DIR"] == "/metrics"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     assert found["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
-    for name in ("flower", "metrics"):
+    for name in ("flower", "metrics", "api"):
         assert all(port.startswith("127.0.0.1:") for port in found[name]["ports"])
 
 

@@ -2,10 +2,12 @@
 
 Starts the platform (a real control plane and node, Redis, the registry, the Celery pools as
 the platform chart's service accounts), opens a PR for ``examples/<app>`` on the GitHub
-stand-in, enqueues the ``opened`` event exactly as a workflow would, follows the real pipeline
-(buildah, registry, Trivy, helm) to ready, shows the PR comment, the environment table, the
-app's pods and its page served through the API server's service proxy, and Flower; then
-closes the PR and follows the destroy.
+stand-in, sends the ``opened`` event through one of the three front doors (``front_door``:
+``app``, the GitHub App's signed webhook to ``k8see api``; ``workflow``, a workflow step's
+OIDC token to ``k8see api``; ``redis``, a self-hosted runner straight to Redis), follows the
+real pipeline (buildah, registry, Trivy, helm) to ready, shows the PR comment, the environment
+table, the app's pods and its page served through the API server's service proxy, and Flower;
+then closes the PR and follows the destroy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from k8see import coordination, state
 from k8see.client import Outcome, enqueue, follow
 from k8see.events import decide_from_flags
 from k8see.integrations.kube import make_api
@@ -29,6 +34,13 @@ DEMO_ORG = "k8see-demo"
 PR_NUMBER = 1
 HEAD_REF = "demo/first-preview"
 FOLLOW_SECONDS = 900.0
+#: The ways an event reaches the platform (docs/onboarding.md).
+FRONT_DOORS = {
+    "app": "GitHub App: GitHub signs a webhook, k8see api verifies it (POST /github/webhooks)",
+    "workflow": "hosted-runner workflow: `k8see enqueue --api` with the job's OIDC token",
+    "redis": "self-hosted runner in the cluster: `k8see enqueue` straight to Redis",
+}
+WEBHOOK_SECRET = "demo-webhook-secret"
 
 
 def say(text: str = "") -> None:
@@ -65,7 +77,7 @@ def _progress(started: float) -> Any:
     return show
 
 
-def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
+def run_demo(*, example: str, keep: bool, workdir: Path, front_door: str = "app") -> int:
     source = ROOT / "examples" / example
     if not (source / "k8s-ee.yaml").is_file():
         say(f"Error: examples/{example} has no k8s-ee.yaml.")
@@ -94,14 +106,16 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         password = secrets.token_urlsafe(9)
         platform.start_flower(port=flower_port, basic_auth=f"admin:{password}")
         assert platform.github is not None
+        door = _FrontDoor(front_door, platform, settings)
+        say(f"Front door: {FRONT_DOORS[front_door]}.")
         kube_api = make_api(settings)
         install_operator_crds(kube_api)  # what installing the database operators would do
 
         sha = make_source_repo(source, platform.sources / repo)
         platform.github.add_repo(repo, collaborators={"demo-dev": "write"})
         platform.github.add_pull(repo, PR_NUMBER, head_sha=sha, head_ref=HEAD_REF)
-        say(f"\nPR {repo}#{PR_NUMBER} opened at {sha[:12]}; enqueueing the 'opened' event.")
-        outcome = _event(settings, repo, sha, "opened")
+        say(f"\nPR {repo}#{PR_NUMBER} opened at {sha[:12]}; sending the 'opened' event.")
+        outcome = door.event(repo, sha, "opened")
         if not outcome.ok:
             error = outcome.record.get("error") or {}
             say(f"\nThe deploy ended as {outcome.status}: {error.get('message', '')}")
@@ -152,9 +166,9 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
             say(f"  > {line}")
         say(f"Flower: http://127.0.0.1:{flower_port}/  (user admin, password {password})")
 
-        say(f"\nPR {repo}#{PR_NUMBER} closed; enqueueing the 'closed' event.")
+        say(f"\nPR {repo}#{PR_NUMBER} closed; sending the 'closed' event.")
         platform.github.set_pull_state(repo, PR_NUMBER, state="closed")
-        ended = _event(settings, repo, sha, "closed")
+        ended = door.event(repo, sha, "closed")
         _show_comment(platform, repo)
         if not ended.ok:
             say(f"The destroy ended as {ended.status}.")
@@ -169,7 +183,7 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
             )
             while True:
                 time.sleep(3600)
-        say("\nDemo finished; stopping the platform.")
+        say(f"\nDemo finished (front door: {front_door}); stopping the platform.")
         return 0
     except KeyboardInterrupt:
         return 0
@@ -177,23 +191,84 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         platform.stop()
 
 
-def _event(settings: PlatformSettings, repo: str, sha: str, action: str) -> Outcome:
-    """Enqueue a pull_request event exactly as a workflow would, and follow it to the end."""
-    decision = decide_from_flags(
-        repo=repo, pr=PR_NUMBER, action=action, sha=sha, ref=HEAD_REF, trigger="automatic"
-    )
-    sent = enqueue(decision, settings=settings, trigger=f"pull_request:{action}")
-    say(f"run {sent.run_id}:")
-    return follow(
-        settings=settings,
-        repo=repo,
-        pr=PR_NUMBER,
-        run_id=sent.run_id,
-        generation=sent.run.generation,
-        timeout_seconds=FOLLOW_SECONDS,
-        on_change=_progress(time.monotonic()),
-        until_commented=True,
-    )
+class _FrontDoor:
+    """Sends the demo's events through one front door and follows each run."""
+
+    def __init__(self, name: str, platform: Platform, settings: PlatformSettings) -> None:
+        self.name = name
+        self.platform = platform
+        self.settings = settings
+        self.api = ""
+        self.redis = redis.Redis.from_url(settings.redis.url)
+        if name in ("app", "workflow"):
+            self.api = platform.start_api(port=free_port(), webhook_secret=WEBHOOK_SECRET)
+            say(f"k8see api: {self.api}")
+
+    def event(self, repo: str, sha: str, action: str) -> Outcome:
+        started = time.monotonic()
+        if self.name == "app":
+            return self._webhook(repo, action, started)
+        if self.name == "workflow":
+            return self._workflow(repo, sha, action, started)
+        decision = decide_from_flags(
+            repo=repo, pr=PR_NUMBER, action=action, sha=sha, ref=HEAD_REF, trigger="automatic"
+        )
+        sent = enqueue(decision, settings=self.settings, trigger=f"pull_request:{action}")
+        say(f"run {sent.run_id} (straight to Redis):")
+        return self._follow(repo, sent.run_id, sent.run.generation, started)
+
+    def _webhook(self, repo: str, action: str, started: float) -> Outcome:
+        github = self.platform.github
+        assert github is not None
+        client = self.redis
+        before = coordination.current_generation(client, repo=repo, pr=PR_NUMBER)
+        payload = github.pull_request_event(repo, PR_NUMBER, action)
+        sent = github.webhook_sender(WEBHOOK_SECRET).deliver(
+            f"{self.api}/github/webhooks", "pull_request", payload
+        )
+        say(f"webhook delivery {sent.delivery}: HTTP {sent.status} {sent.body.get('status')}")
+        deadline = time.monotonic() + 60
+        record: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            record = state.get(client, repo=repo, pr=PR_NUMBER) or {}
+            if int(record.get("generation") or 0) > before and record.get("run_id"):
+                break
+            time.sleep(0.2)
+        run_id, generation = str(record.get("run_id", "")), int(record.get("generation") or 0)
+        say(f"run {run_id} (admitted from the webhook):")
+        return self._follow(repo, run_id, generation, started)
+
+    def _workflow(self, repo: str, sha: str, action: str, started: float) -> Outcome:
+        from k8see.remote import ApiClient
+
+        github = self.platform.github
+        assert github is not None
+        client = ApiClient(self.api, audience="k8see", env=github.oidc.job_environment(repo))
+        answer = client.enqueue(
+            {"repo": repo, "pr": PR_NUMBER, "action": action, "sha": sha, "ref": HEAD_REF}
+        )
+        run_id = str(answer["run_id"])
+        say(f"run {run_id} (through the API, token of {repo}):")
+        return self._follow(
+            repo, run_id, int(answer.get("generation") or 0), started,
+            look=lambda: client.look(run_id),
+        )  # fmt: skip
+
+    def _follow(
+        self, repo: str, run_id: str, generation: int, started: float, look: Any = None
+    ) -> Outcome:
+        return follow(
+            settings=self.settings,
+            repo=repo,
+            pr=PR_NUMBER,
+            run_id=run_id,
+            generation=generation,
+            timeout_seconds=FOLLOW_SECONDS,
+            on_change=_progress(started),
+            until_commented=True,
+            look=look,
+            poll_seconds=1.0 if look else 0.25,
+        )
 
 
 def _show_comment(platform: Platform, repo: str) -> None:

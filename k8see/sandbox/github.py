@@ -30,6 +30,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from k8see.sandbox.github_identity import (
+    OidcIssuer,
+    WebhookSender,
+    issue_comment_event,
+    pull_request_event,
+)
 from k8see.sandbox.github_routes import ROUTES, Reply, Request, error, not_found
 from k8see.sandbox.github_state import Actor, Faults, GitHubState
 
@@ -111,6 +117,8 @@ class GitHubSandbox:
 
     def __init__(self, *, port: int = 0, token: str = "sandbox-token") -> None:
         self.state = GitHubState(token=token)
+        #: The GitHub Actions OIDC issuer (its ``url`` is this server's).
+        self.oidc = OidcIssuer()
         self._port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -122,6 +130,7 @@ class GitHubSandbox:
         self._server = _QuietServer(("127.0.0.1", self._port), handler)
         self._server.daemon_threads = True
         self.state.base_url = self.url
+        self.oidc.url = self.url
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -290,6 +299,36 @@ class GitHubSandbox:
             serialization.NoEncryption(),
         )
 
+    # -- webhooks ------------------------------------------------------------------------------
+
+    def webhook_sender(self, secret: str, *, app_id: str = "1") -> WebhookSender:
+        """Sends this App's deliveries, signed with ``secret``, as GitHub does."""
+        return WebhookSender(secret=secret, app_id=app_id)
+
+    def pull_request_event(
+        self, full_name: str, number: int, action: str, *, installation_id: int = 0
+    ) -> dict[str, Any]:
+        """The ``pull_request`` payload GitHub would send for this pull as it is now."""
+        with self.state.lock:
+            repo = self.state._need(full_name)
+            pull = json.loads(json.dumps(repo.pulls[number]))
+            return pull_request_event(
+                pull, action, repo_id=repo.id, installation_id=installation_id
+            )
+
+    def issue_comment_event(
+        self, full_name: str, number: int, comment: dict[str, Any], *, installation_id: int = 0
+    ) -> dict[str, Any]:
+        """The ``issue_comment`` payload for ``comment`` (as ``add_comment`` returned it)."""
+        with self.state.lock:
+            repo = self.state._need(full_name)
+            state = str(repo.pulls[number]["state"]) if number in repo.pulls else "open"
+            public = {k: v for k, v in comment.items() if not k.startswith("_")}
+            return issue_comment_event(
+                repo.full_name, number, public, repo_id=repo.id,
+                installation_id=installation_id, state=state,
+            )  # fmt: skip
+
     # -- request handling ----------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
@@ -305,6 +344,9 @@ class GitHubSandbox:
                 return error(400, "Problems parsing JSON")
             if path.startswith("/_sandbox/"):
                 return self._admin(method, path, lower, body)
+            identity = self._identity(method, path, query, lower)
+            if identity is not None:
+                return identity
             for route_method, pattern, func, auth in ROUTES:
                 match = pattern.match(path)
                 if not match or route_method != method:
@@ -338,6 +380,23 @@ class GitHubSandbox:
                     self.state.not_modified += reply.status == 304
                 return reply
             return not_found()
+
+    def _identity(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> Reply | None:
+        """The OIDC issuer's documents, and the runner's token endpoint for jobs."""
+        if method != "GET":
+            return None
+        if path == "/.well-known/openid-configuration":
+            return Reply(200, self.oidc.configuration())
+        if path == "/.well-known/jwks":
+            return Reply(200, self.oidc.jwks())
+        if path == "/_actions/idtoken":
+            token = self.oidc.request_token(_credential(headers), query.get("audience", ""))
+            if token is None:
+                return _bad_credentials()
+            return Reply(200, {"count": 1, "value": token})
+        return None
 
     def _rate_limited(self) -> Reply | None:
         faults = self.state.faults

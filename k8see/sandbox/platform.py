@@ -10,6 +10,7 @@ started.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -262,6 +263,21 @@ class Platform:
         env = self.process_env({"FLOWER_BASIC_AUTH": basic_auth})
         self._spawn("flower", [k8see, "flower", "--port", str(port)], env=env)
         wait_for_port(port, timeout_seconds=30)
+
+    def start_api(self, *, port: int, webhook_secret: str) -> str:
+        """``k8see api`` on loopback ``port``, trusting the GitHub stand-in as the App (this
+        webhook secret) and as the Actions OIDC issuer; its URL."""
+        assert self.github is not None
+        k8see = str(Path(sys.executable).parent / "k8see")
+        env = self.process_env(
+            {
+                "K8SEE_API__WEBHOOK_SECRETS": json.dumps([webhook_secret]),
+                "K8SEE_API__OIDC_ISSUER": self.github.url,
+            }
+        )
+        self._spawn("api", [k8see, "--log-format", "full", "api", "--port", str(port)], env=env)
+        wait_for_port(port, timeout_seconds=30)
+        return f"http://127.0.0.1:{port}"
 
     def stop_process(self, name: str, *, timeout_seconds: float = 30.0) -> None:
         """End one started process (SIGTERM to its group, SIGKILL after the timeout)."""

@@ -1,7 +1,8 @@
 """``make bench``: every benchmark, a table on stdout, ``bench/results.json``.
 
 Usage: ``python -m tests.benchmarks [--only NAME ...] [--fanout-prs N] [--quick]``.
-Names: enqueue, throughput, build (examples/hello cold, warm, fresh worker with the registry
+Names: enqueue, frontdoor (signed webhooks through ``k8see api`` beside enqueues straight to
+Redis), throughput, build (examples/hello cold, warm, fresh worker with the registry
 cache), kubeproxy (what helm's retrying API proxy costs), pipeline (overhead, time to URL,
 storm, fan-out), cleanup.
 The drills' figures, when ``make test`` wrote them (bench/drills.json), are included.
@@ -24,7 +25,7 @@ from tests.benchmarks.measure import Result, TaskEvents, markdown_table, print_t
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench" / "results.json"
 DRILLS = ROOT / "bench" / "drills.json"
-GROUPS = ("enqueue", "throughput", "build", "kubeproxy", "pipeline", "cleanup")
+GROUPS = ("enqueue", "frontdoor", "throughput", "build", "kubeproxy", "pipeline", "cleanup")
 
 
 def _machine() -> dict[str, object]:
@@ -79,6 +80,10 @@ def main() -> int:
             print(f"== {group} ...", flush=True)
             if group == "enqueue":
                 results += bench_client.enqueue_cold_start(runs=5 if args.quick else 20)
+            elif group == "frontdoor":
+                from tests.benchmarks import bench_front_doors
+
+                results += bench_front_doors.front_door(deliveries=100 if args.quick else 300)
             elif group == "throughput":
                 results += bench_client.throughput(
                     pipelines=30 if args.quick else 100, repeats=1 if args.quick else 3

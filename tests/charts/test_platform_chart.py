@@ -30,7 +30,7 @@ def test_lint_and_template(kube_env: dict[str, str]) -> None:
     out = helm("template", "k8see", str(CHART), "-f", str(VALUES), env=kube_env)
     assert out.returncode == 0, out.stderr
     kinds = [line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("kind:")]
-    assert kinds.count("Deployment") == 6  # four pools, beat, Flower
+    assert kinds.count("Deployment") == 7  # four pools, beat, Flower, the API
     assert {"StatefulSet", "NetworkPolicy", "PodDisruptionBudget", "ClusterRole"} <= set(kinds)
     assert "helm.sh/chart" not in out.stdout.split("matchLabels")[1].split("template")[0]
 
