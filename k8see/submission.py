@@ -257,6 +257,12 @@ class Dispatcher(bootsteps.StartStopStep):  # type: ignore[misc]
             target=self._loop, args=(parent.app, settings), name="k8see-intake", daemon=True
         )
         self._thread.start()
+        # A worker that stops before all its steps started stops none of them; the
+        # worker_shutdown signal (k8see.tasks) finds the dispatcher here.
+        parent.k8see_dispatcher = self
+
+    def terminate(self, parent: Any) -> None:
+        self.stop(parent)
 
     def stop(self, parent: Any) -> None:
         self._stop.set()

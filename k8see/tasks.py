@@ -76,6 +76,14 @@ def _add_dispatcher(sender: Any, **_: Any) -> None:
     sender.app.steps["worker"].add(submission.Dispatcher)
 
 
+@signals.worker_shutdown.connect(weak=False, dispatch_uid="k8see.intake-stop")  # type: ignore[untyped-decorator]
+def _stop_dispatcher(sender: Any, **_: Any) -> None:
+    """Stop the worker's intake dispatcher with the worker, however it stops."""
+    dispatcher = getattr(sender, "k8see_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.stop(sender)
+
+
 StageFn = Callable[[Run, StageContext], Run]
 T = TypeVar("T")
 

@@ -22,6 +22,7 @@ from k8see import state
 from k8see.cli import EXIT_USAGE
 from k8see.state import Status
 
+
 def status(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "K8SEE_REDIS__URL": redis_url}
     return subprocess.run(
