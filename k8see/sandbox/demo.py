@@ -88,6 +88,13 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
 
             os.environ[key] = value
         settings = load_settings()
+        # The demo enqueues as a workflow step does: with the enqueue credential, which only
+        # submits events and reads their progress (k8see.redis_acl).
+        submitter = settings.model_copy(
+            update={
+                "redis": settings.redis.model_copy(update={"url": platform.role_url("enqueue")})
+            }
+        )
         platform.start_workers()
         platform.start_beat()
         flower_port = free_port()
@@ -101,7 +108,7 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
         platform.github.add_repo(repo, collaborators={"demo-dev": "write"})
         platform.github.add_pull(repo, PR_NUMBER, head_sha=sha, head_ref=HEAD_REF)
         say(f"\nPR {repo}#{PR_NUMBER} opened at {sha[:12]}; enqueueing the 'opened' event.")
-        outcome = _event(settings, repo, sha, "opened")
+        outcome = _event(submitter, repo, sha, "opened")
         if not outcome.ok:
             error = outcome.record.get("error") or {}
             say(f"\nThe deploy ended as {outcome.status}: {error.get('message', '')}")
@@ -154,7 +161,7 @@ def run_demo(*, example: str, keep: bool, workdir: Path) -> int:
 
         say(f"\nPR {repo}#{PR_NUMBER} closed; enqueueing the 'closed' event.")
         platform.github.set_pull_state(repo, PR_NUMBER, state="closed")
-        ended = _event(settings, repo, sha, "closed")
+        ended = _event(submitter, repo, sha, "closed")
         _show_comment(platform, repo)
         if not ended.ok:
             say(f"The destroy ended as {ended.status}.")
@@ -184,6 +191,7 @@ def _event(settings: PlatformSettings, repo: str, sha: str, action: str) -> Outc
     )
     sent = enqueue(decision, settings=settings, trigger=f"pull_request:{action}")
     say(f"run {sent.run_id}:")
+    # With the enqueue credential the run is followed through its progress token.
     return follow(
         settings=settings,
         repo=repo,
@@ -193,6 +201,7 @@ def _event(settings: PlatformSettings, repo: str, sha: str, action: str) -> Outc
         timeout_seconds=FOLLOW_SECONDS,
         on_change=_progress(time.monotonic()),
         until_commented=True,
+        progress=sent.progress,
     )
 
 
