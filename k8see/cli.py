@@ -722,6 +722,56 @@ def metrics_cmd(port: int, address: str) -> None:
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
+@main.command("redis-acl")
+@click.option(
+    "--rules",
+    "rules_only",
+    is_flag=True,
+    help="Print each role's rules only (`<role> <rules>` per line, no passwords).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the aclfile here (mode 0600) instead of printing it.",
+)
+def redis_acl_cmd(rules_only: bool, output: str | None) -> None:
+    """Write Redis's aclfile: the default user off and one user per role (k8see.redis_acl).
+
+    Each role's password comes from K8SEE_REDIS_PASSWORD_<ROLE> (ENQUEUE, WORKER, BEAT,
+    FLOWER, ADMIN); a role without one gets no user. The file holds SHA-256 hashes only.
+
+    \b
+    Example:
+      K8SEE_REDIS_PASSWORD_WORKER=... k8see redis-acl --output /acl/users.acl
+    """
+    from k8see import redis_acl
+
+    if rules_only:
+        text = redis_acl.rules_file()
+    else:
+        passwords = {
+            role: os.environ[f"K8SEE_REDIS_PASSWORD_{role.upper()}"]
+            for role in redis_acl.ROLES
+            if os.environ.get(f"K8SEE_REDIS_PASSWORD_{role.upper()}")
+        }
+        if not passwords:
+            click.echo("Error: no K8SEE_REDIS_PASSWORD_<ROLE> is set.", err=True)
+            click.echo(
+                "Hint: set one per role that connects, e.g. K8SEE_REDIS_PASSWORD_WORKER, "
+                "..._BEAT, ..._FLOWER, ..._ENQUEUE and ..._ADMIN.",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+        text = redis_acl.aclfile(passwords)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    path = Path(output)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
 @main.command()
 @click.option("--namespace", default="k8see-doctor-pr-0", help="Where PR rights are checked.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")

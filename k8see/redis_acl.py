@@ -70,7 +70,7 @@ _RULES: dict[str, list[str]] = {
         f"%W~{INTAKE_KEY}",
         f"%R~{PROGRESS_PREFIX}*",
     ],
-    "worker": ["+@all", "-@dangerous", "+info", "+client", "~*", "&*"],
+    "worker": ["+@all", "-@dangerous", "~*", "&*"],
     "beat": [
         *_CONNECTION,
         # Publishing a job: the queue's binding set, the queue's lists (LPUSH in a MULTI with
