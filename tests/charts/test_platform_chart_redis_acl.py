@@ -38,15 +38,16 @@ def test_the_redis_pod_writes_k8sees_aclfile_and_redis_accepts_it(tmp_path: Path
         d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-redis-acl")
     )
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "redis-acl-rules.txt").write_text(rules["data"]["redis-acl-rules.txt"])
+    for name, text in rules["data"].items():
+        (tmp_path / "rules" / name).write_text(text)
     init = containers(docs)[f"{FULLNAME}-redis/aclfile"]
-    script = init["command"][2].replace("/rules/", f"{tmp_path}/rules/")
-    script = script.replace("/acl/users.acl", f"{tmp_path}/users.acl")
+    command = [a.replace("/rules/", f"{tmp_path}/rules/") for a in init["command"]]
+    command = [a.replace("/acl/users.acl", f"{tmp_path}/users.acl") for a in command]
     keys = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in init["env"]}
     assert keys == {f"PASSWORD_{r.upper()}": f"{r}-password" for r in redis_acl.ROLES}
     passwords = {role: f"{role}-secret-{n}" for n, role in enumerate(redis_acl.ROLES)}
     env = {**os.environ, **{f"PASSWORD_{r.upper()}": pw for r, pw in passwords.items()}}
-    subprocess.run([init["command"][0], "-ec", script], env=env, check=True, timeout=30)
+    subprocess.run(command, env=env, check=True, timeout=30)
 
     written = (tmp_path / "users.acl").read_text()
     assert written == redis_acl.aclfile(passwords)
