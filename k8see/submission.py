@@ -46,6 +46,8 @@ DEDUPE_SECONDS = 3600
 #: A request larger than this is dropped unread (a run is well under 4 KiB).
 MAX_REQUEST_BYTES = 64 * 1024
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+#: Triggers only the platform sends (the cleanup job's destroys, with the workers' credential).
+PLATFORM_TRIGGERS = ("maintenance:",)
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,20 @@ def take(
         log.warning("Dropped a request from the intake list: %s", exc)
         return True
     draft, token = request["run"], request["progress"]
+    if draft.trigger.startswith(PLATFORM_TRIGGERS):
+        # Age-based destroys are the platform's own decisions (the destroy stage believes
+        # them); a submission may only report what happened on GitHub.
+        message = (
+            f"The trigger {draft.trigger!r} is the platform's own; a submission cannot use it."
+        )
+        log.warning("Refused a submission for %s#%s: %s", draft.repo, draft.pr, message)
+        state.write_progress(
+            client,
+            token=token,
+            admission={"run_id": draft.run_id, "generation": 0, "authorizing": True},
+            outcome={"message": message, "reason": "refused"},
+        )
+        return True
     admitted = admit_and_send(
         draft,
         command=request["command"],

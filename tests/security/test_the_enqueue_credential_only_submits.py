@@ -9,7 +9,8 @@ nothing. The beat's credential only reaches the maintenance queue, Flower's none
 keys. End to end, with a real worker (the workers' credential): ``k8see enqueue --wait`` with
 the enqueue credential is admitted by the worker, runs validate, and follows the run to its
 end through its progress token; ``k8see status --progress`` shows that run and nothing else,
-and ``k8see status --repo`` is refused for the enqueue credential.
+and ``k8see status --repo`` is refused for the enqueue credential. A submission with the
+platform's own (``maintenance:*``) trigger is refused by the worker, and ``--wait`` says so.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from pathlib import Path
 
 import redis
 
-from k8see import state
+from k8see import coordination, state
 from k8see.app import QUEUES
 from k8see.cli import EXIT_USAGE
+from k8see.client import enqueue, follow
+from k8see.events import decide_from_flags
 from k8see.run import Status
 from k8see.sandbox.github import GitHubSandbox
 from tests.security.common import REPO, platform_settings, source_repo, worker
@@ -149,6 +152,34 @@ def test_enqueue_and_wait_work_with_the_enqueue_credential_alone(
         assert "victim" not in listed.stdout and "Traceback" not in listed.stderr
     guessed = k8see(enqueue_url, "status", "--progress", "x" * 22, "--json", cwd=tmp_path)
     assert guessed.returncode == 0 and json.loads(guessed.stdout) == []
+
+
+def test_a_submission_cannot_use_the_platforms_own_triggers(
+    github: GitHubSandbox, redis_urls: dict[str, str], tmp_path: Path
+) -> None:
+    # Given an environment, and a leaked enqueue credential that submits an age-based destroy
+    # (the cleanup job's trigger, which the destroy stage takes as the platform's decision)
+    admin = redis.Redis.from_url(redis_urls["admin"])
+    state.set_status(admin, repo=REPO, pr=4, generation=1, status=Status.READY, ttl_seconds=60)
+    settings = platform_settings(tmp_path, redis_url=redis_urls["worker"], github_url=github.url)
+    submitter = settings.model_copy(
+        update={"redis": settings.redis.model_copy(update={"url": redis_urls["enqueue"]})}
+    )
+    decision = decide_from_flags(
+        repo=REPO, pr=4, action="closed", sha="c" * 40, ref="", trigger="automatic"
+    )
+    with worker(settings):
+        sent = enqueue(decision, settings=submitter, trigger="maintenance:stale")
+        outcome = follow(
+            settings=submitter, repo=REPO, pr=4, run_id=sent.run_id, generation=0,
+            timeout_seconds=60, progress=sent.progress,
+        )  # fmt: skip
+    # Then the worker refused it: nothing admitted, no generation, the record untouched
+    assert outcome.skipped and "platform's own" in outcome.record["reason"]
+    assert coordination.current_generation(admin, repo=REPO, pr=4) == 0
+    assert not coordination.is_closed(admin, repo=REPO, pr=4)
+    record = state.get(admin, repo=REPO, pr=4)
+    assert record is not None and record["status"] == Status.READY.value
 
 
 def test_a_refusal_by_redis_is_one_readable_error(
