@@ -4,8 +4,9 @@ Flower 2.2 serves ``/metrics`` (task counts and runtimes, worker names) to anyon
 ``Metrics`` handler lacks the ``authenticated`` check every page has. ``protect_metrics``
 swaps that one route in Flower's URL table for a subclass that has it, before ``k8see
 flower`` hands over to Flower's own command, so basic auth or OAuth guard it like the UI.
-Prometheus scrapes it with the basic-auth credentials (the platform chart's ServiceMonitor);
-``/healthcheck`` stays open for probes and says only ``OK``.
+A Prometheus job that scrapes it sends the basic-auth credentials (the platform chart's
+ServiceMonitor scrapes the workers' own metrics, not Flower's); ``/healthcheck`` stays open
+for probes and says only ``OK``.
 """
 
 from __future__ import annotations
