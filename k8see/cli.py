@@ -21,7 +21,7 @@ import click
 from k8see import cli_input
 from k8see.cli_api import api
 from k8see.cli_sandbox import demo, sandbox
-from k8see.errors import IntegrationError, K8seeError, PolicyError
+from k8see.errors import IntegrationError, K8seeError, PolicyError, UserError
 
 #: Exit codes, listed in ``--help`` and docs/operations.md (a test keeps the three in step).
 EXIT_OK = 0
@@ -99,6 +99,15 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except K8seeError as exc:
             _fail(exc, as_json=as_json)
+        except redis.exceptions.NoPermissionError as exc:
+            refused = UserError(
+                f"Redis refused this credential ({exc}).",
+                hint="Each Redis user may do only what its role needs: the enqueue credential "
+                "submits events and reads the progress of its own submissions (`k8see status "
+                "--progress TOKEN`, the token `k8see enqueue` printed). Listing records needs "
+                "the admin credential; docs/security.md lists who may do what.",
+            )
+            _fail(refused, as_json=as_json)
         except (redis.exceptions.ConnectionError, OperationalError) as exc:
             error = IntegrationError(f"cannot reach Redis ({exc}).", hint=REDIS_HINT)
             _fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
@@ -282,16 +291,22 @@ def enqueue(
     if sent.duplicate_of:
         summary["duplicate_of"] = sent.duplicate_of
     summary["run_id"] = sent.run_id
+    if sent.progress:
+        # The enqueue credential reads this run's progress through this token, and nothing else.
+        summary["progress"] = sent.progress
     if not wait or decision.action.value == "command":
         # A command (/help, /preserve, ...) is answered on the PR; there is no run to follow.
-        click.echo(json.dumps(summary) if as_json else sent.run_id)
+        shown = f"{sent.run_id} progress {sent.progress}" if sent.progress else sent.run_id
+        click.echo(json.dumps(summary) if as_json else shown)
         return
     if not as_json:
         click.echo(f"run {sent.run_id}: {decision.action.value} {decision.repo}#{decision.pr}")
+        if sent.progress:
+            click.echo(f"progress {sent.progress}")
     started = time.monotonic()
 
     def progress(record: dict[str, Any]) -> None:
-        if record.get("run_id") not in (sent.run_id, None):
+        if record.get("run_id") not in (sent.run_id, None) and not sent.progress:
             return
         stage = record.get("stage") or ""
         line = f"  {time.monotonic() - started:6.1f}s  {record.get('status', '?'):<11} {stage}"
@@ -309,6 +324,7 @@ def enqueue(
         authorizing=sent.authorizing,
         look=sent.look,
         poll_seconds=sent.poll_seconds or POLL_SECONDS,
+        progress=sent.progress,
     )
     summary.update(status=outcome.status, preview_url=outcome.record.get("preview_url"))
     if as_json:
@@ -515,25 +531,55 @@ STATUS_COLUMNS = ("repo", "pr", "status", "stage", "sha", "preview_url", "update
 @main.command()
 @click.option("--repo", help="Only this OWNER/REPO (required without the admin credential).")
 @click.option("--pr", type=int, help="Only this PR.")
+@click.option(
+    "--progress",
+    "token",
+    help="Only the run of this submission: the progress token `k8see enqueue` printed (all "
+    "the enqueue credential may read).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @_guard
-def status(repo: str | None, pr: int | None, as_json: bool) -> None:
-    """Show the environment records of one repository (--repo).
+def status(repo: str | None, pr: int | None, token: str | None, as_json: bool) -> None:
+    """Show the environment records of one repository (--repo), or one submission's run
+    (--progress).
 
     Every repository's records are listed only for the admin credential: a K8SEE_REDIS__URL
-    whose Redis ACL user is redis.admin_username.
+    whose Redis ACL user is redis.admin_username. The enqueue credential reads nothing but
+    the progress of its own submissions.
 
     \b
     Example:
       k8see status --repo acme/shop --pr 42 --json
+      k8see status --progress "$TOKEN"
     """
     from urllib.parse import unquote, urlsplit
 
     import redis
 
-    from k8see import names, state
+    from k8see import names, redis_acl, state
 
     settings = _settings()
+    if token is not None:
+        client = redis.Redis.from_url(settings.redis.url)
+        found = state.read_progress(client, token=token)
+        record = found.get("record")
+        records = [record] if isinstance(record, dict) else []
+        _show(records, as_json=as_json)
+        if not records:
+            outcome = found.get("outcome") or {}
+            message = outcome.get("message") if isinstance(outcome, dict) else None
+            click.echo(
+                f"Not admitted: {message}." if message
+                else "No progress yet (not admitted, unknown token, or expired).",
+                err=True,
+            )  # fmt: skip
+        return
+    if redis_acl.role_of(settings.redis.url) == "enqueue":
+        click.echo("Error: the enqueue credential reads only its own submissions.", err=True)
+        click.echo(
+            "Hint: pass --progress TOKEN, the token `k8see enqueue` printed for the run.", err=True
+        )
+        sys.exit(EXIT_USAGE)
     if repo is None:
         user = unquote(urlsplit(settings.redis.url).username or "")
         if user != settings.redis.admin_username:
@@ -550,7 +596,11 @@ def status(repo: str | None, pr: int | None, as_json: bool) -> None:
     else:
         repo = names.check_repo(repo)
     client = redis.Redis.from_url(settings.redis.url)
-    records = list(state.list_records(client, repo=repo, pr=pr))
+    records = [state.public(r) for r in state.list_records(client, repo=repo, pr=pr)]
+    _show(records, as_json=as_json)
+
+
+def _show(records: list[dict[str, Any]], *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(records, indent=2, sort_keys=True))
         return
@@ -660,6 +710,10 @@ def flower(port: int, address: str, insecure_no_auth: bool, flower_args: tuple[s
         if "tasks_columns" in given or os.environ.get("FLOWER_TASKS_COLUMNS")
         else ["--tasks_columns=name,args,state,received,started,runtime,worker,uuid"]
     )
+    # /metrics behind the same authentication as the pages (k8see.dashboard).
+    from k8see.dashboard import protect_metrics
+
+    protect_metrics()
     _celery(["flower", f"--port={port}", f"--address={address}", *columns, *flower_args])
 
 
@@ -704,6 +758,56 @@ def metrics_cmd(port: int, address: str) -> None:
         click.echo(f"Error: cannot listen on {address}:{port}.", err=True)
         sys.exit(EXIT_UNREACHABLE)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+@main.command("redis-acl")
+@click.option(
+    "--rules",
+    "rules_only",
+    is_flag=True,
+    help="Print each role's rules only (`<role> <rules>` per line, no passwords).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the aclfile here (mode 0600) instead of printing it.",
+)
+def redis_acl_cmd(rules_only: bool, output: str | None) -> None:
+    """Write Redis's aclfile: the default user off and one user per role (k8see.redis_acl).
+
+    Each role's password comes from K8SEE_REDIS_PASSWORD_<ROLE> (ENQUEUE, WORKER, BEAT,
+    FLOWER, ADMIN); a role without one gets no user. The file holds SHA-256 hashes only.
+
+    \b
+    Example:
+      K8SEE_REDIS_PASSWORD_WORKER=... k8see redis-acl --output /acl/users.acl
+    """
+    from k8see import redis_acl
+
+    if rules_only:
+        text = redis_acl.rules_file()
+    else:
+        passwords = {
+            role: os.environ[f"K8SEE_REDIS_PASSWORD_{role.upper()}"]
+            for role in redis_acl.ROLES
+            if os.environ.get(f"K8SEE_REDIS_PASSWORD_{role.upper()}")
+        }
+        if not passwords:
+            click.echo("Error: no K8SEE_REDIS_PASSWORD_<ROLE> is set.", err=True)
+            click.echo(
+                "Hint: set one per role that connects, e.g. K8SEE_REDIS_PASSWORD_WORKER, "
+                "..._BEAT, ..._FLOWER, ..._ENQUEUE and ..._ADMIN.",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+        text = redis_acl.aclfile(passwords)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    path = Path(output)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 @main.command()

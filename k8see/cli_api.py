@@ -36,6 +36,8 @@ class Sent:
     #: How to read the run's progress; None: from Redis.
     look: Look | None = None
     poll_seconds: float = 0.0
+    #: A submission's progress token (the enqueue credential; ``k8see.submission``).
+    progress: str = ""
 
     @classmethod
     def of(cls, enqueued: Any) -> Sent:
@@ -45,6 +47,7 @@ class Sent:
             generation=enqueued.run.generation,
             authorizing=enqueued.authorizing,
             duplicate_of=enqueued.duplicate_of,
+            progress=enqueued.progress,
         )
 
 

@@ -6,6 +6,10 @@ and sends the chain by task name. A retry after Redis failed half-way finishes t
 instead of reporting a duplicate (``k8see.intake`` has the design). It imports no worker
 dependency (kubernetes, boto3, docker, pyhelm3) and no stage code; the import-linter contract
 in pyproject.toml keeps it that way.
+
+With the enqueue credential (a Redis URL naming the ``enqueue`` ACL user, ``k8see.redis_acl``)
+the client cannot do any of that: it submits the request to the intake list and a worker
+admits it (``k8see.submission``); it follows the run through the progress token it gets back.
 """
 
 from __future__ import annotations
@@ -20,16 +24,15 @@ from typing import Any
 import redis
 from celery import Celery
 
-from k8see import coordination, intake, state
+from k8see import redis_acl, state, submission
 from k8see.app import create_app
 from k8see.events import Decision
 from k8see.names import DEFAULT_CONFIG_PATH, check_config_path, check_platforms
-from k8see.pipeline import dispatch, send_command
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
 
 #: How long a delivered event is remembered, so a redelivery enqueues nothing.
-DEDUPE_SECONDS = 3600
+DEDUPE_SECONDS = submission.DEDUPE_SECONDS
 POLL_SECONDS = 0.25
 #: Comment commands that start a pipeline: authorized by a worker before they are admitted.
 AUTHORIZED_FIRST = frozenset({"deploy-preview", "destroy-preview"})
@@ -46,6 +49,9 @@ class Enqueued:
     duplicate_of: str | None = None
     #: A command waiting for a worker to authorize it; admitted (or refused) later.
     authorizing: bool = False
+    #: A submission's progress token (the enqueue credential; ``k8see.submission``): the
+    #: only key it may read about its run. Empty when the run was admitted in-process.
+    progress: str = ""
 
     @property
     def run_id(self) -> str:
@@ -100,43 +106,32 @@ def enqueue(
     # command can never supersede or disturb queued work.
     command = decision.action is Action.COMMAND or decision.command in AUTHORIZED_FIRST
     authorizing = decision.command in AUTHORIZED_FIRST
-    found = intake.admit(
-        redis_client,
-        run=draft,
+    if submits_only(settings):
+        # The enqueue credential: a worker admits the request and sends its chain.
+        token = submission.submit(
+            redis_client,
+            run=draft,
+            command=command,
+            authorizing=authorizing,
+            fingerprint=fingerprint,
+        )
+        return Enqueued(run=draft, authorizing=authorizing, progress=token)
+    found = submission.admit_and_send(
+        draft,
         command=command,
+        authorizing=authorizing,
         fingerprint=fingerprint,
-        mark_ttl_seconds=DEDUPE_SECONDS,
-        run_ttl_seconds=settings.redis.record_ttl_seconds,
+        app=_app_for(settings),
+        settings=settings,
+        client=redis_client,
     )
-    resend = not found.fresh
-    stored = found.stored
-    if found.duplicate_of is not None:
-        stored = intake.stored(redis_client, run_id=found.duplicate_of)
-        if stored is None or stored.state not in (intake.ADMITTED, intake.COMMANDED):
-            # A true duplicate: the earlier run was sent (or is long gone).
-            generation = stored.run.generation if stored else 0
-            original = Run.from_dict(
-                {
-                    **draft.to_dict(),
-                    "generation": generation
-                    or coordination.current_generation(redis_client, repo=repo, pr=pr),
-                }
-            )
-            # An unsettled command is still waiting for its authorization.
-            waiting = authorizing and stored is not None and stored.state == intake.COMMAND_SENT
-            return Enqueued(run=original, duplicate_of=found.duplicate_of, authorizing=waiting)
-        # The earlier enqueue stopped half-way: finish sending that same run.
-        resend = True
-    if stored is None:  # admit returns either a stored run or a duplicate's id
-        raise RuntimeError(f"run {draft.run_id} was not stored")
-    app = _app_for(settings)
-    if stored.state in (intake.COMMANDED, intake.COMMAND_SENT):
-        if stored.state == intake.COMMANDED:
-            send_command(stored.run, app=app, client=redis_client, resend=resend)
-        return Enqueued(run=stored.run, authorizing=authorizing)
-    if stored.state == intake.ADMITTED:
-        dispatch(stored.run, app=app, settings=settings, client=redis_client, resend=resend)
-    return Enqueued(run=stored.run)
+    return Enqueued(run=found.run, duplicate_of=found.duplicate_of, authorizing=found.authorizing)
+
+
+def submits_only(settings: PlatformSettings) -> bool:
+    """Whether ``settings.redis.url`` is the enqueue credential, which only submits requests
+    (``k8see.submission``); every other credential admits and sends in-process."""
+    return redis_acl.role_of(settings.redis.url) == "enqueue"
 
 
 def _repository_config_path(config_path: str) -> str:
@@ -197,29 +192,59 @@ def follow(
     client: redis.Redis | None = None,
     look: Callable[[], tuple[dict[str, Any], dict[str, Any] | None]] | None = None,
     poll_seconds: float = POLL_SECONDS,
+    progress: str = "",
 ) -> Outcome:
     """Watch the PR's record until this run ends, calling ``on_change`` on every update.
 
     With ``until_commented``, a finished run also waits for its PR comment to be written.
     An ``authorizing`` run (a comment command) has no generation of its own until a worker
-    admits it; until then only its refusal or its admission ends the wait. ``look`` replaces
-    the reads from Redis: it returns the PR's record and the run's refusal (``k8see enqueue
-    --api`` follows through the API this way).
+    admits it; until then only its refusal or its admission ends the wait. Where the record
+    and the refusal are read from:
+
+    - ``look``: a function returning both (``k8see enqueue --api`` follows through the API);
+    - ``progress`` (a submission's token, ``Enqueued.progress``): only that submission's
+      progress key, the enqueue credential's one readable key; the run id, generation and
+      ``authorizing`` come from it once a worker admitted the request;
+    - otherwise the PR's record and the run's outcome in Redis.
     """
+    deadline = time.monotonic() + timeout_seconds
     if look is None:
         if client is None and settings is None:
             raise ValueError("follow needs settings, a Redis client or look")
         redis_client = client or redis.Redis.from_url(settings.redis.url)  # type: ignore[union-attr]
+        if progress:
+            found: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                found = state.read_progress(redis_client, token=progress)
+                if "admission" in found:
+                    break
+                time.sleep(poll_seconds)
+            else:
+                return Outcome(status="submitted", record={}, timed_out=True)
+            admission = found["admission"]
+            run_id = str(admission["run_id"])
+            generation = int(admission.get("generation") or 0)
+            authorizing = bool(admission.get("authorizing"))
 
-        def from_redis() -> tuple[dict[str, Any], dict[str, Any] | None]:
-            record = state.get(redis_client, repo=repo, pr=pr) or {}
-            if record.get("run_id") == run_id:
-                return record, None
-            return record, state.run_outcome(redis_client, run_id=run_id)
+            def from_progress() -> tuple[dict[str, Any], dict[str, Any] | None]:
+                found = state.read_progress(redis_client, token=progress)
+                record, outcome = found.get("record"), found.get("outcome")
+                return (
+                    record if isinstance(record, dict) else {},
+                    outcome if isinstance(outcome, dict) else None,
+                )
 
-        look = from_redis
+            look = from_progress
+        else:
 
-    deadline = time.monotonic() + timeout_seconds
+            def from_redis() -> tuple[dict[str, Any], dict[str, Any] | None]:
+                record = state.get(redis_client, repo=repo, pr=pr) or {}
+                if record.get("run_id") == run_id:
+                    return record, None
+                return record, state.run_outcome(redis_client, run_id=run_id)
+
+            look = from_redis
+
     seen: tuple[Any, ...] = ()
     record: dict[str, Any] = {}
     admitted = not authorizing

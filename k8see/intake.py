@@ -97,6 +97,8 @@ class Stored:
     state: str
     #: How often the watchdog sent its chain again.
     redrives: int = 0
+    #: Progress tokens of the submissions that asked for this run (``k8see.submission``).
+    progress: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,28 @@ def stored(client: redis.Redis, *, run_id: str) -> Stored | None:
         return None
     data = json.loads(fields["run"])
     run = Run.from_dict({**data, "generation": int(fields.get("generation") or 0)})
-    return Stored(run=run, state=fields.get("state", ""), redrives=int(fields.get("redrives") or 0))
+    return Stored(
+        run=run,
+        state=fields.get("state", ""),
+        redrives=int(fields.get("redrives") or 0),
+        progress=tuple(fields.get("progress", "").split()),
+    )
+
+
+def add_progress(client: redis.Redis, *, run_id: str, token: str) -> tuple[str, ...]:
+    """Note one more submission following the stored run; returns every token noted.
+
+    At most ``MAX_FOLLOWERS`` are kept (the latest): each is one more key written per update.
+    """
+    found = stored(client, run_id=run_id)
+    earlier = [t for t in (found.progress if found else ()) if t != token]
+    tokens = (*earlier, token)[-MAX_FOLLOWERS:]
+    client.hset(run_key(run_id), "progress", " ".join(tokens))
+    return tokens
+
+
+#: Submissions followed per run: a retried enqueue and a few re-runs of a workflow.
+MAX_FOLLOWERS = 8
 
 
 def advance(client: redis.Redis, *, run_id: str, from_state: str, to_state: str) -> bool:

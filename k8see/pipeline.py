@@ -164,6 +164,8 @@ def dispatch(
                 previous_sha=before.get("sha") if settled else before.get("previous_sha"),
                 skipped_run=None,
                 reason=None,
+                # Submissions with the enqueue credential follow the run here (state.py).
+                progress_tokens=list(found.progress) if found else [],
             )
         if not (resend and is_pending(run, client=client)):
             chain_for(app, settings, run).apply_async()

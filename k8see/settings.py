@@ -33,7 +33,9 @@ DEFAULT_DOMAIN = "k8s-ee.genesluna.dev"
 
 class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
-    """Broker, result backend and per-PR state. Use ``rediss://`` with a password in production."""
+    """Broker, result backend and per-PR state, and who this process is to Redis: in
+    production ``rediss://k8see-<role>:<password>@host:port/0`` with the role's ACL user
+    (``worker``, ``beat``, ``flower``, ``enqueue`` or ``admin``; docs/security.md)."""
 
     result_expires_seconds: int = 86400
     """How long Celery keeps task results; the environment record is kept separately."""
@@ -43,9 +45,10 @@ class RedisSettings(BaseModel):
 
     admin_username: str = "k8see-admin"
     """The Redis ACL user that is the admin credential: only a ``url`` naming this user lists
-    every repository's records with ``k8see status`` (anyone else must pass ``--repo``). Until
-    the platform creates ACL users, the shared URL can still read every key directly; see
-    docs/security.md."""
+    every repository's records with ``k8see status`` (anyone else must pass ``--repo``). A
+    ``url`` naming ``k8see-enqueue`` is the enqueue credential, which only submits events and
+    reads their progress (``k8see status --progress``); the ACL users and what each may do are
+    in docs/security.md."""
 
     socket_timeout_seconds: float = Field(default=5.0, gt=0)
     """How long a worker waits for one answer from Redis, in seconds, before it counts as

@@ -3,6 +3,12 @@
 It feeds the PR comment, ``k8see status``, the metrics and the cleanup job. Only the task layer
 and the enqueue client write it. A run may only update the record of its own or an older
 generation, so a superseded run that finishes late never overwrites a newer one.
+
+A run submitted with the enqueue credential (``k8see.submission``) cannot read records; the
+record names its submissions' progress tokens (``progress_tokens``) and every update is
+copied, in the same transaction, to each token's progress key, which that credential may
+read. A token the record drops (a newer run took the PR) gets the newer record once, so its
+follower sees it was superseded.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 import redis
 
 from k8see.coordination import PREFIX
+from k8see.redis_acl import progress_key
 from k8see.run import Status
 
 INDEX_KEY = f"{PREFIX}:envs"
@@ -72,10 +79,47 @@ def update(
                 pipe.multi()
                 pipe.set(key, json.dumps(merged, sort_keys=True), ex=ttl_seconds)
                 pipe.zadd(INDEX_KEY, {key: time.time()})
+                followers = {*_tokens(record), *_tokens(merged)}
+                if followers:
+                    copy = json.dumps(public(merged), sort_keys=True)
+                    for token in sorted(followers):
+                        _write_progress(pipe, token, {"record": copy})
                 pipe.execute()
                 return merged
             except redis.WatchError:
                 continue
+
+
+#: How long a submission's progress is kept after its last update, in seconds.
+PROGRESS_TTL_SECONDS = 86400
+
+
+def _tokens(record: dict[str, Any]) -> list[str]:
+    found = record.get("progress_tokens") or []
+    return [str(t) for t in found] if isinstance(found, list) else []
+
+
+def _write_progress(pipe: Any, token: str, fields: dict[str, str]) -> None:
+    pipe.hset(progress_key(token), mapping=fields)
+    pipe.expire(progress_key(token), PROGRESS_TTL_SECONDS)
+
+
+def write_progress(client: redis.Redis, *, token: str, **fields: Any) -> None:
+    """Set fields (``admission``, ``record``, ``outcome``; JSON) of one submission's progress."""
+    with client.pipeline(transaction=True) as pipe:
+        _write_progress(pipe, token, {k: json.dumps(v, sort_keys=True) for k, v in fields.items()})
+        pipe.execute()
+
+
+def read_progress(client: redis.Redis, *, token: str) -> dict[str, Any]:
+    """One submission's progress: ``admission``, ``record`` and ``outcome``, each if written."""
+    raw = client.hgetall(progress_key(token))
+    return {(k.decode() if isinstance(k, bytes) else str(k)): json.loads(v) for k, v in raw.items()}
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as shown to people: without the progress tokens (read capabilities)."""
+    return {k: v for k, v in record.items() if k != "progress_tokens"}
 
 
 def _merge(record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -133,9 +177,14 @@ STATS_KEY = f"{PREFIX}:stats"
 OUTCOME_TTL_SECONDS = 3600
 
 
-def set_run_outcome(client: redis.Redis, *, run_id: str, outcome: dict[str, Any]) -> None:
-    """How a run that never reached the record ended (a refused command), for ``--wait``."""
+def set_run_outcome(
+    client: redis.Redis, *, run_id: str, outcome: dict[str, Any], progress: tuple[str, ...] = ()
+) -> None:
+    """How a run that never reached the record ended (a refused command), for ``--wait``;
+    copied to the progress of the submissions in ``progress``."""
     client.set(f"{PREFIX}:outcome:{run_id}", json.dumps(outcome), ex=OUTCOME_TTL_SECONDS)
+    for token in progress:
+        write_progress(client, token=token, outcome=outcome)
 
 
 def run_outcome(client: redis.Redis, *, run_id: str) -> dict[str, Any] | None:

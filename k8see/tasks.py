@@ -35,7 +35,7 @@ from celery import Task, shared_task, signals
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 
-from k8see import controls, coordination, metrics, pipeline, state
+from k8see import controls, coordination, intake, metrics, pipeline, state, submission
 from k8see.app import settings_of
 from k8see.errors import (
     Closed,
@@ -67,6 +67,21 @@ def _harden(**_: Any) -> None:
     """Each pool process, however the worker was started (``k8see worker`` already hardened
     the main process): build steps of the same user must not read its memory or env."""
     deny_same_user_inspection()
+
+
+@signals.worker_init.connect(weak=False, dispatch_uid="k8see.intake")  # type: ignore[untyped-decorator]
+def _add_dispatcher(sender: Any, **_: Any) -> None:
+    """Every worker gets the intake dispatcher (``k8see.submission``); it runs only in those
+    that consume the default queue. Sent before the worker builds its bootsteps."""
+    sender.app.steps["worker"].add(submission.Dispatcher)
+
+
+@signals.worker_shutdown.connect(weak=False, dispatch_uid="k8see.intake-stop")  # type: ignore[untyped-decorator]
+def _stop_dispatcher(sender: Any, **_: Any) -> None:
+    """Stop the worker's intake dispatcher with the worker, however it stops."""
+    dispatcher = getattr(sender, "k8see_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.stop(sender)
 
 
 StageFn = Callable[[Run, StageContext], Run]
@@ -558,11 +573,15 @@ def command_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     except Stopped as exc:
         rlog.info("Command stops: %s", exc.message)
         state.count(client, f"stopped:{exc.reason}:command")
-        state.set_run_outcome(client, run_id=run.run_id, outcome=exc.to_dict())
+        state.set_run_outcome(
+            client, run_id=run.run_id, outcome=exc.to_dict(), progress=_followers(client, run)
+        )
         return {**run.to_dict(), "stopped": exc.reason, "stop_message": exc.message}
     except UserError as exc:
         rlog.info("Command refused: %s", exc.message)
-        state.set_run_outcome(client, run_id=run.run_id, outcome=exc.to_dict())
+        state.set_run_outcome(
+            client, run_id=run.run_id, outcome=exc.to_dict(), progress=_followers(client, run)
+        )
         return {**run.to_dict(), "stopped": exc.reason, "stop_message": exc.message}
     except PlatformError as exc:
         retries = int(self.request.retries or 0)
@@ -586,6 +605,12 @@ def command_task(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
         self.app.send_task(forward, args=[result.to_dict()])
     rlog.info("Command %s handled.", result.result("command").get("command"))
     return result.to_dict()
+
+
+def _followers(client: redis.Redis, run: Run) -> tuple[str, ...]:
+    """The progress tokens of the submissions following ``run`` (``k8see.submission``)."""
+    found = intake.stored(client, run_id=run.run_id)
+    return found.progress if found else ()
 
 
 __all__ = ["Action", "StageTask"]

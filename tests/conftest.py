@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from k8see import redis_acl
+
 # One implementation of the loopback helpers, shared with the sandbox platform; re-exported
 # here because the tests import them from tests.conftest.
 from k8see.sandbox.platform import free_port, wait_for_port
@@ -42,18 +44,30 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
+#: Passwords of the Redis ACL users in tests (k8see.redis_acl), one per role.
+REDIS_PASSWORDS = {role: f"{role}-pw-for-tests" for role in redis_acl.ROLES}
+
+
 class RedisServer:
-    """A real redis-server on a free loopback port, with an append-only file."""
+    """A real redis-server on a free loopback port, with an append-only file and ACLs on:
+    the default user is off and each role has its user (``k8see.redis_acl``)."""
 
     def __init__(self, workdir: Path):
         self.binary = require_tool("redis-server")
         self.port = free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
+        self.aclfile = workdir / "users.acl"
+        self.aclfile.write_text(redis_acl.aclfile(REDIS_PASSWORDS))
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The admin credential: what tests use to set up and look at Redis."""
+        return self.url_for("admin")
+
+    def url_for(self, role: str) -> str:
+        """The credential of one role, e.g. ``worker`` or ``enqueue``."""
+        return redis_acl.url_for(f"redis://127.0.0.1:{self.port}/0", role, REDIS_PASSWORDS[role])
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -71,6 +85,8 @@ class RedisServer:
                 str(self.workdir),
                 "--protected-mode",
                 "no",
+                "--aclfile",
+                str(self.aclfile),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -104,6 +120,12 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.flushall()
     client.close()
     yield redis_server.url
+
+
+@pytest.fixture
+def redis_urls(redis_url: str, redis_server: RedisServer) -> dict[str, str]:
+    """The flushed Redis of ``redis_url``, one URL per role (``k8see.redis_acl.ROLES``)."""
+    return {role: redis_server.url_for(role) for role in redis_acl.ROLES}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

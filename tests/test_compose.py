@@ -3,12 +3,13 @@
 Covers:
 - one service per Procfile line, whose command is that line (extra arguments only after it),
   and a worker service for every pool ``k8see worker --pool`` knows (``all`` aside);
-- Redis requires a password and keeps an append-only file; every k8see service reaches it
-  with that password, reads the host's kubeconfig read-only and shares the metrics directory
-  that ``k8see metrics`` serves; Flower cannot start without basic auth and, like metrics and
-  the API, listens on loopback only;
+- Redis runs with ACLs (the default user off, the platform chart's script and k8see's rules
+  file) and keeps an append-only file; every k8see service reaches it as its own role's ACL
+  user (workers, beat, Flower) with that role's password, reads the host's kubeconfig
+  read-only and shares the metrics directory that ``k8see metrics`` serves; Flower cannot
+  start without basic auth and, like metrics and the API, listens on loopback only;
 - Docker Compose itself (Debian's docker-compose) accepts the file, refuses it without the
-  Redis password, and resolves the worker command and environment as written.
+  Redis passwords, and resolves the worker command and environment as written.
 """
 
 from __future__ import annotations
@@ -57,17 +58,30 @@ def test_services_run_the_procfile_commands_and_every_pool() -> None:
                for pool in pools)  # fmt: skip
 
 
-def test_redis_has_a_password_and_an_append_only_file() -> None:
+ROLE_OF = {"beat": "beat", "flower": "flower"}  # every other k8see service is a worker
+
+
+def test_redis_has_acl_users_and_an_append_only_file() -> None:
     found = services()
     redis_cmd = found["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
-    password = redis_cmd[redis_cmd.index("--requirepass") + 1]
-    assert password.startswith("${REDIS_PASSWORD:?")  # compose refuses to start without it
-    assert found["redis"]["volumes"] == ["redis-data:/data"]
+    assert "--requirepass" not in redis_cmd
+    aclfile = redis_cmd[redis_cmd.index("--aclfile") + 1]
+    # The same script and rules as the platform chart write that file before Redis starts
+    entrypoint = found["redis"]["entrypoint"]
+    assert entrypoint[:4] == ["sh", "/k8see/redis-aclfile.sh", "/k8see/redis-acl-rules.txt",
+                              aclfile]  # fmt: skip
+    assert "./charts/k8see-platform/files:/k8see:ro" in found["redis"]["volumes"]
+    assert "redis-data:/data" in found["redis"]["volumes"]
+    for role in ("WORKER", "BEAT", "FLOWER", "ENQUEUE", "ADMIN"):
+        password = found["redis"]["environment"][f"PASSWORD_{role}"]
+        assert password.startswith(f"${{REDIS_PASSWORD_{role}:?")  # compose refuses without it
     for name in K8SEE_SERVICES:
         service = found[name]
         env = service["environment"]
-        assert env["K8SEE_REDIS__URL"].startswith("redis://:${REDIS_PASSWORD:?")
+        role = ROLE_OF.get(name, "worker")
+        url = f"redis://k8see-{role}:${{REDIS_PASSWORD_{role.upper()}:?"
+        assert env["K8SEE_REDIS__URL"].startswith(url), name
         assert env["K8SEE_REDIS__URL"].endswith("@redis:6379/0")
         kube = [v for v in service["volumes"] if v.endswith(":/kube/config:ro")]
         assert kube and env["KUBECONFIG"] == env["K8SEE_DEPLOY__KUBECONFIG"] == "/kube/config"
@@ -96,16 +110,23 @@ def compose(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 
 def test_docker_compose_accepts_the_file(project: Path) -> None:
-    env = {"REDIS_PASSWORD": "pw-for-redis-1", "FLOWER_BASIC_AUTH": "admin:pw-2",
-           "KUBECONFIG_FILE": str(project / "kubeconfig")}  # fmt: skip
+    env = {"FLOWER_BASIC_AUTH": "admin:pw-2", "KUBECONFIG_FILE": str(project / "kubeconfig"),
+           **{f"REDIS_PASSWORD_{role}": f"pw-for-{role.lower()}-1"
+              for role in ("WORKER", "BEAT", "FLOWER", "ENQUEUE", "ADMIN")}}  # fmt: skip
     done = compose(project, env)
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout)["services"]
     build = resolved["worker-build"]
     assert build["command"] == ["k8see", "worker", "--pool", "build"]
-    assert build["environment"]["K8SEE_REDIS__URL"] == "redis://:pw-for-redis-1@redis:6379/0"
+    assert (
+        build["environment"]["K8SEE_REDIS__URL"]
+        == "redis://k8see-worker:pw-for-worker-1@redis:6379/0"
+    )
+    assert (resolved["beat"]["environment"]["K8SEE_REDIS__URL"]
+            == "redis://k8see-beat:pw-for-beat-1@redis:6379/0")  # fmt: skip
     assert build["environment"]["K8SEE_REGISTRY__TYPE"] == "ghcr"  # from k8see.env
-    assert resolved["redis"]["command"][:3] == ["redis-server", "--requirepass", "pw-for-redis-1"]
+    assert resolved["redis"]["environment"]["PASSWORD_ENQUEUE"] == "pw-for-enqueue-1"
 
-    missing = compose(project, {k: v for k, v in env.items() if k != "REDIS_PASSWORD"})
-    assert missing.returncode != 0 and "set REDIS_PASSWORD" in missing.stderr
+    for role in ("WORKER", "ENQUEUE"):
+        missing = compose(project, {k: v for k, v in env.items() if k != f"REDIS_PASSWORD_{role}"})
+        assert missing.returncode != 0 and f"set REDIS_PASSWORD_{role}" in missing.stderr

@@ -2,10 +2,12 @@
 
 Covers: the action file parses as a composite action whose inputs reach the script only
 through env; an ordinary comment exits 0 with an empty run id; a command is queued and its run
-id lands in ``$GITHUB_OUTPUT``; a bad Redis URL fails the step with k8see's exit code. The
-install step installs the k8see of the action's own commit by default, a pinned requirement
-(``==`` from an index, or a git URL at a 40-hex commit) when given, and refuses anything
-unpinned before pip runs (pip itself is a recording stand-in: it would reach PyPI).
+id lands in ``$GITHUB_OUTPUT``; a bad Redis URL fails the step with k8see's exit code; with
+the enqueue credential the event goes to the intake list and its progress token is masked
+in the log. The install step installs the k8see of the action's own commit by default, a
+pinned requirement (``==`` from an index, or a git URL at a 40-hex commit) when given, and
+refuses anything unpinned before pip runs (pip itself is a recording stand-in: it would reach
+PyPI).
 """
 
 from __future__ import annotations
@@ -80,6 +82,21 @@ def test_a_command_is_queued_and_its_run_id_is_an_output(tmp_path: Path, redis_u
     run_id = output.strip().removeprefix("run-id=")
     assert len(run_id) == 12 and run_id == json.loads(done.stdout)["run_id"]
     assert redis.Redis.from_url(redis_url).llen("default") == 1
+
+
+def test_with_the_enqueue_credential_the_progress_token_is_masked(
+    tmp_path: Path, redis_urls: dict[str, str]
+) -> None:
+    done, output = _run(tmp_path, "/help", redis_urls["enqueue"])
+    assert done.returncode == 0, done.stderr
+    mask, printed = done.stdout.split("\n", 1)
+    summary = json.loads(printed)
+    # The token is masked in the log before the line that carries it is printed
+    assert mask == f"::add-mask::{summary['progress']}" and len(summary["progress"]) >= 22
+    assert output.strip() == f"run-id={summary['run_id']}"
+    # and the event was submitted to the intake list, not sent to a queue
+    admin = redis.Redis.from_url(redis_urls["admin"])
+    assert admin.llen("k8see:intake") == 1 and admin.llen("default") == 0
 
 
 def test_an_unreachable_redis_fails_the_step(tmp_path: Path) -> None:

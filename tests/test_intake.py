@@ -20,13 +20,13 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from k8see import coordination, intake, maintenance, pipeline, state
+from k8see import coordination, intake, maintenance, pipeline, redis_acl, state
 from k8see.app import create_app
 from k8see.client import Enqueued, enqueue
 from k8see.events import Decision, decide_from_comment, decide_from_flags
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings, load_settings
-from tests.conftest import RedisServer
+from tests.conftest import REDIS_PASSWORDS, RedisServer
 from tests.redis_proxy import CuttingProxy
 
 REPO, PR, SHA = "acme/shop", 5, "c" * 40
@@ -63,10 +63,15 @@ def _messages(client: redis.Redis) -> list[dict[str, Any]]:
 
 def _enqueue_through(proxy: CuttingProxy, decision: Decision, trigger: str) -> Exception | None:
     try:
-        enqueue(decision, settings=load_settings(redis={"url": proxy.url}), trigger=trigger)
+        enqueue(decision, settings=load_settings(redis={"url": _admin(proxy.url)}), trigger=trigger)
     except (redis.RedisError, OperationalError, OSError) as exc:  # Redis vanished
         return exc
     return None
+
+
+def _admin(url: str) -> str:
+    """The proxy's URL with the admin credential (tests run with Redis ACLs on)."""
+    return redis_acl.url_for(url, "admin", REDIS_PASSWORDS["admin"])
 
 
 def _commands_of_one_enqueue(server: RedisServer, client: redis.Redis, event: str) -> list[str]:

@@ -100,13 +100,20 @@ def run_demo(*, example: str, keep: bool, workdir: Path, front_door: str = "app"
 
             os.environ[key] = value
         settings = load_settings()
+        # The demo enqueues as a workflow step does: with the enqueue credential, which only
+        # submits events and reads their progress (k8see.redis_acl).
+        submitter = settings.model_copy(
+            update={
+                "redis": settings.redis.model_copy(update={"url": platform.role_url("enqueue")})
+            }
+        )
         platform.start_workers()
         platform.start_beat()
         flower_port = free_port()
         password = secrets.token_urlsafe(9)
         platform.start_flower(port=flower_port, basic_auth=f"admin:{password}")
         assert platform.github is not None
-        door = _FrontDoor(front_door, platform, settings)
+        door = _FrontDoor(front_door, platform, settings, submitter=submitter)
         say(f"Front door: {FRONT_DOORS[front_door]}.")
         kube_api = make_api(settings)
         install_operator_crds(kube_api)  # what installing the database operators would do
@@ -194,10 +201,19 @@ def run_demo(*, example: str, keep: bool, workdir: Path, front_door: str = "app"
 class _FrontDoor:
     """Sends the demo's events through one front door and follows each run."""
 
-    def __init__(self, name: str, platform: Platform, settings: PlatformSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        platform: Platform,
+        settings: PlatformSettings,
+        *,
+        submitter: PlatformSettings,
+    ) -> None:
         self.name = name
         self.platform = platform
         self.settings = settings
+        #: The enqueue credential's settings: what a self-hosted runner's step holds.
+        self.submitter = submitter
         self.api = ""
         self.redis = redis.Redis.from_url(settings.redis.url)
         if name in ("app", "workflow"):
@@ -213,9 +229,10 @@ class _FrontDoor:
         decision = decide_from_flags(
             repo=repo, pr=PR_NUMBER, action=action, sha=sha, ref=HEAD_REF, trigger="automatic"
         )
-        sent = enqueue(decision, settings=self.settings, trigger=f"pull_request:{action}")
-        say(f"run {sent.run_id} (straight to Redis):")
-        return self._follow(repo, sent.run_id, sent.run.generation, started)
+        sent = enqueue(decision, settings=self.submitter, trigger=f"pull_request:{action}")
+        say(f"run {sent.run_id} (straight to Redis, as the enqueue credential):")
+        # That credential reads nothing but its submission's progress key.
+        return self._follow(repo, sent.run_id, sent.run.generation, started, progress=sent.progress)
 
     def _webhook(self, repo: str, action: str, started: float) -> Outcome:
         github = self.platform.github
@@ -255,10 +272,16 @@ class _FrontDoor:
         )  # fmt: skip
 
     def _follow(
-        self, repo: str, run_id: str, generation: int, started: float, look: Any = None
+        self,
+        repo: str,
+        run_id: str,
+        generation: int,
+        started: float,
+        look: Any = None,
+        progress: str = "",
     ) -> Outcome:
         return follow(
-            settings=self.settings,
+            settings=self.submitter if progress else self.settings,
             repo=repo,
             pr=PR_NUMBER,
             run_id=run_id,
@@ -268,6 +291,7 @@ class _FrontDoor:
             until_commented=True,
             look=look,
             poll_seconds=1.0 if look else 0.25,
+            progress=progress,
         )
 
 

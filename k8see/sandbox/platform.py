@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from k8see import redis_acl
 from k8see.errors import ToolMissing
 from k8see.sandbox.github import GitHubSandbox
 
@@ -73,13 +75,22 @@ class Platform:
     identities: PoolIdentities | None = None
     github: GitHubSandbox | None = None
     redis_port: int = 0
+    #: A password per Redis ACL role (``k8see.redis_acl``), made at the first start.
+    redis_passwords: dict[str, str] = field(default_factory=dict)
     registry_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, IO[bytes]] = field(default_factory=dict)
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        """The admin credential (the sandbox's operator: the CLI, the demo's look-ups)."""
+        return self.role_url("admin")
+
+    def role_url(self, role: str) -> str:
+        """The Redis URL of one role's ACL user: ``worker``, ``beat``, ``enqueue``, ..."""
+        return redis_acl.url_for(
+            f"redis://127.0.0.1:{self.redis_port}/0", role, self.redis_passwords[role]
+        )
 
     @property
     def registry_host(self) -> str:
@@ -128,6 +139,13 @@ class Platform:
         self.redis_port = self.redis_port or free_port()  # a restart keeps the port
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
+        # ACLs on, as in production: the default user off, one user per role.
+        self.redis_passwords = self.redis_passwords or {
+            role: secrets.token_hex(16) for role in redis_acl.ROLES
+        }
+        aclfile = data / "users.acl"
+        aclfile.write_text(redis_acl.aclfile(self.redis_passwords))
+        aclfile.chmod(0o600)
         self._spawn(
             "redis",
             [
@@ -144,6 +162,8 @@ class Platform:
                 str(data),
                 "--protected-mode",
                 "no",
+                "--aclfile",
+                str(aclfile),
             ],
         )
         wait_for_port(self.redis_port)
@@ -244,6 +264,7 @@ class Platform:
                     "K8SEE_DEPLOY__KUBECONFIG": str(
                         kubeconfig or self.workdir / f"no-kubernetes-for-{pool}"
                     ),
+                    "K8SEE_REDIS__URL": self.role_url("worker"),
                 }
             )
             self._spawn(
@@ -255,12 +276,14 @@ class Platform:
         self._spawn(
             "beat",
             [k8see, "beat", "-s", str(self.workdir / "beat-schedule")],
-            env=self.process_env(),
+            env=self.process_env({"K8SEE_REDIS__URL": self.role_url("beat")}),
         )
 
     def start_flower(self, *, port: int, basic_auth: str) -> None:
         k8see = str(Path(sys.executable).parent / "k8see")
-        env = self.process_env({"FLOWER_BASIC_AUTH": basic_auth})
+        env = self.process_env(
+            {"FLOWER_BASIC_AUTH": basic_auth, "K8SEE_REDIS__URL": self.role_url("flower")}
+        )
         self._spawn("flower", [k8see, "flower", "--port", str(port)], env=env)
         wait_for_port(port, timeout_seconds=30)
 

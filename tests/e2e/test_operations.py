@@ -6,11 +6,16 @@ Covers:
   pipeline and sees its tasks with repo, PR and commit in their arguments; a screenshot is
   saved in the test's tmp dir; without credentials Flower answers 401;
 - ``k8see metrics`` serves the workers' metrics (multiprocess mode) after the run: stage
-  durations, time to ready, queue wait, runs by outcome, and the environment gauges.
+  durations, time to ready, queue wait, runs by outcome, and the environment gauges;
+- a workflow holding only the enqueue credential (Redis ACL user ``k8see-enqueue``, while the
+  pools, beat and Flower run as their own users) gets its environment ready and then
+  destroyed with ``k8see enqueue --wait``, and reads it with ``k8see status --progress``,
+  but not with ``k8see status --repo``.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.error
@@ -113,3 +118,37 @@ def test_flower_and_metrics_after_a_pipeline(harness: Harness, tmp_path: Path) -
         assert line in text, line
     ready_runs = [x for x in text.splitlines() if x.startswith('k8see_runs_total{action="deploy"')]
     assert float(ready_runs[0].rsplit(" ", 1)[1]) >= 1.0
+
+
+def test_a_workflow_with_the_enqueue_credential_alone(harness: Harness) -> None:
+    h = harness
+    repo, _path, sha = h.repo("submitted")
+    h.platform.github.add_repo(repo)
+    h.platform.github.add_pull(repo, 3, head_sha=sha, head_ref="feature")
+    env = h.platform.process_env({"K8SEE_REDIS__URL": h.platform.role_url("enqueue")})
+
+    def k8see(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "k8see", *args], env=env,
+                              capture_output=True, text=True, timeout=700)  # fmt: skip
+
+    # When the workflow step enqueues the opened PR with the enqueue credential and waits
+    opened = k8see("enqueue", "--repo", repo, "--pr", "3", "--action", "opened", "--sha", sha,
+                   "--ref", "feature", "--wait", "--timeout", "600", "--json")  # fmt: skip
+    # Then a worker admitted it, the pipeline ran, and --wait followed it to ready
+    assert opened.returncode == 0, opened.stderr + opened.stdout
+    summary = json.loads(opened.stdout)
+    assert summary["status"] == "ready" and "hello-pr-3." in summary["preview_url"]
+    assert h.record(repo, 3)["status"] == "ready"
+    # And the credential reads that run through its token, and no repository's records
+    mine = k8see("status", "--progress", summary["progress"], "--json")
+    assert mine.returncode == 0 and json.loads(mine.stdout)[0]["status"] == "ready", mine.stderr
+    listed = k8see("status", "--repo", repo)
+    assert listed.returncode == 2 and "--progress" in listed.stderr
+
+    # When the PR closes on GitHub and the step enqueues the close
+    h.platform.github.set_pull_state(repo, 3, state="closed")
+    closed = k8see("enqueue", "--repo", repo, "--pr", "3", "--action", "closed", "--sha", sha,
+                   "--wait", "--timeout", "600")  # fmt: skip
+    # Then the environment is destroyed
+    assert closed.returncode == 0 and "destroyed" in closed.stdout, closed.stderr
+    h.wait_for(lambda: "hello-pr-3" not in h.namespaces())

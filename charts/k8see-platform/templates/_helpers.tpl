@@ -23,9 +23,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ .Values.redis.existingSecret | default (printf "%s-redis" (include "k8see.fullname" .)) }}
 {{- end -}}
 
-{{/* Environment every k8see process gets: settings, the Redis URL, credentials. */}}
+{{/* Environment every k8see process gets: settings, the Redis URL, credentials. Called with
+(dict "root" $ "role" "worker"|"beat"|"flower"): the role's Redis ACL user connects. */}}
 {{- define "k8see.env" -}}
-{{ include "k8see.redisEnv" . }}
+{{- $role := .role }}
+{{- with .root }}
+{{- include "k8see.redisEnv" (dict "root" . "role" $role) }}
 - name: K8SEE_METRICS__PORT
   value: {{ .Values.metrics.port | quote }}
 {{- if not (hasKey .Values.settings "K8SEE_DEPLOY__NAMESPACE_BINDINGS") }}
@@ -38,11 +41,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: {{ $v | quote }}
 {{- end }}
 {{- end }}
+{{- end }}
 {{- end -}}
 
-{{/* K8SEE_REDIS__URL, exactly once: the bundled Redis (password from its Secret), else
-redis.external (a Secret key, or a plain URL), else settings.K8SEE_REDIS__URL. */}}
+{{/* K8SEE_REDIS__URL, exactly once: the bundled Redis (the role's ACL user, its password
+from the Secret), else redis.external (a Secret key, or a plain URL), else
+settings.K8SEE_REDIS__URL. */}}
 {{- define "k8see.redisEnv" -}}
+{{- $role := .role }}
+{{- with .root }}
 {{- $external := .Values.redis.external }}
 {{- $inSettings := hasKey .Values.settings "K8SEE_REDIS__URL" }}
 {{- if .Values.redis.enabled }}
@@ -50,9 +57,9 @@ redis.external (a Secret key, or a plain URL), else settings.K8SEE_REDIS__URL. *
 {{- fail "The bundled Redis sets K8SEE_REDIS__URL itself: to use your own Redis, set redis.enabled=false and redis.external.existingSecret (or redis.external.url)" }}
 {{- end }}
 - name: REDIS_PASSWORD
-  valueFrom: {secretKeyRef: {name: {{ include "k8see.redisSecret" . }}, key: redis-password}}
+  valueFrom: {secretKeyRef: {name: {{ include "k8see.redisSecret" . }}, key: {{ $role }}-password}}
 - name: K8SEE_REDIS__URL
-  value: "redis://:$(REDIS_PASSWORD)@{{ include "k8see.fullname" . }}-redis:6379/0"
+  value: "redis://k8see-{{ $role }}:$(REDIS_PASSWORD)@{{ include "k8see.fullname" . }}-redis:6379/0"
 {{- else if $external.existingSecret }}
 - name: K8SEE_REDIS__URL
   valueFrom: {secretKeyRef: {name: {{ $external.existingSecret }}, key: {{ $external.existingSecretKey | default "redis-url" }}}}
@@ -64,6 +71,7 @@ redis.external (a Secret key, or a plain URL), else settings.K8SEE_REDIS__URL. *
   value: {{ .Values.settings.K8SEE_REDIS__URL | quote }}
 {{- else }}
 {{- fail "redis.enabled=false needs your Redis URL: redis.external.existingSecret (a Secret with the URL under redis.external.existingSecretKey, default redis-url) or redis.external.url" }}
+{{- end }}
 {{- end }}
 {{- end -}}
 

@@ -1,0 +1,24 @@
+#!/bin/sh
+# Writes Redis's aclfile from k8see's rules (redis-acl-rules.txt, a copy of
+# `k8see redis-acl --rules`) and one password per role from PASSWORD_<ROLE>: the default user
+# off, then `user k8see-<role> reset on #<sha256 of the password> <rules>`. Only hashes reach
+# the file. Used by the platform chart's Redis init container and by docker-compose.yml.
+#
+# Usage: redis-aclfile.sh RULES OUTPUT [COMMAND...]   (then execs COMMAND, if given)
+set -eu
+rules=$1
+output=$2
+shift 2
+umask 077
+{
+  echo "user default off"
+  while read -r role acl; do
+    [ -n "$role" ] || continue
+    eval "password=\${PASSWORD_$(echo "$role" | tr a-z A-Z):?PASSWORD_$(echo "$role" | tr a-z A-Z) is not set}"
+    hash=$(printf %s "$password" | sha256sum | cut -d' ' -f1)
+    echo "user k8see-$role reset on #$hash $acl"
+  done < "$rules"
+} > "$output"
+# The Redis image's entrypoint drops root for its redis user, which must read the file.
+if [ "$(id -u)" = 0 ] && id redis >/dev/null 2>&1; then chown redis "$output"; fi
+[ $# -eq 0 ] || exec "$@"
