@@ -164,6 +164,7 @@ def test_a_run_step_reaches_redis_the_registry_and_metadata_only_on_the_host_net
         run_id=run_id, redis=redis_server.port, registry=registry.host, metadata=metadata_service
     )
     # When a PR's Dockerfile attacks them from a RUN step, on both platforms
+    before = _sealed_links()
     image = build(settings, tmp_path, dockerfile, ["linux/amd64", "linux/arm64"])
     # Then the build succeeded all the same, the arm64 step ran under qemu
     client = registry.client()
@@ -176,10 +177,12 @@ def test_a_run_step_reaches_redis_the_registry_and_metadata_only_on_the_host_net
     results = dict(line.split("=") for line in files["results"].split())
     stored = redis.Redis.from_url(redis_server.url).get(f"k8see:pwned-{run_id}")
     if network == "host":
-        # (the attack works on the worker's network: this is what sealing takes away)
-        assert stored == b"yes"
-        assert "+OK" in files["redis-set"]
-        assert "+PONG" in files["redis-ping"] or "NOAUTH" in files["redis-ping"]
+        # (the attack reaches everything on the worker's network: this is what sealing takes
+        # away. The tests' Redis runs with ACLs and its default user off, so the step's
+        # unauthenticated SET is refused there; a Redis answer of any kind proves the reach.)
+        assert stored is None
+        assert files["redis-set"].startswith("-NOAUTH"), files["redis-set"]
+        assert files["redis-ping"].startswith("-NOAUTH"), files["redis-ping"]
         assert results["registry"] == "0"
         assert results["metadata"] == "0" and files["meta"] == "iam-role-credentials\n"
         return
@@ -190,8 +193,13 @@ def test_a_run_step_reaches_redis_the_registry_and_metadata_only_on_the_host_net
         assert "can't connect" in reply, reply
     assert results["registry"] != "0"
     assert results["metadata"] != "0" and "iam-role" not in files["meta"]
-    # And nothing of the sealed network is left behind
-    assert not [name for name in socket.if_nameindex() if name[1].startswith("k8sb")]
+    # And nothing of this build's sealed network is left behind (a slot that a killed worker
+    # left earlier is cleaned by that slot's next build, not by this one)
+    assert _sealed_links() - before == set()
+
+
+def _sealed_links() -> set[str]:
+    return {name for _, name in socket.if_nameindex() if name.startswith("k8sb")}
 
 
 @pytest.fixture
