@@ -44,10 +44,11 @@ log = logging.getLogger(__name__)
 #: Labels every object the stand-in creates, with the plural of the kind it stands in for.
 STANDIN_LABEL = "k8see.dev/operator-standin"
 WATCH_SECONDS = 5
-#: The database pod's resources: far below what the databases' quota rows allow.
+#: The database pod's resources: far below what the databases' quota rows allow, and at the
+#: PR namespaces' LimitRange minimum (10m, 32Mi).
 RESOURCES = {
-    "requests": {"cpu": "10m", "memory": "16Mi"},
-    "limits": {"cpu": "50m", "memory": "32Mi"},
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "50m", "memory": "64Mi"},
 }
 
 
