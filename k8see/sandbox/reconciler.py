@@ -29,6 +29,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 #: Labels every object the stand-in creates, with the plural of the kind it stands in for.
 STANDIN_LABEL = "k8see.dev/operator-standin"
 WATCH_SECONDS = 5
+#: Every resource is reconciled again this often (an input it waits for, such as MongoDB's
+#: password Secret, brings no event of its own), as an informer's resync period would.
+RESYNC_SECONDS = 15.0
 #: The database pod's resources: far below what the databases' quota rows allow, and at the
 #: PR namespaces' LimitRange minimum (10m, 32Mi).
 RESOURCES = {
@@ -282,14 +286,15 @@ class OperatorStandIn:
 
     def _watch(self, lister: Callable[..., Any], handle: Callable[[Any], None], **kw: Any) -> None:
         """List, handle each item, then watch from the list's resourceVersion; start over
-        after an error or an expired resourceVersion (410)."""
+        after ``RESYNC_SECONDS``, an error or an expired resourceVersion (410)."""
         while not self._stopping.is_set():
             try:
                 listing = lister(**kw)
                 items, version = _items_and_version(listing)
                 for item in items:
                     handle(item)
-                while not self._stopping.is_set():
+                resync = time.monotonic() + RESYNC_SECONDS
+                while not self._stopping.is_set() and time.monotonic() < resync:
                     stream = watch.Watch().stream(
                         lister,
                         resource_version=version,

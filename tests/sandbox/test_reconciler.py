@@ -209,3 +209,25 @@ def test_a_tenant_gets_its_headless_service_and_state(
         ),
         "currentState Initialized",
     )
+
+
+def test_mongodb_waits_for_a_password_secret_that_comes_later(
+    kube_api_client: Any, standin: OperatorStandIn, kube_namespace: str
+) -> None:
+    ns, api = kube_namespace, kube_api_client
+    objects = render({"mongodb": True})
+    resource = next(o for o in objects if o["kind"] == "MongoDBCommunity")
+    password = next(o for o in objects if o["metadata"]["name"] == "app-mongodb-password")
+    for obj in (resource, password):
+        obj["metadata"]["namespace"] = ns
+    # Given the resource, and no password Secret yet: no connection Secret can be written
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "mongodbcommunity.mongodb.com", "v1", ns, "mongodbcommunity", resource
+    )
+    eventually(lambda: ready_addresses(api, ns, "app-mongodb-svc"), "a ready mongod stand-in")
+    with pytest.raises(ApiException):
+        secret(api, ns, "app-mongodb-admin-app")
+    # When the password Secret appears, the next resync writes the connection Secret
+    client.CoreV1Api(api).create_namespaced_secret(ns, password)
+    conn = eventually(lambda: secret(api, ns, "app-mongodb-admin-app"), "the connection Secret")
+    assert conn["password"] == secret(api, ns, "app-mongodb-password")["password"]
