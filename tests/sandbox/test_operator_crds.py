@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from k8see.sandbox import crds
 from tests.charts.test_database_subcharts import DATABASES, render
 from tests.conftest import ROOT, require_tool
+from tests.fixtures.databases import require_crds
 
 #: The kinds the app chart renders and where they are served (group, version, plural).
 SERVED = {
@@ -55,6 +56,7 @@ RICH = {
 
 @pytest.fixture(scope="module")
 def operator_crds(kube_api_client: Any) -> Iterator[None]:
+    require_crds()
     created = crds.install(kube_api_client, crds.DATABASE_CRDS + crds.METRICS_CRDS)
     yield
     crds.uninstall(kube_api_client, created)

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from k8see.sandbox import crds
 from k8see.sandbox.reconciler import STANDIN_LABEL, OperatorStandIn
 from tests.charts.test_database_subcharts import render
+from tests.fixtures.databases import require_crds
 from tests.fixtures.kube import TESTAPP_IMAGE
 
 CNPG_KEYS = {
@@ -44,6 +45,7 @@ CNPG_KEYS = {
 
 @pytest.fixture(scope="module")
 def standin(kube_api_client: Any) -> Iterator[OperatorStandIn]:
+    require_crds()
     created = crds.install(kube_api_client, crds.DATABASE_CRDS)
     reconciler = OperatorStandIn(kube_api_client, image=TESTAPP_IMAGE).start()
     yield reconciler
