@@ -14,7 +14,7 @@ import ipaddress
 import string
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -357,6 +357,16 @@ class DeploySettings(BaseModel):
     """PriorityClass of the app pods (the reference's clusters had ``default-app``, value 100,
     so that platform jobs preempt previews); empty: the cluster's default. The class must
     exist, or the app's pods are refused."""
+
+    database_wait_images: dict[
+        Literal["postgresql", "mongodb", "redis", "minio", "mariadb"],
+        Annotated[str, Field(pattern=r"^[^\s]+$")],
+    ] = Field(default_factory=dict)
+    """Image of the init container that waits for each database (keys: postgresql, mongodb,
+    redis, minio, mariadb), over the app chart's (``postgres:16-alpine``, ``mongo:7-jammy``,
+    ``redis:7-alpine``, ``curlimages/curl:8.5.0``, ``mariadb:11``, from Docker Hub); for
+    clusters that pull from a mirror. Each runs ``sh -c`` with that database's client
+    (pg_isready, mongosh, redis-cli, curl, mariadb-admin)."""
 
     pod_security: Literal["", "privileged", "baseline", "restricted"] = "baseline"
     """The Pod Security Admission level PR namespaces enforce (label

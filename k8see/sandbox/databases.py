@@ -1,69 +1,37 @@
 """Databases in the demo: the operators' CRDs, and what a deploy created for each database.
 
 On a real cluster the platform admin installs the CloudNativePG, MongoDB Community and MinIO
-operators, which install their CRDs; the app chart never ships them. The sandbox simulates
-those operators, so the demo installs minimal CRDs (any spec accepted) in their place, then
-shows what the deploy created: the database objects, the app's connection variables and wait
-init containers, and the quota. No database server runs in the sandbox, and the demo says so.
+operators, which install their CRDs; the app chart never ships them. The sandbox installs the
+operators' real CRDs (``k8see.sandbox.crds``; MinIO's Tenant is a stand-in) and runs a small
+reconciler in place of the operators (``k8see.sandbox.reconciler``), then shows what the
+deploy created: the database objects, the app's connection variables and wait init
+containers, and the quota. No database server runs in the sandbox, and the demo says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-#: group, plural, kind, version of each simulated operator's custom resource.
-OPERATOR_KINDS = (
-    ("postgresql.cnpg.io", "clusters", "Cluster", "v1"),
-    ("mongodbcommunity.mongodb.com", "mongodbcommunity", "MongoDBCommunity", "v1"),
-    ("minio.min.io", "tenants", "Tenant", "v2"),
-)
+from k8see.sandbox import crds
+
 #: What stands in for each database in the sandbox.
 SIMULATION = {
-    "postgresql": "CloudNativePG simulated: Cluster accepted, -rw/-ro/-r Services and -app Secret",
-    "mongodb": "MongoDB operator simulated: -svc Service and the user's connection Secret",
-    "redis": "a Deployment whose pod is simulated (no redis-server runs)",
-    "minio": "MinIO operator simulated: Tenant accepted, -hl Service",
-    "mariadb": "a Deployment and PVC whose pod is simulated (no mariadbd runs)",
+    "postgresql": "CloudNativePG's real Cluster CRD; a stand-in reconciler made the -rw/-ro/-r "
+    "Services, the -app Secret and a pod listening on 5432",
+    "mongodb": "MongoDB Community's real CRD; a stand-in reconciler made the -svc Service, the "
+    "user's connection Secret and a pod listening on 27017",
+    "redis": "a Deployment running the redis image the chart names",
+    "minio": "a stand-in Tenant CRD (the MinIO operator's module is not served); a stand-in "
+    "reconciler made the -hl Service and a pod listening on 9000",
+    "mariadb": "a Deployment and PVC running the mariadb image the chart names",
 }
 
 
-def crd(group: str, plural: str, kind: str, version: str) -> dict[str, Any]:
-    """A minimal CRD serving ``kind``: any spec accepted, a status subresource."""
-    schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
-            "versions": [
-                {
-                    "name": version,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": schema,
-                }
-            ],
-        },
-    }
-
-
-def install_operator_crds(api: client.ApiClient) -> None:
-    """Create the three CRDs unless they exist (what installing the operators would do)."""
-    ext = client.ApiextensionsV1Api(api)
-    for kind in OPERATOR_KINDS:
-        try:
-            ext.create_custom_resource_definition(crd(*kind))
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+def install_operator_crds(api: client.ApiClient) -> list[str]:
+    """The database operators' CRDs (``k8see.sandbox.crds``): what installing them does."""
+    return crds.install(api, crds.DATABASE_CRDS)
 
 
 def describe(

@@ -26,7 +26,7 @@ from k8see import coordination, state
 from k8see.client import Outcome, enqueue, follow
 from k8see.events import decide_from_flags
 from k8see.integrations.kube import make_api
-from k8see.sandbox.databases import describe, install_operator_crds
+from k8see.sandbox.databases import describe
 from k8see.sandbox.platform import ROOT, Platform, free_port, tool
 from k8see.settings import PlatformSettings, load_settings
 
@@ -116,7 +116,8 @@ def run_demo(*, example: str, keep: bool, workdir: Path, front_door: str = "app"
         door = _FrontDoor(front_door, platform, settings, submitter=submitter)
         say(f"Front door: {FRONT_DOORS[front_door]}.")
         kube_api = make_api(settings)
-        install_operator_crds(kube_api)  # what installing the database operators would do
+        # The operators' real CRDs, and the reconciler standing in for the operators.
+        platform.start_operators()
 
         sha = make_source_repo(source, platform.sources / repo)
         platform.github.add_repo(repo, collaborators={"demo-dev": "write"})

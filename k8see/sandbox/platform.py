@@ -31,6 +31,7 @@ from k8see.sandbox.github import GitHubSandbox
 if TYPE_CHECKING:
     from k8see.sandbox.cluster import LocalCluster
     from k8see.sandbox.cluster.identities import PoolIdentities
+    from k8see.sandbox.reconciler import OperatorStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_TOKEN = "sandbox-token"
@@ -80,6 +81,9 @@ class Platform:
     registry_port: int = 0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, IO[bytes]] = field(default_factory=dict)
+    #: The database operators' stand-in, once ``start_operators()`` ran.
+    operators: OperatorStandIn | None = None
+    operator_crds: list[str] = field(default_factory=list)
 
     @property
     def redis_url(self) -> str:
@@ -122,6 +126,30 @@ class Platform:
         self.identities = identities.install(
             self.cluster, helm=tool("helm"), kubectl=tool("kubectl"), pools=POOLS
         )
+
+    def start_operators(self) -> None:
+        """Install the database operators' CRDs and start the reconciler standing in for the
+        operators (``k8see.sandbox.crds``, ``k8see.sandbox.reconciler``)."""
+        from kubernetes import config
+
+        from k8see.sandbox import crds
+        from k8see.sandbox.cluster.images import TESTAPP_IMAGE
+        from k8see.sandbox.reconciler import OperatorStandIn
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.operator_crds = crds.install(api, crds.DATABASE_CRDS)
+        self.operators = OperatorStandIn(api, image=TESTAPP_IMAGE).start()
+
+    def _stop_operators(self) -> None:
+        if self.operators is None:
+            return
+        self.operators.stop()
+        if not self.own_cluster:  # a shared cluster gets back what it had
+            from k8see.sandbox import crds
+
+            crds.uninstall(self.operators.api, self.operator_crds)
+        self.operators.api.close()
+        self.operators = None
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.workdir / f"{name}.log").open("ab")
@@ -326,6 +354,7 @@ class Platform:
         self._start_redis()
 
     def stop(self) -> None:
+        self._stop_operators()
         for proc in reversed(list(self.processes.values())):
             if proc.poll() is None:
                 try:
@@ -350,6 +379,11 @@ class Platform:
 def run_forever(workdir: Path) -> int:
     """``k8see sandbox up``: start everything, print the env, serve until interrupted."""
     platform = Platform(workdir=workdir.resolve()).start()
+    try:
+        platform.start_operators()
+    except BaseException:
+        platform.stop()
+        raise
     env_file = platform.workdir / "env"
     env_file.write_text("".join(f"export {k}={v}\n" for k, v in platform.env().items()))
     print("# k8see sandbox (a local Kubernetes cluster; GitHub is a stand-in). Use it with:")

@@ -230,6 +230,8 @@ def helm_values(
         values["resources"] = _drop_none(config["resources"])
     if settings.deploy.priority_class:
         values["priorityClassName"] = settings.deploy.priority_class
+    if settings.deploy.database_wait_images:  # merged over the chart's, per database
+        values["databaseWait"] = {"images": dict(settings.deploy.database_wait_images)}
     return values
 
 

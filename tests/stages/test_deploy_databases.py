@@ -1,22 +1,23 @@
-"""Deploying environments with databases against the sandbox: real helm, real kubernetes client.
+"""Deploying environments with databases on the real cluster: real helm, real kubernetes client.
 
 Covers: the example app (examples/postgres-app's config shape) with each database alone and
-with all five: the subchart objects ``app-<db>``, what the simulated operators derive from them
+with all five: the subchart objects ``app-<db>``, what the operators derive from them
 (``app-postgresql-rw``/``-ro``/``-r``, ``app-postgresql-app``, ``app-mongodb-svc``,
 ``app-mongodb-admin-app``, ``app-minio-hl``), the connection variables and wait init
-containers of the app pod, the quota computed for the config, labels; an upgrade with changed
-env and resources that keeps every generated password (Helm ``lookup``) and refreshes the
-registry pull secret; passwords never in the run log; destroy to nothing left.
+containers of the app pod (which reach each database's pod by its Service name), the quota
+computed for the config, labels; an upgrade with changed env and resources that keeps every
+generated password (Helm ``lookup``) and refreshes the registry pull secret; passwords never
+in the run log; destroy to nothing left.
 
-The chart ships no operator CRDs (the operators install them); ``database_crds`` creates
-minimal ones first, as a cluster with the operators installed would have.
+The chart ships no operator CRDs (the operators install them). On the local cluster,
+``database_operators`` installs the operators' real CRDs and starts the reconciler standing in
+for them, and ``database_images`` the images the node can pull (``tests.fixtures.databases``).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ from kubernetes.client.exceptions import ApiException
 
 from k8see import names, quota
 from k8see.integrations import kube
-from k8see.sandbox.databases import install_operator_crds
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
 from k8see.stages.context import StageContext
@@ -63,12 +63,6 @@ OBJECTS = {
 GENERATED = ("app-mongodb-password", "app-redis-secret", "app-minio-secret", "app-mariadb-secret")
 
 
-@pytest.fixture(scope="session")
-def database_crds(kube_api_client: Any) -> None:
-    """The three operators' CRDs, created unless there (a cluster with the operators has them)."""
-    install_operator_crds(kube_api_client)
-
-
 class Log:
     """Every line the stage records and logs, to check no password leaks into them."""
 
@@ -86,7 +80,12 @@ def log() -> Log:
 
 @pytest.fixture
 def ctx(
-    kubeconfig: Path, tmp_path: Path, database_crds: None, log: Log, github: Any
+    kubeconfig: Path,
+    tmp_path: Path,
+    database_operators: None,
+    database_images: dict[str, Any],
+    log: Log,
+    github: Any,
 ) -> StageContext:
     require_tool("helm")
     # destroy asks GitHub whether the PR is gone (these PRs are unknown to it: they are).
@@ -99,6 +98,7 @@ def ctx(
             "health_interval_seconds": 0.1,
             "helm_timeout_seconds": 90,
             "destroy_timeout_seconds": 30,
+            "database_wait_images": database_images["wait_images"],
         },
         registry={"type": "ghcr", "host": "ghcr.io", "username": "bot", "password": "pw-one-1"},
     )
@@ -151,25 +151,31 @@ def _exists(core: client.CoreV1Api, kind: str, name: str, ns: str) -> bool:
     return True
 
 
-@pytest.fixture
-def database_operators() -> None:
-    """What the database operators create (Services, Secrets, running database pods).
+def options(images: dict[str, Any], db: str) -> Any:
+    """k8s-ee.yaml's ``databases.<db>``: on the local cluster, images the node can pull."""
+    return images["options"].get(db, True)
 
-    The stand-in API server simulated them; on the real local cluster that needs a reconciler
-    written against the real API and database images the node can pull, which do not exist
-    yet (issue 13). On a cluster with the operators installed, these tests run."""
-    if not os.environ.get("K8SEE_TEST_KUBECONFIG"):
-        pytest.skip("no database operators on the local cluster yet (issue 13)")
+
+def reached(core: client.CoreV1Api, ns: str, path: str) -> bool:
+    """Whether a database pod (the test app, on the local cluster) logged a GET of ``path``:
+    what the app's wait init container sent it by its Service name."""
+    for pod in core.list_namespaced_pod(ns).items:
+        if pod.status.phase != "Running":
+            continue
+        log = core.read_namespaced_pod_log(pod.metadata.name, ns, _preload_content=False)
+        if f"request GET {path}" in log.data.decode():
+            return True
+    return False
 
 
 @pytest.mark.parametrize("db", DATABASES)
 def test_each_database_alone(
-    ctx: StageContext, database_operators: None, db: str, log: Log
+    ctx: StageContext, database_images: dict[str, Any], db: str, log: Log
 ) -> None:
-    project = f"db-{db[:5]}"
+    project = f"db{db[:5]}{RUN_ID}"
     ns = names.namespace(project, 3)
     # When the app is deployed with only this database
-    deploy.deploy_verified(make_run(project, 3, databases={db: True}), ctx)
+    deploy.deploy_verified(make_run(project, 3, databases={db: options(database_images, db)}), ctx)
     core = api(ctx)
     # Then the database's objects exist, including what its operator derives
     wait_for_operators(core, ns, db)
@@ -178,6 +184,10 @@ def test_each_database_alone(
     assert [c.name for c in pod.init_containers] == [f"wait-for-{db}"]
     env = {e.name for e in pod.containers[0].env}
     assert env
+    if database_images["standin"]:  # the database pod is the test app: it logs the wait
+        client_name = {"postgresql": "pg_isready", "mongodb": "mongosh", "redis": "redis-cli"}
+        path = {"minio": "/minio/health/live", "mariadb": "/mariadb-admin"}
+        assert reached(core, ns, path.get(db) or f"/{client_name[db]}")
     # And the quota is the one computed for this config (the reference row)
     hard = core.read_namespaced_resource_quota("pr-quota", ns).spec.hard
     assert hard == quota.quota_hard(databases={db: {}})
@@ -196,10 +206,11 @@ def secret_values(core: client.CoreV1Api, ns: str) -> dict[str, dict[str, str]]:
 
 
 def test_all_five_upgrade_keeps_passwords_and_destroy_leaves_nothing(
-    ctx: StageContext, database_operators: None, log: Log
+    ctx: StageContext, database_images: dict[str, Any], log: Log
 ) -> None:
-    project, ns = "dball", names.namespace("dball", 5)
-    dbs = dict.fromkeys(DATABASES, True) | {"minio": {"storage": "3Gi"}}
+    project = f"dball{RUN_ID}"
+    ns = names.namespace(project, 5)
+    dbs = {db: options(database_images, db) for db in DATABASES} | {"minio": {"storage": "3Gi"}}
     # Given an environment with all five databases
     deploy.deploy_verified(make_run(project, 5, databases=dbs, env={"STEP": "one"}), ctx)
     core = api(ctx)
@@ -254,7 +265,7 @@ def test_all_five_upgrade_keeps_passwords_and_destroy_leaves_nothing(
     with pytest.raises(ApiException) as info:
         core.read_namespace(ns)
     assert info.value.status == 404
-    assert kube.find_namespaces(api=core.api_client, repo="acme/shop", pr=5) == []
+    assert ns not in kube.find_namespaces(api=core.api_client, repo="acme/shop", pr=5)
 
 
 def test_unknown_database_option_fails_with_the_key_and_where_to_look(ctx: StageContext) -> None:

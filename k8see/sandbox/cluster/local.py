@@ -27,6 +27,8 @@ SERVICE_CIDR = "10.96.0.0/16"
 #: The issuer of service-account tokens, as on most clusters.
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 START_TIMEOUT_SECONDS = 120.0
+#: Where kube-controller-manager's host-path provisioner makes volumes (fixed in its code).
+HOSTPATH_VOLUMES = "/tmp/hostpath_pv/"
 
 
 @dataclass
@@ -46,6 +48,7 @@ class LocalCluster:
     slot: node.Slot | None = None
     api_port: int = 0
     image_digests: dict[str, str] = field(default_factory=dict)
+    dns: Any = None
 
     @property
     def server(self) -> str:
@@ -84,6 +87,7 @@ class LocalCluster:
             self._start_controllers()
             self._start_node()
             self._wait_node_ready(started)
+            self._default_storage_class()
         except BaseException:
             self.stop()
             raise
@@ -234,6 +238,9 @@ class LocalCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--kube-api-qps=100",
                 "--kube-api-burst=200",
+                # Volumes: claims of the default StorageClass get a folder under /tmp/hostpath_pv
+                # (the built-in single-node provisioner), removed with the claim.
+                "--enable-hostpath-provisioner=true",
                 "--profiling=false",
             ],
         )
@@ -264,6 +271,7 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError("containerd did not open its socket in 30s")
             time.sleep(0.1)
+        self._start_dns()
         self.image_digests = images.import_images(
             ctr=tool("ctr"),
             address=self.containerd_address,
@@ -301,6 +309,16 @@ class LocalCluster:
             ],
         )
 
+    def _start_dns(self) -> None:
+        """The cluster DNS the kubelet points pods at (``dns.ClusterDns``), in this process."""
+        from kubernetes import config
+
+        from k8see.sandbox.cluster.dns import ClusterDns
+
+        assert self.slot is not None
+        api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+        self.dns = ClusterDns(api, address=self.slot.node_ip).start()
+
     def _wait_node_ready(self, started: float) -> None:
         from kubernetes import client, config
 
@@ -322,6 +340,25 @@ class LocalCluster:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"node {NODE_NAME} not Ready in {START_TIMEOUT_SECONDS}s")
                 time.sleep(0.5)
+        finally:
+            api.close()
+
+    def _default_storage_class(self) -> None:
+        """``standard``, the default StorageClass, served by the host-path provisioner."""
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+        try:
+            client.StorageV1Api(api).create_storage_class(
+                {
+                    "metadata": {
+                        "name": "standard",
+                        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                    },
+                    "provisioner": "kubernetes.io/host-path",
+                    "reclaimPolicy": "Delete",
+                }
+            )
         finally:
             api.close()
 
@@ -358,6 +395,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop the node (its pods' processes and mounts too), then the control plane."""
+        volumes = self._provisioned_volumes()
         self._drain()
         self._terminate("kubelet", timeout_seconds=10)
         if self.slot is not None:
@@ -365,6 +403,9 @@ class LocalCluster:
         self._kill_shims()
         self._terminate("containerd", timeout_seconds=10)
         _unmount_under(self.root)
+        if self.dns is not None:
+            self.dns.stop()
+            self.dns = None
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             self._terminate(name, timeout_seconds=15)
         for log_file in self.logs.values():
@@ -375,8 +416,32 @@ class LocalCluster:
             subprocess.run(["ip", "link", "del", self.slot.bridge], capture_output=True)
             self.slot.release()
             self.slot = None
+        for folder in volumes:  # the provisioner had no time to delete them
+            shutil.rmtree(folder, ignore_errors=True)
         if self.own_workdir:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def _provisioned_volumes(self) -> list[str]:
+        """The folders of the volumes the host-path provisioner made for this cluster."""
+        if not self.admin_kubeconfig.exists() or "kube-apiserver" not in self.processes:
+            return []
+        from kubernetes import client, config
+
+        try:
+            api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
+        except Exception:  # noqa: BLE001 - a half-started cluster made no volume
+            return []
+        try:
+            volumes = client.CoreV1Api(api).list_persistent_volume().items
+        except (client.ApiException, OSError):
+            return []
+        finally:
+            api.close()
+        return [
+            v.spec.host_path.path
+            for v in volumes
+            if v.spec.host_path and v.spec.host_path.path.startswith(HOSTPATH_VOLUMES)
+        ]
 
     def _drain(self, timeout_seconds: float = 15.0) -> None:
         """Delete every pod at once and give the kubelet a moment to tear them down, so the

@@ -8,9 +8,11 @@ leftovers (containers, mounts) are cleaned first.
 
 Pod networking is the reference CNI ``bridge`` plugin from Debian's containernetworking-plugins:
 pods reach the node and each other, and the API server reaches pods (its service proxy and
-health checks go to endpoint addresses). There is no kube-proxy and no cluster DNS: nothing
-k8see runs needs a Service's cluster IP from inside a pod, and NetworkPolicies are accepted
-by the API but not enforced (no policy-enforcing CNI), as on any cluster without one.
+health checks go to endpoint addresses). There is no kube-proxy: nothing k8see runs needs a
+Service's cluster IP from inside a pod. Cluster DNS is a small responder at the node's address
+(``dns.ClusterDns``) that resolves a Service name to its ready pods' addresses. NetworkPolicies
+are accepted by the API but not enforced (no policy-enforcing CNI), as on any cluster without
+one.
 """
 
 from __future__ import annotations
@@ -286,6 +288,11 @@ def write_kubelet_config(
         "cgroupRoot": slot.cgroup_root,
         "failSwapOn": False,
         "resolvConf": "/etc/resolv.conf",
+        # Its own, not the shared /var/log/pods: a kubelet removes the log folders of pods it
+        # does not know, so clusters side by side would delete each other's pods' logs.
+        "podLogsDir": str(path.parent.resolve() / "pod-logs"),
+        # Pods resolve Service names at the node's address (``dns.ClusterDns``).
+        "clusterDNS": [slot.node_ip],
         "clusterDomain": "cluster.local",
         "maxPods": 250,
         "serializeImagePulls": False,
