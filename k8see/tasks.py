@@ -243,6 +243,8 @@ class StageTask(Task):  # type: ignore[misc]
             ttl_seconds=ttl,
         )
         metrics.stage_finished(client, run, stage, seconds=seconds, status=changes.get("commented"))
+        # Beside stage_started: a stage that finished more often than its runs did ran twice.
+        state.count(client, f"stage_finished:{stage}")
 
     def _wait_for_lease(
         self,
