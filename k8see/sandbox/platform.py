@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_DOMAIN = "preview.k8see.test"
 POOLS = ("default", "build", "deploy", "maintenance")
+#: Redis persistence, as the platform chart and docker-compose.yml run it (tests/test_compose.py
+#: holds them to it): every write reaches the append-only file before Redis replies, so a
+#: killed redis-server loses nothing it acknowledged; the file is fsynced once a second, so a
+#: lost node loses at most about a second (docs/operations.md, "Drills").
+REDIS_PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "everysec")
 
 
 def free_port() -> int:
@@ -137,8 +142,7 @@ class Platform:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "yes",
+                *REDIS_PERSISTENCE,
                 "--dir",
                 str(data),
                 "--protected-mode",
@@ -280,9 +284,18 @@ class Platform:
         for name in [n for n in self.processes if n.startswith("worker-")]:
             self.stop_process(name)
 
-    def restart_redis(self) -> None:
+    def restart_redis(self, *, kill: bool = False) -> None:
         """Stop redis-server (it flushes its append-only file) and start it again on the same
-        port and data directory, as a restarted Redis pod with a persistent volume would."""
+        port and data directory, as a restarted Redis pod with a persistent volume would.
+
+        Args:
+            kill: SIGKILL it instead (a crash, an OOM kill): Redis writes nothing on its way
+                out, so only what its append-only file already holds comes back.
+        """
+        if kill:
+            proc = self.processes["redis"]
+            proc.kill()
+            proc.wait()
         self.stop_process("redis")
         self._start_redis()
 
