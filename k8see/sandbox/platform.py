@@ -10,6 +10,8 @@ started.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -323,15 +325,75 @@ class Platform:
 
 def run_forever(workdir: Path) -> int:
     """``k8see sandbox up``: start everything, print the env, serve until interrupted."""
-    platform = Platform(workdir=workdir.resolve()).start()
-    env_file = platform.workdir / "env"
-    env_file.write_text("".join(f"export {k}={v}\n" for k, v in platform.env().items()))
-    print("# k8see sandbox (a local Kubernetes cluster; GitHub is a stand-in). Use it with:")
-    for key, value in platform.env().items():
-        print(f"export {key}={value}")
-    print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)
-    serve_until_signalled(platform.stop)
-    return 0
+    interrupt_on_signals()
+    platform = Platform(workdir=workdir.resolve())
+    try:
+        platform.start()
+        env_file = platform.workdir / "env"
+        env_file.write_text("".join(f"export {k}={v}\n" for k, v in platform.env().items()))
+        print("# k8see sandbox (a local Kubernetes cluster; GitHub is a stand-in). Use it with:")
+        for key, value in platform.env().items():
+            print(f"export {key}={value}")
+        print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        ignore_signals()
+        platform.stop()
+
+
+#: The signals that end the sandbox and the demo: Ctrl-C, ``kill``, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_on_signals() -> None:
+    """Make SIGTERM and SIGHUP raise ``KeyboardInterrupt``, as Ctrl-C (SIGINT) does.
+
+    Python's default for SIGTERM and SIGHUP ends the process at once: no ``finally`` runs, and
+    every process the platform started (each in a session of its own, so the signal never
+    reaches them) keeps running. With this, whoever stops ``make demo`` or ``k8see sandbox
+    up`` (a terminal closing, ``kill``, a CI job's timeout) gets the same clean stop as Ctrl-C.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+    _term_when_parent_dies()
+
+
+#: From <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+
+
+def _term_when_parent_dies() -> None:
+    """Ask Linux for SIGTERM when the parent process dies (best-effort, Linux only).
+
+    ``make demo`` killed with SIGTERM dies without passing the signal on to its recipe, so
+    the demo would run on, orphaned, with nobody left to press Ctrl-C. With this the demo
+    hears its parent's death as a SIGTERM and stops cleanly.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def ignore_signals() -> None:
+    """While the platform stops: a second Ctrl-C or SIGTERM must not cut its stop short
+    (which would leave the processes not yet stopped behind). Each stop step is bounded
+    (SIGKILL after a timeout), so the stop ends anyway."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def serve_until_signalled(stop: Callable[[], None]) -> None:
