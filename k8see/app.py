@@ -78,7 +78,7 @@ def create_app(
         "broker_transport_options": {
             # Unacked messages of a worker that vanished are redelivered after this long;
             # it must exceed the longest stage (a build) or a slow build would run twice.
-            "visibility_timeout": settings.build.timeout_seconds + 300,
+            "visibility_timeout": visibility_timeout_seconds(settings),
         },
         # One beat replica sends these; each job body also holds a Redis lock, so a second
         # beat (a rollout overlap) only sends harmless duplicates (k8see.maintenance).
@@ -103,6 +103,12 @@ def create_app(
 
 
 _STALL_RETRY_INTERVAL_SECONDS = 5
+
+
+def visibility_timeout_seconds(settings: PlatformSettings) -> int:
+    """``queues.visibility_timeout_seconds``, or when 0 the build's limit plus 5 minutes."""
+    configured = settings.queues.visibility_timeout_seconds
+    return configured if configured > 0 else settings.build.timeout_seconds + 300
 
 
 def _stall_retries(settings: PlatformSettings) -> int:

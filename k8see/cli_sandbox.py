@@ -22,8 +22,9 @@ def sandbox() -> None:
 def sandbox_cluster() -> None:
     """Run a local Kubernetes cluster (control plane and one node) until interrupted."""
     from k8see.sandbox.cluster import LocalCluster
-    from k8see.sandbox.platform import serve_until_signalled
+    from k8see.sandbox.platform import interrupt_on_signals, serve_until_signalled
 
+    interrupt_on_signals()  # a SIGTERM during the start stops what started (LocalCluster.start)
     cluster = LocalCluster().start()
     click.echo(f"export KUBECONFIG={cluster.admin_kubeconfig}  # cluster-admin; Ctrl-C stops it")
     serve_until_signalled(cluster.stop)

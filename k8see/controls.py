@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -166,3 +167,38 @@ def until_redis_answers(
                          what, exc, delay)  # fmt: skip
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+#: How long a stage's delivery claim lives without renewal (``coordination.claim_stage``);
+#: a delivery whose worker died is run again this long after at the latest.
+CLAIM_TTL_SECONDS = 20.0
+#: How long a second delivery of a stage waits before it looks at the claim again.
+CLAIM_WAIT_SECONDS = 5.0
+
+
+class ClaimRenewal:
+    """Renews a stage's delivery claim from a thread while the stage runs; a Redis that does
+    not answer skips a turn (the claim outlives a short stall, and expires with a dead worker)."""
+
+    def __init__(self, client: redis.Redis, *, run_id: str, stage: str, token: str) -> None:
+        self._stop = threading.Event()
+        self._args = {"run_id": run_id, "stage": stage, "token": token}
+        self._client = client
+        self._thread = threading.Thread(target=self._loop, name="k8see-claim", daemon=True)
+
+    def __enter__(self) -> ClaimRenewal:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(CLAIM_TTL_SECONDS / 4):
+            try:
+                coordination.renew_stage_claim(
+                    self._client, ttl_seconds=CLAIM_TTL_SECONDS, **self._args
+                )
+            except UNANSWERED:
+                continue

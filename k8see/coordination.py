@@ -160,3 +160,74 @@ def note_lease_wait(
 
 def forget_lease_wait(client: redis.Redis, *, repo: str, pr: int, owner: str) -> None:
     client.delete(pr_key(repo, pr, f"leasewait:{owner}"))
+
+
+# -- one delivery of a run's stage at a time ---------------------------------------------------
+#
+# A broker connection that drops while a stage runs makes kombu hand the stage's message back
+# to the queue at once, while the stage goes on running: a second delivery of the same stage
+# of the same run, at the same time (seen in tests/drills/test_redis_killed.py: two builds of
+# one run pushing the same tag, one deploy refused for the other's image). A delivery claims
+# the stage first; a second delivery waits while the claim is renewed, and ends without
+# running once the stage is marked done. A claim not renewed (its worker died) expires, and
+# a redelivery then runs the stage.
+
+_CLAIM = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 'done'
+end
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return 'held'
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 'claimed'
+"""
+
+_DONE = """
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
+
+def stage_keys(run_id: str, stage: str) -> tuple[str, str]:
+    """The claim and done keys of one stage of one run."""
+    base = f"{PREFIX}:delivery:{run_id}:{stage}"
+    return f"{base}:claim", f"{base}:done"
+
+
+def claim_stage(
+    client: redis.Redis, *, run_id: str, stage: str, token: str, ttl_seconds: float
+) -> str:
+    """Claim a run's stage for one delivery: ``claimed``, ``held`` (another delivery runs it)
+    or ``done`` (it finished already)."""
+    claim, done = stage_keys(run_id, stage)
+    found = client.eval(_CLAIM, 2, claim, done, token, int(ttl_seconds * 1000))
+    return found.decode() if isinstance(found, bytes) else str(found)
+
+
+def renew_stage_claim(
+    client: redis.Redis, *, run_id: str, stage: str, token: str, ttl_seconds: float
+) -> None:
+    client.eval(_RENEW, 1, stage_keys(run_id, stage)[0], token, int(ttl_seconds * 1000))
+
+
+def release_stage(client: redis.Redis, *, run_id: str, stage: str, token: str) -> None:
+    """Give the claim up without marking the stage done (it failed, stopped or is retried)."""
+    client.eval(_RELEASE, 1, stage_keys(run_id, stage)[0], token)
+
+
+def stage_done(
+    client: redis.Redis, *, run_id: str, stage: str, token: str, ttl_seconds: int
+) -> None:
+    """Mark the stage done for the run (later deliveries end without running it)."""
+    claim, done = stage_keys(run_id, stage)
+    client.eval(_DONE, 2, claim, done, token, ttl_seconds)
+
+
+def forget_stages(client: redis.Redis, *, run_id: str, stages: tuple[str, ...]) -> None:
+    """Clear the done marks of a run sent again from its first stage (the watchdog)."""
+    client.delete(*(key for stage in stages for key in stage_keys(run_id, stage)))

@@ -94,6 +94,15 @@ class QueueSettings(BaseModel):
     retry_backoff_seconds: float = 2.0
     """First retry delay; doubled each retry, with full jitter, capped at 120 s."""
 
+    visibility_timeout_seconds: int = Field(default=0, ge=0)
+    """How long, in seconds, a message delivered to a worker that vanished (its main process
+    killed, its node lost) stays unacknowledged before the broker hands it to another worker.
+    Redis does not know whether a worker is alive, so this also applies to a message still
+    being worked on, or held for a retry's countdown: it must exceed the longest stage plus
+    the longest countdown, or a slow stage runs twice. 0 (the default): the build's
+    ``timeout_seconds`` plus 5 minutes (20 minutes), so a lost worker's stage is redone 20
+    minutes later, not after Celery's hour."""
+
     outbox_grace_seconds: float = Field(default=60.0, ge=0)
     """How long, in seconds, a run may stay admitted but unsent (its enqueue stopped between
     admitting it and sending its chain) before the watchdog job sends it. Long enough that

@@ -26,6 +26,7 @@ import random
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -103,6 +104,10 @@ RUNNING_STATUS = {
 }
 #: Stages that change the cluster hold the PR's lease.
 CLUSTER_STAGES = frozenset({"deploy", "destroy"})
+#: Stages one delivery at a time runs (``coordination.claim_stage``). Not the comment: it is
+#: sent again for one run on purpose (a failure, the watchdog), and upserting it twice is
+#: harmless.
+CLAIMED_STAGES = frozenset({"validate", "build", "scan", "deploy", "destroy", "untag"})
 BACKOFF_CAP_SECONDS = 120.0
 
 
@@ -132,6 +137,59 @@ class StageTask(Task):  # type: ignore[misc]
         if stop is not None:
             return self._stopped(client, run, stage, stop, rlog, ttl)
 
+        # One delivery of the stage at a time: a dropped broker connection hands a running
+        # stage's message out again (coordination.claim_stage).
+        if stage not in CLAIMED_STAGES:
+            return self._run_stage(stage, run, fn, client=client, rlog=rlog, ttl=ttl,
+                                   settings=settings, reliably=reliably)  # fmt: skip
+        token = uuid.uuid4().hex
+        claimed = reliably(
+            lambda: coordination.claim_stage(
+                client, run_id=run.run_id, stage=stage, token=token,
+                ttl_seconds=controls.CLAIM_TTL_SECONDS,
+            ),
+            "claim the stage",
+        )  # fmt: skip
+        if claimed == "done":
+            return self._duplicate(client, run, stage, rlog)
+        if claimed == "held":
+            raise self._wait_for_claim(client, run, stage, rlog)
+        done = False
+        try:
+            with controls.ClaimRenewal(client, run_id=run.run_id, stage=stage, token=token):
+                result = self._run_stage(stage, run, fn, client=client, rlog=rlog, ttl=ttl,
+                                         settings=settings, reliably=reliably)  # fmt: skip
+            reliably(
+                lambda: coordination.stage_done(
+                    client, run_id=run.run_id, stage=stage, token=token, ttl_seconds=ttl
+                ),
+                "mark the stage done",
+            )
+            done = True
+            return result
+        finally:
+            if not done:
+                controls.tolerant(
+                    lambda: coordination.release_stage(
+                        client, run_id=run.run_id, stage=stage, token=token
+                    ),
+                    rlog,
+                    "the claim release",
+                )()
+
+    def _run_stage(
+        self,
+        stage: str,
+        run: Run,
+        fn: StageFn,
+        *,
+        client: redis.Redis,
+        rlog: logging.LoggerAdapter[logging.Logger],
+        ttl: int,
+        settings: PlatformSettings,
+        reliably: Callable[[Callable[[], Any], str], Any],
+    ) -> dict[str, Any]:
+        """The stage itself, once claimed: lease, record, the stage function, its outcome."""
         lease = None
         if stage in CLUSTER_STAGES:
             lease = reliably(
@@ -231,6 +289,30 @@ class StageTask(Task):  # type: ignore[misc]
         rlog.info("Stage %s finished in %.1fs.", stage, seconds)
         return result.to_dict()
 
+    def _duplicate(
+        self, client: redis.Redis, run: Run, stage: str,
+        rlog: logging.LoggerAdapter[logging.Logger],
+    ) -> dict[str, Any]:  # fmt: skip
+        """A second delivery of a stage that finished: it ends here, and so does its chain
+        (the first delivery sent the next stage)."""
+        rlog.info("Stage %s of this run finished already; this second delivery ends.", stage)
+        state.count(client, f"duplicate_delivery:{stage}")
+        self.request.chain = None
+        self.request.callbacks = None
+        return {**run.to_dict(), "stopped": "duplicate", "stop_message": "delivered twice"}
+
+    def _wait_for_claim(
+        self, client: redis.Redis, run: Run, stage: str,
+        rlog: logging.LoggerAdapter[logging.Logger],
+    ) -> Retry:  # fmt: skip
+        """Another delivery runs this stage: look again later, without using up a retry."""
+        rlog.info("Stage %s of this run is running in another delivery; looking again in "
+                  "%.0fs.", stage, controls.CLAIM_WAIT_SECONDS)  # fmt: skip
+        state.count(client, f"duplicate_waited:{stage}")
+        again = self.signature_from_request(countdown=controls.CLAIM_WAIT_SECONDS)
+        again.apply_async()
+        return Retry(when=controls.CLAIM_WAIT_SECONDS, sig=again)
+
     def _finished(
         self, client: redis.Redis, run: Run, stage: str, result: Run, ctx: StageContext,
         seconds: float,
@@ -258,6 +340,8 @@ class StageTask(Task):  # type: ignore[misc]
             ttl_seconds=ttl,
         )
         metrics.stage_finished(client, run, stage, seconds=seconds, status=changes.get("commented"))
+        # Beside stage_started: a stage that finished more often than its runs did ran twice.
+        state.count(client, f"stage_finished:{stage}")
 
     def _wait_for_lease(
         self,

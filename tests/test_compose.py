@@ -130,3 +130,20 @@ def test_docker_compose_accepts_the_file(project: Path) -> None:
     for role in ("WORKER", "ENQUEUE"):
         missing = compose(project, {k: v for k, v in env.items() if k != f"REDIS_PASSWORD_{role}"})
         assert missing.returncode != 0 and f"set REDIS_PASSWORD_{role}" in missing.stderr
+
+
+def test_compose_and_the_chart_persist_redis_as_the_drills_test_it() -> None:
+    """tests/drills/test_redis_killed.py SIGKILLs the sandbox's redis-server, which runs with
+    ``REDIS_PERSISTENCE``; what it proves holds only where Redis runs the same way."""
+    from k8see.sandbox.platform import REDIS_PERSISTENCE
+
+    def pairs(argv: list[str]) -> dict[str, str]:
+        return {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+
+    wanted = pairs(list(REDIS_PERSISTENCE))
+    compose = pairs(services()["redis"]["command"])
+    template = (ROOT / "charts/k8see-platform/templates/redis-statefulset.yaml").read_text()
+    args_line = next(line for line in template.splitlines() if line.strip().startswith("args:"))
+    chart = pairs(yaml.safe_load(args_line.strip().removeprefix("args:")))
+    for where, found in (("docker-compose.yml", compose), ("the platform chart", chart)):
+        assert {k: found.get(k) for k in wanted} == wanted, where

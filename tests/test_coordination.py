@@ -96,3 +96,21 @@ def test_an_expired_lease_is_free_and_its_holder_stops(client: redis.Redis) -> N
     with pytest.raises(Superseded):
         lease.renew()
     assert coordination.lease_holder(client, repo="a/b", pr=1) == other.value
+
+
+def test_one_delivery_of_a_stage_holds_it_until_done(client: redis.Redis) -> None:
+    """A second delivery of a running stage finds it held; once done, later deliveries find
+    it done; a released claim (a failure, a retry) lets the next delivery run it; a re-drive
+    forgets the marks."""
+    args = {"run_id": "r1", "stage": "build", "ttl_seconds": 20}
+    assert coordination.claim_stage(client, token="a", **args) == "claimed"
+    assert coordination.claim_stage(client, token="b", **args) == "held"
+    assert coordination.claim_stage(client, token="a", **args) == "claimed"  # its own again
+    coordination.release_stage(client, run_id="r1", stage="build", token="b")  # not b's
+    assert coordination.claim_stage(client, token="b", **args) == "held"
+    coordination.release_stage(client, run_id="r1", stage="build", token="a")
+    assert coordination.claim_stage(client, token="b", **args) == "claimed"
+    coordination.stage_done(client, run_id="r1", stage="build", token="b", ttl_seconds=60)
+    assert coordination.claim_stage(client, token="c", **args) == "done"
+    coordination.forget_stages(client, run_id="r1", stages=("validate", "build"))
+    assert coordination.claim_stage(client, token="c", **args) == "claimed"

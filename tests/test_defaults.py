@@ -54,3 +54,13 @@ def test_the_app_is_json_only_and_acks_late() -> None:
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.worker_prefetch_multiplier == 1
     assert app.conf.worker_send_task_events and app.conf.task_send_sent_event
+
+
+def test_a_lost_workers_message_comes_back_after_the_visibility_timeout_setting() -> None:
+    """20 minutes by default (the build's limit plus 5), not Celery's hour; a setting, so the
+    drills (tests/drills/test_worker_main_killed.py) and operators can choose it."""
+    default = create_app(PlatformSettings(), name="t")
+    assert default.conf.broker_transport_options["visibility_timeout"] == 1200
+    chosen = PlatformSettings.model_validate({"queues": {"visibility_timeout_seconds": 45}})
+    app = create_app(chosen, name="t")
+    assert app.conf.broker_transport_options["visibility_timeout"] == 45

@@ -108,6 +108,9 @@ def _redrive(
         client, repo=run.repo, pr=run.pr, generation=run.generation, status=Status.QUEUED,
         ttl_seconds=settings.redis.record_ttl_seconds, stage=None, redriven=count,
     )  # fmt: skip
+    # Its stages run again, so the marks that end second deliveries of done stages go.
+    stages = (*pipeline.DEPLOY_STAGES, *pipeline.COMMAND_DESTROY_STAGES, *pipeline.DESTROY_STAGES)
+    coordination.forget_stages(client, run_id=run.run_id, stages=tuple(dict.fromkeys(stages)))
     pipeline.chain_for(app, settings, run).apply_async()
     intake.note_missing(client, run_id=run.run_id, missing=False)
     state.count(client, "redriven")

@@ -27,7 +27,14 @@ from k8see.client import Outcome, enqueue, follow
 from k8see.events import decide_from_flags
 from k8see.integrations.kube import make_api
 from k8see.sandbox.databases import describe
-from k8see.sandbox.platform import ROOT, Platform, free_port, tool
+from k8see.sandbox.platform import (
+    ROOT,
+    Platform,
+    free_port,
+    ignore_signals,
+    interrupt_on_signals,
+    tool,
+)
 from k8see.settings import PlatformSettings, load_settings
 
 DEMO_ORG = "k8see-demo"
@@ -90,6 +97,8 @@ def run_demo(*, example: str, keep: bool, workdir: Path, front_door: str = "app"
     # Each demo starts from empty state (the registry and build caches are kept: they only
     # make it faster); KEEP=1 leaves this run's state for exploring.
     shutil.rmtree(workdir / "redis", ignore_errors=True)
+    # SIGTERM or SIGHUP stop the demo as Ctrl-C does: through the `finally` below.
+    interrupt_on_signals()
     platform = Platform(workdir=workdir)
     try:
         started = time.monotonic()
@@ -196,6 +205,7 @@ def run_demo(*, example: str, keep: bool, workdir: Path, front_door: str = "app"
     except KeyboardInterrupt:
         return 0
     finally:
+        ignore_signals()
         platform.stop()
 
 

@@ -10,6 +10,8 @@ started.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import secrets
@@ -37,6 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_DOMAIN = "preview.k8see.test"
 POOLS = ("default", "build", "deploy", "maintenance")
+#: Redis persistence, as the platform chart and docker-compose.yml run it (tests/test_compose.py
+#: holds them to it): every write reaches the append-only file before Redis replies, so a
+#: killed redis-server loses nothing it acknowledged; the file is fsynced once a second, so a
+#: lost node loses at most about a second (docs/operations.md, "Drills").
+REDIS_PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "everysec")
 
 
 def free_port() -> int:
@@ -184,8 +191,7 @@ class Platform:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "yes",
+                *REDIS_PERSISTENCE,
                 "--dir",
                 str(data),
                 "--protected-mode",
@@ -347,9 +353,18 @@ class Platform:
         for name in [n for n in self.processes if n.startswith("worker-")]:
             self.stop_process(name)
 
-    def restart_redis(self) -> None:
+    def restart_redis(self, *, kill: bool = False) -> None:
         """Stop redis-server (it flushes its append-only file) and start it again on the same
-        port and data directory, as a restarted Redis pod with a persistent volume would."""
+        port and data directory, as a restarted Redis pod with a persistent volume would.
+
+        Args:
+            kill: SIGKILL it instead (a crash, an OOM kill): Redis writes nothing on its way
+                out, so only what its append-only file already holds comes back.
+        """
+        if kill:
+            proc = self.processes["redis"]
+            proc.kill()
+            proc.wait()
         self.stop_process("redis")
         self._start_redis()
 
@@ -378,20 +393,76 @@ class Platform:
 
 def run_forever(workdir: Path) -> int:
     """``k8see sandbox up``: start everything, print the env, serve until interrupted."""
-    platform = Platform(workdir=workdir.resolve()).start()
+    interrupt_on_signals()
+    platform = Platform(workdir=workdir.resolve())
     try:
+        platform.start()
         platform.start_operators()
-    except BaseException:
+        env_file = platform.workdir / "env"
+        env_file.write_text("".join(f"export {k}={v}\n" for k, v in platform.env().items()))
+        print("# k8see sandbox (a local Kubernetes cluster; GitHub is a stand-in). Use it with:")
+        for key, value in platform.env().items():
+            print(f"export {key}={value}")
+        print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        ignore_signals()
         platform.stop()
-        raise
-    env_file = platform.workdir / "env"
-    env_file.write_text("".join(f"export {k}={v}\n" for k, v in platform.env().items()))
-    print("# k8see sandbox (a local Kubernetes cluster; GitHub is a stand-in). Use it with:")
-    for key, value in platform.env().items():
-        print(f"export {key}={value}")
-    print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)
-    serve_until_signalled(platform.stop)
-    return 0
+
+
+#: The signals that end the sandbox and the demo: Ctrl-C, ``kill``, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_on_signals() -> None:
+    """Make SIGTERM and SIGHUP raise ``KeyboardInterrupt``, as Ctrl-C (SIGINT) does.
+
+    Python's default for SIGTERM and SIGHUP ends the process at once: no ``finally`` runs, and
+    every process the platform started (each in a session of its own, so the signal never
+    reaches them) keeps running. With this, whoever stops ``make demo`` or ``k8see sandbox
+    up`` (a terminal closing, ``kill``, a CI job's timeout) gets the same clean stop as Ctrl-C.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+    _term_when_parent_dies()
+
+
+#: From <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+
+
+def _term_when_parent_dies() -> None:
+    """Ask Linux for SIGTERM when the parent process dies (best-effort, Linux only).
+
+    ``make demo`` killed with SIGTERM dies without passing the signal on to its recipe, so
+    the demo would run on, orphaned, with nobody left to press Ctrl-C. With this the demo
+    hears its parent's death as a SIGTERM and stops cleanly.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def ignore_signals() -> None:
+    """While the platform stops: a second Ctrl-C or SIGTERM must not cut its stop short
+    (which would leave the processes not yet stopped behind). Each stop step is bounded
+    (SIGKILL after a timeout), so the stop ends anyway."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def serve_until_signalled(stop: Callable[[], None]) -> None:

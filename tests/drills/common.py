@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,77 @@ def record_figures(drill: str, figures: dict[str, Any]) -> None:
     data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
     data[drill] = figures
     FIGURES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid``."""
+    return [p for p in descendants(pid) if parent(p) == pid]
+
+
+def parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, already dead but not reaped, does not count)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def helm_processes(h: Harness) -> list[int]:
+    """The platform's running helm processes: k8see's upgrades and uninstalls of PR releases,
+    told from other platforms' on the machine by the environment the workers passed on."""
+    found = []
+    marker = str(h.platform.workdir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = cmdline(int(entry.name))
+        if not (argv and argv[0].endswith("helm") and {"upgrade", "uninstall"} & set(argv)):
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for_helm_upgrade(pid: int, *, timeout: float) -> int:
+    """The pool process of worker ``pid`` once a ``helm upgrade`` runs below it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pool in children(pid):
+            for proc in descendants(pool):
+                argv = cmdline(proc)
+                if argv and argv[0].endswith("helm") and "upgrade" in argv:
+                    return pool
+        time.sleep(0.05)
+    raise AssertionError(f"no helm upgrade ran below worker {pid} within {timeout}s")
+
+
+def release_revisions(h: Harness, namespace: str) -> list[dict[str, Any]]:
+    """``helm history`` of the namespace's release: one entry per install or upgrade."""
+    env = {**os.environ, **h.platform.process_env()}
+    kube = ["--kubeconfig", str(h.platform.kubeconfig), "-n", namespace]
+    names = subprocess.run(
+        ["helm", "list", "-a", "-q", *kube], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
+    history: list[dict[str, Any]] = []
+    for name in names:
+        out = subprocess.run(
+            ["helm", "history", name, "-o", "json", *kube],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        history += json.loads(out.stdout)
+    return history

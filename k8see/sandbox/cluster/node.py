@@ -115,12 +115,25 @@ def _ip(*args: str, check: bool = True) -> None:
 def kill_cgroup(root: str) -> None:
     """SIGKILL every process left in the cgroup trees under ``root`` (a dead cluster's pods)."""
     base = Path("/sys/fs/cgroup/pids") / root.lstrip("/")
-    if not base.is_dir():
-        return
-    for procs in base.rglob("cgroup.procs"):
-        for pid in procs.read_text().split():
+    for procs in _files_below(base, "cgroup.procs"):
+        try:
+            pids = procs.read_text().split()
+        except OSError:  # removed meanwhile
+            continue
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), 9)
+
+
+def _files_below(base: Path, name: str) -> list[Path]:
+    """Every ``name`` below ``base``, while the kubelet may be removing cgroups under it (a
+    ``Path.rglob`` raised FileNotFoundError mid-walk then, and the cluster's stop ended there,
+    leaving containerd and the control plane running)."""
+    found = []
+    for directory, _, files in os.walk(base, onerror=lambda error: None):
+        if name in files:
+            found.append(Path(directory) / name)
+    return found
 
 
 CGROUP_BASE = Path("/sys/fs/cgroup")
@@ -147,7 +160,8 @@ def remove_cgroup(root: str) -> None:
         base = hierarchy / root.lstrip("/")
         if not base.is_dir():
             continue
-        for path in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        below = [Path(d) for d, _, _ in os.walk(base, onerror=lambda error: None)]
+        for path in sorted(below, key=lambda p: -len(p.parts)):
             with contextlib.suppress(OSError):
                 path.rmdir()
         with contextlib.suppress(OSError):
