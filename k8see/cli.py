@@ -835,6 +835,11 @@ def _celery(argv: list[str]) -> NoReturn:
     sys.exit(celery_main())
 
 
+# The sandbox commands and the demo get the same error handling as the others: a missing
+# tool or CRD is a message with a hint, never a traceback.
+for command in (*sandbox.commands.values(), demo):
+    if command.callback is not None:
+        command.callback = _guard(command.callback)
 main.add_command(sandbox)
 main.add_command(demo)
 main.add_command(api)
