@@ -1,0 +1,47 @@
+"""Webhook payloads held to ``@octokit/webhooks-schemas`` (one JSON Schema, draft 7, with a
+definition per event and action, e.g. ``pull_request$opened``)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
+
+from tests.contracts.specs import webhooks_path
+
+
+class WebhookSchemas:
+    def __init__(self, path: Path) -> None:
+        self.definitions: dict[str, Any] = json.loads(path.read_text())["definitions"]
+        self._validators: dict[str, Draft7Validator] = {}
+
+    def errors(self, event: str, payload: Any) -> list[str]:
+        """What makes ``payload`` not a ``event`` webhook (``payload["action"]`` picks the
+        definition); empty when it is one."""
+        action = payload.get("action") if isinstance(payload, dict) else None
+        name = f"{event}${action}"
+        if name not in self.definitions:
+            return [f"GitHub sends no {event} webhook with action {action!r}"]
+        if name not in self._validators:
+            schema = {"$ref": f"#/definitions/{name}", "definitions": self.definitions}
+            self._validators[name] = Draft7Validator(schema)
+        out = []
+        for error in self._validators[name].iter_errors(payload):
+            error = best_match([error]) if error.context else error
+            out.append(f"{name} at {error.json_path}: {error.message[:300]} [{error.validator}]")
+        return out
+
+
+@cache
+def schemas() -> WebhookSchemas:
+    return WebhookSchemas(webhooks_path())
+
+
+def assert_webhook(event: str, payload: Any) -> None:
+    """Fail unless ``payload`` is a webhook GitHub could send."""
+    found = schemas().errors(event, payload)
+    assert not found, "not a GitHub webhook payload:\n" + "\n".join(found[:20])
