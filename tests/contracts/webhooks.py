@@ -45,3 +45,28 @@ def assert_webhook(event: str, payload: Any) -> None:
     """Fail unless ``payload`` is a webhook GitHub could send."""
     found = schemas().errors(event, payload)
     assert not found, "not a GitHub webhook payload:\n" + "\n".join(found[:20])
+
+
+def comment_webhook(repo: str, pr: int, body: str, *, login: str) -> dict[str, Any]:
+    """The ``issue_comment`` (created) payload GitHub sends for ``login`` writing ``body`` on
+    PR ``pr`` of ``repo``: built by the stand-in's code, without a server, and checked."""
+    from k8see.sandbox.github_state import Actor, GitHubState
+    from k8see.sandbox.github_webhooks import issue_comment_event
+
+    state = GitHubState(token="unused", base_url="https://api.github.com")
+    state.add_repo(repo, private=False, collaborators={})
+    state.add_pull(
+        repo,
+        pr,
+        head_sha="f" * 40,
+        head_ref="feature",
+        state="open",
+        merged=False,
+        fork=False,
+        base_ref="main",
+        author=login,
+    )
+    comment = state.add_comment(repo, pr, body, actor=Actor(login=login))
+    payload = issue_comment_event(state, repo, comment["id"])
+    assert_webhook("issue_comment", payload)
+    return payload
