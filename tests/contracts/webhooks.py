@@ -4,6 +4,7 @@ definition per event and action, e.g. ``pull_request$opened``)."""
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 
-from tests.contracts.specs import webhooks_path
+from tests.contracts.specs import MISSING_HINT, webhooks_path
 
 
 class WebhookSchemas:
@@ -41,8 +42,20 @@ def schemas() -> WebhookSchemas:
     return WebhookSchemas(webhooks_path())
 
 
+def available() -> bool:
+    return webhooks_path().is_file()
+
+
 def assert_webhook(event: str, payload: Any) -> None:
-    """Fail unless ``payload`` is a webhook GitHub could send."""
+    """Fail unless ``payload`` is a webhook GitHub could send; skip the test when the schemas
+    are missing (fail under ``K8SEE_REQUIRE_TOOLS=1``)."""
+    if not available():
+        import pytest
+
+        message = f"{webhooks_path()} is missing; {MISSING_HINT}"
+        if os.environ.get("K8SEE_REQUIRE_TOOLS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     found = schemas().errors(event, payload)
     assert not found, "not a GitHub webhook payload:\n" + "\n".join(found[:20])
 
@@ -68,5 +81,7 @@ def comment_webhook(repo: str, pr: int, body: str, *, login: str) -> dict[str, A
     )
     comment = state.add_comment(repo, pr, body, actor=Actor(login=login))
     payload = issue_comment_event(state, repo, comment["id"])
-    assert_webhook("issue_comment", payload)
+    if available() or os.environ.get("K8SEE_REQUIRE_TOOLS") == "1":
+        # Without the schemas the payload is still the stand-in's (test_events checks it).
+        assert_webhook("issue_comment", payload)
     return payload

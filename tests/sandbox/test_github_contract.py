@@ -28,17 +28,6 @@ AUTH = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
 SHA = "c" * 40
 
 
-@pytest.fixture(autouse=True)
-def _needs_the_description() -> None:
-    if not specs.openapi_path().is_file():
-        import os
-
-        message = f"{specs.openapi_path()} is missing; {specs.MISSING_HINT}"
-        if os.environ.get("K8SEE_REQUIRE_TOOLS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.fixture
 def shop(github: GitHubSandbox) -> GitHubSandbox:
     github.add_repo("acme/shop", collaborators={"alice": "write"})
