@@ -35,14 +35,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from k8see.sandbox.github_identity import (
-    OidcIssuer,
-    WebhookSender,
-    issue_comment_event,
-    pull_request_event,
-)
+from k8see.sandbox.github_identity import OidcIssuer, WebhookSender
 from k8see.sandbox.github_routes import ROUTES, Reply, Request, error, not_found
 from k8see.sandbox.github_state import Actor, Faults, GitHubState
+from k8see.sandbox.github_webhooks import issue_comment_event, pull_request_event
 
 __all__ = ["Exchange", "Faults", "GitHubSandbox", "Observer", "main"]
 
@@ -298,18 +294,6 @@ class GitHubSandbox:
         with self.state.lock:
             self.state._need(full_name).tarballs[ref] = data
 
-    def pull_request_event(self, full_name: str, number: int, *, action: str) -> dict[str, Any]:
-        """The ``pull_request`` webhook payload GitHub would send for PR ``number`` now."""
-        from k8see.sandbox.github_webhooks import pull_request_event
-
-        return pull_request_event(self.state, full_name, number, action=action)
-
-    def issue_comment_event(self, full_name: str, comment_id: int) -> dict[str, Any]:
-        """The ``issue_comment`` (created) webhook payload of a comment on a PR."""
-        from k8see.sandbox.github_webhooks import issue_comment_event
-
-        return issue_comment_event(self.state, full_name, comment_id)
-
     def comments(self, full_name: str, number: int) -> list[dict[str, Any]]:
         return self.state.issue_comments(full_name, number)
 
@@ -360,26 +344,24 @@ class GitHubSandbox:
     def pull_request_event(
         self, full_name: str, number: int, action: str, *, installation_id: int = 0
     ) -> dict[str, Any]:
-        """The ``pull_request`` payload GitHub would send for this pull as it is now."""
-        with self.state.lock:
-            repo = self.state._need(full_name)
-            pull = json.loads(json.dumps(repo.pulls[number]))
-            return pull_request_event(
-                pull, action, repo_id=repo.id, installation_id=installation_id
-            )
+        """The ``pull_request`` payload GitHub would send for this pull as it is now (every
+        field ``@octokit/webhooks-schemas`` requires; ``github_webhooks``)."""
+        return pull_request_event(
+            self.state, full_name, number, action=action, installation_id=installation_id
+        )
 
     def issue_comment_event(
         self, full_name: str, number: int, comment: dict[str, Any], *, installation_id: int = 0
     ) -> dict[str, Any]:
-        """The ``issue_comment`` payload for ``comment`` (as ``add_comment`` returned it)."""
+        """The ``issue_comment`` (``created``) payload for ``comment`` (as ``add_comment``
+        returned it) on pull request ``number``."""
         with self.state.lock:
-            repo = self.state._need(full_name)
-            state = str(repo.pulls[number]["state"]) if number in repo.pulls else "open"
-            public = {k: v for k, v in comment.items() if not k.startswith("_")}
-            return issue_comment_event(
-                repo.full_name, number, public, repo_id=repo.id,
-                installation_id=installation_id, state=state,
-            )  # fmt: skip
+            stored = self.state.comments.get(int(comment["id"]))
+            if stored is None or stored["_issue"] != number:
+                raise KeyError(f"no comment {comment['id']} on {full_name}#{number}")
+        return issue_comment_event(
+            self.state, full_name, int(comment["id"]), installation_id=installation_id
+        )
 
     # -- request handling ----------------------------------------------------------------------
 

@@ -48,8 +48,22 @@ def _user(state: GitHubState, login: str, *, type: str = "User") -> dict[str, An
     return shapes.user(state.base_url, login, type=type)
 
 
+def _installation(installation_id: int) -> dict[str, Any]:
+    """A webhook's ``installation`` (``installation-lite``): the App installation it is for."""
+    return {
+        "id": installation_id,
+        "node_id": f"MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u{installation_id}",
+    }
+
+
 def pull_request_event(
-    state: GitHubState, full_name: str, number: int, *, action: str, sender: str = ""
+    state: GitHubState,
+    full_name: str,
+    number: int,
+    *,
+    action: str,
+    sender: str = "",
+    installation_id: int = 0,
 ) -> dict[str, Any]:
     """The ``pull_request`` event of PR ``number`` as it is now (``action``: opened,
     reopened, synchronize, closed, ...)."""
@@ -67,6 +81,10 @@ def pull_request_event(
             "repository": _repository(state, full_name),
             "sender": _user(state, sender or pull["user"]["login"]),
         }
+        if installation_id:
+            event["installation"] = _installation(installation_id)
+        if action in ("labeled", "unlabeled"):  # the label added or removed
+            event["label"] = _label(state.base_url, full_name)
         if action == "synchronize":  # the push: the head before and after it
             event |= {
                 "before": stored.get("_before", pull["head"]["sha"]),
@@ -76,7 +94,12 @@ def pull_request_event(
 
 
 def issue_comment_event(
-    state: GitHubState, full_name: str, comment_id: int, *, action: str = "created"
+    state: GitHubState,
+    full_name: str,
+    comment_id: int,
+    *,
+    action: str = "created",
+    installation_id: int = 0,
 ) -> dict[str, Any]:
     """The ``issue_comment`` event of a comment on a pull request."""
     with state.lock:
@@ -126,13 +149,23 @@ def issue_comment_event(
                 "merged_at": pull["merged_at"],
             },
         }
-        return {
+        event = {
             "action": action,
             "issue": issue,
             "comment": comment,
             "repository": _repository(state, full_name),
             "sender": comment["user"],
         }
+        if installation_id:
+            event["installation"] = _installation(installation_id)
+        return event
+
+
+def _label(api: str, full_name: str, name: str = "preview") -> dict[str, Any]:
+    lid = shapes.stable_id(f"{full_name}:{name}")
+    url = f"{api}/repos/{full_name}/labels/{name}"
+    return {"id": lid, "node_id": f"LA_sandbox{lid}", "url": url, "name": name,
+            "color": "0e8a16", "default": False, "description": None}  # fmt: skip
 
 
 def _no_reactions(url: str) -> dict[str, Any]:

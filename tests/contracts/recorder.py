@@ -18,9 +18,11 @@ from typing import Any
 from k8see.sandbox.github import Exchange
 from tests.contracts.openapi import OpenApiContract, Violation
 
-#: Paths the stand-in serves that are not api.github.com: its seeding API and its codeload
-#: (GitHub's archives come from codeload.github.com, another host with no description).
-OUTSIDE_THE_API = ("/_sandbox/", "/_codeload/")
+#: Paths the stand-in serves that are not api.github.com: its seeding API, its codeload
+#: (GitHub's archives come from codeload.github.com) and the Actions OIDC issuer
+#: (token.actions.githubusercontent.com and the runner's token endpoint): other hosts, which
+#: the description does not cover.
+OUTSIDE_THE_API = ("/_sandbox/", "/_codeload/", "/.well-known/", "/_actions/")
 
 
 class ContractRecorder:

@@ -89,7 +89,7 @@ class Harness:
         """Post ``body`` as ``login`` on the PR and enqueue its ``issue_comment`` event (with
         the comment's id: workers ask GitHub who wrote it), waiting for the run."""
         posted = self.platform.github.add_comment(repo, pr, body, login=login)
-        payload = self.platform.github.issue_comment_event(repo, posted["id"])
+        payload = self.platform.github.issue_comment_event(repo, pr, posted)
         assert_webhook("issue_comment", payload)
         event = self.workdir / f"event-{posted['id']}.json"
         event.write_text(json.dumps(payload))

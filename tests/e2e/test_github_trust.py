@@ -61,7 +61,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 def _comment_event(h: Harness, repo: str, pr: int, body: str, login: str) -> Path:
     """Post ``body`` as ``login`` on the sandbox PR and write the issue_comment event for it."""
     posted = h.platform.github.add_comment(repo, pr, body, login=login)
-    payload = h.platform.github.issue_comment_event(repo, posted["id"])
+    payload = h.platform.github.issue_comment_event(repo, pr, posted)
     assert_webhook("issue_comment", payload)
     path = h.workdir / f"event-{posted['id']}.json"
     path.write_text(json.dumps(payload))

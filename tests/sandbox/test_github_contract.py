@@ -21,6 +21,7 @@ from k8see.sandbox.github import GitHubSandbox
 from tests.contracts import specs
 from tests.contracts.openapi import Violation
 from tests.contracts.recorder import ContractRecorder
+from tests.contracts.webhooks import assert_webhook
 from tests.fixtures.github import SANDBOX_TOKEN, GitHubContractViolation, _contract_phase
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +141,19 @@ def test_the_fetch_script_pins_what_the_tests_read() -> None:
     script = (ROOT / "scripts" / "fetch-github-specs.sh").read_text()
     assert re.search(rf'^OPENAPI_VERSION="{re.escape(specs.OPENAPI_VERSION)}"$', script, re.M)
     assert re.search(rf'^WEBHOOKS_VERSION="{re.escape(specs.WEBHOOKS_VERSION)}"$', script, re.M)
+
+
+@pytest.mark.parametrize("action", ["opened", "reopened", "synchronize", "closed", "labeled"])
+def test_the_stand_ins_webhook_payloads_are_githubs(shop: GitHubSandbox, action: str) -> None:
+    # Given a pull that was pushed to (and closed, for closed)
+    shop.set_pull_state("acme/shop", 7, head_sha="d" * 40)
+    if action == "closed":
+        shop.set_pull_state("acme/shop", 7, merged=True)
+    # Then what the App would deliver is a payload @octokit/webhooks-schemas accepts
+    payload = shop.pull_request_event("acme/shop", 7, action, installation_id=42)
+    assert_webhook("pull_request", payload)
+    assert payload["installation"]["id"] == 42
+    if action == "synchronize":
+        assert (payload["before"], payload["after"]) == (SHA, "d" * 40)
+    comment = shop.add_comment("acme/shop", 7, "/deploy-preview", login="alice")
+    assert_webhook("issue_comment", shop.issue_comment_event("acme/shop", 7, comment))
