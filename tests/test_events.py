@@ -20,6 +20,9 @@ from hypothesis import strategies as st
 from k8see.errors import PolicyError
 from k8see.events import Decision, decide, decide_from_comment, decide_from_flags, parse_command
 from k8see.run import Action
+from k8see.sandbox.github_state import Actor, GitHubState
+from k8see.sandbox.github_webhooks import issue_comment_event, pull_request_event
+from tests.contracts.webhooks import assert_webhook
 
 SHA = "a" * 40
 OTHER_SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -512,3 +515,42 @@ def test_any_comment_body_is_decided(body: str) -> None:
         assert decision.command  # only a parsed command ever becomes work
     if decision.action is Action.COMMAND:
         assert decision.command in {"help", "preserve", "unpreserve"}
+
+
+@pytest.mark.parametrize("action", ["opened", "synchronize", "closed"])
+def test_githubs_full_pull_request_payload_decides_like_the_short_one(action: str) -> None:
+    # Given the stand-in's pull_request webhook, held to @octokit/webhooks-schemas
+    state = GitHubState(token="t", base_url="https://api.github.com")
+    state.add_repo("acme/shop", private=False, collaborators={})
+    state.add_pull("acme/shop", 7, head_sha=SHA, head_ref="feature/x", state="open",
+                   merged=False, fork=False, base_ref="main", author="octocat")  # fmt: skip
+    if action == "closed":
+        state.set_pull_state("acme/shop", 7, state="closed")
+    full = pull_request_event(state, "acme/shop", 7, action=action)
+    assert_webhook("pull_request", full)
+    # Then k8see decides on it exactly as on the short payload these tests use
+    short = pr_payload(action, merged=False if action == "closed" else None)
+    assert decide(event_name="pull_request", payload=full, trigger="automatic") == decide(
+        event_name="pull_request", payload=short, trigger="automatic"
+    )
+
+
+def test_githubs_full_issue_comment_payload_decides_like_the_short_one() -> None:
+    state = GitHubState(token="t", base_url="https://api.github.com")
+    state.add_repo("acme/shop", private=False, collaborators={})
+    state.add_pull("acme/shop", 7, head_sha=SHA, head_ref="feature/x", state="open",
+                   merged=False, fork=False, base_ref="main", author="octocat")  # fmt: skip
+    comment = state.add_comment("acme/shop", 7, "/preserve 5", actor=Actor(login="octocat"))
+    full = issue_comment_event(state, "acme/shop", comment["id"])
+    assert_webhook("issue_comment", full)
+    short = comment_payload("/preserve 5")
+    short["comment"]["id"] = comment["id"]
+    assert decide(event_name="issue_comment", payload=full, trigger="on-demand") == decide(
+        event_name="issue_comment", payload=short, trigger="on-demand"
+    )
+
+
+def test_the_short_payloads_are_not_what_github_sends() -> None:
+    # The check has teeth: the hand-made payloads above lack most of GitHub's fields
+    with pytest.raises(AssertionError, match="'sender' is a required property"):
+        assert_webhook("pull_request", pr_payload("opened"))

@@ -12,6 +12,10 @@ in memory (``github_state``); the endpoints are in ``github_routes``. Tests driv
 
 ``python -m k8see.sandbox.github --port 0`` serves it as a process (``k8see sandbox up``); that
 process is seeded over HTTP with ``POST /_sandbox/{repos,pulls,sources}`` (static token only).
+
+Every exchange is handed to the sandbox's ``observer`` (``GitHubSandbox.default_observer`` for
+every sandbox made without one): the test suite sets one for the whole session that holds each
+request and answer to GitHub's published OpenAPI description (``tests/contracts``).
 """
 
 from __future__ import annotations
@@ -24,27 +28,43 @@ import logging as _logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from k8see.sandbox.github_identity import (
-    OidcIssuer,
-    WebhookSender,
-    issue_comment_event,
-    pull_request_event,
-)
+from k8see.sandbox.github_identity import OidcIssuer, WebhookSender
 from k8see.sandbox.github_routes import ROUTES, Reply, Request, error, not_found
 from k8see.sandbox.github_state import Actor, Faults, GitHubState
+from k8see.sandbox.github_webhooks import issue_comment_event, pull_request_event
 
-__all__ = ["Faults", "GitHubSandbox", "main"]
+__all__ = ["Exchange", "Faults", "GitHubSandbox", "Observer", "main"]
 
 SECONDARY_LIMIT_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
     "If you reach out to GitHub Support for help, please include the request ID sandbox."
 )
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request the sandbox answered, as it went over the wire."""
+
+    method: str
+    #: Path and query as sent.
+    target: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    reply_headers: dict[str, str]
+    #: The JSON value answered (None without a body), or the bytes of a binary answer.
+    reply_body: Any
+
+
+#: Sees every exchange after it is answered (in the server's thread; must not raise).
+Observer = Callable[[Exchange], None]
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -85,20 +105,20 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self.sandbox.handle(method, self.path, dict(self.headers.items()), raw)
         except Exception as exc:  # noqa: BLE001 - a sandbox bug must answer 500, not hang
             reply = error(500, f"sandbox error: {type(exc).__name__}: {exc}")
-        self._send(reply)
-
-    def _send(self, reply: Reply) -> None:
-        if isinstance(reply.body, bytes):
-            data = reply.body
-            content_type = reply.headers.pop("Content-Type", "application/octet-stream")
-        elif reply.body is None:
-            data, content_type = b"", "application/json; charset=utf-8"
-        else:
-            data = json.dumps(reply.body).encode()
-            content_type = "application/json; charset=utf-8"
+        data, content_type = _encode(reply)
+        observer = self.sandbox.observer
+        if observer is not None:  # before answering: the client sees nothing unchecked
+            # The JSON as it goes over the wire: a copy, whatever the route still holds.
+            binary = isinstance(reply.body, bytes)
+            body = reply.body if binary else (json.loads(data) if data else None)
+            observer(
+                Exchange(method, self.path, dict(self.headers.items()), raw, reply.status,
+                         dict(reply.headers), body)
+            )  # fmt: skip
         self.send_response(reply.status)
         for name, value in reply.headers.items():
-            self.send_header(name, value)
+            if not (name == "Content-Type" and isinstance(reply.body, bytes)):
+                self.send_header(name, value)
         if reply.status != 304:
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
@@ -107,15 +127,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+def _encode(reply: Reply) -> tuple[bytes, str]:
+    """The body bytes and content type of an answer."""
+    if isinstance(reply.body, bytes):
+        return reply.body, reply.headers.get("Content-Type", "application/octet-stream")
+    if reply.body is None:
+        return b"", "application/json; charset=utf-8"
+    return json.dumps(reply.body).encode(), "application/json; charset=utf-8"
+
+
 class GitHubSandbox:
     """A GitHub API stand-in on a loopback port.
 
     Args:
         port: TCP port; 0 picks a free one (read ``url`` after ``start``).
         token: The static token clients authenticate with (``Bearer`` or ``token`` scheme).
+        observer: Sees every exchange; ``default_observer`` when None.
     """
 
-    def __init__(self, *, port: int = 0, token: str = "sandbox-token") -> None:
+    #: The observer of sandboxes made without one (the tests' OpenAPI check, session-wide).
+    default_observer: ClassVar[Observer | None] = None
+
+    def __init__(
+        self, *, port: int = 0, token: str = "sandbox-token", observer: Observer | None = None
+    ) -> None:
+        self.observer = observer if observer is not None else GitHubSandbox.default_observer
         self.state = GitHubState(token=token)
         #: The GitHub Actions OIDC issuer (its ``url`` is this server's).
         self.oidc = OidcIssuer()
@@ -308,26 +344,24 @@ class GitHubSandbox:
     def pull_request_event(
         self, full_name: str, number: int, action: str, *, installation_id: int = 0
     ) -> dict[str, Any]:
-        """The ``pull_request`` payload GitHub would send for this pull as it is now."""
-        with self.state.lock:
-            repo = self.state._need(full_name)
-            pull = json.loads(json.dumps(repo.pulls[number]))
-            return pull_request_event(
-                pull, action, repo_id=repo.id, installation_id=installation_id
-            )
+        """The ``pull_request`` payload GitHub would send for this pull as it is now (every
+        field ``@octokit/webhooks-schemas`` requires; ``github_webhooks``)."""
+        return pull_request_event(
+            self.state, full_name, number, action=action, installation_id=installation_id
+        )
 
     def issue_comment_event(
         self, full_name: str, number: int, comment: dict[str, Any], *, installation_id: int = 0
     ) -> dict[str, Any]:
-        """The ``issue_comment`` payload for ``comment`` (as ``add_comment`` returned it)."""
+        """The ``issue_comment`` (``created``) payload for ``comment`` (as ``add_comment``
+        returned it) on pull request ``number``."""
         with self.state.lock:
-            repo = self.state._need(full_name)
-            state = str(repo.pulls[number]["state"]) if number in repo.pulls else "open"
-            public = {k: v for k, v in comment.items() if not k.startswith("_")}
-            return issue_comment_event(
-                repo.full_name, number, public, repo_id=repo.id,
-                installation_id=installation_id, state=state,
-            )  # fmt: skip
+            stored = self.state.comments.get(int(comment["id"]))
+            if stored is None or stored["_issue"] != number:
+                raise KeyError(f"no comment {comment['id']} on {full_name}#{number}")
+        return issue_comment_event(
+            self.state, full_name, int(comment["id"]), installation_id=installation_id
+        )
 
     # -- request handling ----------------------------------------------------------------------
 

@@ -5,8 +5,9 @@ does: the JSON body, ``X-GitHub-Event``, ``X-GitHub-Delivery`` (a fresh GUID, or
 one for a redelivery), ``X-GitHub-Hook-ID``, ``X-GitHub-Hook-Installation-Target-*``,
 ``X-Hub-Signature`` (HMAC-SHA1) and ``X-Hub-Signature-256`` (HMAC-SHA256), with GitHub's
 ``User-Agent``; a 5xx answer or a refused connection is retried a few times with backoff.
-``pull_request_event`` and ``issue_comment_event`` build the payloads from the stand-in's
-own pull requests, in GitHub's webhook shapes.
+The ``pull_request`` and ``issue_comment`` payloads come from ``github_webhooks`` (built from
+the stand-in's own pulls and comments, held to ``@octokit/webhooks-schemas`` in tests);
+``installation_event`` builds ``installation`` payloads.
 
 **OIDC.** ``OidcIssuer`` holds RS256 keys (``rotate`` adds one and signs with it from then
 on; ``retire`` stops publishing the oldest), serves ``/.well-known/openid-configuration``
@@ -37,8 +38,6 @@ __all__ = [
     "OidcIssuer",
     "WebhookSender",
     "installation_event",
-    "issue_comment_event",
-    "pull_request_event",
 ]
 
 USER_AGENT = "GitHub-Hookshot/k8see-sandbox"
@@ -131,63 +130,6 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 
 # -- payloads ---------------------------------------------------------------------------------
-
-
-def _repository(full_name: str, repo_id: int = 0, *, private: bool = False) -> dict[str, Any]:
-    owner, name = full_name.split("/")
-    return {
-        "id": repo_id,
-        "name": name,
-        "full_name": full_name,
-        "private": private,
-        "owner": {"login": owner, "type": "Organization"},
-        "html_url": f"https://github.com/{full_name}",
-        "default_branch": "main",
-        "fork": False,
-    }
-
-
-def pull_request_event(
-    pull: dict[str, Any], action: str, *, repo_id: int = 0, installation_id: int = 0
-) -> dict[str, Any]:
-    """The ``pull_request`` webhook payload for one of the stand-in's pulls."""
-    full_name = pull["base"]["repo"]["full_name"]
-    payload = {
-        "action": action,
-        "number": pull["number"],
-        "pull_request": pull,
-        "repository": _repository(full_name, repo_id),
-        "sender": pull.get("user") or {"login": "octocat", "type": "User"},
-    }
-    if installation_id:
-        payload["installation"] = {"id": installation_id, "node_id": f"MDIz{installation_id}"}
-    return payload
-
-
-def issue_comment_event(
-    full_name: str,
-    number: int,
-    comment: dict[str, Any],
-    *,
-    repo_id: int = 0,
-    installation_id: int = 0,
-    state: str = "open",
-) -> dict[str, Any]:
-    """The ``issue_comment`` (``created``) payload for a comment on pull request ``number``."""
-    payload = {
-        "action": "created",
-        "issue": {
-            "number": number,
-            "state": state,
-            "pull_request": {"url": f"https://api.github.com/repos/{full_name}/pulls/{number}"},
-        },
-        "comment": comment,
-        "repository": _repository(full_name, repo_id),
-        "sender": comment.get("user") or {"login": "octocat"},
-    }
-    if installation_id:
-        payload["installation"] = {"id": installation_id}
-    return payload
 
 
 def installation_event(

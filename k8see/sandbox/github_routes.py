@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlencode
 
+from k8see.sandbox import github_shapes as shapes
 from k8see.sandbox.github_state import (
     COMMIT_STATES,
     DEPLOYMENT_STATES,
@@ -27,6 +28,11 @@ from k8see.sandbox.github_state import (
 )
 
 DOCS = "https://docs.github.com/rest"
+#: What the sandbox's App installations may do (GitHub's ``app-permissions``).
+INSTALLATION_PERMISSIONS = {
+    "pull_requests": "write", "issues": "write", "contents": "read", "deployments": "write",
+    "statuses": "write", "security_events": "write", "metadata": "read",
+}  # fmt: skip
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 REF_RE = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 
@@ -62,13 +68,18 @@ def invalid(field_name: str, code: str = "invalid") -> Reply:
     return error(422, "Validation Failed", errors=[{"field": field_name, "code": code}])
 
 
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
 def paginate(req: Request, items: list[dict[str, Any]]) -> Reply:
     """GitHub pagination: ``per_page`` (default 30, max 100), ``page``, and a ``Link`` header."""
-    try:
-        per_page = max(1, min(100, int(req.query.get("per_page", "30"))))
-        page = max(1, int(req.query.get("page", "1")))
-    except ValueError:
-        return error(400, "Invalid pagination parameters")
+    # GitHub ignores a per_page or page that is not a number (the description lists no 400).
+    per_page = max(1, min(100, _int(req.query.get("per_page"), 30)))
+    page = max(1, _int(req.query.get("page"), 1))
     last = max(1, -(-len(items) // per_page))
     chunk = items[(page - 1) * per_page : page * per_page]
 
@@ -102,24 +113,25 @@ def _comment(req: Request, repo: RepoState) -> dict[str, Any] | None:
     return comment
 
 
+def _user(req: Request) -> dict[str, Any]:
+    """The authenticated actor as GitHub's ``simple-user``."""
+    assert req.actor is not None
+    return shapes.user(req.base_url, req.actor.login, type=req.actor.type)
+
+
 def get_repo(req: Request) -> Reply:
     repo = _repo(req)
     if repo is None:
         return not_found()
-    owner, name = repo.full_name.split("/")
+    updated = [p["head"]["repo"]["pushed_at"] for p in repo.pulls.values()]
     return Reply(
         200,
-        {
-            "id": repo.id,
-            "name": name,
-            "full_name": repo.full_name,
-            "private": repo.private,
-            "owner": {"login": owner},
-            "html_url": f"https://github.com/{repo.full_name}",
-            "default_branch": repo.default_branch,
-            "fork": False,
-        },
-    )
+        shapes.repository(
+            req.base_url, repo.full_name, id=repo.id, private=repo.private,
+            default_branch=repo.default_branch, pushed_at=max(updated, default=repo.created_at),
+            created_at=repo.created_at, full=True,
+        ),
+    )  # fmt: skip
 
 
 def get_pull(req: Request) -> Reply:
@@ -152,7 +164,7 @@ def list_pulls(req: Request) -> Reply:
         reverse=direction == "desc",
     )
     # List items are GitHub's ``pull-request-simple``: no ``merged``; readers use ``merged_at``.
-    return paginate(req, [{k: v for k, v in public(p).items() if k != "merged"} for p in found])
+    return paginate(req, [shapes.pull_simple(public(p)) for p in found])
 
 
 def list_comments(req: Request) -> Reply:
@@ -207,10 +219,11 @@ def create_reaction(req: Request) -> Reply:
     for reaction in existing:
         if reaction["content"] == content and reaction["user"]["login"] == req.actor.login:
             return Reply(200, dict(reaction))  # GitHub answers 200 for an existing reaction
+    rid = req.state.next_id()
     reaction = {
-        "id": req.state.next_id(),
-        "node_id": f"REA_sandbox{len(existing)}",
-        "user": {"login": req.actor.login, "type": req.actor.type},
+        "id": rid,
+        "node_id": f"REA_sandbox{rid}",
+        "user": _user(req),
         "content": content,
         "created_at": iso(),
     }
@@ -226,8 +239,7 @@ def get_permission(req: Request) -> Reply:
     permission = repo.collaborators.get(user.lower())
     if permission is None:
         permission = "none" if repo.private else "read"
-    role = {"maintain": "maintain", "triage": "triage"}.get(permission, permission)
-    return Reply(200, {"permission": permission, "role_name": role, "user": {"login": user}})
+    return Reply(200, shapes.permission(req.base_url, user, permission))
 
 
 def _resolve_ref(repo: RepoState, ref: str) -> str | None:
@@ -253,17 +265,20 @@ def create_deployment(req: Request) -> Reply:
     did = req.state.next_id()
     deployment = {
         "id": did,
+        "node_id": f"DE_sandbox{did}",
         "url": f"{req.base_url}/repos/{repo.full_name}/deployments/{did}",
         "sha": sha,
         "ref": ref,
         "task": data.get("task", "deploy"),
         "payload": data.get("payload", {}),
         "environment": data.get("environment", "production"),
+        "original_environment": data.get("environment", "production"),
         "description": data.get("description"),
-        "creator": {"login": req.actor.login, "type": req.actor.type},
+        "creator": _user(req),
         "created_at": iso(),
         "updated_at": iso(),
         "statuses_url": f"{req.base_url}/repos/{repo.full_name}/deployments/{did}/statuses",
+        "repository_url": f"{req.base_url}/repos/{repo.full_name}",
         "transient_environment": bool(data.get("transient_environment", False)),
         "production_environment": bool(data.get("production_environment", False)),
         "_statuses": [],
@@ -323,15 +338,19 @@ def deployment_statuses(req: Request) -> Reply:
 def _new_status(
     req: Request, repo: RepoState, deployment: dict[str, Any], state: str, data: dict[str, Any]
 ) -> dict[str, Any]:
-    assert req.actor is not None
+    sid = req.state.next_id()
+    log_url = data.get("log_url") or data.get("target_url") or ""
     status = {
-        "id": req.state.next_id(),
+        "id": sid,
+        "node_id": f"DES_sandbox{sid}",
+        "url": f"{deployment['url']}/statuses/{sid}",
         "state": state,
-        "creator": {"login": req.actor.login, "type": req.actor.type},
+        "creator": _user(req),
         "description": data.get("description", ""),
         "environment": data.get("environment", deployment["environment"]),
         "environment_url": data.get("environment_url", ""),
-        "log_url": data.get("log_url", ""),
+        "log_url": log_url,
+        "target_url": log_url,
         "deployment_url": deployment["url"],
         "repository_url": f"{req.base_url}/repos/{repo.full_name}",
         "created_at": iso(),
@@ -351,14 +370,19 @@ def create_commit_status(req: Request) -> Reply:
     data = req.body if isinstance(req.body, dict) else {}
     if data.get("state") not in COMMIT_STATES:
         return invalid("state")
+    sid = req.state.next_id()
+    creator = _user(req)
     status = {
-        "id": req.state.next_id(),
+        "id": sid,
+        "node_id": f"SC_sandbox{sid}",
+        "url": f"{req.base_url}/repos/{repo.full_name}/statuses/{sha}",
+        "avatar_url": creator["avatar_url"],
         "sha": sha,
         "state": data["state"],
         "description": data.get("description"),
         "target_url": data.get("target_url"),
         "context": data.get("context", "default"),
-        "creator": {"login": req.actor.login, "type": req.actor.type},
+        "creator": creator,
         "created_at": iso(),
         "updated_at": iso(),
     }
@@ -421,15 +445,28 @@ def get_installation(req: Request) -> Reply:
     installs = req.state.apps.get(app_id, (b"", {}))[1]
     if full_name not in installs:
         return not_found()
+    iid = installs[full_name]
+    owner = req.groups["owner"]
     return Reply(
         200,
         {
-            "id": installs[full_name],
-            "app_id": int(app_id) if app_id.isdigit() else app_id,
-            "account": {"login": req.groups["owner"]},
+            "id": iid,
+            "app_id": int(app_id) if app_id.isdigit() else shapes.stable_id(app_id),
+            "app_slug": f"k8see-sandbox-{app_id}",
+            "target_id": shapes.stable_id(owner),
+            "target_type": "Organization",
+            "account": shapes.user(req.base_url, owner, type="Organization"),
             "repository_selection": "selected",
-            "access_tokens_url": f"{req.base_url}/app/installations/{installs[full_name]}"
-            "/access_tokens",
+            "access_tokens_url": f"{req.base_url}/app/installations/{iid}/access_tokens",
+            "repositories_url": f"{req.base_url}/installation/repositories",
+            "html_url": f"{shapes.HTML}/organizations/{owner}/settings/installations/{iid}",
+            "events": ["pull_request", "issue_comment"],
+            "permissions": dict(INSTALLATION_PERMISSIONS),
+            "single_file_name": None,
+            "created_at": iso(),
+            "updated_at": iso(),
+            "suspended_by": None,
+            "suspended_at": None,
         },
     )
 
@@ -451,7 +488,7 @@ def create_access_token(req: Request) -> Reply:
         {
             "token": token,
             "expires_at": iso(expires),
-            "permissions": {"pull_requests": "write", "issues": "write", "contents": "read"},
+            "permissions": dict(INSTALLATION_PERMISSIONS),
             "repository_selection": "selected",
         },
     )

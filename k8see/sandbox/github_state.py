@@ -8,6 +8,7 @@ returns are copies, so a test never races the server thread.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import threading
 import time
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from k8see.sandbox import github_shapes as shapes
 
 #: Reaction contents GitHub accepts (others get 422).
 REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
@@ -66,6 +69,7 @@ class RepoState:
     private: bool
     collaborators: dict[str, str]
     default_branch: str = "main"
+    created_at: str = field(default_factory=lambda: iso())
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: pull number → sequence of its last change: orders pulls updated within the same second
     #: (``updated_at`` has GitHub's one-second resolution) the way GitHub's finer clock would.
@@ -162,30 +166,33 @@ class GitHubState:
             owner = full_name.split("/")[0]
             name = full_name.split("/")[1]
             head_repo = f"contributor/{name}" if fields["fork"] else full_name
-            pull = {
-                "url": f"{self.base_url}/repos/{full_name}/pulls/{number}",
-                "id": self.next_id(),
-                "number": number,
-                "state": fields["state"],
-                "title": f"Sandbox PR {number}",
-                "user": {"login": fields.get("author") or owner, "type": "User"},
-                "html_url": f"https://github.com/{full_name}/pull/{number}",
-                "merged": fields["merged"],
-                "merged_at": iso() if fields["merged"] else None,
-                "closed_at": iso() if fields["state"] == "closed" else None,
-                "head": {
-                    "ref": fields["head_ref"],
-                    "sha": fields["head_sha"],
-                    "repo": {
-                        "full_name": head_repo,
-                        "fork": fields["fork"],
-                        "pushed_at": iso(fields.get("pushed_at")),
-                    },
-                },
-                "base": {"ref": fields["base_ref"], "repo": {"full_name": full_name}},
-                "created_at": iso(),
-                "updated_at": iso(),
-            }
+            now = iso()
+            api = self.base_url
+
+            def side(repo_name: str, ref: str, sha: str, *, fork: bool) -> dict[str, Any]:
+                owner_login = repo_name.split("/")[0]
+                return {
+                    "label": f"{owner_login}:{ref}",
+                    "ref": ref,
+                    "sha": sha,
+                    "user": shapes.user(api, owner_login),
+                    "repo": shapes.repository(
+                        api, repo_name, id=shapes.stable_id(repo_name) if fork else repo.id,
+                        private=repo.private, fork=fork, pushed_at=iso(fields.get("pushed_at")),
+                        created_at=repo.created_at, default_branch=repo.default_branch,
+                    ),
+                }  # fmt: skip
+
+            base_sha = hashlib.sha1(f"{full_name}:{fields['base_ref']}".encode()).hexdigest()
+            pull = shapes.pull(
+                api, full_name, id=self.next_id(), number=number, state=fields["state"],
+                author=fields.get("author") or owner,
+                head=side(head_repo, fields["head_ref"], fields["head_sha"], fork=fields["fork"]),
+                base=side(full_name, fields["base_ref"], base_sha, fork=False),
+                merged_at=now if fields["merged"] else None,
+                closed_at=now if fields["state"] == "closed" else None,
+                created_at=now,
+            )  # fmt: skip
             repo.pulls[number] = pull
             repo.pull_changes[number] = self.next_id()
             return copy.deepcopy(pull)
@@ -203,9 +210,17 @@ class GitHubState:
             for key in ("state", "merged"):
                 if changes.get(key) is not None:
                     pull[key] = changes[key]
+            if changes.get("head_sha") not in (None, pull["head"]["sha"]):
+                pull["_before"] = pull["head"]["sha"]  # a synchronize event's ``before``
             for key in ("sha", "ref"):
                 if changes.get(f"head_{key}") is not None:
                     pull["head"][key] = changes[f"head_{key}"]
+            if changes.get("head_ref") is not None:
+                pull["head"]["label"] = f"{pull['head']['user']['login']}:{changes['head_ref']}"
+            if changes.get("head_sha") is not None:
+                statuses = f"{self.base_url}/repos/{full_name}/statuses/{changes['head_sha']}"
+                pull["statuses_url"] = statuses
+                pull["_links"]["statuses"]["href"] = statuses
             if changes.get("head_sha") is not None or changes.get("pushed_at") is not None:
                 # A push: GitHub sets the head repository's pushed_at itself.
                 pull["head"]["repo"]["pushed_at"] = iso(changes.get("pushed_at"))
@@ -226,7 +241,7 @@ class GitHubState:
                 "html_url": f"https://github.com/{full_name}/pull/{number}#issuecomment-{cid}",
                 "issue_url": f"{self.base_url}/repos/{full_name}/issues/{number}",
                 "body": body,
-                "user": {"login": actor.login, "type": actor.type},
+                "user": shapes.user(self.base_url, actor.login, type=actor.type),
                 "created_at": now,
                 "updated_at": now,
                 "author_association": "NONE",
@@ -255,10 +270,16 @@ class GitHubState:
             key = ("org" if org else "user", owner.lower(), package)
             versions = self.packages.setdefault(key, [])
             when = iso(updated_at)
-            versions.insert(0, {"id": vid, "name": f"sha256:{vid:064x}", "created_at": when,
-                                "updated_at": when,
-                                "metadata": {"package_type": "container",
-                                             "container": {"tags": list(tags)}}})  # fmt: skip
+            scope = f"orgs/{owner}" if org else "user"
+            html = f"{shapes.HTML}/{'orgs/' if org else 'users/'}{owner}/packages/container"
+            versions.insert(0, {
+                "id": vid, "name": f"sha256:{vid:064x}",
+                "url": f"{self.base_url}/{scope}/packages/container/{package}/versions/{vid}",
+                "package_html_url": f"{html}/package/{package}",
+                "html_url": f"{html}/{package}/{vid}",
+                "created_at": when, "updated_at": when,
+                "metadata": {"package_type": "container", "container": {"tags": list(tags)}},
+            })  # fmt: skip
             return vid
 
     def _need(self, full_name: str) -> RepoState:
@@ -283,5 +304,5 @@ class GitHubState:
 
 
 def public(item: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy without the sandbox's private ``_`` keys."""
-    return {k: copy.deepcopy(v) for k, v in item.items() if not k.startswith("_")}
+    """A deep copy without the sandbox's private ``_`` keys (GitHub's own ``_links`` stays)."""
+    return {k: copy.deepcopy(v) for k, v in item.items() if not k.startswith("_") or k == "_links"}

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from tests.conftest import require_tool
+from tests.contracts.webhooks import assert_webhook
 from tests.fixtures.kubefaults import FaultProxy, proxied_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,12 +89,8 @@ class Harness:
         """Post ``body`` as ``login`` on the PR and enqueue its ``issue_comment`` event (with
         the comment's id: workers ask GitHub who wrote it), waiting for the run."""
         posted = self.platform.github.add_comment(repo, pr, body, login=login)
-        payload = {
-            "action": "created",
-            "issue": {"number": pr, "state": "open", "pull_request": {"url": "x"}},
-            "comment": {"id": posted["id"], "body": body, "user": {"login": login}},
-            "repository": {"full_name": repo},
-        }
+        payload = self.platform.github.issue_comment_event(repo, pr, posted)
+        assert_webhook("issue_comment", payload)
         event = self.workdir / f"event-{posted['id']}.json"
         event.write_text(json.dumps(payload))
         return self.enqueue("--event-path", str(event), "--event-name", "issue_comment")

@@ -29,6 +29,7 @@ import pytest
 from k8see import coordination, state
 from k8see.approvals import FORK_MARKER, reply_marker
 from k8see.sandbox.platform import SANDBOX_TOKEN
+from tests.contracts.webhooks import assert_webhook
 from tests.e2e.harness import ROOT, Harness, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -60,12 +61,8 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 def _comment_event(h: Harness, repo: str, pr: int, body: str, login: str) -> Path:
     """Post ``body`` as ``login`` on the sandbox PR and write the issue_comment event for it."""
     posted = h.platform.github.add_comment(repo, pr, body, login=login)
-    payload = {
-        "action": "created",
-        "issue": {"number": pr, "state": "open", "pull_request": {"url": "x"}},
-        "comment": {"id": posted["id"], "body": body, "user": {"login": login}},
-        "repository": {"full_name": repo},
-    }
+    payload = h.platform.github.issue_comment_event(repo, pr, posted)
+    assert_webhook("issue_comment", payload)
     path = h.workdir / f"event-{posted['id']}.json"
     path.write_text(json.dumps(payload))
     return path

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from k8see.sandbox.github import GitHubSandbox
+from tests.contracts.recorder import ContractRecorder
 from tests.fixtures.github import SANDBOX_TOKEN
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
@@ -39,12 +40,9 @@ def test_requests_without_valid_credentials_get_401(github: GitHubSandbox) -> No
     assert ok.status_code == 200
     head = ok.json()["head"]
     # GitHub sets pushed_at on the head repository itself (k8see binds fork approvals to it)
-    assert head["repo"].pop("pushed_at").endswith("Z")
-    assert head == {
-        "ref": "feature/x",
-        "sha": "a" * 40,
-        "repo": {"full_name": "acme/shop", "fork": False},
-    }
+    assert head["repo"]["pushed_at"].endswith("Z")
+    assert (head["ref"], head["sha"], head["label"]) == ("feature/x", "a" * 40, "acme:feature/x")
+    assert (head["repo"]["full_name"], head["repo"]["fork"]) == ("acme/shop", False)
 
 
 def test_unknown_repo_and_route_answer_githubs_404(github: GitHubSandbox) -> None:
@@ -70,7 +68,9 @@ def test_comments_paginate_with_link_headers_and_cap_per_page(github: GitHubSand
     assert len(default.json()) == 30
 
 
-def test_pulls_list_by_state_and_update_in_githubs_list_shape(github: GitHubSandbox) -> None:
+def test_pulls_list_by_state_and_update_in_githubs_list_shape(
+    github: GitHubSandbox, github_contract: ContractRecorder
+) -> None:
     seed(github)
     for number in range(8, 12):
         github.add_pull("acme/shop", number, head_sha="b" * 40, head_ref=f"f{number}")
@@ -99,8 +99,11 @@ def test_pulls_list_by_state_and_update_in_githubs_list_shape(github: GitHubSand
     every = requests.get(url, params=oldest, headers=AUTH, timeout=5).json()
     assert [p["number"] for p in every] == [7, 8, 9, 10, 11]
 
-    # Unknown values are GitHub's 422; every request is counted
-    assert requests.get(url, params={"state": "merged"}, headers=AUTH, timeout=5).status_code == 422
+    # Unknown values are GitHub's 422 (and break its description); every request is counted
+    with github_contract.expect_violations() as seen:
+        answer = requests.get(url, params={"state": "merged"}, headers=AUTH, timeout=5)
+    assert answer.status_code == 422
+    assert [(v.where, v.rule) for v in seen] == [("query parameter 'state'", "enum")]
     assert github.calls.count(("GET", "/repos/acme/shop/pulls")) == 5
 
 
@@ -118,7 +121,9 @@ def test_comment_pages_answer_304_to_a_matching_etag(github: GitHubSandbox) -> N
     assert len(changed.json()) == 4
 
 
-def test_comment_crud_and_reactions(github: GitHubSandbox) -> None:
+def test_comment_crud_and_reactions(
+    github: GitHubSandbox, github_contract: ContractRecorder
+) -> None:
     seed(github)
     base = f"{github.url}/repos/acme/shop"
     made = requests.post(f"{base}/issues/7/comments", json={"body": "hi"}, headers=AUTH, timeout=5)
@@ -136,9 +141,10 @@ def test_comment_crud_and_reactions(github: GitHubSandbox) -> None:
     assert (
         requests.post(react, json={"content": "rocket"}, headers=AUTH, timeout=5).status_code == 200
     )
-    assert (
-        requests.post(react, json={"content": "party"}, headers=AUTH, timeout=5).status_code == 422
-    )
+    with github_contract.expect_violations() as seen:
+        party = requests.post(react, json={"content": "party"}, headers=AUTH, timeout=5)
+    assert party.status_code == 422
+    assert [(v.where, v.rule) for v in seen] == [("body at $.content", "enum")]
     assert [r["content"] for r in github.reactions(cid)] == ["rocket"]
     gone = requests.delete(f"{base}/issues/comments/{cid}", headers=AUTH, timeout=5)
     assert gone.status_code == 204
