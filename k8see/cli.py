@@ -61,6 +61,11 @@ Exit codes:
 
 
 REDIS_HINT = "check K8SEE_REDIS__URL, or start the sandbox with `k8see sandbox up`."
+REPLICA_HINT = (
+    "run the same enqueue again: a retry of one event is queued exactly once. If no replica "
+    "is up, see docs/operations.md, High availability (K8SEE_REDIS__MIN_REPLICA_ACKS=0 "
+    "accepts events without a replica)."
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -93,11 +98,19 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         import redis
         from kombu.exceptions import OperationalError
 
+        from k8see.redis_connect import NotReplicated
+
         as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except K8seeError as exc:
             _fail(exc, as_json=as_json)
+        except NotReplicated as exc:
+            error = IntegrationError(
+                f"Redis took the event, but {exc}; a failover now could lose it.",
+                hint=REPLICA_HINT,
+            )
+            _fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
         except (redis.exceptions.ConnectionError, OperationalError) as exc:
             error = IntegrationError(f"cannot reach Redis ({exc}).", hint=REDIS_HINT)
             _fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
@@ -491,9 +504,8 @@ def status(repo: str | None, pr: int | None, as_json: bool) -> None:
     """
     from urllib.parse import unquote, urlsplit
 
-    import redis
-
     from k8see import names, state
+    from k8see.redis_connect import connect
 
     settings = _settings()
     if repo is None:
@@ -511,7 +523,7 @@ def status(repo: str | None, pr: int | None, as_json: bool) -> None:
             sys.exit(EXIT_USAGE)
     else:
         repo = names.check_repo(repo)
-    client = redis.Redis.from_url(settings.redis.url)
+    client = connect(settings.redis)
     records = list(state.list_records(client, repo=repo, pr=pr))
     if as_json:
         click.echo(json.dumps(records, indent=2, sort_keys=True))
@@ -662,7 +674,7 @@ def metrics_cmd(port: int, address: str) -> None:
     from k8see.metrics import serve
 
     settings = _settings()
-    if not serve(port=port, redis_url=settings.redis.url, address=address):
+    if not serve(port=port, redis_settings=settings.redis, address=address):
         click.echo(f"Error: cannot listen on {address}:{port}.", err=True)
         sys.exit(EXIT_UNREACHABLE)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})

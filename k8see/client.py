@@ -25,6 +25,7 @@ from k8see.app import create_app
 from k8see.events import Decision
 from k8see.names import DEFAULT_CONFIG_PATH, check_config_path, check_platforms
 from k8see.pipeline import dispatch, send_command
+from k8see.redis_connect import NotReplicated, connect
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
 
@@ -72,10 +73,44 @@ def enqueue(
         config_path: ``k8s-ee.yaml``'s path in the repository; empty means the root's.
         platforms: The platforms to build (a subset of the platform's); empty means all.
         client: A Redis client to reuse (tests); one is made from the settings otherwise.
+
+    Raises:
+        NotReplicated: fewer than ``redis.min_replica_acks`` replicas confirmed the event in
+            time; the master has it, and a retry of the same event is queued exactly once.
     """
     if decision.action is Action.SKIP:
         raise ValueError("a skip decision is not enqueued")
-    redis_client = client or redis.Redis.from_url(settings.redis.url)
+    redis_client = client or connect(settings.redis)
+    done = _enqueue(
+        decision,
+        settings=settings,
+        trigger=trigger,
+        config_path=config_path,
+        platforms=platforms,
+        client=redis_client,
+    )
+    wanted = settings.redis.min_replica_acks
+    timeout = settings.redis.replica_ack_timeout_seconds
+    confirmed = intake.confirm(
+        redis_client, run_id=done.run_id, replicas=wanted, timeout_seconds=timeout
+    )
+    if confirmed < wanted:
+        # Accepted by the master only: a failover now could lose it. The caller retries
+        # (exit 3), and a retry of the same event is queued exactly once (k8see.intake).
+        raise NotReplicated(wanted=wanted, confirmed=confirmed, timeout_seconds=timeout)
+    return done
+
+
+def _enqueue(
+    decision: Decision,
+    *,
+    settings: PlatformSettings,
+    trigger: str,
+    config_path: str,
+    platforms: str,
+    client: redis.Redis,
+) -> Enqueued:
+    redis_client = client
     repo, pr = decision.repo, decision.pr
     draft = Run(
         repo=repo,
@@ -202,7 +237,7 @@ def follow(
     An ``authorizing`` run (a comment command) has no generation of its own until a worker
     admits it; until then only its refusal or its admission ends the wait.
     """
-    redis_client = client or redis.Redis.from_url(settings.redis.url)
+    redis_client = client or connect(settings.redis)
     deadline = time.monotonic() + timeout_seconds
     seen: tuple[Any, ...] = ()
     record: dict[str, Any] = {}

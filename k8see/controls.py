@@ -18,7 +18,6 @@ noticed instead of hanging.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -30,8 +29,9 @@ from celery.exceptions import Reject
 from k8see import coordination, state
 from k8see.errors import Closed, Stopped, Superseded
 from k8see.logs import redactor
+from k8see.redis_connect import connect
 from k8see.run import Action, Run
-from k8see.settings import PlatformSettings
+from k8see.settings import PlatformSettings, RedisSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,27 @@ PROBE_BACKOFF_SECONDS = 5.0
 DEPLOY_STAGES = frozenset({"validate", "build", "scan", "deploy"})
 
 
-@functools.lru_cache(maxsize=8)
-def redis_for(url: str, socket_timeout_seconds: float) -> redis.Redis:
-    """One connection pool per worker process and Redis URL, with timeouts on every call."""
-    return redis.Redis.from_url(
-        url,
-        health_check_interval=30,
-        socket_timeout=socket_timeout_seconds,
-        socket_connect_timeout=socket_timeout_seconds,
-    )
+def redis_for(settings: RedisSettings) -> redis.Redis:
+    """One connection pool per worker process and Redis (or Sentinel group), with timeouts
+    on every call."""
+    secret = settings.sentinel_password.get_secret_value() if settings.sentinel_password else ""
+    key = (settings.model_dump_json(), secret)  # the dump masks the secret
+    client = _CLIENTS.get(key)
+    if client is None:
+        timeout = settings.socket_timeout_seconds
+        client = connect(
+            settings,
+            health_check_interval=30,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        if len(_CLIENTS) >= 8:  # tests make many settings; a worker has one
+            _CLIENTS.clear()
+        _CLIENTS[key] = client
+    return client
+
+
+_CLIENTS: dict[tuple[str, str], redis.Redis] = {}
 
 
 def stop_reason(client: redis.Redis, run: Run, stage: str) -> Stopped | None:

@@ -75,7 +75,7 @@ T = TypeVar("T")
 
 def redis_for(settings: PlatformSettings) -> redis.Redis:
     """The worker process's Redis client for k8see's own state (timeouts on every call)."""
-    return controls.redis_for(settings.redis.url, settings.redis.socket_timeout_seconds)
+    return controls.redis_for(settings.redis)
 
 
 #: The record's status while each stage runs.
