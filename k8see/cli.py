@@ -61,6 +61,10 @@ Exit codes:
 
 
 REDIS_HINT = "check K8SEE_REDIS__URL, or start the sandbox with `k8see sandbox up`."
+SETTINGS_HINT = (
+    "check the K8SEE_* variables (and K8SEE_SETTINGS_FILE); every setting is listed in "
+    "docs/configuration.md."
+)
 REPLICA_HINT = (
     "run the same enqueue again: a retry of one event is queued exactly once. If no replica "
     "is up, see docs/operations.md, High availability (K8SEE_REDIS__MIN_REPLICA_ACKS=0 "
@@ -97,6 +101,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import redis
         from kombu.exceptions import OperationalError
+        from pydantic import ValidationError
 
         from k8see.redis_connect import NotReplicated
 
@@ -105,6 +110,16 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except K8seeError as exc:
             _fail(exc, as_json=as_json)
+        except ValidationError as exc:
+            # Settings from the environment or K8SEE_SETTINGS_FILE; the input is left out,
+            # because it can be a URL with a password in it.
+            where = ", ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            error = IntegrationError(
+                f"The platform settings are invalid ({where}).", hint=SETTINGS_HINT
+            )
+            _fail(error, code=EXIT_USAGE, as_json=as_json)
         except NotReplicated as exc:
             error = IntegrationError(
                 f"Redis took the event, but {exc}; a failover now could lose it.",

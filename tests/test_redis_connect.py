@@ -156,3 +156,33 @@ def test_an_event_no_replica_confirmed_exits_3_and_a_retry_queues_it_once(
 def test_sentinel_group_names_its_master() -> None:
     # The drill and the soak rely on this name; the chart and compose file use it too.
     assert load_settings().redis.sentinel_master_name == MASTER_NAME
+
+
+def test_the_high_availability_defaults() -> None:
+    # One Redis and no waiting unless an installation asks for Sentinel (the chart and the
+    # compose override set min_replica_acks 1 with it).
+    redis_settings = load_settings().redis
+    assert redis_settings.sentinels == ""
+    assert redis_settings.min_replica_acks == 0
+    assert redis_settings.replica_ack_timeout_seconds == 2.0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("K8SEE_REDIS__SENTINELS", "no-port-here", "entry 'no-port-here' is not host:port"),
+        ("K8SEE_REDIS__MIN_REPLICA_ACKS", "-1", "redis.min_replica_acks"),
+    ],
+)  # fmt: skip
+def test_bad_ha_settings_are_a_clear_error_without_a_traceback(
+    variable: str, value: str, says: str
+) -> None:
+    env = {**os.environ, "K8SEE_REDIS__URL": "redis://:hunter2-secret@127.0.0.1:1/0",
+           variable: value}  # fmt: skip
+    argv = [sys.executable, "-m", "k8see", "enqueue", "--repo", "acme/shop", "--pr", "1",
+            "--action", "opened", "--sha", "a" * 40]  # fmt: skip
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "The platform settings are invalid" in done.stderr and says in done.stderr
+    assert "Hint: check the K8SEE_* variables" in done.stderr
+    assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
