@@ -30,7 +30,7 @@ from k8see import coordination, state
 from k8see.errors import Closed, Stopped, Superseded
 from k8see.logs import redactor
 from k8see.redis_connect import connect
-from k8see.run import Action, Run
+from k8see.run import TERMINAL, Action, Run
 from k8see.settings import PlatformSettings, RedisSettings
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,25 @@ def stop_reason(client: redis.Redis, run: Run, stage: str) -> Stopped | None:
     ):
         return Closed("The pull request was closed; the deploy stops.")
     return None
+
+
+def ended(client: redis.Redis, run: Run) -> str | None:
+    """The terminal status ``run`` already reached, or None.
+
+    A stage's message can come again after its run ended: its acknowledgement was lost (a
+    worker killed after the stage, a failover that dropped the ack), and the broker hands it
+    out again after the visibility timeout. Running it again would redo the rest of the chain
+    (build, deploy, comment) for an event that was already done.
+    """
+    record = state.get(client, repo=run.repo, pr=run.pr) or {}
+    status = str(record.get("status") or "")
+    if record.get("run_id") == run.run_id and status in TERMINAL_STATUSES:
+        return status
+    return None
+
+
+#: Statuses a run ends in (``run.TERMINAL``), as stored on the record.
+TERMINAL_STATUSES = frozenset(s.value for s in TERMINAL)
 
 
 def stop_probe(

@@ -116,6 +116,11 @@ class StageTask(Task):  # type: ignore[misc]
         stop = reliably(lambda: controls.stop_reason(client, run, stage), "check for a newer event")
         if stop is not None:
             return self._stopped(client, run, stage, stop, rlog, ttl)
+        if stage in RUNNING_STATUS:
+            # Not untag and comment: they run after the record went terminal, by design.
+            ended = reliably(lambda: controls.ended(client, run), "check whether the run ended")
+            if ended is not None:
+                return self._after_end(client, run, stage, ended, rlog)
 
         lease = None
         if stage in CLUSTER_STAGES:
@@ -290,6 +295,24 @@ class StageTask(Task):  # type: ignore[misc]
         again = self.signature_from_request(countdown=delay)
         again.apply_async()
         return Retry(when=delay, sig=again)
+
+    def _after_end(
+        self,
+        client: redis.Redis,
+        run: Run,
+        stage: str,
+        status: str,
+        rlog: logging.LoggerAdapter[logging.Logger],
+    ) -> dict[str, Any]:
+        """A message of a run that already ended, delivered again: acknowledged, not run."""
+        rlog.warning(
+            "Stage %s not run again: run %s already ended (%s); its message came again.",
+            stage, run.run_id, status,
+        )  # fmt: skip
+        state.count(client, f"delivered_after_end:{stage}")
+        self.request.chain = None
+        self.request.callbacks = None
+        return {**run.to_dict(), "stopped": "ended", "stop_message": f"the run ended ({status})"}
 
     def _stopped(
         self,
