@@ -64,8 +64,10 @@ class HaPlatform:
     accepted: dict[int, str] = field(default_factory=dict)
     build_seconds: int = 3
     extra_env: dict[str, str] = field(default_factory=dict)
-    #: ``send`` may run in several threads at once (the soak).
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: ``send`` may run in several threads at once (the soak); ``supervise`` runs in one.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    exits: list[str] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
     refused: int = 0
     pool_kills: int = 0
 
@@ -106,13 +108,33 @@ class HaPlatform:
     def kill_pool(self, pool: str) -> None:
         """SIGKILL the pool's process group (the main process and its children at once, as
         when a container is killed), then start the pool again, as Kubernetes would."""
-        proc = self.procs.pop(f"worker-{pool}")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        self.pool_kills += 1
-        self.start_pool(pool)
+        with self.lock:
+            proc = self.procs.pop(f"worker-{pool}")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            self.pool_kills += 1
+            self.start_pool(pool)
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Start again every pool or beat that exited on its own, as Kubernetes (restart
+        policy Always) and Compose (``restart: unless-stopped``) do; each exit is noted in
+        ``exits``. A Celery worker exits when its consumer meets an unrecoverable error,
+        such as kombu's Sentinel channel failing to restore its unacknowledged messages
+        after the master died (docs/benchmarks.md)."""
+        while not stop.wait(1.0):
+            with self.lock:
+                for name, proc in list(self.procs.items()):
+                    if proc.poll() is None:
+                        continue
+                    self.exits.append(f"{name} exited with {proc.returncode}")
+                    del self.procs[name]
+                    if name == "beat":
+                        self.start_beat()
+                    else:
+                        self.start_pool(name.removeprefix("worker-"))
 
     def stop(self) -> None:
+        self.stopping.set()
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -246,12 +268,18 @@ def ha_platform(
     platform = HaPlatform(
         workdir=workdir, group=group, build_seconds=build_seconds, extra_env=extra_env or {}
     )
+    supervisor: threading.Thread | None = None
     try:
         group.start()
         for pool in POOLS:
             platform.start_pool(pool)
         platform.start_beat()
+        supervisor = threading.Thread(target=platform.supervise, args=(platform.stopping,))
+        supervisor.start()
         yield platform
     finally:
+        platform.stopping.set()
+        if supervisor is not None:
+            supervisor.join(timeout=30)
         platform.stop()
         group.stop()

@@ -2,7 +2,7 @@
 
 Covers: a real Sentinel group (master, one replica, three Sentinels with quorum 2), real
 worker processes for every pool and a real beat (``tests/drills/ha_app.py``: the real
-``StageTask`` and watchdog, with a build that runs a subprocess for 3 s), all reaching Redis
+``StageTask`` and watchdog, with a build that runs a subprocess for 8 s), all reaching Redis
 through the Sentinels. 12 PR events are accepted by the real ``k8see enqueue`` (which waits
 for the replica's ``WAIT`` acknowledgement); while builds run, the master is SIGKILLed (no
 clean shutdown), and 6 more events are sent during and after the failover, each retried on
@@ -20,6 +20,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -27,20 +28,24 @@ import pytest
 from tests.drills.common import record_figures
 from tests.drills.ha_platform import HaPlatform, ha_platform
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)
+#: A pool that dies with a message in hand leaves it unacknowledged until the visibility
+#: timeout (build.timeout_seconds + 300 s): 6 minutes here instead of 20.
+EXTRA_ENV = {"K8SEE_BUILD__TIMEOUT_SECONDS": "60"}
 BEFORE, DURING = 12, 6
 
 
 def test_runs_in_flight_survive_a_sentinel_failover(tmp_path: Path) -> None:
-    with ha_platform(tmp_path) as ha:
+    # (8 s builds, two at a time: the 12 runs keep the build pool busy for about 50 s)
+    with ha_platform(tmp_path, build_seconds=8, extra_env=EXTRA_ENV) as ha:
         _drill(ha)
 
 
 def _drill(ha: HaPlatform) -> None:
     # Given 12 events accepted (each confirmed by the replica), builds under way
-    for pr in range(1, BEFORE + 1):
-        ha.send(pr)
-    ha.wait_until(lambda: _building(ha), timeout=120, what="a build under way")
+    with ThreadPoolExecutor(max_workers=6) as senders:
+        list(senders.map(ha.send, range(1, BEFORE + 1)))
+    ha.wait_until(lambda: _building(ha), timeout=300, what="a build under way")
     old_master = ha.group.master_port()
 
     # When the master is SIGKILLed and more events arrive during the failover
@@ -67,7 +72,7 @@ def _drill(ha: HaPlatform) -> None:
 
     # Then the replica is the master, and every accepted event ends, commented
     assert ha.group.master_port() != old_master
-    drained = ha.wait_until(ha.settled, timeout=300, what="every accepted event terminal")
+    drained = ha.wait_until(ha.settled, timeout=720, what="every accepted event terminal")
     records = ha.records()
     statuses = {pr: r.get("status") for pr, r in records.items()}
     assert set(statuses.values()) == {"ready"}, (statuses, ha.workdir)
@@ -94,6 +99,7 @@ def _drill(ha: HaPlatform) -> None:
             "replica_back_seconds": round(rejoined, 1),
             "drain_after_kill_seconds": round(time.monotonic() - killed_at, 1),
             "settle_seconds": round(drained, 1),
+            "process_exits": ha.exits,
         },
     )
 

@@ -109,6 +109,7 @@ def test_a_soak_loses_nothing_leaves_nothing_stuck_and_runs_nothing_twice(
             "redriven": _stat(ha, "redriven"),
             "send_seconds": round(sent_seconds, 1),
             "total_seconds": round(total, 1),
+            "process_exits": ha.exits,
             "chaos": chaos_log,
         }
         record_figures("soak", figures)
