@@ -8,7 +8,7 @@ EXAMPLE ?= hello
 # How the demo's events arrive: app (GitHub App webhook), workflow (OIDC token), redis.
 FRONT_DOOR ?= app
 
-.PHONY: bootstrap test drills lint format bench demo schema chart-docs clean worker-image worker-base
+.PHONY: bootstrap test drills soak lint format bench demo schema chart-docs clean worker-image worker-base
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -19,6 +19,12 @@ test: bootstrap
 # The fault drills alone (they are also part of make test).
 drills: bootstrap
 	@$(VENV)/bin/python -m pytest tests/drills $(PYTEST_ARGS)
+
+# The soak (tests/drills/test_soak.py): 300 PR events over 10 minutes with random pool kills
+# and one Redis failover, about 15-20 minutes in all; make test runs a 1-minute version of it.
+soak: bootstrap
+	@K8SEE_SOAK_EVENTS=300 K8SEE_SOAK_SECONDS=600 \
+		$(VENV)/bin/python -m pytest tests/drills/test_soak.py $(PYTEST_ARGS)
 
 lint: bootstrap
 	@$(VENV)/bin/ruff format --check k8see tests

@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from k8see.redis_connect import celery_redis, celery_ssl
 from k8see.settings import PlatformSettings, load_settings
 
 #: Queue of each task, by explicit name. Stage names double as task names ``k8see.<stage>``.
@@ -54,9 +55,12 @@ def create_app(
         The configured app; the tasks in ``k8see.tasks`` register on first worker import.
     """
     app = Celery(name, include=["k8see.tasks", "k8see.maintenance"])
+    # One server, or Sentinel URLs plus the master's name (k8see.redis_connect).
+    redis_url, sentinel_options = celery_redis(settings.redis)
     conf: dict[str, Any] = {
-        "broker_url": settings.redis.url,
-        "result_backend": None if sender_only else settings.redis.url,
+        "broker_url": redis_url,
+        "result_backend": None if sender_only else redis_url,
+        "result_backend_transport_options": dict(sentinel_options),
         # JSON only: messages carry ids and digests, never pickled objects.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -79,6 +83,7 @@ def create_app(
             # Unacked messages of a worker that vanished are redelivered after this long;
             # it must exceed the longest stage (a build) or a slow build would run twice.
             "visibility_timeout": visibility_timeout_seconds(settings),
+            **sentinel_options,
         },
         # One beat replica sends these; each job body also holds a Redis lock, so a second
         # beat (a rollout overlap) only sends harmless duplicates (k8see.maintenance).
@@ -97,6 +102,9 @@ def create_app(
         }
         conf["result_backend_always_retry"] = True
         conf["result_backend_max_retries"] = _stall_retries(settings)
+    tls = celery_ssl(settings.redis)
+    if tls is not None:
+        conf["broker_use_ssl"] = conf["redis_backend_use_ssl"] = tls
     app.conf.update(conf)
     app.k8see_settings = settings
     return app

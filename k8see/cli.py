@@ -62,6 +62,15 @@ Exit codes:
 
 
 REDIS_HINT = "check K8SEE_REDIS__URL, or start the sandbox with `k8see sandbox up`."
+SETTINGS_HINT = (
+    "check the K8SEE_* variables (and K8SEE_SETTINGS_FILE); every setting is listed in "
+    "docs/configuration.md."
+)
+REPLICA_HINT = (
+    "run the same enqueue again: a retry of one event is queued exactly once. If no replica "
+    "is up, see docs/operations.md, High availability (K8SEE_REDIS__MIN_REPLICA_ACKS=0 "
+    "accepts events without a replica)."
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -93,6 +102,9 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import redis
         from kombu.exceptions import OperationalError
+        from pydantic import ValidationError
+
+        from k8see.redis_connect import NotReplicated
 
         as_json = bool(kwargs.get("as_json"))
         try:
@@ -108,6 +120,22 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
                 "the admin credential; docs/security.md lists who may do what.",
             )
             _fail(refused, as_json=as_json)
+        except ValidationError as exc:
+            # Settings from the environment or K8SEE_SETTINGS_FILE; the input is left out,
+            # because it can be a URL with a password in it.
+            where = ", ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            error = IntegrationError(
+                f"The platform settings are invalid ({where}).", hint=SETTINGS_HINT
+            )
+            _fail(error, code=EXIT_USAGE, as_json=as_json)
+        except NotReplicated as exc:
+            error = IntegrationError(
+                f"Redis took the event, but {exc}; a failover now could lose it.",
+                hint=REPLICA_HINT,
+            )
+            _fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
         except (redis.exceptions.ConnectionError, OperationalError) as exc:
             error = IntegrationError(f"cannot reach Redis ({exc}).", hint=REDIS_HINT)
             _fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
@@ -554,13 +582,12 @@ def status(repo: str | None, pr: int | None, token: str | None, as_json: bool) -
     """
     from urllib.parse import unquote, urlsplit
 
-    import redis
-
     from k8see import names, redis_acl, state
+    from k8see.redis_connect import connect
 
     settings = _settings()
     if token is not None:
-        client = redis.Redis.from_url(settings.redis.url)
+        client = connect(settings.redis)
         found = state.read_progress(client, token=token)
         record = found.get("record")
         records = [record] if isinstance(record, dict) else []
@@ -595,7 +622,7 @@ def status(repo: str | None, pr: int | None, token: str | None, as_json: bool) -
             sys.exit(EXIT_USAGE)
     else:
         repo = names.check_repo(repo)
-    client = redis.Redis.from_url(settings.redis.url)
+    client = connect(settings.redis)
     records = [state.public(r) for r in state.list_records(client, repo=repo, pr=pr)]
     _show(records, as_json=as_json)
 
@@ -754,7 +781,7 @@ def metrics_cmd(port: int, address: str) -> None:
     from k8see.metrics import serve
 
     settings = _settings()
-    if not serve(port=port, redis_url=settings.redis.url, address=address):
+    if not serve(port=port, redis_settings=settings.redis, address=address):
         click.echo(f"Error: cannot listen on {address}:{port}.", err=True)
         sys.exit(EXIT_UNREACHABLE)
     signal.sigwait({signal.SIGINT, signal.SIGTERM})

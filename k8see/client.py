@@ -24,10 +24,11 @@ from typing import Any
 import redis
 from celery import Celery
 
-from k8see import redis_acl, state, submission
+from k8see import intake, redis_acl, state, submission
 from k8see.app import create_app
 from k8see.events import Decision
 from k8see.names import DEFAULT_CONFIG_PATH, check_config_path, check_platforms
+from k8see.redis_connect import NotReplicated, connect
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
 
@@ -78,10 +79,49 @@ def enqueue(
         config_path: ``k8s-ee.yaml``'s path in the repository; empty means the root's.
         platforms: The platforms to build (a subset of the platform's); empty means all.
         client: A Redis client to reuse (tests); one is made from the settings otherwise.
+
+    Raises:
+        NotReplicated: fewer than ``redis.min_replica_acks`` replicas confirmed the event in
+            time; the master has it, and a retry of the same event is queued exactly once.
     """
     if decision.action is Action.SKIP:
         raise ValueError("a skip decision is not enqueued")
-    redis_client = client or redis.Redis.from_url(settings.redis.url)
+    redis_client = client or connect(settings.redis)
+    done = _enqueue(
+        decision,
+        settings=settings,
+        trigger=trigger,
+        config_path=config_path,
+        platforms=platforms,
+        client=redis_client,
+    )
+    if done.progress:
+        # A submission (the enqueue credential): the request waits on k8see:intake for a
+        # worker, and that credential may not WAIT; replication is not confirmed for it yet
+        # (docs/operations.md, "High availability").
+        return done
+    wanted = settings.redis.min_replica_acks
+    timeout = settings.redis.replica_ack_timeout_seconds
+    confirmed = intake.confirm(
+        redis_client, run_id=done.run_id, replicas=wanted, timeout_seconds=timeout
+    )
+    if confirmed < wanted:
+        # Accepted by the master only: a failover now could lose it. The caller retries
+        # (exit 3), and a retry of the same event is queued exactly once (k8see.intake).
+        raise NotReplicated(wanted=wanted, confirmed=confirmed, timeout_seconds=timeout)
+    return done
+
+
+def _enqueue(
+    decision: Decision,
+    *,
+    settings: PlatformSettings,
+    trigger: str,
+    config_path: str,
+    platforms: str,
+    client: redis.Redis,
+) -> Enqueued:
+    redis_client = client
     repo, pr = decision.repo, decision.pr
     draft = Run(
         repo=repo,
@@ -211,7 +251,7 @@ def follow(
     if look is None:
         if client is None and settings is None:
             raise ValueError("follow needs settings, a Redis client or look")
-        redis_client = client or redis.Redis.from_url(settings.redis.url)  # type: ignore[union-attr]
+        redis_client = client or connect(settings.redis)  # type: ignore[union-attr]
         if progress:
             found: dict[str, Any] = {}
             while time.monotonic() < deadline:

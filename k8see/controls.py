@@ -18,7 +18,6 @@ noticed instead of hanging.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -31,8 +30,9 @@ from celery.exceptions import Reject
 from k8see import coordination, state
 from k8see.errors import Closed, Stopped, Superseded
 from k8see.logs import redactor
-from k8see.run import Action, Run
-from k8see.settings import PlatformSettings
+from k8see.redis_connect import connect
+from k8see.run import TERMINAL, Action, Run
+from k8see.settings import PlatformSettings, RedisSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,27 @@ PROBE_BACKOFF_SECONDS = 5.0
 DEPLOY_STAGES = frozenset({"validate", "build", "scan", "deploy"})
 
 
-@functools.lru_cache(maxsize=8)
-def redis_for(url: str, socket_timeout_seconds: float) -> redis.Redis:
-    """One connection pool per worker process and Redis URL, with timeouts on every call."""
-    return redis.Redis.from_url(
-        url,
-        health_check_interval=30,
-        socket_timeout=socket_timeout_seconds,
-        socket_connect_timeout=socket_timeout_seconds,
-    )
+def redis_for(settings: RedisSettings) -> redis.Redis:
+    """One connection pool per worker process and Redis (or Sentinel group), with timeouts
+    on every call."""
+    secret = settings.sentinel_password.get_secret_value() if settings.sentinel_password else ""
+    key = (settings.model_dump_json(), secret)  # the dump masks the secret
+    client = _CLIENTS.get(key)
+    if client is None:
+        timeout = settings.socket_timeout_seconds
+        client = connect(
+            settings,
+            health_check_interval=30,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        if len(_CLIENTS) >= 8:  # tests make many settings; a worker has one
+            _CLIENTS.clear()
+        _CLIENTS[key] = client
+    return client
+
+
+_CLIENTS: dict[tuple[str, str], redis.Redis] = {}
 
 
 def stop_reason(client: redis.Redis, run: Run, stage: str) -> Stopped | None:
@@ -72,6 +84,25 @@ def stop_reason(client: redis.Redis, run: Run, stage: str) -> Stopped | None:
     ):
         return Closed("The pull request was closed; the deploy stops.")
     return None
+
+
+def ended(client: redis.Redis, run: Run) -> str | None:
+    """The terminal status ``run`` already reached, or None.
+
+    A stage's message can come again after its run ended: its acknowledgement was lost (a
+    worker killed after the stage, a failover that dropped the ack), and the broker hands it
+    out again after the visibility timeout. Running it again would redo the rest of the chain
+    (build, deploy, comment) for an event that was already done.
+    """
+    record = state.get(client, repo=run.repo, pr=run.pr) or {}
+    status = str(record.get("status") or "")
+    if record.get("run_id") == run.run_id and status in TERMINAL_STATUSES:
+        return status
+    return None
+
+
+#: Statuses a run ends in (``run.TERMINAL``), as stored on the record.
+TERMINAL_STATUSES = frozenset(s.value for s in TERMINAL)
 
 
 def stop_probe(

@@ -13,6 +13,9 @@ must then finish the job, not report a duplicate of a run that was never sent. S
    (same run id, generation and task ids); ``sent`` means a real duplicate.
 4. The watchdog job sends what sat in the outbox longer than ``queues.outbox_grace_seconds``,
    so a client that died after step 1 still gets its run.
+5. With Redis replicas (Sentinel), ``confirm`` then waits until ``redis.min_replica_acks``
+   replicas hold all of it (``WAIT``), so a failover right after an accepted enqueue cannot
+   take the event with the old master.
 
 A comment command is stored the same way in state ``commanded`` (no generation bump) until its
 ``k8see.command`` message is sent (``command-sent``); the command task admits it later with the
@@ -154,6 +157,33 @@ def admit(
         earlier = stored(client, run_id=run.run_id)
         admitted = earlier.run if earlier else admitted
     return Admission(stored=Stored(run=admitted, state=value), fresh=verdict == "new")
+
+
+def confirm(client: redis.Redis, *, run_id: str, replicas: int, timeout_seconds: float) -> int:
+    """Wait until ``replicas`` Redis replicas hold everything written for ``run_id`` so far.
+
+    ``WAIT`` counts the writes of the connection it is sent on, so it goes in one pipeline
+    after a marker write (a key that expires by itself). The marker comes after every write of
+    the enqueue (the admission, the record, the chain's message, the send mark), and a master
+    replicates one ordered stream, so a replica holding the marker holds them all.
+
+    Returns:
+        How many replicas confirmed (at most ``replicas``: ``WAIT`` returns as soon as that
+        many did); 0 and no wait when ``replicas`` is 0.
+    """
+    if replicas <= 0:
+        return 0
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(f"{PREFIX}:confirm:{run_id}", "1", ex=CONFIRM_MARK_SECONDS)
+        pipe.execute_command(  # type: ignore[no-untyped-call]
+            "WAIT", replicas, max(1, int(timeout_seconds * 1000))
+        )
+        _set, confirmed = pipe.execute()
+    return int(confirmed)
+
+
+#: How long ``confirm``'s marker key lives; it only has to outlast its own ``WAIT``.
+CONFIRM_MARK_SECONDS = 60
 
 
 def stored(client: redis.Redis, *, run_id: str) -> Stored | None:

@@ -39,7 +39,9 @@ from prometheus_client.registry import Collector
 
 from k8see import state
 from k8see.app import settings_of
+from k8see.redis_connect import connect
 from k8see.run import Run
+from k8see.settings import RedisSettings
 
 __all__ = [
     "cleanup_action",
@@ -187,14 +189,17 @@ def maintenance_run(job: str, outcome: str) -> None:
 class EnvironmentCollector(Collector):
     """``k8see_environments{status}`` and ``k8see_preserved_environments`` from the records."""
 
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
+    def __init__(self, redis_settings: RedisSettings | str) -> None:
+        # A plain URL is one Redis; the settings may name Sentinels (k8see.redis_connect).
+        if isinstance(redis_settings, str):
+            redis_settings = RedisSettings(url=redis_settings)
+        self.redis_settings = redis_settings
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # no Redis read when the collector is registered
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        client = connect(self.redis_settings, socket_timeout=5, socket_connect_timeout=5)
         try:
             records = list(state.list_records(client))
         except redis.exceptions.RedisError as exc:
@@ -217,7 +222,9 @@ class EnvironmentCollector(Collector):
         )
 
 
-def make_registry(*, redis_url: str, multiproc_dir: str | None = None) -> CollectorRegistry:
+def make_registry(
+    *, redis_settings: RedisSettings, multiproc_dir: str | None = None
+) -> CollectorRegistry:
     """The registry to serve: every process's samples plus the environment gauges."""
     directory = multiproc_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
@@ -225,14 +232,14 @@ def make_registry(*, redis_url: str, multiproc_dir: str | None = None) -> Collec
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
-    registry.register(EnvironmentCollector(redis_url))
+    registry.register(EnvironmentCollector(redis_settings))
     return registry
 
 
-def serve(*, port: int, redis_url: str, address: str = "127.0.0.1") -> bool:
+def serve(*, port: int, redis_settings: RedisSettings, address: str = "127.0.0.1") -> bool:
     """Serve ``/metrics`` on ``port`` in a background thread; False when the port is taken."""
     try:
-        start_http_server(port, addr=address, registry=make_registry(redis_url=redis_url))
+        start_http_server(port, addr=address, registry=make_registry(redis_settings=redis_settings))
     except OSError as exc:
         log.warning("Metrics are not served on port %d: %s.", port, exc.strerror)
         return False
@@ -250,6 +257,6 @@ def _serve_from_worker(sender: Any = None, **_: Any) -> None:
     if settings.metrics.enabled:
         serve(
             port=settings.metrics.port,
-            redis_url=settings.redis.url,
+            redis_settings=settings.redis,
             address=settings.metrics.address,
         )

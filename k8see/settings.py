@@ -61,6 +61,57 @@ class RedisSettings(BaseModel):
     to the broker for redelivery. 3 minutes outlasts a Sentinel failover and a restart with
     a large append-only file."""
 
+    sentinels: str = ""
+    """Redis Sentinel addresses, ``host:port`` separated by commas, e.g.
+    ``redis-sentinel-0:26379,redis-sentinel-1:26379``. When set, every k8see client, the
+    Celery broker and the result backend ask these for the current master of
+    ``sentinel_master_name`` (and ask again after a failover); ``url`` then gives only the
+    credentials, the database number and TLS (``rediss://``), never the host. Empty: ``url``
+    is the one Redis (no high availability)."""
+
+    sentinel_master_name: str = "k8see"
+    """The name the Sentinels monitor the master under (``sentinel monitor <name> ...``)."""
+
+    sentinel_password: SecretStr | None = None
+    """The Sentinels' own password (their ``requirepass``), when they have one; the master's
+    credentials stay in ``url``."""
+
+    min_replica_acks: int = Field(default=0, ge=0)
+    """How many replicas must confirm an accepted event (Redis ``WAIT``) before ``k8see
+    enqueue`` reports it accepted. 0 never waits (a single Redis has no replica). With
+    Sentinel, 1: an event the master took but no replica holds is lost if the master dies
+    before replicating it, so an unconfirmed admission fails the enqueue with exit 3, and a
+    retry of the same event is queued exactly once (docs/operations.md, "High
+    availability")."""
+
+    replica_ack_timeout_seconds: float = Field(default=2.0, gt=0)
+    """How long, in seconds, an enqueue waits for ``min_replica_acks`` replicas to confirm.
+    A replica on the same network confirms in milliseconds; 2 s rides out a busy replica
+    without holding a workflow step long."""
+
+    @model_validator(mode="after")
+    def _sentinels_are_addresses(self) -> RedisSettings:
+        sentinel_addresses(self.sentinels)
+        if self.sentinels and not self.sentinel_master_name.strip():
+            raise ValueError("sentinel_master_name must not be empty when sentinels are set")
+        return self
+
+
+def sentinel_addresses(value: str) -> list[tuple[str, int]]:
+    """``redis.sentinels`` as ``(host, port)`` pairs; raises ValueError naming a bad entry."""
+    found = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"sentinels entry {entry[:80]!r} is not host:port (e.g. redis-sentinel:26379)"
+            )
+        found.append((host, int(port)))
+    return found
+
 
 class QueueSettings(BaseModel):
     default_concurrency: int = 4

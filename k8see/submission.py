@@ -32,7 +32,7 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps
 
-from k8see import coordination, intake, state
+from k8see import coordination, intake, redis_connect, state
 from k8see.app import settings_of
 from k8see.pipeline import dispatch, send_command
 from k8see.redis_acl import INTAKE_KEY
@@ -287,8 +287,8 @@ class Dispatcher(bootsteps.StartStopStep):  # type: ignore[misc]
             self._thread = None
 
     def _loop(self, app: Celery, settings: PlatformSettings) -> None:
-        client = redis.Redis.from_url(
-            settings.redis.url,
+        client = redis_connect.connect(
+            settings.redis,
             socket_timeout=settings.redis.socket_timeout_seconds + self.POLL_SECONDS,
         )
         try:

@@ -91,7 +91,7 @@ T = TypeVar("T")
 
 def redis_for(settings: PlatformSettings) -> redis.Redis:
     """The worker process's Redis client for k8see's own state (timeouts on every call)."""
-    return controls.redis_for(settings.redis.url, settings.redis.socket_timeout_seconds)
+    return controls.redis_for(settings.redis)
 
 
 #: The record's status while each stage runs.
@@ -136,6 +136,11 @@ class StageTask(Task):  # type: ignore[misc]
         stop = reliably(lambda: controls.stop_reason(client, run, stage), "check for a newer event")
         if stop is not None:
             return self._stopped(client, run, stage, stop, rlog, ttl)
+        if stage in RUNNING_STATUS:
+            # Not untag and comment: they run after the record went terminal, by design.
+            ended = reliably(lambda: controls.ended(client, run), "check whether the run ended")
+            if ended is not None:
+                return self._after_end(client, run, stage, ended, rlog)
 
         # One delivery of the stage at a time: a dropped broker connection hands a running
         # stage's message out again (coordination.claim_stage).
@@ -389,6 +394,24 @@ class StageTask(Task):  # type: ignore[misc]
         again = self.signature_from_request(countdown=delay)
         again.apply_async()
         return Retry(when=delay, sig=again)
+
+    def _after_end(
+        self,
+        client: redis.Redis,
+        run: Run,
+        stage: str,
+        status: str,
+        rlog: logging.LoggerAdapter[logging.Logger],
+    ) -> dict[str, Any]:
+        """A message of a run that already ended, delivered again: acknowledged, not run."""
+        rlog.warning(
+            "Stage %s not run again: run %s already ended (%s); its message came again.",
+            stage, run.run_id, status,
+        )  # fmt: skip
+        state.count(client, f"delivered_after_end:{stage}")
+        self.request.chain = None
+        self.request.callbacks = None
+        return {**run.to_dict(), "stopped": "ended", "stop_message": f"the run ended ({status})"}
 
     def _stopped(
         self,

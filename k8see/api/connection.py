@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import redis
 
+from k8see import redis_connect
 from k8see.settings import PlatformSettings
 
 __all__ = ["connect"]
@@ -22,8 +23,8 @@ def connect(settings: PlatformSettings) -> redis.Redis:
     while Redis stalls; the connection pool is shared by the request threads.
     """
     timeout = settings.api.redis_timeout_seconds
-    return redis.Redis.from_url(
-        settings.redis.url,
+    return redis_connect.connect(
+        settings.redis,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,

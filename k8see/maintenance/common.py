@@ -15,6 +15,7 @@ from k8see.client import enqueue
 from k8see.errors import GitHubError
 from k8see.events import Decision
 from k8see.integrations import github as gh
+from k8see.redis_connect import connect
 from k8see.run import Action
 from k8see.settings import PlatformSettings
 from k8see.stages import cleanup
@@ -26,7 +27,7 @@ _GITHUB_CLIENTS: dict[tuple[int, str], gh.GitHubClient] = {}
 
 
 def redis_client(settings: PlatformSettings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis.url, health_check_interval=30)
+    return connect(settings.redis, health_check_interval=30)
 
 
 @contextmanager

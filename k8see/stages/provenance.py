@@ -21,14 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from k8see import approvals, names
 from k8see.config.policy import check_allowed
 from k8see.errors import ConfigError, PlatformError, RegistryError, Where
 from k8see.integrations.github import GitHubClient
 from k8see.integrations.registry import parse_ref
 from k8see.integrations.registry_access import registry_host, tag_digest
+from k8see.redis_connect import connect
 from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages import trust
@@ -43,7 +42,7 @@ def require_approval(github: GitHubClient, run: Run, settings: PlatformSettings)
     Raises:
         Refused: the approval is missing or names another commit.
     """
-    store = redis.Redis.from_url(settings.redis.url)
+    store = connect(settings.redis)
     try:
         approved = approvals.approved_sha(store, repo=run.repo, pr=run.pr)
     finally:

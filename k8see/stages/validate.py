@@ -22,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import redis
-
 from k8see import approvals, names
 from k8see.config.policy import check_allowed
 from k8see.errors import GitHubError, PolicyError, Stopped, UserError
 from k8see.events import decide_from_comment, decide_from_flags
 from k8see.integrations import kube
 from k8see.integrations.github import GitHubClient, make_client
+from k8see.redis_connect import connect
 from k8see.run import Action, Run
 from k8see.stages import trust
 from k8see.stages.context import StageContext
@@ -148,7 +147,7 @@ def _check_pull(
         trust.require_head(github, run, ctx, pull)
     if not deploying or not pull.fork:
         return run, pull.fork
-    store = redis.Redis.from_url(ctx.settings.redis.url)
+    store = connect(ctx.settings.redis)
     try:
         if command is not None:
             # An authorized /deploy-preview approves the head of the moment it was written.

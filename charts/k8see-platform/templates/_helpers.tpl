@@ -52,6 +52,9 @@ settings.K8SEE_REDIS__URL. */}}
 {{- with .root }}
 {{- $external := .Values.redis.external }}
 {{- $inSettings := hasKey .Values.settings "K8SEE_REDIS__URL" }}
+{{- if and .Values.redis.sentinel.enabled (not .Values.redis.enabled) }}
+{{- fail "redis.sentinel.enabled adds a replica and Sentinels to the bundled Redis (redis.enabled=true); for Sentinels of your own, set settings.K8SEE_REDIS__SENTINELS and K8SEE_REDIS__SENTINEL_MASTER_NAME" }}
+{{- end }}
 {{- if .Values.redis.enabled }}
 {{- if or $inSettings $external.url $external.existingSecret }}
 {{- fail "The bundled Redis sets K8SEE_REDIS__URL itself: to use your own Redis, set redis.enabled=false and redis.external.existingSecret (or redis.external.url)" }}
@@ -60,6 +63,9 @@ settings.K8SEE_REDIS__URL. */}}
   valueFrom: {secretKeyRef: {name: {{ include "k8see.redisSecret" . }}, key: {{ $role }}-password}}
 - name: K8SEE_REDIS__URL
   value: "redis://k8see-{{ $role }}:$(REDIS_PASSWORD)@{{ include "k8see.fullname" . }}-redis:6379/0"
+{{- if .Values.redis.sentinel.enabled }}
+{{ include "k8see.sentinelEnv" . }}
+{{- end }}
 {{- else if $external.existingSecret }}
 - name: K8SEE_REDIS__URL
   valueFrom: {secretKeyRef: {name: {{ $external.existingSecret }}, key: {{ $external.existingSecretKey | default "redis-url" }}}}
@@ -73,6 +79,31 @@ settings.K8SEE_REDIS__URL. */}}
 {{- fail "redis.enabled=false needs your Redis URL: redis.external.existingSecret (a Secret with the URL under redis.external.existingSecretKey, default redis-url) or redis.external.url" }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* The bundled Sentinels, for every k8see process: their addresses (one DNS name per
+Sentinel pod), the master's name, their password (the Redis password) and the replica
+acknowledgement an enqueue waits for (docs/operations.md, "High availability"). */}}
+{{- define "k8see.sentinelEnv" -}}
+{{- $fullname := include "k8see.fullname" . }}
+{{- $sentinel := .Values.redis.sentinel }}
+{{- $addresses := list }}
+{{- range $i := until (int $sentinel.replicas) }}
+{{- $addresses = append $addresses (printf "%s-redis-sentinel-%d.%s-redis-sentinel-headless:26379" $fullname $i $fullname) }}
+{{- end }}
+- name: K8SEE_REDIS__SENTINELS
+  value: {{ join "," $addresses | quote }}
+- name: K8SEE_REDIS__SENTINEL_MASTER_NAME
+  value: {{ $sentinel.masterName | quote }}
+- name: K8SEE_REDIS__SENTINEL_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ include "k8see.redisSecret" . }}, key: sentinel-password}}
+- name: K8SEE_REDIS__MIN_REPLICA_ACKS
+  value: {{ $sentinel.minReplicaAcks | quote }}
+{{- end -}}
+
+{{/* A Redis pod's DNS domain with Sentinel: <pod>.<this>. */}}
+{{- define "k8see.redisHeadless" -}}
+{{ include "k8see.fullname" . }}-redis-headless.{{ .Release.Namespace }}.svc
 {{- end -}}
 
 {{/* The RoleBindings the deploy stage writes into every PR namespace (JSON, read by
