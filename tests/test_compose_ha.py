@@ -23,7 +23,12 @@ from tests.conftest import ROOT, require_tool
 from tests.test_compose import K8SEE_SERVICES
 
 HA = ROOT / "docker-compose.ha.yml"
-ENV = {"REDIS_PASSWORD": "pw-for-redis-1", "FLOWER_BASIC_AUTH": "admin:pw-2"}
+ROLES = ("WORKER", "BEAT", "FLOWER", "ENQUEUE", "ADMIN")
+ENV = {
+    **{f"REDIS_PASSWORD_{role}": f"pw-for-{role.lower()}-1" for role in ROLES},
+    "REDIS_PASSWORD_SENTINEL": "pw-for-sentinels-1",
+    "FLOWER_BASIC_AUTH": "admin:pw-2",
+}
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 
 
@@ -50,12 +55,15 @@ def resolved(project: Path) -> dict[str, Any]:
     return dict(yaml.safe_load(done.stdout)["services"])
 
 
-def test_the_replica_follows_the_master_with_the_same_password(project: Path) -> None:
+def test_the_replica_follows_the_master_as_the_admin_acl_user(project: Path) -> None:
     found = resolved(project)
     master, replica = found["redis"]["command"], found["redis-replica"]["command"]
     for command, name in ((master, "redis"), (replica, "redis-replica")):
-        assert command[command.index("--requirepass") + 1] == "pw-for-redis-1"
-        assert command[command.index("--masterauth") + 1] == "pw-for-redis-1"
+        # both serve k8see's ACL users (a promoted replica serves every role)
+        assert command[command.index("--aclfile") + 1] == "/tmp/users.acl"
+        assert found[name]["entrypoint"][1] == "/k8see/redis-aclfile.sh"
+        assert command[command.index("--masteruser") + 1] == "k8see-admin"
+        assert command[command.index("--masterauth") + 1] == "pw-for-admin-1"
         assert command[command.index("--replica-announce-ip") + 1] == name
         assert command[command.index("--appendonly") + 1] == "yes"
     assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
@@ -73,18 +81,21 @@ def test_three_sentinels_monitor_the_master_k8see_asks_for(project: Path) -> Non
         checked = subprocess.run([sh, "-n", "-c", script], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
         assert f"sentinel monitor {name} ${{master:-redis}} 6379 2" in script
-        assert "requirepass $REDIS_PASSWORD" in script
-        assert "pw-for-redis-1" not in script  # the password stays in the environment
+        assert "requirepass $SENTINEL_PASSWORD" in script
+        assert f"sentinel auth-user {name} k8see-admin" in script
+        assert f"sentinel auth-pass {name} $ADMIN_PASSWORD" in script
+        assert "pw-for" not in script  # the passwords stay in the environment
+        assert service["environment"]["SENTINEL_PASSWORD"] == "pw-for-sentinels-1"
 
 
 def test_every_k8see_service_is_pointed_at_the_sentinels(project: Path) -> None:
     found = resolved(project)
     for name in K8SEE_SERVICES:
         env = found[name]["environment"]
-        assert env["K8SEE_REDIS__URL"] == "redis://:pw-for-redis-1@redis:6379/0", name
+        assert env["K8SEE_REDIS__URL"].endswith("@redis:6379/0"), name  # its role's user
         assert env["K8SEE_REDIS__SENTINELS"] == ",".join(f"{s}:26379" for s in SENTINELS)
         assert env["K8SEE_REDIS__SENTINEL_MASTER_NAME"] == "k8see"
-        assert env["K8SEE_REDIS__SENTINEL_PASSWORD"] == "pw-for-redis-1"
+        assert env["K8SEE_REDIS__SENTINEL_PASSWORD"] == "pw-for-sentinels-1"
         assert env["K8SEE_REDIS__MIN_REPLICA_ACKS"] == "1"
         settings = load_settings(
             redis={
@@ -95,9 +106,9 @@ def test_every_k8see_service_is_pointed_at_the_sentinels(project: Path) -> None:
         assert settings.redis.sentinels  # the settings accept what compose passes
 
 
-def test_the_ha_file_needs_the_redis_password(project: Path) -> None:
-    missing = compose(project, {"FLOWER_BASIC_AUTH": "admin:pw-2"})
-    assert missing.returncode != 0 and "set REDIS_PASSWORD" in missing.stderr
+def test_the_ha_file_needs_the_sentinels_password(project: Path) -> None:
+    missing = compose(project, {k: v for k, v in ENV.items() if k != "REDIS_PASSWORD_SENTINEL"})
+    assert missing.returncode != 0 and "set REDIS_PASSWORD_SENTINEL" in missing.stderr
 
 
 def test_the_base_file_alone_has_no_sentinel() -> None:

@@ -73,7 +73,8 @@ def test_every_component_is_pointed_at_the_sentinels(count: int) -> None:
         f"{FULLNAME}-redis-sentinel-{i}.{FULLNAME}-redis-sentinel-headless:26379"
         for i in range(count)
     )
-    k8see = {n: c for n, c in containers(docs).items() if not n.endswith(("/redis", "/sentinel"))}
+    redis_side = ("/redis", "/sentinel", "/aclfile")  # the servers and their aclfile writer
+    k8see = {n: c for n, c in containers(docs).items() if not n.endswith(redis_side)}
     assert {n.split("/")[0] for n in k8see} >= {f"{FULLNAME}-worker-default", f"{FULLNAME}-beat"}
     for name, container in k8see.items():
         env = _env(container)
@@ -81,10 +82,11 @@ def test_every_component_is_pointed_at_the_sentinels(count: int) -> None:
         assert env["K8SEE_REDIS__SENTINEL_MASTER_NAME"]["value"] == "main", name
         assert env["K8SEE_REDIS__MIN_REPLICA_ACKS"]["value"] == "1", name
         secret = env["K8SEE_REDIS__SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert secret == {"name": f"{FULLNAME}-redis", "key": "redis-password"}, name
+        assert secret == {"name": f"{FULLNAME}-redis", "key": "sentinel-password"}, name
         assert "value" not in env["K8SEE_REDIS__SENTINEL_PASSWORD"], name
-        # The URL still carries the password (from the Secret) and the database
-        assert env["K8SEE_REDIS__URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@")
+        # The URL still carries the component's own ACL user and password (from the Secret)
+        assert env["K8SEE_REDIS__URL"]["value"].startswith("redis://k8see-")
+        assert ":$(REDIS_PASSWORD)@" in env["K8SEE_REDIS__URL"]["value"]
 
 
 def test_the_replica_acknowledgement_can_be_turned_off() -> None:
@@ -103,12 +105,16 @@ def test_the_start_scripts_are_shell_and_agree_on_the_master() -> None:
         checked = subprocess.run([sh, "-n", "-c", script], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
         assert "sentinel get-master-addr-by-name main" in script
-        # The password comes from the environment, never written into the manifest
-        assert "$REDIS_PASSWORD" in script
+        # The passwords come from the environment, never written into the manifest
+        assert "$ADMIN_PASSWORD" in script
     first = f"{FULLNAME}-redis-0.{FULLNAME}-redis-headless.default.svc"
     assert first in redis_script and first in sentinel_script
     assert "sentinel monitor main $master 6379 2" in sentinel_script
     assert "--replicaof" in redis_script and "--masterauth" in redis_script
+    # Redis keeps k8see's ACL users; replicas and Sentinels act as its admin user
+    assert "--aclfile /acl/users.acl" in redis_script and "--masteruser k8see-admin" in redis_script
+    assert "sentinel auth-user main k8see-admin" in sentinel_script
+    assert "requirepass $SENTINEL_PASSWORD" in sentinel_script
 
 
 def test_the_network_policy_lets_clients_reach_the_sentinels() -> None:
