@@ -36,7 +36,7 @@ module_version() {  # tool module
   (cd "$ROOT/tools/go/$1" && go list -m -f '{{.Version}}' "$2")
 }
 
-# name | version | binaries (out-name=package ...) | ldflags | extra environment (may be empty)
+# name | version | binaries (out-name=package ...) | ldflags | extra environment (optional)
 spec() {
   case "$1" in
     kubernetes)
@@ -108,7 +108,8 @@ spec() {
 
 build() {  # name
   local name="$1" module="$ROOT/tools/go/$1" version binaries ldflags extra_env key dir
-  { read -r version; read -r binaries; read -r ldflags; read -r extra_env; } < <(spec "$name")
+  { read -r version; read -r binaries; read -r ldflags; read -r extra_env || true; } \
+    < <(spec "$name")
   key="$({ cat "$module"/go.* "$module"/*.go 2>/dev/null || true
     echo "$ldflags${extra_env:+ $extra_env} $(go env GOVERSION)"; } | sha256sum | cut -c1-12)"
   dir="$CACHE/$name-$version-$GOOS-$GOARCH-$key"
