@@ -126,7 +126,7 @@ def vulnerabilities_scanned(summary: dict[str, Any]) -> bool:
 
 
 def vulnerability_db(db_dir: Path) -> dict[str, str] | None:
-    """What Trivy needs to scan offline with the DB in ``db_dir``, or None when it is not there.
+    """What we tell of the Trivy DB in ``db_dir``, or None when it holds no readable one.
 
     Returns:
         ``{"updated_at": ...}`` from its metadata.json (empty when the file has no date).
@@ -212,7 +212,9 @@ def scan_image(
         # Trivy reads its DB from <cache-dir>/db; the rest of the cache stays this scan's.
         cache.mkdir(parents=True, exist_ok=True)
         link = cache / "db"
-        if link.is_symlink() or link.exists():
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)  # a DB an earlier scan of this workdir downloaded
+        elif link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(Path(db_dir).resolve(), target_is_directory=True)
     env = {"PATH": path, "HOME": str(workdir), "TMPDIR": str(workdir)}

@@ -153,6 +153,9 @@ def test_a_clean_image_with_a_db_is_a_clean_vulnerability_scan(
     report = _scan(hello_image, tmp_path, scanners="vuln,secret", db_dir=str(vuln_db), sbom=False)
     assert report.vulnerabilities == "scanned"
     assert report.counts == dict.fromkeys(EXPECTED, 0)
+    # A second scan in the same workdir (a redelivered stage) links the DB again and agrees
+    again = _scan(hello_image, tmp_path, scanners="vuln,secret", db_dir=str(vuln_db), sbom=False)
+    assert (again.vulnerabilities, again.counts) == (report.vulnerabilities, report.counts)
 
 
 @pytest.mark.parametrize("case", ["no-db", "empty-folder", "vuln-off"])
