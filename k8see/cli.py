@@ -547,7 +547,7 @@ def build_command(
     click.echo(f"Image:     {built['image']}")
     click.echo(f"Platforms: {', '.join(built['platforms'])}")
     click.echo(f"Tags:      {', '.join(built['tags'])}")
-    verdict = "skipped" if scanned.get("skipped") else scan_stage.counts_text(scanned["counts"])
+    verdict = scan_stage.summary_text(scanned)
     click.echo(f"Scan:      {verdict} (policy {settings.scan.policy})")
 
 

@@ -301,11 +301,20 @@ class BuildSettings(BaseModel):
 
 class ScanSettings(BaseModel):
     enabled: bool = True
-    scanners: str = "secret,misconfig"
-    """Trivy scanners that work offline; add ``vuln`` when ``db_repository`` is reachable."""
+    scanners: str = "vuln,secret,misconfig"
+    """Trivy's scanners. ``secret`` and ``misconfig`` carry their rules in the binary; ``vuln``
+    runs only with a vulnerability DB (``db_dir`` or ``db_repository``), and without one the
+    scan summary, the PR comment and ``k8see build`` say vulnerabilities were not scanned."""
+
+    db_dir: str = ""
+    """A folder holding Trivy's vulnerability DB, ``trivy.db`` and ``metadata.json`` (what
+    ``oras pull ghcr.io/aquasecurity/trivy-db:2`` unpacks, refreshed by the operator, e.g. by a
+    CronJob into a shared volume). Scans read it in place, read-only and offline; it wins over
+    ``db_repository``. Missing or unreadable: vulnerabilities are reported as not scanned."""
 
     db_repository: str = ""
-    """Trivy vulnerability DB location (a mirror). Empty: offline, no vulnerability scan."""
+    """Trivy vulnerability DB location (an OCI mirror), downloaded by every scan. Empty (and no
+    ``db_dir``): vulnerabilities are not scanned, and every summary says so."""
 
     policy: Literal["warn", "block"] = "warn"
     """warn (the reference's behaviour) or block deploys at ``block_severity`` and above."""

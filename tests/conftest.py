@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.fixtures.github",
     "tests.fixtures.images",
     "tests.fixtures.databases",
+    "tests.fixtures.vulndb",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]

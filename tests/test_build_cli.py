@@ -5,6 +5,8 @@ Covers: ``examples/hello`` built for two platforms and pushed to the local regis
 that matches what the registry holds; the registry password (given the way a worker gets it)
 appears in no output; the text form; bad input (an invalid registry, a directory without
 k8s-ee.yaml, no commit) as ``Error:``/``Hint:`` with exit 1, and ``--pr 0`` as usage (2).
+Without a vulnerability DB both forms say vulnerabilities were not scanned; with one
+(``K8SEE_SCAN__DB_DIR``) the text form counts an image's vulnerabilities by severity.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ PASSWORD = "cli-" + "RegistryPassw0rd" * 2
 
 
 def k8see(
-    *args: str, mirror_env: dict[str, str], storage: Path
+    *args: str, mirror_env: dict[str, str], storage: Path, extra: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -32,6 +34,7 @@ def k8see(
         "K8SEE_BUILD__STORAGE_DIR": str(storage),  # the session's warm buildah cache
         "K8SEE_REGISTRY__USERNAME": "bot",
         "K8SEE_REGISTRY__PASSWORD": PASSWORD,
+        **(extra or {}),
     }
     return subprocess.run(
         [K8SEE, *args], env=env, capture_output=True, text=True, timeout=600, check=False
@@ -63,6 +66,9 @@ def test_build_prints_the_image_by_digest_platforms_and_scan(
     # The scan ran on both platforms with the platform's policy
     assert set(out["scan"]["reports"]) == set(PLATFORMS)
     assert out["scan"]["policy"] == "warn" and out["scan"]["blocked"] is False
+    # No vulnerability DB is configured: the summary says so, distinct from a clean scan
+    assert out["scan"]["vulnerabilities"] == "not-scanned"
+    assert "no vulnerability database" in out["scan"]["vulnerabilities_note"]
     # The build log went to stderr, and the password nowhere
     assert "STEP" in done.stderr
     assert PASSWORD not in done.stdout + done.stderr
@@ -94,4 +100,25 @@ def test_text_output_and_bad_input(
     assert lines["Image"].strip().startswith(f"{registry.host}/acme/shop/hello@sha256:")
     assert lines["Platforms"].strip() == "linux/amd64"
     assert "policy warn" in lines["Scan"]
+    assert "vulnerabilities NOT scanned (no vulnerability database is configured" in lines["Scan"]
     assert PASSWORD not in text.stdout + text.stderr
+
+
+def test_text_output_counts_vulnerabilities_with_a_db(
+    registry: LocalRegistry,
+    mirror_env: dict[str, str],
+    buildah_storage: Path,
+    vulnerable_app: Path,
+    vuln_db: Path,
+) -> None:
+    # Given the platform's vulnerability DB folder and an app with vulnerable packages
+    done = k8see(
+        "build", str(vulnerable_app), "--pr", "4", "--repo", "acme/vulnapp", "--sha", SHA,
+        "--registry", registry.host, "--insecure", "--platforms", "linux/amd64",
+        mirror_env=mirror_env, storage=buildah_storage,
+        extra={"K8SEE_SCAN__DB_DIR": str(vuln_db)},
+    )  # fmt: skip
+    # Then the scan line counts them by severity, as a real vulnerability scan
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(":", 1) for line in done.stdout.strip().splitlines())
+    assert lines["Scan"].strip() == "1 critical, 2 high, 1 medium, 1 low (policy warn)"

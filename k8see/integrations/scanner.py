@@ -5,7 +5,9 @@ showed. Why ``--image-src remote``: the image is in the registry by digest, and 
 neither a daemon nor the build's storage to scan it. Offline by default: the secret and
 misconfig scanners ship their rules inside the binary (``--offline-scan``,
 ``--skip-db-update``, ``--skip-check-update``); the vulnerability scanner needs its database,
-so it runs only when ``db_repository`` names a reachable mirror of it.
+so it runs only when ``db_dir`` holds one (read in place, offline) or ``db_repository`` names
+a reachable mirror of it. Otherwise the report says so (``vulnerabilities: "not-scanned"``
+and a note why): a scan that could not look for vulnerabilities never reads as a clean one.
 
 Each platform leaves a JSON report, a SARIF file (for code scanning) and a CycloneDX SBOM in
 the run's workdir; the summary (counts by severity, top findings) is small enough for the
@@ -16,6 +18,7 @@ into the summary.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -26,12 +29,28 @@ from typing import Any
 from k8see.errors import IntegrationError
 from k8see.integrations.process import ToolResult, run_tool
 
-__all__ = ["SEVERITIES", "Finding", "ScanReport", "scan_image", "severity_at_least"]
+__all__ = [
+    "SEVERITIES",
+    "Finding",
+    "ScanReport",
+    "scan_image",
+    "severity_at_least",
+    "vulnerabilities_scanned",
+    "vulnerability_db",
+]
+
+log = logging.getLogger(__name__)
 
 #: Most severe first; the order of counts in summaries.
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 TOP_FINDINGS = 5
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The two files of Trivy's vulnerability DB, as ``oras pull ghcr.io/aquasecurity/trivy-db:2``
+#: unpacks them and as Trivy keeps them under ``<cache-dir>/db``.
+DB_FILES = ("trivy.db", "metadata.json")
+NOT_SCANNED_OFF = "the platform's scan.scanners leaves out vuln"
+NOT_SCANNED_NO_DB = "no vulnerability database is configured (scan.db_dir or scan.db_repository)"
+NOT_SCANNED_DB_MISSING = "the vulnerability database (scan.db_dir) is missing or unreadable"
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,11 @@ class ScanReport:
         top: The most severe findings, at most five.
         reports: Per platform, the paths of the JSON report, SARIF and SBOM.
         seconds: Wall time of all scans.
+        vulnerabilities: ``"scanned"`` when Trivy looked for vulnerable packages, else
+            ``"not-scanned"``: then ``counts`` cover only the other scanners.
+        vulnerabilities_note: Why vulnerabilities were not scanned (empty when they were).
+        vulnerability_db: When the DB used was built (``updated_at``, from its
+            metadata.json), if it was read from ``db_dir``.
     """
 
     image: str
@@ -67,6 +91,9 @@ class ScanReport:
     top: list[Finding]
     reports: dict[str, dict[str, str]] = field(default_factory=dict)
     seconds: float = 0.0
+    vulnerabilities: str = "scanned"
+    vulnerabilities_note: str = ""
+    vulnerability_db: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -83,6 +110,37 @@ def severity_at_least(severity: str, threshold: str) -> bool:
     if severity not in SEVERITIES[:-1] or threshold not in SEVERITIES:
         return False
     return SEVERITIES.index(severity) <= SEVERITIES.index(threshold)
+
+
+def vulnerabilities_scanned(summary: dict[str, Any]) -> bool:
+    """Whether a scan summary (``ScanReport.to_dict()``) covers vulnerable packages.
+
+    Summaries from before ``vulnerabilities`` existed tell by their scanners: ``vuln`` was
+    dropped from them when there was no DB.
+    """
+    state = summary.get("vulnerabilities")
+    if isinstance(state, str):
+        return state == "scanned"
+    scanners = summary.get("scanners")
+    return isinstance(scanners, list) and "vuln" in scanners
+
+
+def vulnerability_db(db_dir: Path) -> dict[str, str] | None:
+    """What we tell of the Trivy DB in ``db_dir``, or None when it holds no readable one.
+
+    Returns:
+        ``{"updated_at": ...}`` from its metadata.json (empty when the file has no date).
+    """
+    try:
+        if not (db_dir / DB_FILES[0]).is_file():
+            return None
+        meta = json.loads((db_dir / DB_FILES[1]).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    updated = meta.get("UpdatedAt")
+    return {"updated_at": str(updated)} if isinstance(updated, str) else {}
 
 
 def scan_image(
@@ -102,14 +160,16 @@ def scan_image(
     on_line: Callable[[str], None] | None = None,
     binary: str = "trivy",
     path: str = DEFAULT_PATH,
+    db_dir: str = "",
 ) -> ScanReport:
     """Scan ``image_ref`` (a digest reference) once per platform and summarise.
 
     Args:
         image_ref: ``host/repo@sha256:…`` of the manifest list.
         platforms: The platforms in it, each scanned.
-        scanners: Trivy's comma list, e.g. ``"secret,misconfig"``. ``vuln`` is dropped when
-            ``db_repository`` is empty, because its database cannot be fetched offline.
+        scanners: Trivy's comma list, e.g. ``"vuln,secret,misconfig"``. ``vuln`` is dropped
+            (and the report says vulnerabilities were not scanned) when there is no database:
+            ``db_dir`` empty or without one, and ``db_repository`` empty.
         db_repository: OCI location of Trivy's vulnerability DB (a mirror), or empty.
         ignore_unfixed: Leave out vulnerabilities that have no fix yet.
         timeout_seconds: For all platforms together.
@@ -122,6 +182,8 @@ def scan_image(
         on_line: Receives Trivy's (redacted) output lines.
         binary: The trivy executable.
         path: PATH for trivy.
+        db_dir: A folder holding Trivy's vulnerability DB (``trivy.db``, ``metadata.json``),
+            read in place and offline; wins over ``db_repository``.
 
     Raises:
         IntegrationError: Trivy failed or its report is unreadable.
@@ -133,9 +195,28 @@ def scan_image(
     # Found where the worker finds its tools (.tools/bin); trivy itself gets a minimal env.
     binary = shutil.which(binary) or binary
     wanted = [s.strip() for s in scanners.split(",") if s.strip()]
-    if not db_repository:
-        wanted = [s for s in wanted if s != "vuln"]
     workdir.mkdir(parents=True, exist_ok=True)
+    cache = workdir / "trivy-cache"
+    db = vulnerability_db(Path(db_dir)) if db_dir else None
+    note = ""
+    if "vuln" not in wanted:
+        note = NOT_SCANNED_OFF
+    elif db_dir and db is None:
+        note = NOT_SCANNED_DB_MISSING
+        log.warning("The vulnerability database in %s is missing or unreadable.", db_dir)
+    elif db is None and not db_repository:
+        note = NOT_SCANNED_NO_DB
+    if note:
+        wanted = [s for s in wanted if s != "vuln"]
+    elif db is not None:
+        # Trivy reads its DB from <cache-dir>/db; the rest of the cache stays this scan's.
+        cache.mkdir(parents=True, exist_ok=True)
+        link = cache / "db"
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)  # a DB an earlier scan of this workdir downloaded
+        elif link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path(db_dir).resolve(), target_is_directory=True)
     env = {"PATH": path, "HOME": str(workdir), "TMPDIR": str(workdir)}
     if username and password:
         env |= {"TRIVY_USERNAME": username, "TRIVY_PASSWORD": password}
@@ -157,10 +238,10 @@ def scan_image(
             )
         return result
 
-    common = ["--image-src", "remote", "--cache-dir", str(workdir / "trivy-cache"), "--quiet"]
+    common = ["--image-src", "remote", "--cache-dir", str(cache), "--quiet"]
     if insecure:
         common.append("--insecure")
-    if db_repository:
+    if db_repository and db is None and not note:
         common += ["--db-repository", db_repository, "--skip-java-db-update"]
     else:
         common += ["--offline-scan", "--skip-db-update", "--skip-java-db-update"]
@@ -202,6 +283,9 @@ def scan_image(
         top=top[:TOP_FINDINGS],
         reports=reports,
         seconds=time.monotonic() - started,
+        vulnerabilities="not-scanned" if note else "scanned",
+        vulnerabilities_note=note,
+        vulnerability_db=db or {},
     )
 
 

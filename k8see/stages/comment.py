@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from k8see.errors import GitHubError
 from k8see.integrations.github import GitHubClient, make_client
+from k8see.integrations.scanner import vulnerabilities_scanned
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
@@ -173,7 +174,18 @@ def _scan(record: dict[str, Any]) -> str | None:
         f"{icon} {int((counts or {}).get(sev) or 0)} {sev.lower()}" for sev, icon in SEVERITIES
     ]
     verdict = " — ⛔ blocked by the scan policy" if scan.get("blocked") else ""
-    return " · ".join(cells) + verdict
+    if vulnerabilities_scanned(scan):
+        return " · ".join(cells) + verdict
+    # Zero counts without a vulnerability scan must not read as a clean image.
+    note = scan.get("vulnerabilities_note") or "no vulnerability database"
+    scanners = [str(s) for s in scan.get("scanners") or [] if s != "vuln"]
+    covered = f"{text(', '.join(scanners))}: " if scanners else ""
+    return (
+        f"⚠️ **Vulnerabilities not scanned** ({text(note)})<br>"
+        + covered
+        + " · ".join(cells)
+        + verdict
+    )
 
 
 def _untagged(record: dict[str, Any]) -> str | None:

@@ -6,8 +6,11 @@ repository path and be what the registry has for this run's ``pr-<N>`` and ``sha
 tags, so a message cannot have the platform's credentials pull, and code scanning show,
 another repository's image. ``scan_verified`` is the scan proper, for an image the caller
 vouches for (``k8see build``). Output: ``run.result("scan")``
-= counts by severity, the top findings, report paths, ``policy``, ``blocked`` and
-``seconds``; ``{"skipped": true}`` when scanning is off. Under ``policy: block`` a finding at
+= counts by severity, the top findings, report paths, ``policy``, ``blocked``, ``seconds``
+and ``vulnerabilities`` (``"scanned"``, or ``"not-scanned"`` with ``vulnerabilities_note``
+when the platform has no vulnerability DB: then the counts cover secrets and
+misconfigurations only, and every summary says so); ``{"skipped": true}`` when scanning is
+off. Under ``policy: block`` a finding at
 or above ``block_severity`` raises ``ScanBlocked`` (a user error: the PR comment shows the
 counts and the findings that blocked it). Under ``warn`` (the reference's behaviour) the
 findings are reported and the deploy goes on. Either way each platform's SARIF goes to GitHub
@@ -23,7 +26,13 @@ from k8see.errors import GitHubError, K8seeError, PlatformError, ScanBlocked
 from k8see.integrations.codescanning import repo_is_public, upload_sarif
 from k8see.integrations.github import make_client
 from k8see.integrations.registry_access import registry_credentials
-from k8see.integrations.scanner import SEVERITIES, ScanReport, scan_image, severity_at_least
+from k8see.integrations.scanner import (
+    SEVERITIES,
+    ScanReport,
+    scan_image,
+    severity_at_least,
+    vulnerabilities_scanned,
+)
 from k8see.run import Run
 from k8see.stages import provenance
 from k8see.stages.context import StageContext
@@ -68,6 +77,7 @@ def scan_verified(run: Run, ctx: StageContext) -> Run:
         platforms=[str(p) for p in build.get("platforms") or []],
         scanners=settings.scanners,
         db_repository=settings.db_repository,
+        db_dir=settings.db_dir,
         ignore_unfixed=settings.ignore_unfixed,
         timeout_seconds=settings.timeout_seconds,
         workdir=ctx.workdir / "scan",
@@ -90,6 +100,8 @@ def scan_verified(run: Run, ctx: StageContext) -> Run:
         counts_text(report.counts),
         report.seconds,
     )
+    if report.vulnerabilities != "scanned":
+        ctx.log.warning("Vulnerabilities were not scanned: %s.", report.vulnerabilities_note)
     if blocked:
         raise ScanBlocked(
             f"The image scan found {counts_text(report.counts)}; the scan policy blocks "
@@ -158,3 +170,17 @@ def summarize(report: ScanReport, *, policy: str, blocked: bool) -> dict[str, An
 def counts_text(counts: dict[str, int]) -> str:
     parts = [f"{counts.get(s, 0)} {s.lower()}" for s in SEVERITIES if counts.get(s)]
     return ", ".join(parts) if parts else "no issues"
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """One line for a scan summary: the counts, and first whether vulnerabilities were not
+    scanned (so "no issues" never reads as a clean vulnerability scan)."""
+    if summary.get("skipped"):
+        return "skipped (scanning is off)"
+    counts = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
+    found = counts_text(counts or {})
+    if vulnerabilities_scanned(summary):
+        return found
+    note = summary.get("vulnerabilities_note") or "no vulnerability database"
+    scanners = ", ".join(str(s) for s in summary.get("scanners") or []) or "no scanner"
+    return f"vulnerabilities NOT scanned ({note}); {scanners}: {found}"

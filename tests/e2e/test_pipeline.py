@@ -2,7 +2,8 @@
 Trivy and helm, against the sandbox Kubernetes and GitHub servers.
 
 Covers:
-- opened → ready, with one PR comment carrying the URL; synchronize → redeployed at the new
+- opened → ready, with one PR comment carrying the URL (and, with no vulnerability DB on the
+  platform, saying vulnerabilities were not scanned); synchronize → redeployed at the new
   SHA, the same comment updated; closed → destroyed, namespace gone, comment says so.
 - a bad k8s-ee.yaml → failed, the field named in the comment, nothing created in the cluster.
 - closed while the build runs → nothing is left deployed.
@@ -63,6 +64,10 @@ def test_open_push_close_runs_the_whole_lifecycle(harness: Harness) -> None:
     h.wait_for(
         lambda: len(_comments(h, repo, 1)) == 1 and "hello-pr-1" in _comments(h, repo, 1)[0]["body"]
     )
+    # The platform has no vulnerability DB: the record and the comment say vulnerabilities
+    # were not scanned, rather than showing zero counts as a clean scan
+    assert record["scan"]["vulnerabilities"] == "not-scanned"
+    h.wait_for(lambda: "Vulnerabilities not scanned" in _comments(h, repo, 1)[0]["body"])
 
     # When a new commit is pushed
     new_sha = h.commit(path, "second")

@@ -37,7 +37,12 @@ def record(**changes: Any) -> dict[str, Any]:
         "preview_url": "https://shop-pr-7.preview.example.dev",
         "digest": "sha256:" + "d" * 64,
         "platforms": ["linux/amd64", "linux/arm64"],
-        "scan": {"counts": {"CRITICAL": 0, "HIGH": 2, "MEDIUM": 5, "LOW": 9}, "blocked": False},
+        "scan": {
+            "counts": {"CRITICAL": 0, "HIGH": 2, "MEDIUM": 5, "LOW": 9},
+            "blocked": False,
+            "scanners": ["vuln", "secret", "misconfig"],
+            "vulnerabilities": "scanned",
+        },
         "timings": {"deploy": 41.2, "validate": 0.8, "build": 95.0, "scan": 12.5},
         "databases": ["postgresql", "redis"],
         "merged": None,
@@ -204,6 +209,32 @@ def test_user_text_cannot_break_the_table_or_inject() -> None:
         if line.startswith("| Branch"):
             assert line.count(" | ") == 1  # the pipe in the branch name is an entity
     assert table(body)["Branch"].startswith("<code>x&#124;y&lt;script&gt;")
+
+
+def test_a_scan_without_vulnerabilities_never_reads_as_clean() -> None:
+    # Given a scan that had no vulnerability DB: zero counts, from secret and misconfig only
+    scan = {
+        "counts": {"CRITICAL": 0, "HIGH": 0, "MEDIUM": 0, "LOW": 0},
+        "blocked": False,
+        "scanners": ["secret", "misconfig"],
+        "vulnerabilities": "not-scanned",
+        "vulnerabilities_note": "no vulnerability database is configured",
+    }
+    # When the comment is rendered
+    cell = table(comment.render(record(scan=scan), settings=SETTINGS))["Security scan"]
+    # Then it says so first, and says which scanners the counts come from
+    assert cell == (
+        "⚠️ **Vulnerabilities not scanned** (no vulnerability database is configured)<br>"
+        "secret, misconfig: 🔴 0 critical · 🟠 0 high · 🟡 0 medium · 🔵 0 low"
+    )
+    # And a record written before the field existed tells by its scanners
+    legacy = {k: v for k, v in scan.items() if not k.startswith("vulnerabilities")}
+    cell = table(comment.render(record(scan=legacy), settings=SETTINGS))["Security scan"]
+    assert cell.startswith("⚠️ **Vulnerabilities not scanned** (no vulnerability database)<br>")
+    # While a scan that did look for vulnerabilities shows the plain counts
+    scanned = {**legacy, "scanners": ["vuln", "secret"], "vulnerabilities": "scanned"}
+    cell = table(comment.render(record(scan=scanned), settings=SETTINGS))["Security scan"]
+    assert cell == "🔴 0 critical · 🟠 0 high · 🟡 0 medium · 🔵 0 low"
 
 
 def test_missing_fields_render() -> None:

@@ -2,7 +2,10 @@
 under block a committed secret stops it with ScanBlocked naming the counts and findings
 (never the secret itself); a clean image passes block; scanning off is recorded as skipped;
 each platform's SARIF uploaded to code scanning (sandbox GitHub) even when blocked; a private
-repository's refusal recorded as unavailable (auto), or not tried at all (public)."""
+repository's refusal recorded as unavailable (auto), or not tried at all (public). With our
+offline vulnerability DB (``scan.db_dir``): vulnerabilities reported with their severities
+under warn, and a blocking severity stops the image naming the advisories; without a DB the
+result, and the comment rendered from it, say vulnerabilities were not scanned."""
 
 from __future__ import annotations
 
@@ -17,11 +20,12 @@ from k8see.errors import ScanBlocked
 from k8see.integrations.builders import BuildResult
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
-from k8see.stages import scan
+from k8see.stages import comment, scan
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
 from tests.fixtures.github import SANDBOX_TOKEN
 from tests.fixtures.images import LocalRegistry, fake_secrets
+from tests.fixtures.vulndb import EXPECTED
 
 
 def make_run(image: BuildResult) -> Run:
@@ -127,3 +131,65 @@ def test_sarif_goes_to_code_scanning_even_when_blocked(
     assert scan.scan_verified(private, ctx).result("scan")["code_scanning"] == {"state": "private"}
     assert github.calls[calls_before:] == [("GET", "/repos/acme/private-app")]
     assert "acme/private-app" not in github.state.sarifs
+
+
+def _scan_row(result: dict[str, Any]) -> str:
+    """The comment's "Security scan" cell for an environment record holding ``result``."""
+    record = {"repo": "acme/app", "pr": 2, "status": "ready", "scan": result}
+    body = comment.render(record, settings=PlatformSettings())
+    (row,) = [ln for ln in body.splitlines() if ln.startswith("| Security scan |")]
+    return row
+
+
+def test_warn_reports_vulnerabilities_from_the_local_db(
+    vulnerable_image: BuildResult, vuln_db: Path, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    # Given the platform's DB folder and the default scanners (vuln, secret, misconfig)
+    ctx = make_ctx(registry, tmp_path, policy="warn", db_dir=str(vuln_db))
+    # When the vulnerable image is scanned
+    result = scan.scan_verified(make_run(vulnerable_image), ctx).result("scan")
+    # Then the result counts each severity and the deploy goes on
+    assert result["vulnerabilities"] == "scanned"
+    assert result["counts"] == EXPECTED
+    assert result["blocked"] is False
+    assert scan.summary_text(result) == "1 critical, 2 high, 1 medium, 1 low"
+    json.dumps(result)
+    # And the comment shows the counts as a real vulnerability scan
+    assert _scan_row(result) == (
+        "| Security scan | 🔴 1 critical · 🟠 2 high · 🟡 1 medium · 🔵 1 low |"
+    )
+
+
+def test_block_at_high_stops_the_vulnerable_image_naming_the_advisories(
+    vulnerable_image: BuildResult, vuln_db: Path, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    ctx = make_ctx(registry, tmp_path, policy="block", block_severity="HIGH", db_dir=str(vuln_db))
+    with pytest.raises(ScanBlocked) as info:
+        scan.scan_verified(make_run(vulnerable_image), ctx)
+    err = info.value
+    assert "1 critical, 2 high, 1 medium, 1 low" in err.message
+    assert "HIGH and above" in err.message
+    hint = err.hint or ""
+    for ident in ("CVE-2099-10001", "CVE-2099-10002", "CVE-2099-10003"):
+        assert ident in hint
+    # Findings below the blocking severity are counted but do not block
+    assert "CVE-2099-10004" not in hint and "CVE-2099-10005" not in hint
+
+
+def test_without_a_db_the_result_and_comment_say_vulnerabilities_were_not_scanned(
+    vulnerable_image: BuildResult, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    # Given no vulnerability DB (the default settings) and an image with vulnerable packages
+    ctx = make_ctx(registry, tmp_path, policy="block", block_severity="LOW")
+    # When it is scanned
+    result = scan.scan_verified(make_run(vulnerable_image), ctx).result("scan")
+    # Then nothing was counted, and the result carries that vulnerabilities were not scanned
+    assert result["counts"] == dict.fromkeys(EXPECTED, 0)
+    assert result["vulnerabilities"] == "not-scanned"
+    assert "no vulnerability database is configured" in result["vulnerabilities_note"]
+    assert result["scanners"] == ["secret", "misconfig"]
+    # And the summary line and the PR comment say so instead of a bare "0 critical"
+    assert scan.summary_text(result).startswith("vulnerabilities NOT scanned (no vulnerability")
+    row = _scan_row(result)
+    assert "⚠️ **Vulnerabilities not scanned** (no vulnerability database is configured" in row
+    assert "secret, misconfig: 🔴 0 critical" in row
