@@ -139,24 +139,32 @@ def test_deploy_applies_the_config_at_the_head_not_the_messages(
     settings = settings.model_copy(update={"registry": registry, "deploy": deploy_settings})
     own = f"{cluster_registry.host}/acme/shop/{project}"
     digest = push_testapp(cluster_registry, f"acme/shop/{project}", ["pr-5", f"sha-{head}"])
-    # Given a message whose config puts the app into another project's namespace with its
-    # own env, but whose image is the real build of the head
-    forged = {
-        "config": {"projectId": "victim", "app": {"port": 3000}, "env": {"FORGED": "1"}},
-        "project_id": "victim",
-        "namespace": "victim-pr-5",
-        "preview_url": "https://victim-pr-5.preview.test",
-        "databases": [],
-        "deployment_id": 42,
-    }
-    # When it is sent to the deploy stage
-    out = deploy.run(hostile(head, own, digest, **forged), stage_ctx(settings, tmp_path))
-    # Then what was deployed is the config at the PR's head, by the registry's digest
-    namespace = f"{project}-pr-5"
-    assert out.result("deploy")["namespace"] == namespace
-    assert out.result("deploy")["image"] == f"{own}@{digest}"
-    assert out.result("validate")["deployment_id"] == 42  # kept for the comment stage
-    api = client.CoreV1Api(kube.make_api(settings))
-    data = api.read_namespaced_config_map(f"{namespace}-app-config", namespace).data
-    assert data["REAL"] == "yes" and "FORGED" not in data
-    assert "victim-pr-5" not in [n.metadata.name for n in api.list_namespace().items]
+    try:
+        # Given a message whose config puts the app into another project's namespace with its
+        # own env, but whose image is the real build of the head
+        forged = {
+            "config": {"projectId": "victim", "app": {"port": 3000}, "env": {"FORGED": "1"}},
+            "project_id": "victim",
+            "namespace": "victim-pr-5",
+            "preview_url": "https://victim-pr-5.preview.test",
+            "databases": [],
+            "deployment_id": 42,
+        }
+        # When it is sent to the deploy stage
+        out = deploy.run(hostile(head, own, digest, **forged), stage_ctx(settings, tmp_path))
+        # Then what was deployed is the config at the PR's head, by the registry's digest
+        namespace = f"{project}-pr-5"
+        assert out.result("deploy")["namespace"] == namespace
+        assert out.result("deploy")["image"] == f"{own}@{digest}"
+        assert out.result("validate")["deployment_id"] == 42  # kept for the comment stage
+        api = client.CoreV1Api(kube.make_api(settings))
+        data = api.read_namespaced_config_map(f"{namespace}-app-config", namespace).data
+        assert data["REAL"] == "yes" and "FORGED" not in data
+        assert "victim-pr-5" not in [n.metadata.name for n in api.list_namespace().items]
+    finally:
+        # The pushed build goes too: another cluster's registry is not ours to fill.
+        registry_client = cluster_registry.client()
+        try:
+            registry_client.delete_manifest(f"acme/shop/{project}", digest)
+        finally:
+            registry_client.close()
