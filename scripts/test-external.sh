@@ -31,7 +31,8 @@ source "$work/env"
 cat "$work/env"
 
 if [ $# -eq 0 ]; then
-    # Every test file that takes a cluster fixture as an argument, e2e and drills aside: they run a local platform of their own.
+    # Every test file that takes a cluster fixture as an argument; e2e tests and drills run
+    # a local platform of their own.
     fixtures='kubeconfig|kube_api_client|kube_env|kube_namespace|testapp_image|cluster_registry|kube_faults'
     mapfile -t files < <(grep -rlE --include='test_*.py' "(^|[(, ])($fixtures): " tests \
         | grep -vE '^tests/(e2e|drills|benchmarks)/' | sort)
@@ -41,10 +42,20 @@ status=0
 for run in 1 2; do
     echo "== run $run"
     start=$(date +%s)
-    "$PYTHON" -m pytest -q -p no:cacheprovider --basetemp="$work/pytest-$run" "$@" || status=1
+    "$PYTHON" -m pytest -q -rs -p no:cacheprovider --basetemp="$work/pytest-$run" "$@" || status=1
     echo "== run $run took $(( $(date +%s) - start ))s"
 done
-echo "== left on the cluster:"
-KUBECONFIG=$K8SEE_TEST_KUBECONFIG .tools/bin/kubectl get namespaces,clusterroles,clusterrolebindings,crds,validatingadmissionpolicies,validatingadmissionpolicybindings 2>&1 \
-    | grep -v -E ' (kube-system|kube-public|kube-node-lease|default) |system:|^clusterrole.*/(admin|edit|view|cluster-admin) ' || true
+# Namespaces the last tests deleted may still be terminating: give them two minutes.
+for _ in $(seq 120); do
+    phases=$(.tools/bin/kubectl --kubeconfig "$K8SEE_TEST_KUBECONFIG" get namespaces \
+        -o 'jsonpath={.items[*].status.phase}')
+    [[ $phases == *Terminating* ]] || break
+    sleep 1
+done
+echo "== left on the cluster (beyond what a new cluster has):"
+kinds=namespaces,clusterroles,clusterrolebindings,crds,validatingadmissionpolicies
+kinds=$kinds,validatingadmissionpolicybindings,validatingwebhookconfigurations,priorityclasses
+.tools/bin/kubectl --kubeconfig "$K8SEE_TEST_KUBECONFIG" get "$kinds" -o name \
+    | grep -vE '^namespace/(default|kube-system|kube-public|kube-node-lease)$|/system:|^clusterrole[a-z0-9.]*/(admin|edit|view|cluster-admin)$|^priorityclass[a-z0-9.]*/system-' \
+    || echo "(nothing)"
 exit $status
