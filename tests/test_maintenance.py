@@ -21,6 +21,7 @@ from k8see import maintenance, state
 from k8see.app import beat_schedule, create_app
 from k8see.pipeline import HARD_LIMIT_GRACE_SECONDS, stage_time_limit
 from k8see.sandbox.github import GitHubSandbox
+from tests.fixtures.kube import RUN_ID
 from tests.stages.test_cleanup import add_namespace, make_settings
 from tests.stages.test_preserve import clear_preserves, labels_of
 
@@ -90,7 +91,7 @@ def test_preserve_command_needs_write_access(
     repo = "acme/perm"
     github.add_repo(repo, collaborators={"writer": "write", "reader": "read"})
     github.add_pull(repo, 5, head_sha="e" * 40, head_ref="f")
-    ns = "perm-pr-5"
+    ns = f"perm{RUN_ID}-pr-5"
     add_namespace(kube_api_client, ns, repo=repo, pr=5, last_updated=time.time())
     note = github.add_comment(repo, 5, "/preserve 4", login="reader")
 

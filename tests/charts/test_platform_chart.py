@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import require_tool
@@ -45,6 +46,14 @@ def test_rendered_manifests_install_into_the_cluster(kube_env: dict[str, str]) -
     out = helm("template", "k8see", str(CHART), "-f", str(VALUES), "-n", namespace, env=kube_env)
     assert out.returncode == 0, out.stderr
     kubectl = require_tool("kubectl")
+    # The namespace is new, so whatever of it the cluster has is cluster-wide and not ours
+    # (the platform installed there): the test would change it, then delete it.
+    there = subprocess.run([kubectl, "get", "-n", namespace, "--ignore-not-found", "-o", "name",
+                            "-f", "-"], input=out.stdout, env=kube_env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert there.returncode == 0, there.stderr
+    if there.stdout.strip():
+        pytest.skip(f"the cluster has the platform's cluster-wide objects: {there.stdout.split()}")
     subprocess.run([kubectl, "create", "namespace", namespace], env=kube_env, check=True,
                    capture_output=True)  # fmt: skip
     # Everything the chart renders, PodDisruptionBudgets and cluster RBAC included, with

@@ -21,6 +21,7 @@ from kubernetes import client, config
 from k8see.errors import HelmError
 from k8see.integrations import helm
 from tests.conftest import ROOT, require_tool
+from tests.fixtures.kube import RUN_ID
 
 CHART = ROOT / "charts" / "k8s-ee-app"
 LOG = logging.getLogger("test-helm")
@@ -37,6 +38,8 @@ def make_namespace(kubeconfig: str, name: str) -> None:
     api.close()
 
 
+#: The project id: its namespaces carry the run id, so a second run on the cluster is alone.
+PROJECT = f"helmt{RUN_ID}"
 #: The image the releases run: the test app, by digest (set by the fixture below).
 IMAGE = {"repository": "reg.test/acme/helmt", "digest": "sha256:" + "d" * 64}
 #: Values that make the test app exit at once, so its pod crash-loops.
@@ -52,7 +55,7 @@ def _image(request: pytest.FixtureRequest) -> None:
 
 def values(pr: int, **extra: Any) -> dict[str, Any]:
     return {
-        "projectId": "helmt",
+        "projectId": PROJECT,
         "prNumber": pr,
         "commitSha": "c" * 40,
         "previewDomain": "preview.test",
@@ -62,7 +65,7 @@ def values(pr: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_install_upgrade_status_uninstall(kubeconfig: Path) -> None:
-    ns, kc = "helmt-pr-1", str(kubeconfig)
+    ns, kc = f"{PROJECT}-pr-1", str(kubeconfig)
     make_namespace(kc, ns)
     assert helm.status(release="app", namespace=ns, kubeconfig=kc) is None
     first = helm.upgrade_install(
@@ -92,7 +95,7 @@ def test_install_upgrade_status_uninstall(kubeconfig: Path) -> None:
 
 
 def test_on_tick_aborts_and_atomic_cleans_up(kubeconfig: Path) -> None:
-    ns, kc = "helmt-pr-2", str(kubeconfig)
+    ns, kc = f"{PROJECT}-pr-2", str(kubeconfig)
     make_namespace(kc, ns)
     api = config.new_client_from_config(config_file=kc)
     core = client.CoreV1Api(api)
@@ -135,7 +138,7 @@ def test_on_tick_aborts_and_atomic_cleans_up(kubeconfig: Path) -> None:
 def test_release_left_pending_by_a_killed_helm_is_recovered(
     kubeconfig: Path, tmp_path: Path
 ) -> None:
-    ns, kc = "helmt-pr-5", str(kubeconfig)
+    ns, kc = f"{PROJECT}-pr-5", str(kubeconfig)
     make_namespace(kc, ns)
     api = config.new_client_from_config(config_file=kc)
     core = client.CoreV1Api(api)
@@ -195,7 +198,7 @@ def test_failure_message_is_short_and_never_quotes_values(kubeconfig: Path) -> N
         helm.upgrade_install(
             release="app",
             chart=CHART,
-            namespace="helmt-pr-3",
+            namespace=f"{PROJECT}-pr-3",
             values=values(3, env={"TOKEN": secret}, surprise=secret),
             timeout_seconds=30,
             kubeconfig=str(kubeconfig),
@@ -207,7 +210,7 @@ def test_failure_message_is_short_and_never_quotes_values(kubeconfig: Path) -> N
 
 
 def test_template_renders_offline_and_refuses_bad_values() -> None:
-    docs = helm.template(release="app", chart=CHART, namespace="helmt-pr-4", values=values(4))
+    docs = helm.template(release="app", chart=CHART, namespace=f"{PROJECT}-pr-4", values=values(4))
     assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment", "Service"}
     with pytest.raises(HelmError, match="projectId"):
         helm.template(release="app", chart=CHART, namespace="x", values={"prNumber": 1})

@@ -20,10 +20,14 @@ from k8see.run import Action, Run
 from k8see.sandbox.github import GitHubSandbox
 from k8see.stages import destroy
 from k8see.stages.trust import REFUSAL_MARKER
+from tests.fixtures.kube import RUN_ID
 from tests.security.common import REPO, platform_settings, stage_ctx
 from tests.stages.test_cleanup import add_namespace
 
 pytestmark = pytest.mark.timeout(300)
+#: The PR's namespace, unique to the run: another run on the same cluster may still be
+#: deleting its own.
+NAMESPACE = f"shop{RUN_ID}-pr-11"
 
 
 def _namespaces(api: Any) -> set[str]:
@@ -41,7 +45,7 @@ def test_a_close_for_an_open_pr_is_refused(
     )
     github.add_repo(REPO)
     github.add_pull(REPO, 11, head_sha="a" * 40, head_ref="feature")
-    add_namespace(kube_api_client, "shop-pr-11", repo=REPO, pr=11, last_updated=time.time())
+    add_namespace(kube_api_client, NAMESPACE, repo=REPO, pr=11, last_updated=time.time())
     forged = Run(repo=REPO, pr=11, sha="", generation=1, action=Action.DESTROY,
                  trigger="pull_request:closed")  # fmt: skip
     ctx = stage_ctx(settings, tmp_path)
@@ -50,7 +54,7 @@ def test_a_close_for_an_open_pr_is_refused(
         destroy.run(forged, ctx)
     # Then the environment stays and the PR is told
     assert "open on GitHub" in refused.value.message
-    assert "shop-pr-11" in _namespaces(kube_api_client)
+    assert NAMESPACE in _namespaces(kube_api_client)
     assert any(REFUSAL_MARKER in c["body"] for c in github.comments(REPO, 11))
     # And once GitHub says it is closed, the same request destroys it
     github.set_pull_state(REPO, 11, state="closed")

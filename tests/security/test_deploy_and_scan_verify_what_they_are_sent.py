@@ -26,7 +26,7 @@ from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy, scan
 from tests.fixtures.images import LocalRegistry
-from tests.fixtures.kube import push_testapp
+from tests.fixtures.kube import RUN_ID, ClusterRegistry, push_testapp
 from tests.security.common import REPO, platform_settings, source_repo, stage_ctx
 
 PR = 5
@@ -72,14 +72,19 @@ def settings(
     )
 
 
-@pytest.fixture
-def head(github: GitHubSandbox, tmp_path: Path) -> str:
+def open_pull(github: GitHubSandbox, tmp_path: Path, project_id: str) -> str:
     """PR #5 of acme/shop, open, at a commit whose k8s-ee.yaml is the harmless one."""
-    sha = source_repo(tmp_path, files={"k8s-ee.yaml": "projectId: shop\nenv:\n  REAL: 'yes'\n"})
+    config = f"projectId: {project_id}\nenv:\n  REAL: 'yes'\n"
+    sha = source_repo(tmp_path, files={"k8s-ee.yaml": config})
     github.add_repo(REPO)
     github.add_source(REPO, tmp_path / "sources" / REPO)
     github.add_pull(REPO, PR, head_sha=sha, head_ref="feature")
     return sha
+
+
+@pytest.fixture
+def head(github: GitHubSandbox, tmp_path: Path) -> str:
+    return open_pull(github, tmp_path, "shop")
 
 
 def hostile(sha: str, image: str, digest: str, **validated: Any) -> Run:
@@ -122,32 +127,44 @@ def test_a_digest_this_run_did_not_build_is_refused(
 
 
 def test_deploy_applies_the_config_at_the_head_not_the_messages(
-    settings: PlatformSettings, registry: LocalRegistry, head: str, tmp_path: Path,
-    kubeconfig: str, testapp_image: tuple[str, str],
+    settings: PlatformSettings, github: GitHubSandbox, tmp_path: Path, kubeconfig: str,
+    cluster_registry: ClusterRegistry,
 ) -> None:  # fmt: skip
-    # The real app runs on the node: the test app, pushed as this PR's build.
-    settings = settings.model_copy(
-        update={"deploy": settings.deploy.model_copy(update={"kubeconfig": kubeconfig})}
-    )
-    own = f"{registry.host}/acme/shop/shop"
-    digest = push_testapp(registry, "acme/shop/shop", ["pr-5", f"sha-{head}"])
-    # Given a message whose config puts the app into another project's namespace with its
-    # own env, but whose image is the real build of the head
-    forged = {
-        "config": {"projectId": "victim", "app": {"port": 3000}, "env": {"FORGED": "1"}},
-        "project_id": "victim",
-        "namespace": "victim-pr-5",
-        "preview_url": "https://victim-pr-5.preview.test",
-        "databases": [],
-        "deployment_id": 42,
-    }
-    # When it is sent to the deploy stage
-    out = deploy.run(hostile(head, own, digest, **forged), stage_ctx(settings, tmp_path))
-    # Then what was deployed is the config at the PR's head, by the registry's digest
-    assert out.result("deploy")["namespace"] == "shop-pr-5"
-    assert out.result("deploy")["image"] == f"{own}@{digest}"
-    assert out.result("validate")["deployment_id"] == 42  # kept for the comment stage
-    api = client.CoreV1Api(kube.make_api(settings))
-    data = api.read_namespaced_config_map("shop-pr-5-app-config", "shop-pr-5").data
-    assert data["REAL"] == "yes" and "FORGED" not in data
-    assert "victim-pr-5" not in [n.metadata.name for n in api.list_namespace().items]
+    # The real app runs on the node: the test app, pushed as this PR's build where the
+    # cluster pulls from; the project id carries the run id, so a second run is alone.
+    project = f"shop{RUN_ID}"
+    head = open_pull(github, tmp_path, project)
+    registry = settings.registry.model_copy(update={"host": cluster_registry.host})
+    deploy_settings = settings.deploy.model_copy(update={"kubeconfig": kubeconfig})
+    settings = settings.model_copy(update={"registry": registry, "deploy": deploy_settings})
+    own = f"{cluster_registry.host}/acme/shop/{project}"
+    digest = push_testapp(cluster_registry, f"acme/shop/{project}", ["pr-5", f"sha-{head}"])
+    try:
+        # Given a message whose config puts the app into another project's namespace with its
+        # own env, but whose image is the real build of the head
+        forged = {
+            "config": {"projectId": "victim", "app": {"port": 3000}, "env": {"FORGED": "1"}},
+            "project_id": "victim",
+            "namespace": "victim-pr-5",
+            "preview_url": "https://victim-pr-5.preview.test",
+            "databases": [],
+            "deployment_id": 42,
+        }
+        # When it is sent to the deploy stage
+        out = deploy.run(hostile(head, own, digest, **forged), stage_ctx(settings, tmp_path))
+        # Then what was deployed is the config at the PR's head, by the registry's digest
+        namespace = f"{project}-pr-5"
+        assert out.result("deploy")["namespace"] == namespace
+        assert out.result("deploy")["image"] == f"{own}@{digest}"
+        assert out.result("validate")["deployment_id"] == 42  # kept for the comment stage
+        api = client.CoreV1Api(kube.make_api(settings))
+        data = api.read_namespaced_config_map(f"{namespace}-app-config", namespace).data
+        assert data["REAL"] == "yes" and "FORGED" not in data
+        assert "victim-pr-5" not in [n.metadata.name for n in api.list_namespace().items]
+    finally:
+        # The pushed build goes too: another cluster's registry is not ours to fill.
+        registry_client = cluster_registry.client()
+        try:
+            registry_client.delete_manifest(f"acme/shop/{project}", digest)
+        finally:
+            registry_client.close()

@@ -219,8 +219,9 @@ def test_without_an_ingress_there_is_no_preview_url(ctx: StageContext) -> None:
 def test_health_path_answering_500_fails_with_hint(ctx: StageContext) -> None:
     # Given an app answering 500 on its health path. On a real cluster the pod's startup
     # probe GETs that path too, so the pod never becomes ready and helm's wait times out
-    # (the sandbox had the pod ready and only k8see's own check failing).
-    sick, ctx = project("sick"), with_helm_timeout(ctx, 20)
+    # (the sandbox had the pod ready and only k8see's own check failing). The wait is long
+    # enough for the pod to start on a loaded node (20 s saw it still ContainerCreating).
+    sick, ctx = project("sick"), with_helm_timeout(ctx, 45)
     failing = {"app": {"healthPath": "/ready"}, "env": {"STATUS": "500"}}
     with pytest.raises(DeployFailed) as info:
         deploy.deploy_verified(make_run(sick, 5, **failing), ctx)
