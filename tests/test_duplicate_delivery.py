@@ -77,7 +77,8 @@ def test_a_stage_delivered_twice_at_once_runs_once(
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         stats = state.stats(client)
-        if stats.get("duplicate_delivery:deploy") or stats.get("stage_finished:deploy", 0) > 1:
+        ended = stats.get("duplicate_delivery:deploy") or stats.get("delivered_after_end:deploy")
+        if ended or stats.get("stage_finished:deploy", 0) > 1:
             break
         time.sleep(0.5)
     time.sleep(1)
@@ -87,5 +88,8 @@ def test_a_stage_delivered_twice_at_once_runs_once(
     log = worker.read_text()[-6000:]
     assert (marks / "starts").read_text().split() == [run.run_id], log
     assert stats.get("stage_finished:deploy") == 1, (stats, log)
-    assert stats.get("duplicate_delivery:deploy") == 1, (stats, log)
+    # (the second delivery ends itself either when it sees the first's claim released, or,
+    # if the run's record is already terminal by then, as a delivery after the run's end)
+    ended = stats.get("duplicate_delivery:deploy", 0) + stats.get("delivered_after_end:deploy", 0)
+    assert ended == 1, (stats, log)
     assert (state.get(client, repo=REPO, pr=PR) or {}).get("status") == "ready"
