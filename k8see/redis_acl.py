@@ -16,7 +16,7 @@ what that role needs (issue 14, "least privilege in Redis"):
   what admins use it for), never a ``k8see:*`` key.
 - ``admin``: everything; ``k8see status`` without ``--repo`` names this user.
 
-The default user is off. ``aclfile`` writes a Redis ``aclfile`` (the platform chart, the
+The default user cannot be used (``DEFAULT_USER``). ``aclfile`` writes a Redis ``aclfile`` (the platform chart, the
 compose file and the sandbox use it), ``apply`` sets the users on a running server (tests).
 The chart cannot import Python, so ``charts/k8see-platform/files/acl-rules.txt`` holds a copy
 of ``rules_file()``, kept equal by ``tests/security/test_redis_acl_roles.py``.
@@ -141,12 +141,23 @@ def rules_file() -> str:
     return "".join(f"{role} {' '.join(rules(role))}\n" for role in ROLES)
 
 
+#: The default user: on, but with no password and no ``nopass``, so no connection can use it
+#: (every unauthenticated command gets NOAUTH, and ``AUTH default ...`` always fails). It is not
+#: ``off`` because Redis 7.0 (Debian's 7.0.15) replays the append-only file as the default
+#: user and re-checks its permissions at each ``EXEC``: with the default user off, a restart
+#: refused every MULTI/EXEC in the file ("-NOPERM ACLs rules changed ...") and lost every
+#: record and admission while plain queue pushes came back
+#: (tests/drills/test_redis_restarted_with_queued_runs.py).
+DEFAULT_USER = "user default on resetpass ~* &* +@all"
+
+
 def aclfile(passwords: Mapping[str, str]) -> str:
-    """A Redis ``aclfile``: the default user off, and one user per role in ``passwords``.
+    """A Redis ``aclfile``: the default user unusable (``DEFAULT_USER``), and one user per role
+    in ``passwords``.
 
     Passwords are stored as SHA-256 hashes, so the file itself does not hold them.
     """
-    lines = ["user default off"]
+    lines = [DEFAULT_USER]
     for role in ROLES:
         if role in passwords:
             digest = hashlib.sha256(passwords[role].encode()).hexdigest()
@@ -167,7 +178,9 @@ def apply(client: redis.Redis, passwords: Mapping[str, str], *, default_off: boo
                 *rules(role),
             )  # fmt: skip
     if default_off:
-        client.execute_command("ACL", "SETUSER", "default", "off")  # type: ignore[no-untyped-call]
+        client.execute_command(  # type: ignore[no-untyped-call]
+            "ACL", "SETUSER", *DEFAULT_USER.split()[1:]
+        )
 
 
 def url_for(url: str, role: str, password: str) -> str:

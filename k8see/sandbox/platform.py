@@ -174,7 +174,7 @@ class Platform:
         self.redis_port = self.redis_port or free_port()  # a restart keeps the port
         data = self.workdir / "redis"
         data.mkdir(exist_ok=True)
-        # ACLs on, as in production: the default user off, one user per role.
+        # ACLs on, as in production: the default user unusable, one user per role.
         self.redis_passwords = self.redis_passwords or {
             role: secrets.token_hex(16) for role in redis_acl.ROLES
         }

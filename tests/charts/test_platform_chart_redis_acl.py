@@ -51,7 +51,7 @@ def test_the_redis_pod_writes_k8sees_aclfile_and_redis_accepts_it(tmp_path: Path
 
     written = (tmp_path / "users.acl").read_text()
     assert written == redis_acl.aclfile(passwords)
-    assert "secret" not in written and written.startswith("user default off\n")
+    assert "secret" not in written and written.startswith(redis_acl.DEFAULT_USER + "\n")
     port = free_port()
     server = subprocess.Popen(
         [require_tool("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -45,12 +45,15 @@ def test_queued_runs_survive_a_redis_restart(harness: Harness) -> None:
     for pr in range(1, RUNS + 1):
         open_pr(h, repo, path, sha, pr)
     assert _queued(h.redis) == RUNS
+    before = {pr: h.record(repo, pr).get("status") for pr in range(1, RUNS + 1)}
+    assert set(before.values()) == {"queued"}, (before, h.redis.keys("k8see:*")[:20])
 
     # When Redis restarts on the same port and data directory
     h.platform.restart_redis()
     h.redis.connection_pool.disconnect()
     assert _queued(h.redis) == RUNS, "queued messages were lost with the restart"
-    assert all(h.record(repo, pr).get("status") == "queued" for pr in range(1, RUNS + 1))
+    records = {pr: h.record(repo, pr).get("status") for pr in range(1, RUNS + 1)}
+    assert set(records.values()) == {"queued"}, (records, sorted(h.redis.keys("*"))[:30])
 
     # Then, once the pools are back, every run ends ready
     started = time.monotonic()

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Writes Redis's aclfile from k8see's rules (redis-acl-rules.txt, a copy of
 # `k8see redis-acl --rules`) and one password per role from PASSWORD_<ROLE>: the default user
-# off, then `user k8see-<role> reset on #<sha256 of the password> <rules>`. Only hashes reach
+# unusable (no password), then `user k8see-<role> reset on #<sha256 of the password> <rules>`. Only hashes reach
 # the file. Used by the platform chart's Redis init container and by docker-compose.yml.
 #
 # Usage: redis-aclfile.sh RULES OUTPUT [COMMAND...]   (then execs COMMAND, if given)
@@ -11,7 +11,10 @@ output=$2
 shift 2
 umask 077
 {
-  echo "user default off"
+  # The default user: on but without any password, so no connection can use it; not "off",
+  # because Redis 7.0 replays the append-only file's transactions as the default user
+  # (k8see/redis_acl.py, DEFAULT_USER).
+  echo "user default on resetpass ~* &* +@all"
   while read -r role acl; do
     [ -n "$role" ] || continue
     eval "password=\${PASSWORD_$(echo "$role" | tr a-z A-Z):?PASSWORD_$(echo "$role" | tr a-z A-Z) is not set}"
