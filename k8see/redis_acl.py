@@ -16,8 +16,9 @@ what that role needs (issue 14, "least privilege in Redis"):
   what admins use it for), never a ``k8see:*`` key.
 - ``admin``: everything; ``k8see status`` without ``--repo`` names this user.
 
-The default user cannot be used (``DEFAULT_USER``). ``aclfile`` writes a Redis ``aclfile`` (the platform chart, the
-compose file and the sandbox use it), ``apply`` sets the users on a running server (tests).
+The default user cannot be used (``DEFAULT_USER``). ``aclfile`` writes a Redis ``aclfile``
+(the platform chart, the compose file and the sandbox use it), ``apply`` sets the users on a
+running server (tests).
 The chart cannot import Python, so ``charts/k8see-platform/files/acl-rules.txt`` holds a copy
 of ``rules_file()``, kept equal by ``tests/security/test_redis_acl_roles.py``.
 """
