@@ -130,7 +130,8 @@ def test_a_cluster_gets_cnpgs_secret_services_and_a_ready_pod(
     )
     # And a pod listening on 5432 is Ready behind -rw and -r; -ro has no replica to select
     rw = eventually(lambda: ready_addresses(api, ns, "app-postgresql-rw"), "a ready -rw pod")
-    assert ready_addresses(api, ns, "app-postgresql-r") == rw
+    # (each Service's endpoints are written on their own: -r may follow -rw a moment later)
+    eventually(lambda: ready_addresses(api, ns, "app-postgresql-r") == rw, "the -r endpoints")
     assert ready_addresses(api, ns, "app-postgresql-ro") == []
     # And the status says so, as CloudNativePG's does
     healthy = eventually(
@@ -184,7 +185,11 @@ def test_mongodb_gets_its_connection_secret_from_the_users_password(
         f"mongodb://app:{password}@app-mongodb-0.app-mongodb-svc.{ns}.svc.cluster.local:27017"
         "/admin?replicaSet=app-mongodb&ssl=false"
     )
-    svc = client.CoreV1Api(api).read_namespaced_service("app-mongodb-svc", ns)
+    # (the stand-in writes the Secret before the Services, as the operator may: wait for it)
+    svc = eventually(
+        lambda: client.CoreV1Api(api).read_namespaced_service("app-mongodb-svc", ns),
+        "the headless Service",
+    )
     assert svc.spec.cluster_ip == "None"  # headless, as the operator's
     eventually(lambda: ready_addresses(api, ns, "app-mongodb-svc"), "a ready mongod stand-in")
     eventually(
