@@ -7,9 +7,12 @@ under ``K8SEE_REQUIRE_TOOLS=1`` (CI), where a missing tool fails the run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +136,26 @@ def redis_urls(redis_url: str, redis_server: RedisServer) -> dict[str, str]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """e2e tests run last, so a quick failure elsewhere shows first."""
     items.sort(key=lambda item: 1 if item.get_closest_marker("e2e") else 0)
+
+
+@contextlib.contextmanager
+def celery_worker(
+    app: str, *, queues: str, concurrency: int, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``celery -A <app> worker`` process (prefork), its output in ``log``; stopped with
+    its whole process group (SIGTERM, then SIGKILL after 30 s) when the block ends."""
+    argv = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues,
+            "-c", str(concurrency), "--pool", "prefork", "-l", "info"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

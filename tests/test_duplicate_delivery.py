@@ -12,9 +12,6 @@ runs once, the stage finishes once, the second delivery waits for the first and 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +23,7 @@ from k8see import coordination, state
 from k8see.app import create_app
 from k8see.run import Action, Run, Status
 from k8see.settings import load_settings
-from tests.conftest import ROOT, RedisServer
+from tests.conftest import RedisServer, celery_worker
 from tests.drills.stall_app import marks_dir
 
 pytestmark = pytest.mark.timeout(300)
@@ -46,19 +43,8 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 def worker(server: RedisServer, tmp_path: Path) -> Iterator[Path]:
     log = tmp_path / "worker.log"
     env = {**os.environ, "K8SEE_REDIS__URL": server.url, "K8SEE_BUILD__WORKDIR": str(tmp_path)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.drills.stall_app", "worker",
-             "-Q", "default", "-c", "2", "--pool", "prefork", "-l", "info"],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    yield log
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with celery_worker("tests.drills.stall_app", queues="default", concurrency=2, env=env, log=log):
+        yield log
 
 
 def test_a_stage_delivered_twice_at_once_runs_once(

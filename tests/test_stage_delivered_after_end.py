@@ -13,9 +13,6 @@ run still runs (it comes after the terminal status by design, and is idempotent)
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,7 +26,7 @@ from k8see.app import create_app
 from k8see.client import enqueue
 from k8see.events import decide_from_flags
 from k8see.settings import load_settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, celery_worker
 
 REPO, PR, SHA = "acme/ha", 4, "b" * 40
 pytestmark = pytest.mark.timeout(240)
@@ -41,19 +38,10 @@ def worker(redis_url: str, tmp_path: Path) -> Iterator[Path]:
            "K8SEE_BUILD__WORKDIR": str(tmp_path / "work"),
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
     log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.drills.ha_app", "worker",
-             "-Q", "default,build,deploy", "-c", "2", "--loglevel", "INFO"],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    yield tmp_path
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with celery_worker(
+        "tests.drills.ha_app", queues="default,build,deploy", concurrency=2, env=env, log=log
+    ):
+        yield tmp_path
 
 
 def _runs(workdir: Path) -> Counter[str]:

@@ -14,8 +14,6 @@ from collections.abc import Callable
 
 from kubernetes import client
 
-from k8see.sandbox import crds
-
 #: What stands in for each database in the sandbox.
 SIMULATION = {
     "postgresql": "CloudNativePG's real Cluster CRD; a stand-in reconciler made the -rw/-ro/-r "
@@ -27,11 +25,6 @@ SIMULATION = {
     "reconciler made the -hl Service and a pod listening on 9000",
     "mariadb": "a Deployment and PVC running the mariadb image the chart names",
 }
-
-
-def install_operator_crds(api: client.ApiClient) -> list[str]:
-    """The database operators' CRDs (``k8see.sandbox.crds``): what installing them does."""
-    return crds.install(api, crds.DATABASE_CRDS)
 
 
 def describe(

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from k8see import coordination, state
 from k8see.app import create_app
 from k8see.run import Action, Run, Status
 from k8see.settings import load_settings
-from tests.conftest import ROOT, RedisServer
+from tests.conftest import RedisServer, celery_worker
 from tests.drills.stall_app import marks_dir
 
 pytestmark = pytest.mark.timeout(400)
@@ -56,19 +54,8 @@ def worker(server: RedisServer, tmp_path: Path) -> Iterator[Path]:
         "K8SEE_REDIS__SOCKET_TIMEOUT_SECONDS": str(SOCKET_TIMEOUT_SECONDS),
         "K8SEE_BUILD__WORKDIR": str(tmp_path / "work"),
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.drills.stall_app", "worker",
-             "-Q", "default", "-c", "1", "--pool", "prefork", "-l", "info"],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    yield log
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with celery_worker("tests.drills.stall_app", queues="default", concurrency=1, env=env, log=log):
+        yield log
 
 
 def _wait_for(check: Callable[[], Any], log: Path, timeout: float) -> Any:
