@@ -11,6 +11,8 @@ Everything below ``cli``/``app`` receives settings as arguments.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import string
 from contextvars import ContextVar
 from pathlib import Path
@@ -22,6 +24,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -717,8 +720,36 @@ def load_settings(file: str | Path | None = None, **overrides: Any) -> PlatformS
     token = _SETTINGS_FILE.set(path)
     try:
         return PlatformSettings(**overrides)
+    except SettingsError as exc:
+        raise ConfigError(_unparsable_env(exc), hint=_JSON_ENV_HINT) from None
     finally:
         _SETTINGS_FILE.reset(token)
+
+
+_JSON_ENV_HINT = (
+    "A mapping or list setting given in the environment is JSON, quoted for the shell: "
+    'export K8SEE_DEPLOY__NAMESPACE_BINDINGS=\'{"role": {"name": "r", "namespace": '
+    '"ns"}}\' (docs/configuration.md).'
+)
+
+
+def _unparsable_env(exc: SettingsError) -> str:
+    """Name the environment variable pydantic-settings could not decode; never its value."""
+    group = str(exc).partition('for field "')[2].partition('"')[0]
+    prefix = f"K8SEE_{group.upper()}"
+    broken = []
+    for name, value in sorted(os.environ.items()):
+        upper = name.upper()
+        if group and (upper == prefix or upper.startswith(prefix + "__")):
+            try:
+                json.loads(value)
+            except ValueError as error:
+                if value.lstrip()[:1] in ("{", "["):
+                    broken.append(f"{name} is not valid JSON ({error})")
+    if broken:
+        return "The platform settings are invalid: " + "; ".join(broken) + "."
+    where = f"a {prefix}__* environment variable" if group else "an environment variable"
+    return f"The platform settings are invalid: {where} holds a value that is not valid JSON."
 
 
 def _checked_file(path: Path) -> Path:

@@ -4,6 +4,9 @@ environment that points k8see at them, and stops everything on SIGTERM.
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,7 +31,7 @@ def _read_env(proc: subprocess.Popen[str], deadline: float) -> dict[str, str]:
             break
         if line.startswith("export "):
             key, _, value = line[len("export ") :].strip().partition("=")
-            env[key] = value
+            env[key] = shlex.split(value)[0]
         if line.startswith("# also written to"):
             return env
     raise AssertionError(f"sandbox up printed no environment: {env}")
@@ -60,6 +63,35 @@ def test_sandbox_up_serves_until_terminated(tmp_path: Path) -> None:
         registry = env["K8SEE_REGISTRY__HOST"]
         assert requests.get(f"http://{registry}/v2/", timeout=5).status_code == 200
         assert (tmp_path / "sb" / "env").read_text().count("export ") == len(env)
+        # The env file, sourced by a shell, gives k8see every value intact (the namespace
+        # bindings are JSON, which an unquoted export used to strip of its quotes)
+        assert any(v.startswith("{") for v in env.values())
+        sourced = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f'source "{tmp_path / "sb" / "env"}" && "{sys.executable}" -c '
+                '"import json, os; print(json.dumps(dict(os.environ)))"',
+            ],
+            env={k: v for k, v in os.environ.items() if not k.startswith("K8SEE_")},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seen = json.loads(sourced.stdout)
+        assert {k: seen.get(k) for k in env} == env
+        settings = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f'source "{tmp_path / "sb" / "env"}" && "{sys.executable}" -c '
+                '"from k8see.settings import load_settings; load_settings()"',
+            ],
+            env={k: v for k, v in os.environ.items() if not k.startswith("K8SEE_")},
+            capture_output=True,
+            text=True,
+        )
+        assert settings.returncode == 0, settings.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -195,9 +195,7 @@ def run_demo(*, example: str, keep: bool, workdir: Path, front_door: str = "app"
                 f"\nThe platform keeps running (KEEP=1). Point k8see at it with:\n"
                 f"  source {workdir}/env\nCtrl-C stops everything."
             )
-            (workdir / "env").write_text(
-                "".join(f"export {k}={v}\n" for k, v in platform.env().items())
-            )
+            platform.write_env_file()
             while True:
                 time.sleep(3600)
         say(f"\nDemo finished (front door: {front_door}); stopping the platform.")

@@ -15,6 +15,7 @@ import ctypes.util
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -112,6 +113,18 @@ class Platform:
         """The cluster-admin kubeconfig: for the demo and tests to look, never for the pools."""
         assert self.cluster is not None, "the platform is not started"
         return Path(self.cluster.admin_kubeconfig)
+
+    def write_env_file(self) -> Path:
+        """``<workdir>/env``: ``export`` lines of ``env()`` a shell can ``source``.
+
+        Each value is shell-quoted: the namespace bindings are JSON, whose double quotes an
+        unquoted ``export`` would strip.
+        """
+        env_file = self.workdir / "env"
+        env_file.write_text(
+            "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env().items())
+        )
+        return env_file
 
     def start(self) -> Platform:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -398,11 +411,9 @@ def run_forever(workdir: Path) -> int:
     try:
         platform.start()
         platform.start_operators()
-        env_file = platform.workdir / "env"
-        env_file.write_text("".join(f"export {k}={v}\n" for k, v in platform.env().items()))
+        env_file = platform.write_env_file()
         print("# k8see sandbox (a local Kubernetes cluster; GitHub is a stand-in). Use it with:")
-        for key, value in platform.env().items():
-            print(f"export {key}={value}")
+        print(env_file.read_text(), end="")
         print(f"# also written to {env_file}; Ctrl-C stops everything.", flush=True)
         while True:
             signal.pause()

@@ -93,3 +93,31 @@ def test_an_empty_settings_file_means_defaults(tmp_path: Path) -> None:
     file = tmp_path / "settings.yaml"
     file.write_text("# nothing yet\n")
     assert load_settings(file).build.timeout_seconds == load_settings().build.timeout_seconds
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # what an unquoted `export X={"a":{...}}` leaves: the shell strips the double quotes
+        "{k8see-pr-namespace:{name:k8see-deploy,namespace:k8see}}",
+        '{"deploy-binding": {"name": "x"}',
+        '[{"password": "hunter2-in-a-broken-value"',
+    ],
+)
+def test_a_setting_that_is_not_json_in_the_environment_is_named_without_its_value(
+    value: str,
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("K8SEE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "k8see", "status", "--repo", "acme/shop"],
+        env={**clean, "K8SEE_DEPLOY__NAMESPACE_BINDINGS": value},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "K8SEE_DEPLOY__NAMESPACE_BINDINGS is not valid JSON" in result.stderr
+    assert "Hint:" in result.stderr
+    assert value not in result.stderr and "hunter2" not in result.stderr
