@@ -75,7 +75,9 @@ def text(value: Any, *, limit: int = 500) -> str:
     flat = " ".join(str(value).split())
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
-    escaped = _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=True))
+    # Markdown first, then HTML: the other way round, an entity's ``#`` (``&#x27;``) got a
+    # backslash and GitHub showed ``&\#x27;``. Quotes need no entity outside an attribute.
+    escaped = html.escape(_MD_SPECIAL.sub(r"\\\1", flat), quote=False)
     return escaped.replace("@", "@\u200b")  # a zero-width space: shown as @, never a mention
 
 

@@ -211,6 +211,19 @@ def test_user_text_cannot_break_the_table_or_inject() -> None:
     assert table(body)["Branch"].startswith("<code>x&#124;y&lt;script&gt;")
 
 
+def test_quotes_and_hashes_in_an_error_read_as_written() -> None:
+    # An error quoting a value used to reach the PR as `&\#x27;...&\#x27;`: the entity of the
+    # quote was escaped again as markdown.
+    message = "image.repository 'r/k8see-demo/hello' is outside k8see-demo/evil's path (#2) \"x\""
+    error = {"message": message, "hint": "Use 'r/k8see-demo/evil/'.", "stage": "build"}
+    body = comment.render(record(status="failed", error=error), settings=SETTINGS)
+    assert "&\\#" not in body and "&#x27;" not in body
+    assert (
+        "image.repository 'r/k8see-demo/hello' is outside k8see-demo/evil's path \\(\\#2\\)" in body
+    )
+    assert "Use 'r/k8see-demo/evil/'." in body
+
+
 def test_a_scan_without_vulnerabilities_never_reads_as_clean() -> None:
     # Given a scan that had no vulnerability DB: zero counts, from secret and misconfig only
     scan = {
