@@ -2,13 +2,17 @@
 # Build the Go tools of the local cluster from their official modules, at the versions pinned
 # in tools/go/<name>/go.mod (with go.sum), and link them into .tools/bin.
 #
-#   scripts/build-go-tools.sh [NAME ...]     default: every tool below
+#   scripts/build-go-tools.sh [--into DIR] [NAME ...]     default: every tool below
+#
+# --into DIR copies the built binaries into DIR as well (workers/build-image.sh stages the
+# worker image's tools this way, for each platform it builds).
 #
 # Each tool is built once per machine: the binaries go to a folder of the user's cache named by
 # tool, version, platform and a hash of the build inputs (go.mod, go.sum, flags), which every
 # clone on the machine shares, as it shares Go's own module and build caches. A second
 # bootstrap, in this clone or a fresh one, only checks that folder. GOARCH=arm64 builds the
-# same binaries for arm64 (for the worker image); they are cached, not linked.
+# same binaries for arm64 (for the worker image); they are cached and copied --into, never
+# linked into .tools/bin.
 #
 # The first build of kubernetes is long (about 10 minutes on 2 cores); progress is printed as
 # packages compile.
@@ -32,8 +36,14 @@ kube_ldflags() {
   done
   echo "$flags"
 }
+module_dir() {  # tool -> its folder under tools/go (kubectl alone is built from kubernetes's)
+  case "$1" in
+    kubectl) echo "$ROOT/tools/go/kubernetes" ;;
+    *) echo "$ROOT/tools/go/$1" ;;
+  esac
+}
 module_version() {  # tool module
-  (cd "$ROOT/tools/go/$1" && go list -m -f '{{.Version}}' "$2")
+  (cd "$(module_dir "$1")" && go list -m -f '{{.Version}}' "$2")
 }
 
 # name | version | binaries (out-name=package ...) | ldflags | extra environment (optional)
@@ -46,6 +56,13 @@ spec() {
         "kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler" \
         "kubelet=k8s.io/kubernetes/cmd/kubelet" \
         "kubectl=k8s.io/kubernetes/cmd/kubectl"
+      kube_ldflags
+      echo
+      ;;
+    kubectl)
+      # kubectl alone, for the worker image of another platform (no control plane there).
+      echo "$KUBE_VERSION"
+      echo "kubectl=k8s.io/kubernetes/cmd/kubectl"
       kube_ldflags
       echo
       ;;
@@ -107,7 +124,8 @@ spec() {
 }
 
 build() {  # name
-  local name="$1" module="$ROOT/tools/go/$1" version binaries ldflags extra_env key dir
+  local name="$1" module version binaries ldflags extra_env key dir
+  module="$(module_dir "$name")"
   { read -r version; read -r binaries; read -r ldflags; read -r extra_env || true; } \
     < <(spec "$name")
   key="$({ cat "$module"/go.* "$module"/*.go 2>/dev/null || true
@@ -157,14 +175,24 @@ build() {  # name
     printf '  %-16s built in %d s (%s)\n' "$name" "$((SECONDS - started))" "$dir"
   fi
   exec 8>&-
-  if [[ "$GOARCH" == "$(go env GOHOSTARCH)" ]]; then
-    for pair in $binaries; do
-      out="${pair%%=*}"
+  for pair in $binaries; do
+    out="${pair%%=*}"
+    if [[ "$GOARCH" == "$(go env GOHOSTARCH)" ]]; then
       ln -sfn "$dir/$out" "$BIN/$out"
-    done
-  fi
+    fi
+    if [[ -n "$INTO" ]]; then
+      install -m 0755 "$dir/$out" "$INTO/$out"
+    fi
+  done
 }
 
+INTO=""
+if [[ "${1:-}" == "--into" ]]; then
+  [[ -n "${2:-}" ]] || { echo "build-go-tools: --into needs a folder" >&2; exit 2; }
+  INTO="$2"
+  shift 2
+  mkdir -p "$INTO"
+fi
 names=("$@")
 ((${#names[@]})) || names=(pause testapp etcd helm helm-docs trivy trivydb kubernetes)
 for name in "${names[@]}"; do build "$name"; done

@@ -4,6 +4,10 @@
 #
 #   BASE_IMAGE  the tag to create  (default localhost/k8see-base:bookworm)
 #   MIRROR      the Debian mirror  (default http://deb.debian.org/debian)
+#   PLATFORM    linux/amd64, linux/arm64 or both, comma-separated (default: the host's);
+#               several make BASE_IMAGE a manifest list, which `make worker-image` with the
+#               same PLATFORM builds on (a foreign one's packages are configured under
+#               qemu-user: scripts/binfmt.sh)
 set -euo pipefail
 
 BASE_IMAGE=${BASE_IMAGE:-localhost/k8see-base:bookworm}
@@ -13,13 +17,50 @@ command -v debootstrap >/dev/null || {
     exit 3
 }
 
-container=$(buildah from scratch)
-trap 'buildah rm "$container" >/dev/null' EXIT
-root=$(buildah mount "$container")
-debootstrap --variant=minbase bookworm "$root" "$MIRROR"
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
-buildah umount "$container" >/dev/null
-buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --env LANG=C.UTF-8 --cmd /bin/bash "$container"
-buildah commit --quiet "$container" "$BASE_IMAGE"
-echo "base-image: $BASE_IMAGE"
+HOST_ARCH=$(dpkg --print-architecture)
+PLATFORM=${PLATFORM:-linux/$HOST_ARCH}
+IFS=, read -ra platforms <<<"$PLATFORM"
+
+container=""
+trap '[ -z "$container" ] || buildah rm "$container" >/dev/null' EXIT
+
+base() {  # arch tag
+    local arch="$1" root
+    container=$(buildah from scratch)
+    root=$(buildah mount "$container")
+    echo "base-image: debootstrap bookworm for linux/$arch"
+    debootstrap --variant=minbase --arch="$arch" bookworm "$root" "$MIRROR"
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
+    buildah umount "$container" >/dev/null
+    buildah config --os linux --arch "$arch" \
+        --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        --env LANG=C.UTF-8 --cmd /bin/bash "$container"
+    buildah commit --quiet "$container" "$2" >/dev/null
+    buildah rm "$container" >/dev/null
+    container=""
+}
+
+archs=()
+for platform in "${platforms[@]}"; do
+    case "$platform" in
+        linux/amd64) archs+=(amd64) ;;
+        linux/arm64 | linux/arm64/v8) archs+=(arm64) ;;
+        *)
+            echo "base-image: PLATFORM $platform is not supported; use linux/amd64, linux/arm64 or both." >&2
+            exit 2
+            ;;
+    esac
+done
+
+if [ "${#archs[@]}" -eq 1 ]; then
+    base "${archs[0]}" "$BASE_IMAGE"
+else
+    buildah manifest rm "$BASE_IMAGE" >/dev/null 2>&1 || true
+    buildah manifest create "$BASE_IMAGE" >/dev/null
+    for arch in "${archs[@]}"; do
+        base "$arch" "$BASE_IMAGE-$arch"
+        buildah manifest add --os linux --arch "$arch" "$BASE_IMAGE" \
+            "containers-storage:$BASE_IMAGE-$arch" >/dev/null
+    done
+fi
+echo "base-image: $BASE_IMAGE (${PLATFORM})"

@@ -5,27 +5,73 @@
 #   BASE_IMAGE  a Debian bookworm base  (default docker.io/library/python:3.12-slim-bookworm;
 #               `make worker-base` makes localhost/k8see-base:bookworm from deb.debian.org
 #               where no image registry is reachable)
-#   PLATFORM    e.g. linux/arm64        (default: the host's)
+#   PLATFORM    linux/amd64, linux/arm64 or both, comma-separated (default: the host's);
+#               several make IMAGE a manifest list
 #   CA_BUNDLE   a CA bundle for pip behind a TLS-intercepting proxy (a build secret: used by
 #               the pip step only, never stored in the image)
 #
-# helm, kubectl and trivy are copied from .tools/bin (fetched and checked by `make bootstrap`)
-# or PATH into workers/bin, the one place the Dockerfile takes binaries from.
+# helm, kubectl and trivy are staged into workers/bin/<arch>, the one place the Dockerfile takes
+# binaries from: for the host's platform from .tools/bin (built by `make bootstrap`) or PATH;
+# for another, built for it from the same pinned Go modules (scripts/build-go-tools.sh, cached
+# per platform like the host's; the first arm64 Trivy takes a while). Each binary's ELF
+# machine is checked against its platform, so an image never carries another platform's tools.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 IMAGE=${IMAGE:-localhost/k8see-worker:latest}
 BASE_IMAGE=${BASE_IMAGE:-docker.io/library/python:3.12-slim-bookworm}
 
-mkdir -p "$ROOT/workers/bin"
-for tool in helm kubectl trivy; do
-    found=$(PATH="$ROOT/.tools/bin:$PATH" command -v "$tool" || true)
-    if [ -z "$found" ]; then
-        echo "build-image: $tool is missing; run \`make bootstrap\` first." >&2
-        exit 3
+HOST_ARCH=$(go env GOHOSTARCH 2>/dev/null || dpkg --print-architecture)
+PLATFORM=${PLATFORM:-linux/$HOST_ARCH}
+TOOLS=(helm kubectl trivy)
+
+elf_machine() {  # file -> amd64, arm64 or what it is
+    case "$(od -An -tu2 -j18 -N2 "$1" 2>/dev/null | tr -d ' ')" in
+        62) echo amd64 ;;
+        183) echo arm64 ;;
+        *) echo "not a linux/amd64 or linux/arm64 program" ;;
+    esac
+}
+
+stage_tools() {  # arch
+    local arch="$1" dest="$ROOT/workers/bin/$1" tool found
+    rm -rf "$dest" && mkdir -p "$dest"
+    if [ "$arch" = "$HOST_ARCH" ]; then
+        for tool in "${TOOLS[@]}"; do
+            found=$(PATH="$ROOT/.tools/bin:$PATH" command -v "$tool" || true)
+            if [ -z "$found" ]; then
+                echo "build-image: $tool is missing; run \`make bootstrap\` first." >&2
+                exit 3
+            fi
+            install -m 0755 "$found" "$dest/$tool"
+        done
+    else
+        echo "build-image: building ${TOOLS[*]} for linux/$arch from their Go modules"
+        GOARCH="$arch" bash "$ROOT/scripts/build-go-tools.sh" --into "$dest" "${TOOLS[@]}"
     fi
-    install -m 0755 "$found" "$ROOT/workers/bin/$tool"
+    for tool in "${TOOLS[@]}"; do
+        if [ "$(elf_machine "$dest/$tool")" != "$arch" ]; then
+            echo "build-image: $dest/$tool is $(elf_machine "$dest/$tool"), not linux/$arch." >&2
+            exit 3
+        fi
+    done
+}
+
+# Every platform is checked before anything is staged or built.
+IFS=, read -ra platforms <<<"$PLATFORM"
+archs=()
+for platform in "${platforms[@]}"; do
+    case "$platform" in
+        linux/amd64) archs+=(amd64) ;;
+        linux/arm64 | linux/arm64/v8) archs+=(arm64) ;;
+        *)
+            echo "build-image: PLATFORM $platform is not supported; use linux/amd64, linux/arm64 or both." >&2
+            exit 2
+            ;;
+    esac
 done
+rm -rf "$ROOT/workers/bin"
+for arch in "${archs[@]}"; do stage_tools "$arch"; done
 
 if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 \
     && ! buildah pull --quiet "$BASE_IMAGE" >/dev/null; then
@@ -41,10 +87,19 @@ if [ -n "${CA_BUNDLE:-}" ]; then
     cat "$CA_BUNDLE" > "$ca"
 fi
 
+# One platform: an image; several: a manifest list, made afresh (buildah adds to a list).
+if [ "${#platforms[@]}" -gt 1 ]; then
+    buildah manifest rm "$IMAGE" >/dev/null 2>&1 || true
+    output=(--manifest "$IMAGE")
+else
+    output=(-t "$IMAGE")
+fi
+
 # chroot isolation: RUN steps need no OCI runtime or network namespace on the build host.
+# A foreign platform's RUN steps run under qemu-user (scripts/binfmt.sh registers it).
 buildah build --layers --isolation "${BUILDAH_ISOLATION:-chroot}" \
     --secret "id=ca-bundle,src=$ca" \
-    ${PLATFORM:+--platform "$PLATFORM"} \
+    --platform "$PLATFORM" "${output[@]}" \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --ignorefile "$ROOT/workers/Dockerfile.dockerignore" \
-    -f "$ROOT/workers/Dockerfile" -t "$IMAGE" "$ROOT"
+    -f "$ROOT/workers/Dockerfile" "$ROOT"
