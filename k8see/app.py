@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from k8see import liveness
 from k8see.redis_connect import celery_redis, celery_ssl
 from k8see.settings import PlatformSettings, load_settings
 
@@ -107,6 +108,8 @@ def create_app(
         conf["broker_use_ssl"] = conf["redis_backend_use_ssl"] = tls
     app.conf.update(conf)
     app.k8see_settings = settings
+    # The worker's heartbeat file for its liveness probe, off until --heartbeat-file.
+    liveness.install(app)
     return app
 
 

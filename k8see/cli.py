@@ -652,14 +652,47 @@ def _cell(record: dict[str, Any], column: str) -> str:
 
 # --- processes -------------------------------------------------------------------------------
 
+_HEARTBEAT_FILE = click.option(
+    "--heartbeat-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Touch this file from the main loop every --heartbeat-interval seconds: a liveness "
+    "probe reads its age (k8see.liveness; the platform chart's probes).",
+)
+_HEARTBEAT_INTERVAL = click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between two touches of --heartbeat-file.",
+)
+
+
+def _heartbeat(path: Path | None, interval_seconds: float) -> None:
+    """Configure the heartbeat file on the app Celery loads (``-A k8see.app``)."""
+    if path is None:
+        return
+    from k8see import liveness
+    from k8see.app import app
+
+    liveness.configure(app, path, interval_seconds)
+
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--pool", type=click.Choice(sorted(POOLS)), default="default", show_default=True)
 @click.option("--concurrency", type=int, help="Override the pool's concurrency.")
+@_HEARTBEAT_FILE
+@_HEARTBEAT_INTERVAL
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(pool: str, concurrency: int | None, celery_args: tuple[str, ...]) -> None:
+def worker(
+    pool: str,
+    concurrency: int | None,
+    heartbeat_file: Path | None,
+    heartbeat_interval: float,
+    celery_args: tuple[str, ...],
+) -> None:
     """Run a worker pool (celery worker with the pool's queues and concurrency)."""
     settings = _settings()
+    _heartbeat(heartbeat_file, heartbeat_interval)
     per_pool = {
         "default": settings.queues.default_concurrency,
         "build": settings.queues.build_concurrency,
@@ -695,10 +728,18 @@ def worker(pool: str, concurrency: int | None, celery_args: tuple[str, ...]) -> 
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
+@_HEARTBEAT_FILE
+@_HEARTBEAT_INTERVAL
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def beat(celery_args: tuple[str, ...]) -> None:
+def beat(
+    heartbeat_file: Path | None, heartbeat_interval: float, celery_args: tuple[str, ...]
+) -> None:
     """Run the scheduler of the maintenance jobs."""
-    _celery(["beat", "--loglevel", "INFO", *celery_args])
+    scheduler: list[str] = []
+    if heartbeat_file is not None:
+        _heartbeat(heartbeat_file, heartbeat_interval)
+        scheduler = ["--scheduler", "k8see.liveness.HeartbeatScheduler"]
+    _celery(["beat", "--loglevel", "INFO", *scheduler, *celery_args])
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

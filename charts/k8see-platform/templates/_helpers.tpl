@@ -122,3 +122,99 @@ deploy.namespace_bindings): ClusterRole name -> the pool's ServiceAccount (clust
 allowPrivilegeEscalation: false
 capabilities: {drop: [ALL]}
 {{- end -}}
+
+{{/* Scheduling, pull secrets and pod metadata, the same for every pod. Called with
+(dict "root" $ "own" <the component's values> "component" <its component label>): each of
+nodeSelector, tolerations, affinity, topologySpreadConstraints and priorityClassName comes
+from the component when it sets the key (even empty), else from the top-level value.
+A topology spread constraint without a labelSelector gets the pod's own selector labels. */}}
+{{- define "k8see.podScheduling" -}}
+{{- $root := .root }}
+{{- $own := .own | default dict }}
+{{- $spec := dict }}
+{{- with $root.Values.imagePullSecrets }}
+{{- $_ := set $spec "imagePullSecrets" . }}
+{{- end }}
+{{- range $key := list "nodeSelector" "tolerations" "affinity" "topologySpreadConstraints" "priorityClassName" }}
+{{- $value := ternary (get $own $key) (get $root.Values $key) (hasKey $own $key) }}
+{{- if and $value (eq $key "topologySpreadConstraints") }}
+{{- $constraints := list }}
+{{- range $constraint := $value }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $selector := fromYaml (include "k8see.selectorLabels" $root) }}
+{{- $_ := set $selector "app.kubernetes.io/component" $.component }}
+{{- $constraint = merge (dict "labelSelector" (dict "matchLabels" $selector)) $constraint }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- $value = $constraints }}
+{{- end }}
+{{- if $value }}
+{{- $_ := set $spec $key $value }}
+{{- end }}
+{{- end }}
+{{- if $spec }}{{ toYaml $spec }}{{ end }}
+{{- end -}}
+
+{{/* A pod's extra labels and annotations: the top-level podLabels/podAnnotations merged with
+the component's own (the component wins a key). Called like k8see.podScheduling; the labels
+follow the selector labels, which they may not change. */}}
+{{- define "k8see.podLabels" -}}
+{{- $own := .own | default dict }}
+{{- $labels := merge (dict) ($own.podLabels | default dict) (.root.Values.podLabels | default dict) }}
+{{- range $key, $_ := $labels }}
+{{- if or (hasPrefix "app.kubernetes.io/" $key) (hasPrefix "k8see.dev/" $key) }}
+{{- fail (printf "podLabels may not set %s: the chart's selectors and NetworkPolicies use the app.kubernetes.io/ and k8see.dev/ labels" $key) }}
+{{- end }}
+{{- end }}
+{{- if $labels }}{{ toYaml $labels }}{{ end }}
+{{- end -}}
+
+{{- define "k8see.podAnnotations" -}}
+{{- $own := .own | default dict }}
+{{- $annotations := merge (dict) ($own.podAnnotations | default dict) (.root.Values.podAnnotations | default dict) }}
+{{- if $annotations }}{{ toYaml (dict "annotations" $annotations) }}{{ end }}
+{{- end -}}
+
+{{/* A container's resources: the component's own when set, else the top-level `resources`
+when set (what every container got before 0.13), else the component's default requests
+below (no limits: CPU is shared, memory depends on your builds). Called with (dict "root" $
+"own" <the component's resources> "default" <a key of k8see.defaultResources>). */}}
+{{- define "k8see.resources" -}}
+{{- $defaults := fromYaml (include "k8see.defaultResources" .) }}
+{{- $chosen := .own | default .root.Values.resources | default (get $defaults .default) | default (get $defaults "worker") }}
+{{- toYaml $chosen }}
+{{- end -}}
+
+{{- define "k8see.defaultResources" -}}
+worker: {requests: {cpu: 100m, memory: 256Mi}}
+worker-default: {requests: {cpu: 100m, memory: 256Mi}}
+worker-build: {requests: {cpu: 500m, memory: 1Gi}}
+worker-deploy: {requests: {cpu: 100m, memory: 256Mi}}
+worker-maintenance: {requests: {cpu: 50m, memory: 192Mi}}
+beat: {requests: {cpu: 20m, memory: 128Mi}}
+flower: {requests: {cpu: 50m, memory: 192Mi}}
+api: {requests: {cpu: 50m, memory: 128Mi}}
+redis: {requests: {cpu: 100m, memory: 256Mi}}
+sentinel: {requests: {cpu: 20m, memory: 32Mi}}
+{{- end -}}
+
+{{/* A probe's kubelet timings from its values (everything but `enabled` and `maxAgeSeconds`). */}}
+{{- define "k8see.probeTimings" -}}
+{{- toYaml (omit . "enabled" "maxAgeSeconds") }}
+{{- end -}}
+
+{{/* The liveness probe of a process that touches a heartbeat file from its main loop
+(k8see.liveness): alive while the file is younger than maxAgeSeconds. Called with
+(dict "probe" <values> "file" <path>). */}}
+{{- define "k8see.heartbeatProbe" -}}
+{{- $least := mul 2 (include "k8see.heartbeatInterval" .) | int -}}
+{{- if lt (int .probe.maxAgeSeconds) $least -}}
+{{- fail (printf "probes.*.liveness.maxAgeSeconds must be at least %d: twice the %s s between two heartbeats" $least (include "k8see.heartbeatInterval" .)) -}}
+{{- end -}}
+exec:
+  command: ["sh", "-c", {{ printf "test $(( $(date +%%s) - $(stat -c %%Y %s) )) -lt %d" .file (int .probe.maxAgeSeconds) | quote }}]
+{{ include "k8see.probeTimings" .probe }}
+{{- end -}}
+
+{{- define "k8see.heartbeatInterval" -}}10{{- end -}}
