@@ -53,6 +53,8 @@ class Enqueued:
     #: A submission's progress token (the enqueue credential; ``k8see.submission``): the
     #: only key it may read about its run. Empty when the run was admitted in-process.
     progress: str = ""
+    #: Replicas that confirmed a submission (``WAIT`` after its ``RPUSH``); 0 when none asked.
+    confirmed: int = 0
 
     @property
     def run_id(self) -> str:
@@ -95,16 +97,15 @@ def enqueue(
         platforms=platforms,
         client=redis_client,
     )
-    if done.progress:
-        # A submission (the enqueue credential): the request waits on k8see:intake for a
-        # worker, and that credential may not WAIT; replication is not confirmed for it yet
-        # (docs/operations.md, "High availability").
-        return done
     wanted = settings.redis.min_replica_acks
     timeout = settings.redis.replica_ack_timeout_seconds
-    confirmed = intake.confirm(
-        redis_client, run_id=done.run_id, replicas=wanted, timeout_seconds=timeout
-    )
+    if done.progress:
+        # A submission (the enqueue credential): its WAIT went with the RPUSH.
+        confirmed = done.confirmed
+    else:
+        confirmed = intake.confirm(
+            redis_client, run_id=done.run_id, replicas=wanted, timeout_seconds=timeout
+        )
     if confirmed < wanted:
         # Accepted by the master only: a failover now could lose it. The caller retries
         # (exit 3), and a retry of the same event is queued exactly once (k8see.intake).
@@ -148,14 +149,21 @@ def _enqueue(
     authorizing = decision.command in AUTHORIZED_FIRST
     if submits_only(settings):
         # The enqueue credential: a worker admits the request and sends its chain.
-        token = submission.submit(
+        submitted = submission.submit(
             redis_client,
             run=draft,
             command=command,
             authorizing=authorizing,
             fingerprint=fingerprint,
+            replicas=settings.redis.min_replica_acks,
+            timeout_seconds=settings.redis.replica_ack_timeout_seconds,
         )
-        return Enqueued(run=draft, authorizing=authorizing, progress=token)
+        return Enqueued(
+            run=draft,
+            authorizing=authorizing,
+            progress=submitted.token,
+            confirmed=submitted.confirmed,
+        )
     found = submission.admit_and_send(
         draft,
         command=command,

@@ -65,10 +65,31 @@ def new_token() -> str:
     return secrets.token_urlsafe(16)
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A request on the intake list: its progress token, and how many replicas hold it."""
+
+    token: str
+    confirmed: int = 0
+
+
 def submit(
-    client: redis.Redis, *, run: Run, command: bool, authorizing: bool, fingerprint: str
-) -> str:
-    """Append the request for ``run`` to the intake list; returns its progress token."""
+    client: redis.Redis,
+    *,
+    run: Run,
+    command: bool,
+    authorizing: bool,
+    fingerprint: str,
+    replicas: int = 0,
+    timeout_seconds: float = 2.0,
+) -> Submitted:
+    """Append the request for ``run`` to the intake list.
+
+    With ``replicas`` > 0, ``WAIT`` follows the ``RPUSH`` on the same connection (one
+    pipeline; ``WAIT`` counts that connection's writes), so the request is known to be on
+    that many replicas, or the caller learns it is not. The enqueue user may ``WAIT``
+    (``@connection``); it may not write the marker ``intake.confirm`` uses.
+    """
     token = new_token()
     request = {
         "run": run.to_dict(),
@@ -77,8 +98,16 @@ def submit(
         "fingerprint": fingerprint,
         "progress": token,
     }
-    client.rpush(INTAKE_KEY, json.dumps(request, sort_keys=True))
-    return token
+    if replicas <= 0:
+        client.rpush(INTAKE_KEY, json.dumps(request, sort_keys=True))
+        return Submitted(token)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.rpush(INTAKE_KEY, json.dumps(request, sort_keys=True))
+        pipe.execute_command(  # type: ignore[no-untyped-call]
+            "WAIT", replicas, max(1, int(timeout_seconds * 1000))
+        )
+        _length, confirmed = pipe.execute()
+    return Submitted(token, int(confirmed))
 
 
 def admit_and_send(

@@ -27,7 +27,7 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from k8see import intake, state
+from k8see import intake, redis_acl, state
 from k8see.app import create_app
 from k8see.redis_connect import celery_redis, celery_ssl, connect
 from k8see.settings import load_settings
@@ -186,3 +186,32 @@ def test_bad_ha_settings_are_a_clear_error_without_a_traceback(
     assert "The platform settings are invalid" in done.stderr and says in done.stderr
     assert "Hint: check the K8SEE_* variables" in done.stderr
     assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+
+
+def test_a_submission_no_replica_confirmed_exits_3_and_a_retry_is_admitted_once(
+    redis_urls: dict[str, str], group: SentinelGroup
+) -> None:
+    # Given the enqueue credential on a single Redis (no replica), wanting one confirmation
+    env = {**os.environ, "K8SEE_REDIS__URL": redis_urls["enqueue"],
+           "K8SEE_REDIS__MIN_REPLICA_ACKS": "1",
+           "K8SEE_REDIS__REPLICA_ACK_TIMEOUT_SECONDS": "0.5"}  # fmt: skip
+    done = _enqueue(env)
+    # Then the submission fails as "unreachable", with a hint, and no traceback
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "0 of the 1 Redis replica(s) required confirmed the event" in done.stderr
+    assert "Traceback" not in done.stderr
+    # And the master kept the request on the intake list for a worker
+    admin = redis.Redis.from_url(redis_urls["admin"])
+    assert admin.llen("k8see:intake") == 1
+    # When the same submission goes to a master with a replica (ACL users set on it; ACL
+    # commands are not replicated, and only the master checks this credential)
+    master = redis.Redis(port=group.master_port())
+    redis_acl.apply(master, {"enqueue": "pw-enqueue"}, default_off=False)
+    enqueue_url = redis_acl.url_for(f"redis://127.0.0.1:{group.master_port()}/0", "enqueue",
+                                    "pw-enqueue")  # fmt: skip
+    again = _enqueue({**env, "K8SEE_REDIS__URL": enqueue_url})
+    # Then the replica's confirmation makes it a success, and the request is on the replica
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["progress"]
+    replica = next(port for port in group.ports.values() if port != group.master_port())
+    assert redis.Redis(port=replica).llen("k8see:intake") == 1
