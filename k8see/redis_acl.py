@@ -123,7 +123,8 @@ _RULES: dict[str, list[str]] = {
         *_CONNECTION,
         # KEDA's redis scaler (pkg/scalers/redis_scaler.go) pings on connect, then sends one
         # Lua script per poll: TYPE of the list, then LLEN (ZCARD/SCARD/HLEN for other types,
-        # which a queue never is). EVAL declares its key read-write, so the key patterns are
+        # which a queue never is). Its client, go-redis v9, also tries CLIENT SETINFO and
+        # CLIENT MAINT_NOTIFICATIONS on connect and goes on without them when refused. EVAL declares its key read-write, so the key patterns are
         # full ones; the commands are what keep them read-only.
         "+eval",
         "+type",

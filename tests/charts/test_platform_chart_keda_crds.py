@@ -6,7 +6,8 @@ schemas; the platform chart with ``autoscaling.keda`` on, plain Redis and Sentin
 objects the API server accepts under strict field validation (a server-side dry run: an
 unknown field would be refused, not silently pruned), with no pool Deployment setting
 ``replicas`` and each ScaledObject naming its pool's Deployment and queue list; a
-ScaledObject the real schema forbids is refused with the field named.
+ScaledObject the real schema forbids is refused with the field named; with KEDA's kinds served,
+``helm install`` prints NOTES that give each pool's range instead of a replica count.
 
 The CRDs are installed for this module and removed after it.
 """
@@ -23,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from k8see.cli import POOLS
 from k8see.sandbox import crds
-from tests.charts.test_platform_chart_values import FULLNAME, render
+from tests.charts.test_platform_chart_values import CHART, FULLNAME, VALUES, helm, render
 from tests.conftest import require_tool
 from tests.fixtures.databases import require_crds
 
@@ -103,3 +104,11 @@ def test_a_field_kedas_schema_lacks_is_refused(
     with pytest.raises(ApiException) as refused:
         create_dry_run(kube_api_client, kube_namespace, scaled)
     assert refused.value.status == 400 and "maxReplicas" in (refused.value.body or "")
+
+
+def test_notes_say_keda_sizes_the_pools(keda_crds: None, kube_env: dict[str, str]) -> None:
+    argv = ["install", "k8see", str(CHART), "-f", str(VALUES), "--dry-run=client"]
+    out = helm(*argv, "--set", "autoscaling.keda.enabled=true", env=kube_env)
+    assert out.returncode == 0, out.stderr
+    notes = out.stdout.split("NOTES:", 1)[1]
+    assert "worker-build: 1-5 replica(s) by KEDA (about 2 queued per replica)" in notes
