@@ -124,8 +124,9 @@ _RULES: dict[str, list[str]] = {
         # KEDA's redis scaler (pkg/scalers/redis_scaler.go) pings on connect, then sends one
         # Lua script per poll: TYPE of the list, then LLEN (ZCARD/SCARD/HLEN for other types,
         # which a queue never is). Its client, go-redis v9, also tries CLIENT SETINFO and
-        # CLIENT MAINT_NOTIFICATIONS on connect and goes on without them when refused. EVAL declares its key read-write, so the key patterns are
-        # full ones; the commands are what keep them read-only.
+        # CLIENT MAINT_NOTIFICATIONS on connect and goes on without them when refused. EVAL
+        # declares its key read-write, so the key patterns are full ones; the commands are
+        # what keep them read-only.
         "+eval",
         "+type",
         "+llen",
