@@ -14,6 +14,11 @@ what that role needs (issue 14, "least privilege in Redis"):
 - ``beat``: sends the maintenance jobs to the ``maintenance`` queue, nothing else.
 - ``flower``: Celery's events, queue lengths and worker control (it can revoke tasks; that is
   what admins use it for), never a ``k8see:*`` key.
+- ``scaler``: KEDA's Redis scaler (``autoscaling.keda`` in the platform chart) reads the
+  length of each queue's lists and nothing else: its one script (``EVAL``) calls ``TYPE`` and
+  ``LLEN`` on a queue's list. No record, no message, no other command (``LRANGE``, ``GET``,
+  ``FLUSHALL``, ...). ``EVAL`` still lets it run a busy script (Redis's ``busy-reply-threshold``
+  then answers BUSY until ``SCRIPT KILL``), so its password stays in the Secret KEDA reads.
 - ``admin``: everything; ``k8see status`` without ``--repo`` names this user.
 
 The default user cannot be used (``DEFAULT_USER``). ``aclfile`` writes a Redis ``aclfile``
@@ -48,7 +53,7 @@ __all__ = [
 ]
 
 #: The roles, each one Redis user ``k8see-<role>``.
-ROLES = ("enqueue", "worker", "beat", "flower", "admin")
+ROLES = ("enqueue", "worker", "beat", "flower", "scaler", "admin")
 #: Where ``k8see enqueue`` appends its requests (a list, write-only for the enqueue user).
 INTAKE_KEY = "k8see:intake"
 #: ``<prefix><token>``: one submission's progress, readable by the enqueue user.
@@ -113,6 +118,19 @@ _RULES: dict[str, list[str]] = {
         "~celery-task-meta-*",
         "~unacked*",
         "&*",
+    ],
+    "scaler": [
+        *_CONNECTION,
+        # KEDA's redis scaler (pkg/scalers/redis_scaler.go) pings on connect, then sends one
+        # Lua script per poll: TYPE of the list, then LLEN (ZCARD/SCARD/HLEN for other types,
+        # which a queue never is). Its client, go-redis v9, also tries CLIENT SETINFO and
+        # CLIENT MAINT_NOTIFICATIONS on connect and goes on without them when refused. EVAL
+        # declares its key read-write, so the key patterns are full ones; the commands are
+        # what keep them read-only.
+        "+eval",
+        "+type",
+        "+llen",
+        *(f"~{queue}*" for queue in QUEUES),
     ],
     "admin": ["+@all", "~*", "&*"],
 }

@@ -49,7 +49,10 @@ while read -r module version sum files; do
     wanted+=("$name")
     [[ "$(readlink "$LINKS/$name" 2>/dev/null)" == "$dest/$name" ]] || ln -sfn "$dest/$name" "$LINKS/$name"
   done
-  say "${module##*/}" "$([[ $fetched -gt 0 ]] && echo fetched || echo found) $version CRDs (.tools/crds)"
+  # The module's last element, or the one before a major-version suffix (keda/v2 -> keda).
+  label="${module##*/}"
+  [[ "$label" =~ ^v[0-9]+$ ]] && label="${module%/*}" && label="${label##*/}"
+  say "$label" "$([[ $fetched -gt 0 ]] && echo fetched || echo found) $version CRDs (.tools/crds)"
   fetched=0
 done <"$PINS"
 

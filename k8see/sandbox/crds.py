@@ -1,9 +1,10 @@
 """The operators' CRDs in the local cluster: the real ones, from the operators' Go modules.
 
 ``scripts/fetch-operator-crds.sh`` (run by ``make bootstrap``) takes CloudNativePG's
-``Cluster``, MongoDB Community's ``MongoDBCommunity`` and the Prometheus operator's
-``ServiceMonitor`` CRDs from the operators' modules at the versions pinned in
-``tools/operator-crds.txt`` and links them into ``.tools/crds``. Installed as they are, the API
+``Cluster``, MongoDB Community's ``MongoDBCommunity``, the Prometheus operator's
+``ServiceMonitor`` and KEDA's ``ScaledObject`` and ``TriggerAuthentication`` CRDs from the
+operators' modules at the versions pinned in ``tools/operator-crds.txt`` and links them into
+``.tools/crds``. Installed as they are, the API
 server validates (and prunes) the app chart's objects by the operators' own schemas, as on a
 production cluster. The MinIO operator's module is not served by the module proxy, so its
 ``Tenant`` keeps a schemaless stand-in CRD of ours (``TENANT_STANDIN``): any spec is accepted.
@@ -22,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from k8see.errors import ToolMissing
 from k8see.sandbox.platform import ROOT
 
-__all__ = ["CRD_DIR", "DATABASE_CRDS", "METRICS_CRDS", "install", "load", "uninstall"]
+__all__ = ["CRD_DIR", "DATABASE_CRDS", "KEDA_CRDS", "METRICS_CRDS", "install", "load", "uninstall"]
 
 #: Where bootstrap links the fetched CRD files.
 CRD_DIR = ROOT / ".tools" / "crds"
@@ -34,6 +35,8 @@ DATABASE_CRDS = (
 )
 #: The Prometheus operator's ServiceMonitor (``metrics.enabled``).
 METRICS_CRDS = ("monitoring.coreos.com_servicemonitors.yaml",)
+#: KEDA's ScaledObject and TriggerAuthentication (the platform chart's ``autoscaling.keda``).
+KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
 ESTABLISHED_TIMEOUT_SECONDS = 60.0
 #: Deleting a CRD right after creating it waits for its storage to initialise, with backoff.
 DELETED_TIMEOUT_SECONDS = 180.0

@@ -2,7 +2,7 @@
 # Writes Redis's aclfile from k8see's rules (redis-acl-rules.txt, a copy of
 # `k8see redis-acl --rules`) and one password per role from PASSWORD_<ROLE>: the default user
 # unusable (no password), then `user k8see-<role> reset on #<sha256 of the password> <rules>`. Only hashes reach
-# the file. Used by the platform chart's Redis init container and by docker-compose.yml.
+# the file. Every role's password is required but the scaler's (left out without one). Used by the platform chart's Redis init container and by docker-compose.yml.
 #
 # Usage: redis-aclfile.sh RULES OUTPUT [COMMAND...]   (then execs COMMAND, if given)
 set -eu
@@ -17,7 +17,11 @@ umask 077
   echo "user default on resetpass ~* &* +@all"
   while read -r role acl; do
     [ -n "$role" ] || continue
-    eval "password=\${PASSWORD_$(echo "$role" | tr a-z A-Z):?PASSWORD_$(echo "$role" | tr a-z A-Z) is not set}"
+    upper=$(echo "$role" | tr a-z A-Z)
+    # The scaler's user (KEDA, autoscaling.keda) is optional: without a password it is left
+    # out (docker-compose.yml, a redis.existingSecret without scaler-password).
+    if [ "$role" = scaler ] && eval "[ -z \"\${PASSWORD_$upper:-}\" ]"; then continue; fi
+    eval "password=\${PASSWORD_$upper:?PASSWORD_$upper is not set}"
     hash=$(printf %s "$password" | sha256sum | cut -d' ' -f1)
     echo "user k8see-$role reset on #$hash $acl"
   done < "$rules"
