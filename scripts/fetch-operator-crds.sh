@@ -28,7 +28,10 @@ while read -r module version sum files; do
   [[ -z "$module" || "$module" == \#* ]] && continue
   [[ -n "$files" ]] || die "$PINS: $module names no CRD file"
   dest="$CACHE/${module//\//_}@$version"
-  if [[ ! -f "$dest/.sum" || "$(cat "$dest/.sum")" != "$sum" ]]; then
+  complete=1
+  for file in $files; do [[ -f "$dest/$(basename "$file")" ]] || complete=""; done
+  # Fetched again when the pin moved or a file was added to its line.
+  if [[ -z "$complete" || ! -f "$dest/.sum" || "$(cat "$dest/.sum")" != "$sum" ]]; then
     info="$(cd "$(mktemp -d)" && go mod download -json "$module@$version")" ||
       die "go mod download $module@$version failed: $info"
     dir="$(sed -n 's/^\t"Dir": "\(.*\)",$/\1/p' <<<"$info")"

@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from k8see.errors import ToolMissing
 from k8see.sandbox.platform import ROOT
 
-__all__ = ["CRD_DIR", "DATABASE_CRDS", "KEDA_CRDS", "METRICS_CRDS", "install", "load", "uninstall"]
+__all__ = ["CRD_DIR", "DATABASE_CRDS", "KEDA_CRDS", "METRICS_CRDS", "RULES_CRDS", "install", "load", "uninstall"]
 
 #: Where bootstrap links the fetched CRD files.
 CRD_DIR = ROOT / ".tools" / "crds"
@@ -35,6 +35,8 @@ DATABASE_CRDS = (
 )
 #: The Prometheus operator's ServiceMonitor (``metrics.enabled``).
 METRICS_CRDS = ("monitoring.coreos.com_servicemonitors.yaml",)
+#: The Prometheus operator's PrometheusRule (the platform chart's ``metrics.prometheusRule``).
+RULES_CRDS = ("monitoring.coreos.com_prometheusrules.yaml",)
 #: KEDA's ScaledObject and TriggerAuthentication (the platform chart's ``autoscaling.keda``).
 KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
 ESTABLISHED_TIMEOUT_SECONDS = 60.0
