@@ -126,40 +126,36 @@ def recheck(client: redis.Redis, *, app: Celery, settings: PlatformSettings) -> 
         for r in state.list_records(client)
     }
     admitted = capacity.admitted(client)
-    released: list[str] = []
-    for env in admitted:
-        record = records.get(env)
-        if record is None or str(record.get("status")) in GONE:
-            capacity.release(client, settings=settings.capacity, env=env)
-            released.append(env)
+    # Counted first, so a place freed below goes to the queue only if it is really free.
     counted = []
     for env, record in records.items():
         if env not in admitted and str(record.get("status")) in RUNNING:
-            run = record.get("run_id") or ""
             capacity.admit(
                 client, settings=settings.capacity, env=env,
                 project=str(record.get("project_id") or record.get("repo") or ""),
-                demand={}, run=str(run), generation=int(record.get("generation") or 0),
-                exists=True,
+                demand={}, run="", generation=int(record.get("generation") or 0), exists=True,
             )  # fmt: skip
             counted.append(env)
-    sent = send(
-        client,
-        app=app,
-        settings=settings,
-        runs=capacity.release(client, settings=settings.capacity, env=""),
-    )
+    released: list[str] = []
+    runs: list[str] = []
+    for env in admitted:
+        held = records.get(env)
+        if held is None or str(held.get("status")) in GONE:
+            runs += capacity.release(client, settings=settings.capacity, env=env)
+            released.append(env)
+    runs += capacity.release(client, settings=settings.capacity, env="")
+    sent = send(client, app=app, settings=settings, runs=runs)
     positions = capacity.positions(client, settings=settings.capacity)
     for env, position in positions.items():
-        record = records.get(env)
+        waiting = records.get(env)
         if (
-            record
-            and record.get("status") == Status.WAITING.value
-            and record.get("capacity_position") != position
+            waiting
+            and waiting.get("status") == Status.WAITING.value
+            and waiting.get("capacity_position") != position
         ):
             state.update(
-                client, repo=str(record["repo"]), pr=int(record["pr"]),
-                generation=int(record.get("generation") or 0),
+                client, repo=str(waiting["repo"]), pr=int(waiting["pr"]),
+                generation=int(waiting.get("generation") or 0),
                 changes={"capacity_position": position},
                 ttl_seconds=settings.redis.record_ttl_seconds,
             )  # fmt: skip
