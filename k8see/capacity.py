@@ -316,6 +316,23 @@ def positions(client: redis.Redis, *, settings: CapacitySettings) -> dict[str, i
     return {_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
 
 
+# ARGV: env, demand. Only an admitted environment's demand changes (it never admits).
+_RECOUNT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local held = cjson.decode(raw)
+for k, v in pairs(cjson.decode(ARGV[2])) do held[k] = v end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(held))
+return 1
+"""
+
+
+def recount(client: redis.Redis, *, env: str, demand: dict[str, int]) -> bool:
+    """Count an admitted environment for ``demand`` from now on (the deploy's verified
+    config); False when it is not admitted (released meanwhile: nothing to correct)."""
+    return bool(client.eval(_RECOUNT, 1, ADMITTED_KEY, env, json.dumps(demand)))
+
+
 def admitted(client: redis.Redis) -> dict[str, dict[str, Any]]:
     """The admitted environments and what each counts for."""
     raw = client.hgetall(ADMITTED_KEY)

@@ -55,16 +55,13 @@ def gate(
         state.count(client, "capacity_unverified")
         return {"stopped": "unverified"}
     validated = run.result("validate")
-    config = validated.get("config") or {}
     env = capacity.env_key(run.repo, run.pr)
     decision = capacity.admit(
         client,
         settings=settings.capacity,
         env=env,
         project=str(validated.get("project_id") or run.repo.lower()),
-        demand=capacity.demand_of(
-            databases=database_options(validated), resources=config.get("resources")
-        ),
+        demand=demand(run),
         run=run.to_json(),
         generation=run.generation,
         # Running already (before ceilings were recorded): a redeploy is never turned away.
@@ -83,6 +80,21 @@ def gate(
     if written is not None:
         app.send_task("k8see.comment", args=[run.to_dict()])
     return {"stopped": "waiting", "position": decision.position}
+
+
+def demand(run: Run) -> dict[str, int]:
+    """What ``run``'s environment counts for: its validated config's quota hard limits."""
+    validated = run.result("validate")
+    config = validated.get("config") or {}
+    return capacity.demand_of(
+        databases=database_options(validated), resources=config.get("resources")
+    )
+
+
+def deployed(client: redis.Redis, *, settings: PlatformSettings, run: Run) -> None:
+    """After a deploy: count the environment for the config the deploy verified against
+    GitHub (admission counted the validate stage's, as the message carried it)."""
+    capacity.recount(client, env=capacity.env_key(run.repo, run.pr), demand=demand(run))
 
 
 def release(

@@ -315,6 +315,11 @@ class StageTask(Task):  # type: ignore[misc]
         rlog.info("Stage %s finished in %.1fs.", stage, seconds)
         if stage == "destroy" and not result.result(stage).get("preserved"):
             self._release_capacity(client, run, settings, reliably)
+        if stage == "deploy" and capacity.enabled(settings.capacity):
+            reliably(
+                lambda: capacity_gate.deployed(client, settings=settings, run=result),
+                "count the deployed environment",
+            )
         return result.to_dict()
 
     def _release_capacity(

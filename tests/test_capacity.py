@@ -200,3 +200,15 @@ def test_bad_settings_values_are_a_clear_error(
     with pytest.raises(ValidationError) as caught:
         PlatformSettings()
     assert said in str(caught.value)
+
+
+def test_recount_corrects_an_admitted_environment_only(client: redis.Redis) -> None:
+    settings = CapacitySettings(max_cpu="250m")
+    assert admit(client, settings, "shop", 1, demand={"cpu_millicores": 10}).admitted
+    # The deploy's verified config asks for more than the message said: it counts from now on
+    assert capacity.recount(client, env="acme/shop#1", demand={"cpu_millicores": 200})
+    assert capacity.admitted(client)["acme/shop#1"]["cpu_millicores"] == 200
+    assert not admit(client, settings, "shop", 2, demand={"cpu_millicores": 100}).admitted
+    # A recount never admits an environment that is not
+    assert not capacity.recount(client, env="acme/shop#9", demand={"cpu_millicores": 1})
+    assert "acme/shop#9" not in capacity.admitted(client)
