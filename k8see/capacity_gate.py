@@ -82,6 +82,17 @@ def gate(
     return {"stopped": "waiting", "position": decision.position}
 
 
+def after(
+    client: redis.Redis, *, app: Celery, settings: PlatformSettings, stage: str, run: Run
+) -> None:
+    """After a finished deploy (``deployed``) or destroy: a destroy that removed the
+    namespace (not preserved) frees its place for the head of the queue (``release``)."""
+    if stage == "deploy":
+        deployed(client, settings=settings, run=run)
+    elif stage == "destroy" and not run.result("destroy").get("preserved"):
+        release(client, app=app, settings=settings, repo=run.repo, pr=run.pr)
+
+
 def demand(run: Run) -> dict[str, int]:
     """What ``run``'s environment counts for: its validated config's quota hard limits."""
     validated = run.result("validate")

@@ -313,27 +313,11 @@ class StageTask(Task):  # type: ignore[misc]
             lambda: self._finished(client, run, stage, result, ctx, seconds), "record the result"
         )
         rlog.info("Stage %s finished in %.1fs.", stage, seconds)
-        if stage == "destroy" and not result.result(stage).get("preserved"):
-            self._release_capacity(client, run, settings, reliably)
-        if stage == "deploy" and capacity.enabled(settings.capacity):
-            reliably(
-                lambda: capacity_gate.deployed(client, settings=settings, run=result),
-                "count the deployed environment",
-            )
+        if stage in ("deploy", "destroy") and capacity.enabled(settings.capacity):
+            after = capacity_gate.after
+            reliably(lambda: after(client, app=self.app, settings=settings, stage=stage,
+                                   run=result), "update capacity")  # fmt: skip
         return result.to_dict()
-
-    def _release_capacity(
-        self, client: redis.Redis, run: Run, settings: PlatformSettings,
-        reliably: Callable[[Callable[[], Any], str], Any],
-    ) -> None:  # fmt: skip
-        """The environment is gone: its place goes to the head of the capacity queue."""
-        if capacity.enabled(settings.capacity):
-            reliably(
-                lambda: capacity_gate.release(
-                    client, app=self.app, settings=settings, repo=run.repo, pr=run.pr
-                ),
-                "release capacity",
-            )
 
     def _duplicate(
         self, client: redis.Redis, run: Run, stage: str,

@@ -4,11 +4,13 @@ Covers, with ``K8SEE_CAPACITY__MAX_ENVIRONMENTS=2`` on real workers and a real c
 PRs deploy; a third waits (record ``waiting``, position 1, and its PR comment says "Waiting
 for capacity: position 1") without a namespace; when one of the first two closes, its destroy
 releases the place and the third deploys to ready; a redeploy of a running PR is not blocked
-while the platform is full.
+while the platform is full; ``k8see status`` shows the waiting position.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -57,6 +59,11 @@ def test_a_third_pr_waits_with_its_position_and_deploys_when_one_closes(harness:
         timeout=60,
     )
     assert "hello-pr-3" not in h.namespaces()
+    listed = subprocess.run(
+        [sys.executable, "-m", "k8see", "status", "--repo", repo, "--pr", "3"],
+        env=h.platform.process_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "waiting (position 1)" in listed.stdout, listed.stderr
 
     # And a redeploy of a running PR is not blocked by the full platform
     enqueue(2, "synchronize")
