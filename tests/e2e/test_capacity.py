@@ -77,4 +77,5 @@ def test_a_third_pr_waits_with_its_position_and_deploys_when_one_closes(harness:
     # Then the waiting PR is admitted and deploys to ready
     h.wait_for(lambda: h.record(repo, 3).get("status") == "ready", timeout=300)
     assert "hello-pr-3" in h.namespaces()
-    assert any("Deployed" in c for c in comments(h, repo, 3))
+    # (the comment stage follows the deploy, so the comment says so a moment later)
+    h.wait_for(lambda: any("Deployed" in c for c in comments(h, repo, 3)), timeout=60)
