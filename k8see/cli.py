@@ -647,6 +647,8 @@ def _cell(record: dict[str, Any], column: str) -> str:
         return str(value)[:12]
     if column == "stage" and record.get("status") in ("ready", "destroyed", "preserved"):
         return ""
+    if column == "status" and value == "waiting" and record.get("capacity_position"):
+        return f"waiting (position {record['capacity_position']})"  # the capacity queue
     return "" if value is None else str(value)
 
 

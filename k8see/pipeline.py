@@ -95,6 +95,16 @@ def chain_for(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
     return chain(*signatures)
 
 
+def resume_from_deploy(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
+    """The rest of a deploy chain from its deploy stage: what a run that waited for capacity
+    (``k8see.capacity``) is sent when admitted; its validate, build and scan results ride
+    in ``run``, and the deploy stage verifies them again as always."""
+    first, *rest = DEPLOY_STAGES[DEPLOY_STAGES.index("deploy") :]
+    signatures = [_signature(app, settings, first, (run.to_dict(),), run)]
+    signatures += [_signature(app, settings, stage, (), run) for stage in rest]
+    return chain(*signatures)
+
+
 def admit(
     run: Run,
     *,

@@ -36,6 +36,8 @@ class Status(enum.StrEnum):
     BUILDING = "building"
     SCANNING = "scanning"
     DEPLOYING = "deploying"
+    #: Over a capacity ceiling: the run waits in the fair queue (``k8see.capacity``).
+    WAITING = "waiting"
     READY = "ready"
     FAILED = "failed"
     SUPERSEDED = "superseded"

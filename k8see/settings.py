@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from k8see.errors import ConfigError
+from k8see.quantity import QuantityError, parse_quantity
 
 #: The reference system's default preview domain (docs/configuration.md "k8s-ee.yaml").
 DEFAULT_DOMAIN = "k8s-ee.genesluna.dev"
@@ -665,6 +666,46 @@ class ApiSettings(BaseModel):
     past it the request answers 503 (the caller may retry)."""
 
 
+class CapacitySettings(BaseModel):
+    """Platform-wide ceilings (docs/operations.md "Capacity"); unset or 0 means unlimited.
+
+    A deploy of a new environment over a ceiling waits in a fair queue; redeploys of a
+    running environment and destroys are never blocked, and nothing is ever evicted."""
+
+    max_environments: int | None = Field(default=None, ge=0)
+    """How many PR environments may exist at once; unset or 0 admits every deploy (the
+    behaviour before capacity admission, so an upgrade changes nothing by itself)."""
+
+    max_cpu: str | None = None
+    """The most CPU, in cores as a Kubernetes quantity (``64``, ``64000m``), that the PR
+    namespaces' ResourceQuota ``limits.cpu`` may add up to; unset means unlimited."""
+
+    max_memory: str | None = None
+    """The most memory, a Kubernetes quantity in bytes (``256Gi``), that the PR namespaces'
+    ResourceQuota ``limits.memory`` may add up to; unset means unlimited."""
+
+    max_storage: str | None = None
+    """The most storage, a Kubernetes quantity in bytes (``2Ti``), that the PR namespaces'
+    ResourceQuota ``requests.storage`` may add up to; unset means unlimited."""
+
+    @model_validator(mode="after")
+    def _quantities(self) -> CapacitySettings:
+        for name in ("max_cpu", "max_memory", "max_storage"):
+            value = getattr(self, name)
+            if value is None or value == "":
+                setattr(self, name, None)
+                continue
+            try:
+                parse_quantity(value)
+            except QuantityError as exc:
+                unit = "cores, e.g. 64 or 64000m" if name == "max_cpu" else "bytes, e.g. 256Gi"
+                raise ValueError(
+                    f"capacity.{name}: {exc}; write a Kubernetes quantity in {unit} "
+                    f"(K8SEE_CAPACITY__{name.upper()})"
+                ) from None
+        return self
+
+
 class PlatformSettings(BaseSettings):
     """Every setting of a k8see installation, grouped by topic."""
 
@@ -685,6 +726,7 @@ class PlatformSettings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
 
     @classmethod
     def settings_customise_sources(

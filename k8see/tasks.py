@@ -36,7 +36,17 @@ from celery import Task, shared_task, signals
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 
-from k8see import controls, coordination, intake, metrics, pipeline, state, submission
+from k8see import (
+    capacity,
+    capacity_gate,
+    controls,
+    coordination,
+    intake,
+    metrics,
+    pipeline,
+    state,
+    submission,
+)
 from k8see.app import settings_of
 from k8see.errors import (
     Closed,
@@ -141,6 +151,17 @@ class StageTask(Task):  # type: ignore[misc]
             ended = reliably(lambda: controls.ended(client, run), "check whether the run ended")
             if ended is not None:
                 return self._after_end(client, run, stage, ended, rlog)
+        if stage == "deploy" and capacity.enabled(settings.capacity):
+            # Before the claim: a run that waits is sent again from here once admitted.
+            waits = reliably(
+                lambda: capacity_gate.gate(client, app=self.app, settings=settings, run=run),
+                "decide capacity",
+            )
+            if waits is not None:
+                rlog.info("Run stops at deploy: %s.", waits["stopped"])
+                self.request.chain = None  # it holds no worker slot while it waits
+                self.request.callbacks = None
+                return {**run.to_dict(), **waits}
 
         # One delivery of the stage at a time: a dropped broker connection hands a running
         # stage's message out again (coordination.claim_stage).
@@ -292,6 +313,10 @@ class StageTask(Task):  # type: ignore[misc]
             lambda: self._finished(client, run, stage, result, ctx, seconds), "record the result"
         )
         rlog.info("Stage %s finished in %.1fs.", stage, seconds)
+        if stage in ("deploy", "destroy") and capacity.enabled(settings.capacity):
+            after = capacity_gate.after
+            reliably(lambda: after(client, app=self.app, settings=settings, stage=stage,
+                                   run=result), "update capacity")  # fmt: skip
         return result.to_dict()
 
     def _duplicate(

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from k8see import coordination, intake, metrics, pipeline, state
+from k8see import capacity_gate, coordination, intake, metrics, pipeline, state
 from k8see.app import QUEUES
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
@@ -53,13 +53,16 @@ def run_watchdog(
     """One pass; returns what it sent from the outbox, re-drove and failed."""
     now = time.time() if now is None else now
     resent = pipeline.resend_due(app=app, settings=settings, client=client)
+    # The capacity queue's re-check: a lost wake-up is found here (capacity_gate.recheck).
+    admitted = capacity_gate.recheck(client, app=app, settings=settings)
     pending: set[str] | None = None
     redriven: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for record in state.list_records(client):
         status = str(record.get("status"))
         updated = cleanup.parse_time(record.get("updated_at"))
-        if status in _TERMINAL or updated is None:
+        # A waiting run has no task on purpose: the capacity queue sends it (recheck above).
+        if status in _TERMINAL or status == Status.WAITING.value or updated is None:
             continue
         idle = now - updated
         if idle <= settings.cleanup.watchdog_grace_seconds:
@@ -83,7 +86,7 @@ def run_watchdog(
             failed += _fail(settings, client, app, record, idle=idle, redrives=stored.redrives)
             continue
         redriven.append(_redrive(settings, client, app, stored, status))
-    return {"resent": resent, "redriven": redriven, "failed": failed}
+    return {"resent": resent, "redriven": redriven, "failed": failed, "capacity": admitted}
 
 
 def _past_hard_limit(settings: PlatformSettings, status: str, idle: float) -> bool:

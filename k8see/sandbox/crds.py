@@ -23,7 +23,16 @@ from kubernetes.client.exceptions import ApiException
 from k8see.errors import ToolMissing
 from k8see.sandbox.platform import ROOT
 
-__all__ = ["CRD_DIR", "DATABASE_CRDS", "KEDA_CRDS", "METRICS_CRDS", "RULES_CRDS", "install", "load", "uninstall"]
+__all__ = [
+    "CRD_DIR",
+    "DATABASE_CRDS",
+    "KEDA_CRDS",
+    "METRICS_CRDS",
+    "RULES_CRDS",
+    "install",
+    "load",
+    "uninstall",
+]
 
 #: Where bootstrap links the fetched CRD files.
 CRD_DIR = ROOT / ".tools" / "crds"

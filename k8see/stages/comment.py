@@ -35,6 +35,7 @@ VIEWS: dict[str, tuple[str, str]] = {
     Status.BUILDING: ("🔨 Preview Environment Building", "🔨 Building image"),
     Status.SCANNING: ("🛡️ Preview Environment Scanning", "🛡️ Scanning image"),
     Status.DEPLOYING: ("📦 Preview Environment Deploying", "📦 Deploying"),
+    Status.WAITING: ("⏸️ Preview Environment Waiting for Capacity", "⏸️ Waiting for capacity"),
     Status.READY: ("🚀 Preview Environment Ready", "✅ Deployed"),
     Status.FAILED: ("⚠️ Preview Environment Failed", "❌ Deployment Failed"),
     Status.SUPERSEDED: ("⏭️ Preview Environment Superseded", "⏭️ Superseded by a newer commit"),
@@ -49,6 +50,7 @@ IN_PROGRESS = {
     Status.BUILDING,
     Status.SCANNING,
     Status.DEPLOYING,
+    Status.WAITING,
     Status.DESTROYING,
 }
 
@@ -282,6 +284,9 @@ def render(record: dict[str, Any], *, settings: PlatformSettings) -> str:
     sha, ref = record.get("sha"), record.get("ref")
     error = _dict(record, "error")
     merged = "Yes" if record.get("merged") else "No"
+    if status == Status.WAITING and isinstance(record.get("capacity_position"), int):
+        # The platform is full: the deploy waits its turn (docs/operations.md "Capacity").
+        status_cell = f"{status_cell}: position {record['capacity_position']}"
     rows: list[tuple[str, str | None]] = [("Status", status_cell)]
     if status == Status.FAILED:
         rows.append(("Failed stage", text(error.get("stage")) if error.get("stage") else None))

@@ -124,6 +124,16 @@ def test_ready_without_an_ingress_says_there_is_no_url() -> None:
     assert "href" not in rows["Preview URL"]
 
 
+def test_a_run_waiting_for_capacity_shows_its_position() -> None:
+    body = comment.render(
+        record(status=Status.WAITING.value, preview_url=None, capacity_position=3),
+        settings=SETTINGS,
+    )
+    assert body.splitlines()[1] == "## ⏸️ Preview Environment Waiting for Capacity"
+    assert table(body)["Status"] == "⏸️ Waiting for capacity: position 3"
+    assert "updated as the run progresses" in body
+
+
 @pytest.mark.parametrize(
     ("status", "heading", "cell"),
     [
