@@ -27,14 +27,14 @@ soak: bootstrap
 		$(VENV)/bin/python -m pytest tests/drills/test_soak.py $(PYTEST_ARGS)
 
 lint: bootstrap
-	@$(VENV)/bin/ruff format --check k8see tests
-	@$(VENV)/bin/ruff check k8see tests
+	@$(VENV)/bin/ruff format --check k8see sandbox tests
+	@$(VENV)/bin/ruff check k8see sandbox tests
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/lint-imports
 
 format: bootstrap
-	@$(VENV)/bin/ruff format k8see tests
-	@$(VENV)/bin/ruff check --fix k8see tests
+	@$(VENV)/bin/ruff format k8see sandbox tests
+	@$(VENV)/bin/ruff check --fix k8see sandbox tests
 
 bench: bootstrap
 	@$(VENV)/bin/python -m tests.benchmarks

@@ -20,7 +20,6 @@ import click
 
 from k8see import cli_input
 from k8see.cli_api import api
-from k8see.cli_sandbox import demo, sandbox
 from k8see.errors import IntegrationError, K8seeError, PolicyError, UserError
 
 #: Exit codes, listed in ``--help`` and docs/operations.md (a test keeps the three in step).
@@ -905,13 +904,29 @@ def _celery(argv: list[str]) -> NoReturn:
     sys.exit(celery_main())
 
 
-# The sandbox commands and the demo get the same error handling as the others: a missing
-# tool or CRD is a message with a hint, never a traceback.
-for command in (*sandbox.commands.values(), demo):
-    if command.callback is not None:
-        command.callback = _guard(command.callback)
-main.add_command(sandbox)
-main.add_command(demo)
+#: The entry-point group other distributions add commands to. k8see-sandbox (``sandbox/``,
+#: installed by ``make bootstrap`` in a source checkout, never by ``pip install k8see``) adds
+#: ``k8see sandbox`` and ``k8see demo``; k8see itself never imports it.
+PLUGIN_GROUP = "k8see.commands"
+
+
+def _add_plugin_commands(group: click.Group) -> None:
+    """Register every installed plugin's commands, with the same error handling as ours: a
+    missing tool or CRD is a message with a hint, never a traceback."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        command = entry.load()
+        if not isinstance(command, click.Command):
+            raise TypeError(f"entry point {entry.value} of {PLUGIN_GROUP} is not a click command")
+        subcommands = command.commands.values() if isinstance(command, click.Group) else ()
+        for each in (command, *subcommands):
+            if each.callback is not None:
+                each.callback = _guard(each.callback)
+        group.add_command(command, entry.name)
+
+
+_add_plugin_commands(main)
 main.add_command(api)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -93,14 +93,19 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then apt_install python3-venv; fi
   "$PY" -m venv "$VENV"
 fi
-if [[ ! -f "$VENV_STAMP" || "$ROOT/pyproject.toml" -nt "$VENV_STAMP" ]]; then
+# k8see and, beside it, k8see-sandbox (sandbox/: the stand-ins the tests and the demo run
+# against, which `pip install k8see` never installs), both editable.
+if [[ ! -f "$VENV_STAMP" || "$ROOT/pyproject.toml" -nt "$VENV_STAMP" ||
+  "$ROOT/sandbox/pyproject.toml" -nt "$VENV_STAMP" ]] ||
+  ! "$VENV/bin/python" -c 'import k8see_sandbox' 2>/dev/null; then
   # pip's build-backend warnings are noise here; keep them for when the install fails.
   log="$(mktemp)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[worker,dev]" \
-    >"$log" 2>&1 || { cat "$log" >&2; die "pip install -e '.[worker,dev]' failed"; }
+    -e "$ROOT/sandbox" >"$log" 2>&1 ||
+    { cat "$log" >&2; die "pip install -e '.[worker,dev]' -e sandbox failed"; }
   rm -f "$log"
   touch "$VENV_STAMP"
-  say ".venv" "installed k8see[worker,dev] ($("$VENV/bin/python" -V 2>&1))"
+  say ".venv" "installed k8see[worker,dev] and k8see-sandbox ($("$VENV/bin/python" -V 2>&1))"
 else
   say ".venv" "found ($("$VENV/bin/python" -V 2>&1), up to date with pyproject.toml)"
 fi
@@ -131,7 +136,7 @@ done
 # --- (c2) the operators' CRDs, from their Go modules ----------------------------------------
 # CloudNativePG's Cluster, MongoDB Community's MongoDBCommunity and the Prometheus operator's
 # ServiceMonitor at the versions pinned in tools/operator-crds.txt, cached per machine and
-# linked into .tools/crds; the local cluster installs them (k8see/sandbox/operators.py).
+# linked into .tools/crds; the local cluster installs them (sandbox/k8see_sandbox/operators.py).
 bash "$ROOT/scripts/fetch-operator-crds.sh"
 
 # --- (d) promtool from Debian's prometheus package --------------------------------------------

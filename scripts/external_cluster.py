@@ -43,7 +43,7 @@ def main() -> int:
     if args.env_file is None:
         parser.error("--env-file is required to start a cluster")
 
-    from k8see.sandbox.cluster import LocalCluster
+    from k8see_sandbox.cluster import LocalCluster
     from tests.fixtures.images import LocalRegistry
     from tests.fixtures.kube import push_testapp
 

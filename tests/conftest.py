@@ -22,7 +22,7 @@ from k8see import redis_acl
 
 # One implementation of the loopback helpers, shared with the sandbox platform; re-exported
 # here because the tests import them from tests.conftest.
-from k8see.sandbox.platform import free_port, wait_for_port
+from k8see_sandbox.platform import free_port, wait_for_port
 
 pytest_plugins = [
     "tests.fixtures.kube",

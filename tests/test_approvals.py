@@ -17,7 +17,7 @@ import redis
 from k8see import approvals
 from k8see.errors import Refused
 from k8see.integrations.github import GitHubClient
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 
 SHA = "a" * 40
 LOG = logging.getLogger("k8see.test.approvals")

@@ -135,7 +135,7 @@ def test_docker_compose_accepts_the_file(project: Path) -> None:
 def test_compose_and_the_chart_persist_redis_as_the_drills_test_it() -> None:
     """tests/drills/test_redis_killed.py SIGKILLs the sandbox's redis-server, which runs with
     ``REDIS_PERSISTENCE``; what it proves holds only where Redis runs the same way."""
-    from k8see.sandbox.platform import REDIS_PERSISTENCE
+    from k8see_sandbox.platform import REDIS_PERSISTENCE
 
     def pairs(argv: list[str]) -> dict[str, str]:
         return {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}

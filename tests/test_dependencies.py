@@ -1,6 +1,7 @@
 """Every library k8see imports is one pyproject.toml declares, where the importer is installed.
 
-Covers: each third-party module imported anywhere in k8see/ belongs to a distribution named in
+Covers: each third-party module imported anywhere in k8see/ (and in sandbox/, the
+k8see-sandbox distribution, which requires ``k8see[worker]``) belongs to a distribution named in
 ``dependencies`` or the ``worker`` extra, even when a declared package brings it along today
 (kombu with celery, urllib3 with kubernetes): a dependency that changes its own requirements
 must not break k8see; the modules of the client install (the enqueue path, which the import
@@ -48,7 +49,7 @@ def _imports(paths: list[Path]) -> dict[str, set[str]]:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                if top not in sys.stdlib_module_names and top != "k8see":
+                if top not in sys.stdlib_module_names and top not in ("k8see", "k8see_sandbox"):
                     found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     return found
 
@@ -64,6 +65,18 @@ def test_every_imported_library_is_declared() -> None:
         if not _distributions(module) & (BASE | WORKER)
     }
     assert not undeclared, f"imported but not in pyproject.toml: {undeclared}"
+
+
+def test_every_library_the_sandbox_imports_is_declared_by_it() -> None:
+    # k8see-sandbox (sandbox/) declares k8see[worker]: the sandbox may use what that brings
+    sandbox = tomllib.loads((ROOT / "sandbox" / "pyproject.toml").read_text())["project"]
+    assert sandbox["dependencies"] == ["k8see[worker]"]
+    undeclared = {
+        module: sorted(files)
+        for module, files in _imports(sorted((ROOT / "sandbox").rglob("*.py"))).items()
+        if not _distributions(module) & (BASE | WORKER)
+    }
+    assert not undeclared, f"the sandbox imports what k8see[worker] does not declare: {undeclared}"
 
 
 def test_the_client_imports_only_the_base_dependencies() -> None:

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from k8see.errors import PolicyError
 from k8see.events import Decision, decide, decide_from_comment, decide_from_flags, parse_command
 from k8see.run import Action
-from k8see.sandbox.github_state import Actor, GitHubState
-from k8see.sandbox.github_webhooks import issue_comment_event, pull_request_event
+from k8see_sandbox.github_state import Actor, GitHubState
+from k8see_sandbox.github_webhooks import issue_comment_event, pull_request_event
 from tests.contracts.webhooks import assert_webhook
 
 SHA = "a" * 40

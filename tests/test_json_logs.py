@@ -148,7 +148,7 @@ def json_worker_platform(workdir: Path) -> Iterator[tuple[Harness, Path]]:
     """The local platform with one worker for every queue, logging JSON to a file."""
     for name in TOOLS:
         require_tool(name)
-    from k8see.sandbox.platform import Platform
+    from k8see_sandbox.platform import Platform
 
     platform = Platform(workdir=workdir).start()
     assert platform.identities is not None

@@ -20,7 +20,7 @@ import redis
 from k8see import maintenance, state
 from k8see.app import beat_schedule, create_app
 from k8see.pipeline import HARD_LIMIT_GRACE_SECONDS, stage_time_limit
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.kube import RUN_ID
 from tests.stages.test_cleanup import add_namespace, make_settings
 from tests.stages.test_preserve import clear_preserves, labels_of

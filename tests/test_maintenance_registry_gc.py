@@ -21,8 +21,8 @@ import redis
 
 from k8see import maintenance, state
 from k8see.integrations.registry import OciRegistry
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings, load_settings
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN
 from tests.fixtures.images import LocalRegistry
 

@@ -12,8 +12,8 @@ import pytest
 import uvicorn
 
 from k8see.api.server import create_api
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings, load_settings
+from k8see_sandbox.github import GitHubSandbox
 from tests.conftest import free_port
 
 SECRET = "whsec-new-0123456789"

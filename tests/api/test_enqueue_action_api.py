@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 from tests.api.conftest import ApiServer
 from tests.api.helpers import SHA, generation
 from tests.test_enqueue_action import _step

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from k8see.api.signatures import sign, verify
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 from tests.api.conftest import SECRET, ApiServer, make_settings
 from tests.api.helpers import call
 from tests.conftest import free_port

@@ -24,7 +24,7 @@ import redis
 
 from k8see.api import inbox
 from k8see.api.webhooks import INSTALLATIONS_KEY
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 from tests.api.conftest import OLD_SECRET, SECRET, ApiServer, make_settings
 from tests.api.helpers import SHA, call, generation, queued_messages, record, wait_for
 from tests.conftest import free_port
@@ -312,7 +312,7 @@ def test_a_stalled_redis_still_gets_github_an_answer_within_10_seconds(
 def test_installation_events_keep_the_repository_map(
     start_api: Callable[..., ApiServer], hub: GitHubSandbox, rds: redis.Redis
 ) -> None:
-    from k8see.sandbox.github_identity import installation_event
+    from k8see_sandbox.github_identity import installation_event
 
     api = start_api()
     sender = hub.webhook_sender(SECRET)

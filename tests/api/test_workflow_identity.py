@@ -21,8 +21,8 @@ import jwt
 import pytest
 import redis
 
-from k8see.sandbox.github import GitHubSandbox
-from k8see.sandbox.github_identity import OidcIssuer
+from k8see_sandbox.github import GitHubSandbox
+from k8see_sandbox.github_identity import OidcIssuer
 from tests.api.conftest import ApiServer
 from tests.api.helpers import SHA, call, generation, queued_messages
 from tests.conftest import free_port

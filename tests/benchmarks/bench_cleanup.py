@@ -50,8 +50,8 @@ def cleanup_at_scale(workdir: Path, *, environments: int = 1000, closed: int = 3
     from kubernetes import config
 
     from k8see import maintenance
-    from k8see.sandbox.platform import SANDBOX_TOKEN, Platform
     from k8see.settings import load_settings
+    from k8see_sandbox.platform import SANDBOX_TOKEN, Platform
 
     platform = Platform(workdir=workdir).start()
     try:

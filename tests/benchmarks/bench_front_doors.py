@@ -27,9 +27,9 @@ from k8see import coordination
 from k8see.api import inbox
 from k8see.client import enqueue
 from k8see.events import decide_labelled
-from k8see.sandbox.github import GitHubSandbox
-from k8see.sandbox.platform import free_port, wait_for_port
 from k8see.settings import load_settings
+from k8see_sandbox.github import GitHubSandbox
+from k8see_sandbox.platform import free_port, wait_for_port
 from tests.benchmarks.measure import Result, wait_until
 from tests.conftest import RedisServer
 

@@ -37,8 +37,8 @@ def proxy_overhead(*, requests: int = 200, upgrades: int = 5) -> list[Result]:
     from kubernetes import client, config
 
     from k8see.integrations import helm, kubeproxy
-    from k8see.sandbox.cluster import LocalCluster
     from k8see.settings import PlatformSettings
+    from k8see_sandbox.cluster import LocalCluster
 
     cluster = LocalCluster().start()
     try:

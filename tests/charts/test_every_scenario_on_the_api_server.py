@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from k8see.sandbox import crds
+from k8see_sandbox import crds
 from tests.conftest import ROOT, require_tool
 from tests.fixtures.databases import require_crds
 

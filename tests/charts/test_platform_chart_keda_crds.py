@@ -23,7 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from k8see.cli import POOLS
-from k8see.sandbox import crds
+from k8see_sandbox import crds
 from tests.charts.test_platform_chart_values import CHART, FULLNAME, VALUES, helm, render
 from tests.conftest import require_tool
 from tests.fixtures.databases import require_crds

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from k8see.sandbox.github import Exchange
+from k8see_sandbox.github import Exchange
 from tests.contracts.openapi import OpenApiContract, Violation
 
 #: Paths the stand-in serves that are not api.github.com: its seeding API, its codeload

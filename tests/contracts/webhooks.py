@@ -63,8 +63,8 @@ def assert_webhook(event: str, payload: Any) -> None:
 def comment_webhook(repo: str, pr: int, body: str, *, login: str) -> dict[str, Any]:
     """The ``issue_comment`` (created) payload GitHub sends for ``login`` writing ``body`` on
     PR ``pr`` of ``repo``: built by the stand-in's code, without a server, and checked."""
-    from k8see.sandbox.github_state import Actor, GitHubState
-    from k8see.sandbox.github_webhooks import issue_comment_event
+    from k8see_sandbox.github_state import Actor, GitHubState
+    from k8see_sandbox.github_webhooks import issue_comment_event
 
     state = GitHubState(token="unused", base_url="https://api.github.com")
     state.add_repo(repo, private=False, collaborators={})

@@ -3,7 +3,7 @@
 Covers: three PRs are opened at once; while their stages run (builds, a deploy, runs still
 queued) Redis is SIGKILLed and started again on the same port and data directory (its
 append-only file, ``appendfsync everysec``, as the platform chart and docker-compose.yml run
-it: ``k8see.sandbox.platform.REDIS_PERSISTENCE``). Workers lose their connections mid-stage,
+it: ``k8see_sandbox.platform.REDIS_PERSISTENCE``). Workers lose their connections mid-stage,
 the messages they were working on sit unacknowledged in the restored Redis, and the runs'
 records are what the append-only file kept.
 

@@ -147,7 +147,7 @@ def running_platform(
     """
     for name in TOOLS:
         require_tool(name)
-    from k8see.sandbox.platform import Platform
+    from k8see_sandbox.platform import Platform
 
     platform = Platform(workdir=workdir).start()
     # Build only the host platform here (the builder tests cover two), and retry quickly.

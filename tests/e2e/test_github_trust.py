@@ -28,7 +28,7 @@ import pytest
 
 from k8see import coordination, state
 from k8see.approvals import FORK_MARKER, reply_marker
-from k8see.sandbox.platform import SANDBOX_TOKEN
+from k8see_sandbox.platform import SANDBOX_TOKEN
 from tests.contracts.webhooks import assert_webhook
 from tests.e2e.harness import ROOT, Harness, running_platform
 

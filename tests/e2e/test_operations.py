@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from k8see.sandbox.platform import free_port, wait_for_port
+from k8see_sandbox.platform import free_port, wait_for_port
 from tests.conftest import require_tool
 from tests.e2e.harness import Harness, running_platform
 

@@ -22,8 +22,8 @@ from k8see.integrations.codescanning import repo_is_public, upload_sarif
 from k8see.integrations.ghcr import GhcrPackages
 from k8see.integrations.github import GitHubClient
 from k8see.integrations.registry_access import tag_remover
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN
 
 LOG = logging.getLogger("test-ghcr")

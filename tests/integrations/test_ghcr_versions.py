@@ -13,7 +13,7 @@ import logging
 import time
 
 from k8see.integrations.ghcr import GhcrPackages
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN
 
 LOG = logging.getLogger("test-ghcr-versions")

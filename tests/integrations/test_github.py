@@ -16,8 +16,8 @@ import pytest
 from k8see.errors import GitHubError
 from k8see.integrations.github import GitHubClient, StaticToken, make_client
 from k8see.integrations.github_auth import AppInstallationTokens
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
+from k8see_sandbox.github import GitHubSandbox
 from tests.conftest import free_port
 from tests.fixtures.github import SANDBOX_TOKEN, RecordingSleep
 

@@ -18,8 +18,8 @@ import pytest
 from k8see.errors import IntegrationError, PolicyError
 from k8see.integrations.github import GitHubClient
 from k8see.integrations.source import collect_idle, fetch_source
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import load_settings
+from k8see_sandbox.github import GitHubSandbox
 
 BAD_SHA = "f" * 40
 PREFIX = "acme-shop-fffffff/"

@@ -1,4 +1,4 @@
-"""The local cluster's DNS (``k8see.sandbox.cluster.dns``), asked over UDP at the node address.
+"""The local cluster's DNS (``k8see_sandbox.cluster.dns``), asked over UDP at the node address.
 
 Covers: ``<service>.<namespace>.svc.cluster.local`` answers the ready pod's address; a Service
 with no ready pod answers no address (NOERROR); a missing Service and a malformed cluster name

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from k8see.integrations.github import GitHubClient
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 from tests.contracts import specs
 from tests.contracts.openapi import Violation
 from tests.contracts.recorder import ContractRecorder

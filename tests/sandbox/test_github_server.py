@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 from tests.contracts.recorder import ContractRecorder
 from tests.fixtures.github import SANDBOX_TOKEN
 
@@ -221,7 +221,7 @@ def test_deployments_statuses_and_auto_inactive(github: GitHubSandbox) -> None:
 
 def test_main_serves_until_sigterm_and_can_be_seeded(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "k8see.sandbox.github", "--port", "0", "--token", "t0k"],
+        [sys.executable, "-m", "k8see_sandbox.github", "--port", "0", "--token", "t0k"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from k8see.sandbox import crds
+from k8see_sandbox import crds
 from tests.charts.test_database_subcharts import DATABASES, render
 from tests.conftest import ROOT, require_tool
 from tests.fixtures.databases import require_crds

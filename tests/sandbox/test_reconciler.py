@@ -22,8 +22,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from k8see.sandbox import crds
-from k8see.sandbox.reconciler import STANDIN_LABEL, OperatorStandIn
+from k8see_sandbox import crds
+from k8see_sandbox.reconciler import STANDIN_LABEL, OperatorStandIn
 from tests.charts.test_database_subcharts import render
 from tests.fixtures.databases import require_crds
 from tests.fixtures.kube import TESTAPP_IMAGE

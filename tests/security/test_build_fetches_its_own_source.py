@@ -15,9 +15,9 @@ import pytest
 
 from k8see.errors import K8seeError
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import build
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.images import LocalRegistry, read_image_file
 from tests.security.common import REPO, platform_settings, source_repo, stage_ctx
 

@@ -17,9 +17,9 @@ import pytest
 
 from k8see.errors import Refused
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.stages import destroy
 from k8see.stages.trust import REFUSAL_MARKER
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.kube import RUN_ID
 from tests.security.common import REPO, platform_settings, stage_ctx
 from tests.stages.test_cleanup import add_namespace

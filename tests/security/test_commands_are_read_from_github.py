@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from k8see import approvals, coordination, state
 from k8see.cli import main
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages.trust import REFUSAL_MARKER
+from k8see_sandbox.github import GitHubSandbox
 from tests.security.common import REPO, platform_settings, source_repo, worker
 
 pytestmark = pytest.mark.timeout(120)

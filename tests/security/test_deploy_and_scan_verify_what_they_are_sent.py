@@ -22,9 +22,9 @@ from k8see import names
 from k8see.errors import Refused
 from k8see.integrations import kube
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy, scan
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.images import LocalRegistry
 from tests.fixtures.kube import RUN_ID, ClusterRegistry, push_testapp
 from tests.security.common import REPO, platform_settings, source_repo, stage_ctx

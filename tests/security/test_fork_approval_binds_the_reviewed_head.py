@@ -17,9 +17,9 @@ import redis
 from k8see import approvals
 from k8see.errors import Refused
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.stages import validate
 from k8see.stages.trust import REFUSAL_MARKER
+from k8see_sandbox.github import GitHubSandbox
 from tests.security.common import REPO, commit, platform_settings, source_repo, stage_ctx
 
 

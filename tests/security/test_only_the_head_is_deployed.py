@@ -13,8 +13,8 @@ import pytest
 
 from k8see.errors import Stale
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.stages import build, validate
+from k8see_sandbox.github import GitHubSandbox
 from tests.security.common import REPO, commit, platform_settings, source_repo, stage_ctx
 
 

@@ -29,7 +29,7 @@ from k8see.cli import EXIT_USAGE
 from k8see.client import enqueue, follow
 from k8see.events import decide_from_flags
 from k8see.run import Status
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 from tests.security.common import REPO, platform_settings, source_repo, worker
 
 VICTIM = "victim/secret-app"

@@ -21,10 +21,10 @@ import redis
 from k8see import approvals
 from k8see.integrations.buildstorage import SCOPE_FILE
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import build, validate
 from k8see.stages.context import StageContext
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN, git
 from tests.fixtures.images import LocalRegistry
 

@@ -40,10 +40,10 @@ from k8see import maintenance, state
 from k8see.integrations.ecr import LIFECYCLE_POLICY, EcrRegistry, cache_lifecycle_policy
 from k8see.integrations.registry import OciRegistry
 from k8see.integrations.registry_access import ensure_repository, registry_host
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings, load_settings
 from k8see.stages import cache_prune
 from k8see.stages.cache_prune import cache_repositories
+from k8see_sandbox.github import GitHubSandbox
 from tests.conftest import free_port
 from tests.fixtures.github import SANDBOX_TOKEN
 from tests.fixtures.images import AwsServer, LocalRegistry

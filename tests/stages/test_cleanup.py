@@ -21,9 +21,9 @@ import pytest
 import redis
 
 from k8see import coordination, maintenance, names, state
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings, load_settings
 from k8see.stages.preserve import iso
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN
 
 DAY = 86400.0

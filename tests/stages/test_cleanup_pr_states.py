@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from k8see.integrations.github import GitHubClient
-from k8see.sandbox.github import GitHubSandbox
 from k8see.stages.cleanup import PrStates
+from k8see_sandbox.github import GitHubSandbox
 
 REPO = "acme/fleet"
 LIST = ("GET", f"/repos/{REPO}/pulls")

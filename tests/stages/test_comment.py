@@ -11,10 +11,10 @@ import pytest
 
 from k8see.integrations.github import make_client
 from k8see.run import Action, Run, Status
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import comment
 from k8see.stages.context import StageContext
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

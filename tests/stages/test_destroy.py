@@ -21,10 +21,10 @@ from kubernetes import client, watch
 from k8see import names
 from k8see.integrations import kube
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings, ServiceAccountRef
 from k8see.stages import destroy
 from k8see.stages.context import StageContext
+from k8see_sandbox.github import GitHubSandbox
 from tests.conftest import require_tool
 from tests.fixtures.github import SANDBOX_TOKEN
 from tests.fixtures.kube import RUN_ID

@@ -22,10 +22,10 @@ from kubernetes import client
 
 from k8see import names
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import comment, destroy
 from k8see.stages.context import StageContext
+from k8see_sandbox.github import GitHubSandbox
 from tests.conftest import require_tool
 from tests.fixtures.github import SANDBOX_TOKEN
 from tests.fixtures.kube import RUN_ID

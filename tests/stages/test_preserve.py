@@ -22,10 +22,10 @@ import redis
 
 from k8see import maintenance, names, state
 from k8see.errors import PolicyError
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import preserve
 from k8see.stages.preserve import iso
+from k8see_sandbox.github import GitHubSandbox
 from tests.stages.test_cleanup import add_namespace, make_settings
 
 HOUR = 3600.0

@@ -20,10 +20,10 @@ import redis
 from k8see import approvals
 from k8see.errors import ConfigError, PolicyError, Refused
 from k8see.run import Action, Run
-from k8see.sandbox.github import GitHubSandbox
 from k8see.settings import PlatformSettings
 from k8see.stages import validate
 from k8see.stages.context import StageContext
+from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN, git
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,8 +26,9 @@ from k8see import coordination, state
 from k8see.client import Outcome, enqueue, follow
 from k8see.events import decide_from_flags
 from k8see.integrations.kube import make_api
-from k8see.sandbox.databases import describe
-from k8see.sandbox.platform import (
+from k8see.settings import PlatformSettings, load_settings
+from k8see_sandbox.databases import describe
+from k8see_sandbox.platform import (
     ROOT,
     Platform,
     free_port,
@@ -35,7 +36,6 @@ from k8see.sandbox.platform import (
     interrupt_on_signals,
     tool,
 )
-from k8see.settings import PlatformSettings, load_settings
 
 DEMO_ORG = "k8see-demo"
 PR_NUMBER = 1

@@ -10,7 +10,7 @@ in memory (``github_state``); the endpoints are in ``github_routes``. Tests driv
     hub.add_repo("acme/shop", collaborators={"alice": "write"})
     hub.add_pull("acme/shop", 7, head_sha="a" * 40, head_ref="feature")
 
-``python -m k8see.sandbox.github --port 0`` serves it as a process (``k8see sandbox up``); that
+``python -m k8see_sandbox.github --port 0`` serves it as a process (``k8see sandbox up``); that
 process is seeded over HTTP with ``POST /_sandbox/{repos,pulls,sources}`` (static token only).
 
 Every exchange is handed to the sandbox's ``observer`` (``GitHubSandbox.default_observer`` for
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from k8see.sandbox.github_identity import OidcIssuer, WebhookSender
-from k8see.sandbox.github_routes import ROUTES, Reply, Request, error, not_found
-from k8see.sandbox.github_state import Actor, Faults, GitHubState
-from k8see.sandbox.github_webhooks import issue_comment_event, pull_request_event
+from k8see_sandbox.github_identity import OidcIssuer, WebhookSender
+from k8see_sandbox.github_routes import ROUTES, Reply, Request, error, not_found
+from k8see_sandbox.github_state import Actor, Faults, GitHubState
+from k8see_sandbox.github_webhooks import issue_comment_event, pull_request_event
 
 __all__ = ["Exchange", "Faults", "GitHubSandbox", "Observer", "main"]
 
@@ -565,7 +565,7 @@ def _conditional(reply: Reply, if_none_match: str | None) -> Reply:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the sandbox until SIGTERM or SIGINT; prints ``listening on URL`` first."""
-    parser = argparse.ArgumentParser(prog="python -m k8see.sandbox.github")
+    parser = argparse.ArgumentParser(prog="python -m k8see_sandbox.github")
     parser.add_argument("--port", type=int, default=0, help="TCP port (0: a free one)")
     parser.add_argument("--token", default="sandbox-token", help="the static token to accept")
     args = parser.parse_args(argv)

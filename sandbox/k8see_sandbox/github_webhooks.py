@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from k8see.sandbox import github_shapes as shapes
-from k8see.sandbox.github_state import GitHubState, public
+from k8see_sandbox import github_shapes as shapes
+from k8see_sandbox.github_state import GitHubState, public
 
 __all__ = ["issue_comment_event", "pull_request_event"]
 

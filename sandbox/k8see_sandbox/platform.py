@@ -29,12 +29,12 @@ from typing import IO, TYPE_CHECKING
 
 from k8see import redis_acl
 from k8see.errors import ToolMissing
-from k8see.sandbox.github import GitHubSandbox
+from k8see_sandbox.github import GitHubSandbox
 
 if TYPE_CHECKING:
-    from k8see.sandbox.cluster import LocalCluster
-    from k8see.sandbox.cluster.identities import PoolIdentities
-    from k8see.sandbox.reconciler import OperatorStandIn
+    from k8see_sandbox.cluster import LocalCluster
+    from k8see_sandbox.cluster.identities import PoolIdentities
+    from k8see_sandbox.reconciler import OperatorStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_TOKEN = "sandbox-token"
@@ -137,7 +137,7 @@ class Platform:
         return self
 
     def _start_cluster(self) -> None:
-        from k8see.sandbox.cluster import LocalCluster, identities
+        from k8see_sandbox.cluster import LocalCluster, identities
 
         if self.cluster is None:
             self.cluster = LocalCluster().start()
@@ -149,12 +149,12 @@ class Platform:
 
     def start_operators(self) -> None:
         """Install the database operators' CRDs and start the reconciler standing in for the
-        operators (``k8see.sandbox.crds``, ``k8see.sandbox.reconciler``)."""
+        operators (``k8see_sandbox.crds``, ``k8see_sandbox.reconciler``)."""
         from kubernetes import config
 
-        from k8see.sandbox import crds
-        from k8see.sandbox.cluster.images import TESTAPP_IMAGE
-        from k8see.sandbox.reconciler import OperatorStandIn
+        from k8see_sandbox import crds
+        from k8see_sandbox.cluster.images import TESTAPP_IMAGE
+        from k8see_sandbox.reconciler import OperatorStandIn
 
         api = config.new_client_from_config(config_file=str(self.kubeconfig))
         self.operator_crds = crds.install(api, crds.DATABASE_CRDS)
@@ -165,7 +165,7 @@ class Platform:
             return
         self.operators.stop()
         if not self.own_cluster:  # a shared cluster gets back what it had
-            from k8see.sandbox import crds
+            from k8see_sandbox import crds
 
             crds.uninstall(self.operators.api, self.operator_crds)
         self.operators.api.close()

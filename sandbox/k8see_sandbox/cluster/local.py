@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from k8see.sandbox.cluster import images, node
-from k8see.sandbox.cluster.pki import Pki
-from k8see.sandbox.platform import free_port, tool, wait_for_port
+from k8see_sandbox.cluster import images, node
+from k8see_sandbox.cluster.pki import Pki
+from k8see_sandbox.platform import free_port, tool, wait_for_port
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class LocalCluster:
         """The cluster DNS the kubelet points pods at (``dns.ClusterDns``), in this process."""
         from kubernetes import config
 
-        from k8see.sandbox.cluster.dns import ClusterDns
+        from k8see_sandbox.cluster.dns import ClusterDns
 
         assert self.slot is not None
         api = config.new_client_from_config(config_file=str(self.admin_kubeconfig))

@@ -1,6 +1,6 @@
 """What stands in for the database operators in the local cluster: a small reconciler.
 
-The CRDs are the operators' own (``k8see.sandbox.crds``); the operators are not. For each
+The CRDs are the operators' own (``k8see_sandbox.crds``); the operators are not. For each
 CloudNativePG ``Cluster``, ``MongoDBCommunity`` and MinIO ``Tenant`` this reconciler creates,
 through the real API, what the real operator creates and the app relies on:
 

@@ -10,6 +10,6 @@ development node leaves out (kube-proxy, NetworkPolicy enforcement); cluster DNS
 stand-in for CoreDNS (``dns``).
 """
 
-from k8see.sandbox.cluster.local import LocalCluster
+from k8see_sandbox.cluster.local import LocalCluster
 
 __all__ = ["LocalCluster"]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from k8see.sandbox import github_shapes as shapes
-from k8see.sandbox.github_state import (
+from k8see_sandbox import github_shapes as shapes
+from k8see_sandbox.github_state import (
     COMMIT_STATES,
     DEPLOYMENT_STATES,
     REACTIONS,

@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from k8see.errors import ToolMissing
-from k8see.sandbox.platform import ROOT
+from k8see_sandbox.platform import ROOT
 
 __all__ = [
     "CRD_DIR",

@@ -1,7 +1,8 @@
 """The sandbox commands of ``k8see``: local stand-ins for a cluster and GitHub, and the demo.
 
 Kept apart from ``k8see.cli`` because they serve the tests and ``make demo``, not the platform;
-``k8see.cli`` registers them on its group. Each imports ``k8see.sandbox`` lazily, so the
+``k8see.cli`` registers them on its group from the ``k8see.commands`` entry points of this
+distribution (``sandbox/pyproject.toml``). Each imports ``k8see_sandbox`` lazily, so the
 client's commands never load the stand-ins.
 """
 
@@ -21,8 +22,8 @@ def sandbox() -> None:
 @sandbox.command("cluster")
 def sandbox_cluster() -> None:
     """Run a local Kubernetes cluster (control plane and one node) until interrupted."""
-    from k8see.sandbox.cluster import LocalCluster
-    from k8see.sandbox.platform import interrupt_on_signals, serve_until_signalled
+    from k8see_sandbox.cluster import LocalCluster
+    from k8see_sandbox.platform import interrupt_on_signals, serve_until_signalled
 
     interrupt_on_signals()  # a SIGTERM during the start stops what started (LocalCluster.start)
     cluster = LocalCluster().start()
@@ -34,7 +35,7 @@ def sandbox_cluster() -> None:
 @click.option("--port", type=int, default=0, show_default=True)
 def sandbox_github(port: int) -> None:
     """Serve the sandbox GitHub API."""
-    from k8see.sandbox.github import main as serve
+    from k8see_sandbox.github import main as serve
 
     sys.exit(serve(["--port", str(port)]))
 
@@ -50,7 +51,7 @@ def sandbox_github(port: int) -> None:
 )
 def sandbox_up(workdir: str) -> None:
     """Start Redis, the Kubernetes and GitHub stand-ins and a registry; print their env."""
-    from k8see.sandbox.platform import run_forever
+    from k8see_sandbox.platform import run_forever
 
     sys.exit(run_forever(Path(workdir)))
 
@@ -71,7 +72,7 @@ def sandbox_up(workdir: str) -> None:
 )
 def demo(example: str, keep: bool, workdir: str, front_door: str) -> None:
     """Run the main job on the local sandbox: open a PR, see it ready, close it."""
-    from k8see.sandbox.demo import run_demo
+    from k8see_sandbox.demo import run_demo
 
     code = run_demo(example=example, keep=keep, workdir=Path(workdir), front_door=front_door)
     sys.exit(code)

@@ -2,8 +2,8 @@
 
 On a real cluster the platform admin installs the CloudNativePG, MongoDB Community and MinIO
 operators, which install their CRDs; the app chart never ships them. The sandbox installs the
-operators' real CRDs (``k8see.sandbox.crds``; MinIO's Tenant is a stand-in) and runs a small
-reconciler in place of the operators (``k8see.sandbox.reconciler``), then shows what the
+operators' real CRDs (``k8see_sandbox.crds``; MinIO's Tenant is a stand-in) and runs a small
+reconciler in place of the operators (``k8see_sandbox.reconciler``), then shows what the
 deploy created: the database objects, the app's connection variables and wait init
 containers, and the quota. No database server runs in the sandbox, and the demo says so.
 """

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from k8see.sandbox import github_shapes as shapes
+from k8see_sandbox import github_shapes as shapes
 
 #: Reaction contents GitHub accepts (others get 422).
 REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
