@@ -231,7 +231,8 @@ class Platform:
 
     def _push_mirror(self) -> None:
         """Fill the registry with the busybox base image, so ``FROM busybox`` builds offline."""
-        from k8see.integrations.registry import OciRegistry, push_mirror
+        from k8see.integrations.registry import OciRegistry
+        from k8see_sandbox.mirror import push_mirror
 
         registry = OciRegistry(host=self.registry_host, insecure=True)
         try:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from k8see.integrations.builders import BuildahBuilder, write_registries_conf
 from k8see.integrations.buildstorage import BuildScope
-from k8see.integrations.registry import push_mirror
+from k8see_sandbox.mirror import push_mirror
 from tests.benchmarks.measure import Result
 from tests.fixtures.images import HELLO_DIR, MIRROR_DIR, PLATFORMS, LocalRegistry
 

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from k8see.errors import RegistryError
-from k8see.integrations.registry import OciRegistry, push_oci_layout
+from k8see.integrations.registry import OciRegistry
+from k8see_sandbox.mirror import push_oci_layout
 from tests.fixtures.images import MIRROR_DIR, LocalRegistry
 from tests.fixtures.kubefaults import FaultProxy
 
