@@ -55,6 +55,11 @@ def _pipeline(args: argparse.Namespace, workdir: Path) -> list[Result]:
             )
             warm = next(r for r in results if r.name.startswith("time to URL: warm rebuild"))
             results += bp.orchestration_overhead(b, runs=2 if args.quick else 5)
+            bare = bp.bare_handoffs(h.platform.redis_url, workdir, chains=2 if args.quick else 5)
+            for r in results:
+                if r.name.startswith("hand-off latency"):
+                    r.baseline = bare
+            results += bp.github_calls(b, cycles=1 if args.quick else 2)
             results += bp.push_storm(b)
             per_pr = statistics.median(warm.samples)
             results += bp.fan_out(b, prs=args.fanout_prs, per_pr_seconds=per_pr)
