@@ -23,11 +23,11 @@ DONE_KEY = "bare:done"
 def register(app: Celery) -> None:
     clients: dict[str, redis.Redis] = {}
 
-    @app.task(name="bare.noop")  # type: ignore[untyped-decorator]
+    @app.task(name="bare.noop", shared=False)  # type: ignore[untyped-decorator]
     def noop(payload: Any) -> Any:
         return payload
 
-    @app.task(name="bare.done")  # type: ignore[untyped-decorator]
+    @app.task(name="bare.done", shared=False)  # type: ignore[untyped-decorator]
     def done(payload: Any, key: str = DONE_KEY) -> Any:
         url = str(app.conf.broker_url)
         if url not in clients:

@@ -127,11 +127,8 @@ def time_to_url(b: Bench, *, cold_runs: int = 2, warm_runs: int = 3) -> list[Res
         Result("time to URL: cold build", "s", cold, {**params, "runs": cold_runs}),
         Result("time to URL: warm rebuild (push)", "s", warm, {**params, "runs": warm_runs}),
     ]
-    if cold and warm:
-        import statistics
-
-        results[1].ratio = statistics.median(warm) / statistics.median(cold)
-        results[1].notes = "ratio = warm median / cold median"
+    if cold:
+        results[1].baseline = Baseline("time to URL: cold build", cold, results[0].parameters)
     for s in STAGES:
         results.append(Result(f"time to URL: cold, {s} stage", "s", cold_stages[s], params))
         results.append(Result(f"time to URL: warm, {s} stage", "s", warm_stages[s], params))
@@ -281,11 +278,20 @@ def push_storm(b: Bench, *, pushes: int = 50) -> list[Result]:
 
 
 def _path_shape(path: str) -> str:
-    """``/repos/o/r/issues/12/comments`` -> ``/repos/{repo}/issues/{n}/comments``."""
+    """``/repos/o/r/issues/12/comments`` -> ``/repos/{repo}/issues/{n}/comments``, and a
+    commit's SHA -> ``{sha}``."""
     parts = path.split("/")
     if len(parts) > 3 and parts[1] == "repos":
         parts[2:4] = ["{repo}"]
-    return "/".join("{n}" if p.isdigit() else p for p in parts)
+
+    def shape(part: str) -> str:
+        if part.isdigit():
+            return "{n}"
+        if len(part) == 40 and all(c in "0123456789abcdef" for c in part):
+            return "{sha}"
+        return part
+
+    return "/".join(shape(p) for p in parts)
 
 
 def github_calls(b: Bench, *, cycles: int = 2) -> list[Result]:
@@ -410,8 +416,9 @@ def fan_out(b: Bench, *, prs: int, per_pr_seconds: float) -> list[Result]:
             "s",
             [elapsed],
             params,
-            ratio=elapsed / ideal,
-            notes="ratio = measured / ideal",
+            baseline=Baseline(
+                "ideal: warm per-PR time x PRs / build slots (computed, not run)", [ideal], params
+            ),
         ),
         Result("fan-out: queue wait per task", "s", waits, params),
     ]
