@@ -20,9 +20,10 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
-from tests.benchmarks.measure import Result, TaskEvents, markdown_table, print_table
+from tests.benchmarks.measure import Result, TaskEvents, markdown_table, print_table, skipped
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench" / "results.json"
@@ -87,33 +88,37 @@ def main() -> int:
         for group in args.only:
             t0 = time.monotonic()
             print(f"== {group} ...", flush=True)
-            if group == "enqueue":
-                results += bench_client.enqueue_cold_start(runs=5 if args.quick else 20)
-            elif group == "frontdoor":
-                from tests.benchmarks import bench_front_doors
+            try:
+                if group == "enqueue":
+                    results += bench_client.enqueue_cold_start(runs=5 if args.quick else 20)
+                elif group == "frontdoor":
+                    from tests.benchmarks import bench_front_doors
 
-                results += bench_front_doors.front_door(deliveries=100 if args.quick else 300)
-            elif group == "throughput":
-                results += bench_client.throughput(
-                    pipelines=30 if args.quick else 100, repeats=1 if args.quick else 3
-                )
-            elif group == "build":
-                from tests.benchmarks import bench_build
+                    results += bench_front_doors.front_door(deliveries=100 if args.quick else 300)
+                elif group == "throughput":
+                    results += bench_client.throughput(
+                        pipelines=30 if args.quick else 100, repeats=1 if args.quick else 3
+                    )
+                elif group == "build":
+                    from tests.benchmarks import bench_build
 
-                results += bench_build.build_times(runs=1 if args.quick else 3)
-            elif group == "kubeproxy":
-                from tests.benchmarks import bench_kubeproxy
+                    results += bench_build.build_times(runs=1 if args.quick else 3)
+                elif group == "kubeproxy":
+                    from tests.benchmarks import bench_kubeproxy
 
-                results += bench_kubeproxy.proxy_overhead(
-                    requests=50 if args.quick else 200, upgrades=2 if args.quick else 5
-                )
-            elif group == "pipeline":
-                results += _pipeline(args, workdir)
-            elif group == "cleanup":
-                envs = args.cleanup_environments
-                results += bench_cleanup.cleanup_at_scale(
-                    workdir / "cleanup", environments=envs, closed=envs * 3 // 10
-                )
+                    results += bench_kubeproxy.proxy_overhead(
+                        requests=50 if args.quick else 200, upgrades=2 if args.quick else 5
+                    )
+                elif group == "pipeline":
+                    results += _pipeline(args, workdir)
+                elif group == "cleanup":
+                    envs = args.cleanup_environments
+                    results += bench_cleanup.cleanup_at_scale(
+                        workdir / "cleanup", environments=envs, closed=envs * 3 // 10
+                    )
+            except Exception as exc:  # noqa: BLE001 - one group's failure must not lose the others
+                traceback.print_exc()
+                results.append(skipped(f"{group}: failed", f"{type(exc).__name__}: {exc}"))
             print(f"   {group} took {time.monotonic() - t0:.0f}s", flush=True)
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     machine["bench_seconds"] = round(time.monotonic() - started, 1)

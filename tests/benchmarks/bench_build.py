@@ -140,12 +140,12 @@ def build_times(*, runs: int = 3) -> list[Result]:
             registry.stop()
     params = {"platforms": list(PLATFORMS), "runs": runs, "cache_repository": CACHE}
     results = [Result(names[key], "s", samples[key], dict(params)) for key in names]
-    cold = Baseline(names["cold"], samples["cold"], dict(params))
-    plain = Baseline(names["cold_plain"], samples["cold_plain"], dict(params))
+    cold_base = Baseline(names["cold"], samples["cold"], dict(params))
+    plain_base = Baseline(names["cold_plain"], samples["cold_plain"], dict(params))
     for result, key in zip(results, names, strict=True):
         if key in ("warm", "changed", "fresh"):
-            result.baseline = cold
+            result.baseline = cold_base
         elif key in ("warm_plain", "changed_plain"):
-            result.baseline = plain
+            result.baseline = plain_base
     results[-1].extra = {"steps_from_cache_per_run": reused}
     return results
