@@ -1,8 +1,12 @@
 """Benchmarks through the real pipeline on the sandbox platform: buildah, the registry, Trivy,
-helm, real worker pools at their default sizes, the sandbox Kubernetes and GitHub servers.
+helm, real worker pools at their default sizes, the local Kubernetes cluster (real
+kube-apiserver and kubelet) and the GitHub stand-in.
 
 - orchestration overhead: a full pipeline whose image is already built (full layer cache),
-  minus the time inside the stages; and the hand-off latency between stages;
+  minus the time inside the stages; and the hand-off latency between stages, beside bare
+  Celery chains across two worker processes (``bare_handoffs``);
+- GitHub API calls per event type (opened, push, comment command, closed), counted by the
+  GitHub stand-in;
 - time to URL for examples/hello: cold (empty build storage) and warm (a push to the PR);
 - push storm: 50 synchronize events for one PR within 2 s;
 - fan-out: many PRs opened at once.
