@@ -175,7 +175,8 @@ def _row(r: Result) -> list[str]:
     """benchmark, median, p95, baseline, baseline median, ratio, n."""
     label = f"{r.name} ({r.unit})" if r.unit else r.name
     if r.skipped:
-        return [label, "skipped", "", r.skipped, "", "", ""]
+        reason = r.skipped if len(r.skipped) <= 300 else r.skipped[:300] + " ..."
+        return [label, "skipped", "", reason.replace("|", "/"), "", "", ""]
     s = summary(r.samples)
     ratio = r.effective_ratio()
     base = r.baseline
