@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 from k8see.integrations.builders import BuildahBuilder, write_registries_conf
 from k8see.integrations.buildstorage import BuildScope
 from k8see_sandbox.mirror import push_mirror
-from tests.benchmarks.measure import Result
+from tests.benchmarks.measure import Baseline, Result
 from tests.fixtures.images import HELLO_DIR, MIRROR_DIR, PLATFORMS, LocalRegistry
 
 CACHE = "{image}/cache"
@@ -141,14 +140,12 @@ def build_times(*, runs: int = 3) -> list[Result]:
             registry.stop()
     params = {"platforms": list(PLATFORMS), "runs": runs, "cache_repository": CACHE}
     results = [Result(names[key], "s", samples[key], dict(params)) for key in names]
-    cold_median = statistics.median(samples["cold"])
-    plain_median = statistics.median(samples["cold_plain"])
+    cold_base = Baseline(names["cold"], samples["cold"], dict(params))
+    plain_base = Baseline(names["cold_plain"], samples["cold_plain"], dict(params))
     for result, key in zip(results, names, strict=True):
         if key in ("warm", "changed", "fresh"):
-            result.ratio = statistics.median(samples[key]) / cold_median
-            result.notes = "ratio = median / cold (registry cache on) median"
+            result.baseline = cold_base
         elif key in ("warm_plain", "changed_plain"):
-            result.ratio = statistics.median(samples[key]) / plain_median
-            result.notes = "ratio = median / cold (registry cache off) median"
+            result.baseline = plain_base
     results[-1].extra = {"steps_from_cache_per_run": reused}
     return results

@@ -1,8 +1,12 @@
 """Benchmarks through the real pipeline on the sandbox platform: buildah, the registry, Trivy,
-helm, real worker pools at their default sizes, the sandbox Kubernetes and GitHub servers.
+helm, real worker pools at their default sizes, the local Kubernetes cluster (real
+kube-apiserver and kubelet) and the GitHub stand-in.
 
 - orchestration overhead: a full pipeline whose image is already built (full layer cache),
-  minus the time inside the stages; and the hand-off latency between stages;
+  minus the time inside the stages; and the hand-off latency between stages, beside bare
+  Celery chains across two worker processes (``bare_handoffs``);
+- GitHub API calls per event type (opened, push, comment command, closed), counted by the
+  GitHub stand-in;
 - time to URL for examples/hello: cold (empty build storage) and warm (a push to the PR);
 - push storm: 50 synchronize events for one PR within 2 s;
 - fan-out: many PRs opened at once.
@@ -14,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.measure import Result, TaskEvents, handoffs, wait_until
+from tests.benchmarks.measure import Baseline, Result, TaskEvents, handoffs, wait_until
 from tests.drills.common import WORKER_ENV
 from tests.e2e.harness import ROOT, Harness
 
@@ -32,7 +36,7 @@ class Bench:
         self.settings = load_settings(redis={"url": h.platform.redis_url})
         self.repos = 0
 
-    def repo(self, name: str) -> tuple[str, Path, str]:
+    def repo(self, name: str, collaborators: dict[str, str] | None = None) -> tuple[str, Path, str]:
         """A new git repository, registered with the GitHub sandbox (once: it resets PRs)."""
         self.repos += 1
         name = f"{name}{self.repos}"
@@ -40,7 +44,7 @@ class Bench:
         config = (ROOT / "examples" / "hello" / "k8s-ee.yaml").read_text()
         config = config.replace("projectId: hello", f"projectId: {name}")
         repo, path, sha = self.h.repo(name, {"k8s-ee.yaml": config})
-        self.h.platform.github.add_repo(repo)
+        self.h.platform.github.add_repo(repo, collaborators=collaborators)
         return repo, path, sha
 
     def send(
@@ -58,7 +62,6 @@ class Bench:
             decision,
             settings=self.settings,
             trigger=f"pull_request:{action}",
-            source=str(path),
             client=self.h.redis,
         )
 
@@ -128,11 +131,8 @@ def time_to_url(b: Bench, *, cold_runs: int = 2, warm_runs: int = 3) -> list[Res
         Result("time to URL: cold build", "s", cold, {**params, "runs": cold_runs}),
         Result("time to URL: warm rebuild (push)", "s", warm, {**params, "runs": warm_runs}),
     ]
-    if cold and warm:
-        import statistics
-
-        results[1].ratio = statistics.median(warm) / statistics.median(cold)
-        results[1].notes = "ratio = warm median / cold median"
+    if cold:
+        results[1].baseline = Baseline("time to URL: cold build", cold, results[0].parameters)
     for s in STAGES:
         results.append(Result(f"time to URL: cold, {s} stage", "s", cold_stages[s], params))
         results.append(Result(f"time to URL: warm, {s} stage", "s", warm_stages[s], params))
@@ -171,6 +171,79 @@ def orchestration_overhead(b: Bench, *, runs: int = 5) -> list[Result]:
     return results
 
 
+BARE_QUEUES = ("bare-a", "bare-b")
+
+
+def bare_handoffs(redis_url: str, logdir: Path, *, chains: int = 5, length: int = 5) -> Baseline:
+    """The hand-off baseline: bare Celery chains of ``length`` no-op tasks alternating between
+    two real worker processes on two queues, one chain at a time; next task's
+    ``task-started`` minus its ``task-sent`` (the same events and clock as the pipeline's)."""
+    import os
+    import subprocess
+    import sys
+
+    import redis
+
+    from tests.benchmarks.bare_app import bare_chain, make_app
+    from tests.benchmarks.bench_client import _stop
+
+    env = {
+        **os.environ,
+        "K8SEE_REDIS__URL": redis_url,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    procs = []
+    app = make_app(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    samples: list[float] = []
+    try:
+        for queue in BARE_QUEUES:
+            log = (logdir / f"bare-{queue}.log").open("ab")
+            argv = [sys.executable, "-m", "celery", "-A", "tests.benchmarks.bare_app", "worker"]
+            argv += ["-Q", queue, "-c", "2", "-n", f"{queue}@%h", "-E", "--loglevel", "WARNING"]
+            procs.append(
+                subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        names = {f"{q}@" for q in BARE_QUEUES}
+
+        def up() -> bool:
+            replies = app.control.ping(timeout=0.5)
+            seen = {n.split("@")[0] + "@" for r in replies for n in r}
+            return names <= seen
+
+        wait_until(up, timeout=90, poll=0.5)
+        queues = [BARE_QUEUES[i % 2] for i in range(length)]
+        with TaskEvents(app) as events:
+            for i in range(-1, chains):  # the first chain warms both workers up
+                key = f"bare:handoff:{i}"
+                wall_start = time.time()
+                bare_chain(app, queues, {"chain": i}, key).apply_async()
+                wait_until(lambda k=key: int(client.get(k) or 0) >= 1, timeout=60)  # type: ignore[misc]
+                time.sleep(0.5)  # the last task's events
+                tasks = events.between(wall_start, time.time())
+                if i >= 0 and len(tasks) == length:
+                    # As ``handoffs``, per pair (its keys would merge noop->noop pairs).
+                    samples += [
+                        t["task-started"] - t["task-sent"]
+                        for t in tasks[1:]
+                        if "task-sent" in t and "task-started" in t
+                    ]
+    finally:
+        _stop(procs)
+    return Baseline(
+        "bare Celery chain across two pools",
+        samples,
+        {"chains": chains, "length": length, "queues": list(BARE_QUEUES), "concurrency": 2},
+    )
+
+
 def push_storm(b: Bench, *, pushes: int = 50) -> list[Result]:
     """50 synchronize events for one PR in under 2 s; what ran, and whether the last SHA won."""
     from k8see import state
@@ -206,6 +279,106 @@ def push_storm(b: Bench, *, pushes: int = 50) -> list[Result]:
             "push storm: last SHA won (1 = yes)", "bool", [float(extra["last_sha_won"])], params
         ),
     ]
+
+
+def _path_shape(path: str) -> str:
+    """``/repos/o/r/issues/12/comments`` -> ``/repos/{repo}/issues/{n}/comments``, and a
+    commit's SHA -> ``{sha}``."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "repos":
+        parts[2:4] = ["{repo}"]
+
+    def shape(part: str) -> str:
+        if part.isdigit():
+            return "{n}"
+        if len(part) == 40 and all(c in "0123456789abcdef" for c in part):
+            return "{sha}"
+        return part
+
+    return "/".join(shape(p) for p in parts)
+
+
+def github_calls(b: Bench, *, cycles: int = 2) -> list[Result]:
+    """Requests the GitHub stand-in receives per event type, from the event until the run's
+    record and comment are final and no request came for 2 s: opened, synchronize (a
+    push), ``/deploy-preview`` (a comment command), closed; ``cycles`` PRs each get all four."""
+    from collections import Counter
+
+    github = b.h.platform.github
+    repo, path, _ = b.repo("calls", collaborators={"maintainer": "write"})
+    counts: dict[str, list[float]] = {e: [] for e in ("opened", "synchronize", "comment", "closed")}
+    which: dict[str, Counter[str]] = {e: Counter() for e in counts}
+
+    def settled(pr: int, status: str, want_sha: str | None) -> None:
+        def final() -> bool:
+            record = b.h.record(repo, pr)
+            if record.get("status") == "failed":
+                raise RuntimeError(f"{repo}#{pr} failed: {record.get('error')}")
+            return (
+                record.get("status") == status
+                and record.get("commented") == status
+                and (want_sha is None or record.get("sha") == want_sha)
+            )
+
+        wait_until(final, timeout=600)
+        last, quiet_since = len(github.calls), time.monotonic()
+        while time.monotonic() - quiet_since < 2.0:
+            time.sleep(0.2)
+            if len(github.calls) != last:
+                last, quiet_since = len(github.calls), time.monotonic()
+
+    def opened(pr: int, head: str) -> None:
+        b.send(repo, path, pr, head)
+
+    def pushed(pr: int, head: str) -> None:
+        b.send(repo, path, pr, head, action="synchronize")
+
+    def command(pr: int, head: str) -> None:
+        done = b.h.command(repo, pr, "/deploy-preview", login="maintainer")
+        if done.returncode != 0:
+            raise RuntimeError(f"/deploy-preview failed: {done.stderr}")
+
+    def closed(pr: int, head: str) -> None:
+        github.add_pull(repo, pr, head_sha=head, head_ref="feature", state="closed")
+        b.send(repo, path, pr, head, action="closed", pull=False)
+
+    steps = (
+        ("opened", opened, "ready"),
+        ("synchronize", pushed, "ready"),
+        ("comment", command, "ready"),
+        ("closed", closed, "destroyed"),
+    )
+    for pr in range(1, cycles + 1):
+        head = ""
+        for event, act, status in steps:
+            if event in ("opened", "synchronize"):
+                head = b.h.commit(path, f"PR {pr} {event}")
+            before = len(github.calls)
+            act(pr, head)
+            settled(pr, status, head if status == "ready" else None)
+            calls = github.calls[before:]
+            counts[event].append(float(len(calls)))
+            which[event].update(f"{m} {_path_shape(p)}" for m, p in calls)
+    labels = {
+        "opened": "pull_request opened",
+        "synchronize": "pull_request synchronize (push)",
+        "comment": "issue_comment /deploy-preview",
+        "closed": "pull_request closed",
+    }
+    results = []
+    for event, samples in counts.items():
+        per = {k: round(v / len(samples), 2) for k, v in sorted(which[event].items())}
+        results.append(
+            Result(
+                f"GitHub API calls: {labels[event]}",
+                "requests",
+                samples,
+                {"cycles": cycles, "goal_per_push": 5},
+                notes="requests the GitHub stand-in received, per event",
+                extra={"requests_per_event": per, "not_modified_total": github.not_modified},
+            )
+        )
+    return results
 
 
 def fan_out(b: Bench, *, prs: int, per_pr_seconds: float) -> list[Result]:
@@ -247,8 +420,9 @@ def fan_out(b: Bench, *, prs: int, per_pr_seconds: float) -> list[Result]:
             "s",
             [elapsed],
             params,
-            ratio=elapsed / ideal,
-            notes="ratio = measured / ideal",
+            baseline=Baseline(
+                "ideal: warm per-PR time x PRs / build slots (computed, not run)", [ideal], params
+            ),
         ),
         Result("fan-out: queue wait per task", "s", waits, params),
     ]

@@ -13,8 +13,31 @@ from typing import Any
 
 
 @dataclass
+class Baseline:
+    """What a figure is judged against, measured in the same run: bare Celery, the tools run
+    back to back, the same call made directly. ``name`` says what was measured."""
+
+    name: str
+    samples: list[float]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def median(self) -> float | None:
+        return summary(self.samples)["median"]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(summary(self.samples))
+        data["samples"] = [round(s, 4) for s in self.samples]
+        return data
+
+
+@dataclass
 class Result:
-    """One benchmark figure: a summary of samples, or a single measured value."""
+    """One benchmark figure: a summary of samples, or a single measured value.
+
+    ``baseline``, when there is one, was measured in the same run; the ratio is then this
+    figure's median over the baseline's median unless ``ratio`` is set explicitly.
+    """
 
     name: str
     unit: str
@@ -24,11 +47,25 @@ class Result:
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     skipped: str = ""
+    baseline: Baseline | None = None
+
+    def effective_ratio(self) -> float | None:
+        if self.ratio is not None:
+            return self.ratio
+        if self.baseline is None or not self.samples:
+            return None
+        base = self.baseline.median()
+        if not base:
+            return None
+        return statistics.median(self.samples) / base
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(summary(self.samples))
         data["samples"] = [round(s, 4) for s in self.samples]
+        data["baseline"] = self.baseline.to_dict() if self.baseline is not None else None
+        ratio = self.effective_ratio()
+        data["ratio"] = round(ratio, 4) if ratio is not None else None
         return data
 
 
@@ -134,20 +171,40 @@ def handoffs(tasks: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _row(r: Result) -> list[str]:
+    """benchmark, median, p95, baseline, baseline median, ratio, n."""
+    label = f"{r.name} ({r.unit})" if r.unit else r.name
+    if r.skipped:
+        reason = r.skipped if len(r.skipped) <= 300 else r.skipped[:300] + " ..."
+        return [label, "skipped", "", reason.replace("|", "/"), "", "", ""]
+    s = summary(r.samples)
+    ratio = r.effective_ratio()
+    base = r.baseline
+    return [
+        label,
+        _fmt(s["median"]),
+        _fmt(s["p95"]),
+        base.name if base is not None else "-",
+        _fmt(base.median()) if base is not None else "-",
+        f"{ratio:.2f}" if ratio is not None else "-",
+        str(len(r.samples)) + (f"/{len(base.samples)}" if base is not None else ""),
+    ]
+
+
 def print_table(results: list[Result]) -> None:
     header = (
-        f"{'benchmark':<46} {'median':>10} {'p95':>10} {'min':>10} {'max':>10} {'unit':<6} ratio"
+        f"{'benchmark':<58} {'median':>9} {'p95':>9}  {'base median':>11} {'ratio':>6} {'n':>7}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
+        name, median, p95, base, base_median, ratio, n = _row(r)
         if r.skipped:
-            print(f"{r.name:<46} SKIPPED: {r.skipped}")
+            print(f"{name:<58} SKIPPED: {r.skipped}")
             continue
-        s = summary(r.samples)
-        cells = " ".join(f"{_fmt(s[k]):>10}" for k in ("median", "p95", "min", "max"))
-        ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
-        print(f"{r.name:<46} {cells} {r.unit:<6} {ratio}")
+        print(f"{name:<58} {median:>9} {p95:>9}  {base_median:>11} {ratio:>6} {n:>7}")
+        if r.baseline is not None:
+            print(f"{'':<4}baseline: {base}")
 
 
 def _fmt(value: float | None) -> str:
@@ -157,17 +214,11 @@ def _fmt(value: float | None) -> str:
 
 
 def markdown_table(results: list[Result]) -> str:
-    """The figures as the markdown table docs/benchmarks.md carries."""
+    """The figures as the markdown table docs/benchmarks.md carries (n: figure/baseline)."""
     lines = [
-        "| benchmark | median | p95 | min | max | unit | ratio | n |",
-        "|---|---:|---:|---:|---:|---|---:|---:|",
+        "| benchmark | median | p95 | baseline | baseline median | ratio | n |",
+        "|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in results:
-        if r.skipped:
-            lines.append(f"| {r.name} | skipped: {r.skipped} | | | | | | |")
-            continue
-        s = summary(r.samples)
-        cells = " | ".join(_fmt(s[k]) for k in ("median", "p95", "min", "max"))
-        ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
-        lines.append(f"| {r.name} | {cells} | {r.unit} | {ratio} | {len(r.samples)} |")
+        lines.append("| " + " | ".join(_row(r)) + " |")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """A Celery app whose stage tasks only record: the framework without the tools.
 
 Every stage task is the real ``StageTask`` (generation and close checks, lease, record
-transitions, counters, chain hand-off, and build's source fetch), registered under the real
+transitions, counters, chain hand-off), registered under the real
 task names on a dedicated app, so the real client's ``enqueue`` drives it unchanged. Only the
 stage bodies are trivial: each adds a small result and returns. Run with
 ``celery -A tests.benchmarks.trivial_app worker -Q <queue>``.
@@ -16,6 +16,7 @@ from k8see.run import Run
 from k8see.settings import load_settings
 from k8see.stages.context import StageContext
 from k8see.tasks import StageTask
+from tests.benchmarks.bare_app import register
 
 STAGES = ("validate", "build", "scan", "deploy", "comment", "destroy")
 
@@ -54,3 +55,7 @@ app = create_app(load_settings(), name="k8see-bench")
 for _stage in STAGES:
     # After the app's shared tasks (the real stages), so these replace them by name.
     app.register_task(_task_class(_stage)())
+
+# The throughput baseline: bare Celery chains of the same length through the same worker
+# processes (bench_client routes each task to the queue of the stage it stands in for).
+register(app)
