@@ -33,6 +33,12 @@ from tests.e2e.harness import TOOLS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
+#: Reset SIGINT to its default and exec the rest of argv (same pid).
+_DEFAULT_SIGINT_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
 
 def _wait_for_output(log: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
     deadline = time.monotonic() + timeout
@@ -116,7 +122,11 @@ def test_a_stopped_demo_leaves_nothing_running(how: str, tmp_path: Path) -> None
         "K8SEE_BUILD__PLATFORMS": "linux/amd64",
         "K8SEE_SCAN__ENABLED": "false",
     }
-    argv = [sys.executable, "-m", "k8see", "demo", "--keep", "--dir", str(workdir)]
+    # SIGINT at its default, as in a terminal's foreground job: a job started in the
+    # background by a shell without job control (`cmd &` in a script) inherits SIGINT ignored,
+    # and Python keeps it ignored, so the demo would never see the Ctrl-C this drill sends.
+    argv = [sys.executable, "-c", _DEFAULT_SIGINT_EXEC, sys.executable, "-m", "k8see", "demo",
+            "--keep", "--dir", str(workdir)]  # fmt: skip
     if how == "parent-killed":
         # As under make: a parent that waits for the demo and dies without passing it on.
         argv = ["sh", "-c", '"$@"; exit $?', "sh", *argv]
