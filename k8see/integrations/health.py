@@ -113,7 +113,8 @@ def pod_diagnostics(
     Returns:
         ``{"reason": <the most telling reason or "">, "message": str, "pods": [...],
         "logs": [last log lines of the first failing container], "probe": <the last probe
-        failure of a pod that is not ready, or "">}``.
+        failure of a pod that is not ready, or "">, "terminating": <pods in their grace
+        period>}``.
     """
     core = client.CoreV1Api(api)
     pods = call(
@@ -122,8 +123,19 @@ def pod_diagnostics(
         label_selector=selector,
         what=f"list pods in {namespace}",
     )
-    out: dict[str, Any] = {"reason": "", "message": "", "pods": [], "logs": [], "probe": ""}
+    out: dict[str, Any] = {
+        "reason": "",
+        "message": "",
+        "pods": [],
+        "logs": [],
+        "probe": "",
+        "terminating": 0,
+    }
     for pod in pods.items or []:
+        if pod.metadata.deletion_timestamp is not None:
+            # An earlier rollout's pod in its grace period: it still counts against the
+            # namespace quota until it is gone.
+            out["terminating"] += 1
         info: dict[str, Any] = {"name": pod.metadata.name, "phase": pod.status.phase or ""}
         for cs in list(pod.status.init_container_statuses or []) + list(
             pod.status.container_statuses or []

@@ -307,9 +307,15 @@ def fail_fast_reason(diagnostics: dict[str, Any]) -> str | None:
     """The waiting reason that makes the rollout hopeless, or None while it may still pass.
 
     A CreateContainerConfigError passes while the Secret is one a database operator has yet
-    to write, or while the kubelet's cache has not caught up: both fix themselves.
+    to write, or while the kubelet's cache has not caught up, and a quota refusal while pods
+    of an earlier rollout terminate: all fix themselves.
     """
     reason = str(diagnostics.get("reason") or "")
+    if reason == "FailedCreate" and diagnostics.get("terminating"):
+        # A quota refusal while an earlier rollout's pods terminate (two pushes in quick
+        # succession): their limits still count until their grace period ends, and the
+        # ReplicaSet controller retries the creation by itself once they are gone.
+        return None
     if reason == "CreateContainerConfigError":
         message = str(diagnostics.get("message") or "")
         if _database_secret_pending(message) or any(
