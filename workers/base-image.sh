@@ -19,7 +19,6 @@ command -v debootstrap >/dev/null || {
 
 HOST_ARCH=$(dpkg --print-architecture)
 PLATFORM=${PLATFORM:-linux/$HOST_ARCH}
-IFS=, read -ra platforms <<<"$PLATFORM"
 
 container=""
 trap '[ -z "$container" ] || buildah rm "$container" >/dev/null' EXIT
@@ -40,17 +39,9 @@ base() {  # arch tag
     container=""
 }
 
-archs=()
-for platform in "${platforms[@]}"; do
-    case "$platform" in
-        linux/amd64) archs+=(amd64) ;;
-        linux/arm64 | linux/arm64/v8) archs+=(arm64) ;;
-        *)
-            echo "base-image: PLATFORM $platform is not supported; use linux/amd64, linux/arm64 or both." >&2
-            exit 2
-            ;;
-    esac
-done
+# shellcheck source=workers/platforms.sh
+source "$(dirname "$0")/platforms.sh"
+platforms_to_archs base-image
 
 if [ "${#archs[@]}" -eq 1 ]; then
     base "${archs[0]}" "$BASE_IMAGE"

@@ -58,18 +58,9 @@ stage_tools() {  # arch
 }
 
 # Every platform is checked before anything is staged or built.
-IFS=, read -ra platforms <<<"$PLATFORM"
-archs=()
-for platform in "${platforms[@]}"; do
-    case "$platform" in
-        linux/amd64) archs+=(amd64) ;;
-        linux/arm64 | linux/arm64/v8) archs+=(arm64) ;;
-        *)
-            echo "build-image: PLATFORM $platform is not supported; use linux/amd64, linux/arm64 or both." >&2
-            exit 2
-            ;;
-    esac
-done
+# shellcheck source=workers/platforms.sh
+source "$ROOT/workers/platforms.sh"
+platforms_to_archs build-image
 rm -rf "$ROOT/workers/bin"
 for arch in "${archs[@]}"; do stage_tools "$arch"; done
 
@@ -88,7 +79,7 @@ if [ -n "${CA_BUNDLE:-}" ]; then
 fi
 
 # One platform: an image; several: a manifest list, made afresh (buildah adds to a list).
-if [ "${#platforms[@]}" -gt 1 ]; then
+if [ "${#archs[@]}" -gt 1 ]; then
     buildah manifest rm "$IMAGE" >/dev/null 2>&1 || true
     output=(--manifest "$IMAGE")
 else
