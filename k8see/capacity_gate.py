@@ -140,13 +140,23 @@ def send(
     return sent
 
 
-def recheck(client: redis.Redis, *, app: Celery, settings: PlatformSettings) -> dict[str, Any]:
-    """Reconcile the admitted set with the records, admit what fits, refresh positions."""
+def recheck(
+    client: redis.Redis,
+    *,
+    app: Celery,
+    settings: PlatformSettings,
+    listed: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Reconcile the admitted set with the records, admit what fits, refresh positions.
+
+    ``listed``: the records as the caller already listed them (the watchdog's pass), so
+    they are read once per pass.
+    """
     if not capacity.enabled(settings.capacity):
         return {"enabled": False}
     records = {
         capacity.env_key(str(r.get("repo")), int(r.get("pr") or 0)): r
-        for r in state.list_records(client)
+        for r in (state.list_records(client) if listed is None else listed)
     }
     admitted = capacity.admitted(client)
     # Counted first, so a place freed below goes to the queue only if it is really free.

@@ -14,6 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.conftest import ROOT
@@ -77,4 +78,18 @@ def test_the_cli_has_the_sandbox_commands_only_through_the_plugin() -> None:
 
     found = {entry.name: entry.value for entry in entry_points(group=PLUGIN_GROUP)}
     assert found == {"sandbox": "k8see_sandbox.cli:sandbox", "demo": "k8see_sandbox.cli:demo"}
-    assert {"sandbox", "demo"} <= set(main.commands)
+    with click.Context(main) as ctx:
+        assert {"sandbox", "demo"} <= set(main.list_commands(ctx))
+        assert main.get_command(ctx, "sandbox") is not None
+        assert main.get_command(ctx, "demo") is not None
+
+
+def test_a_command_of_k8see_itself_loads_no_plugin() -> None:
+    # `k8see enqueue` (a workflow's cold start) and the workers never import the sandbox
+    probe = (
+        "import sys, click; from k8see.cli import main\n"
+        "with click.Context(main) as ctx: assert main.get_command(ctx, 'enqueue')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('k8see_sandbox')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

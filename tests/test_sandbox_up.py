@@ -37,6 +37,16 @@ def _read_env(proc: subprocess.Popen[str], deadline: float) -> dict[str, str]:
     raise AssertionError(f"sandbox up printed no environment: {env}")
 
 
+def _python_after_sourcing(env_file: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by Python in a shell that sourced ``env_file`` (no K8SEE_* inherited)."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{env_file}" && "{sys.executable}" -c "{code}"'],
+        env={k: v for k, v in os.environ.items() if not k.startswith("K8SEE_")},
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_sandbox_up_serves_until_terminated(tmp_path: Path) -> None:
     for tool in ("redis-server", "docker-registry", "kube-apiserver", "kubelet"):
         require_tool(tool)
@@ -66,30 +76,15 @@ def test_sandbox_up_serves_until_terminated(tmp_path: Path) -> None:
         # The env file, sourced by a shell, gives k8see every value intact (the namespace
         # bindings are JSON, which an unquoted export used to strip of its quotes)
         assert any(v.startswith("{") for v in env.values())
-        sourced = subprocess.run(
-            [
-                "bash",
-                "-c",
-                f'source "{tmp_path / "sb" / "env"}" && "{sys.executable}" -c '
-                '"import json, os; print(json.dumps(dict(os.environ)))"',
-            ],
-            env={k: v for k, v in os.environ.items() if not k.startswith("K8SEE_")},
-            capture_output=True,
-            text=True,
-            check=True,
+        env_file = tmp_path / "sb" / "env"
+        sourced = _python_after_sourcing(
+            env_file, "import json, os; print(json.dumps(dict(os.environ)))"
         )
+        assert sourced.returncode == 0, sourced.stderr
         seen = json.loads(sourced.stdout)
         assert {k: seen.get(k) for k in env} == env
-        settings = subprocess.run(
-            [
-                "bash",
-                "-c",
-                f'source "{tmp_path / "sb" / "env"}" && "{sys.executable}" -c '
-                '"from k8see.settings import load_settings; load_settings()"',
-            ],
-            env={k: v for k, v in os.environ.items() if not k.startswith("K8SEE_")},
-            capture_output=True,
-            text=True,
+        settings = _python_after_sourcing(
+            env_file, "from k8see.settings import load_settings; load_settings()"
         )
         assert settings.returncode == 0, settings.stderr
     finally:

@@ -53,12 +53,14 @@ def run_watchdog(
     """One pass; returns what it sent from the outbox, re-drove and failed."""
     now = time.time() if now is None else now
     resent = pipeline.resend_due(app=app, settings=settings, client=client)
+    records = list(state.list_records(client))
     # The capacity queue's re-check: a lost wake-up is found here (capacity_gate.recheck).
-    admitted = capacity_gate.recheck(client, app=app, settings=settings)
+    # Runs it sends are skipped below this pass (still "waiting" in the listing).
+    admitted = capacity_gate.recheck(client, app=app, settings=settings, listed=records)
     pending: set[str] | None = None
     redriven: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    for record in state.list_records(client):
+    for record in records:
         status = str(record.get("status"))
         updated = cleanup.parse_time(record.get("updated_at"))
         # A waiting run has no task on purpose: the capacity queue sends it (recheck above).
