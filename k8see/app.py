@@ -13,27 +13,28 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
-from k8see import liveness
+from k8see import liveness, stage_table
 from k8see.redis_connect import celery_redis, celery_ssl
 from k8see.settings import PlatformSettings, load_settings
 
-#: Queue of each task, by explicit name. Stage names double as task names ``k8see.<stage>``.
-ROUTES: dict[str, str] = {
-    "k8see.validate": "default",
-    "k8see.comment": "default",
-    "k8see.build": "build",
-    "k8see.scan": "build",
-    # Registry work with the build pool's registry credentials (deletes the PR's tags).
-    "k8see.untag": "build",
-    "k8see.deploy": "deploy",
-    "k8see.destroy": "deploy",
-    # Scheduled jobs and preserve commands (k8see.maintenance).
+#: Queue of each scheduled job and the preserve command (k8see.maintenance); the stages'
+#: queues are their rows of ``k8see.stage_table``.
+JOB_ROUTES: dict[str, str] = {
     "k8see.cleanup": "maintenance",
     "k8see.preserve_expiry": "maintenance",
     "k8see.watchdog": "maintenance",
     "k8see.pull_secret_refresh": "maintenance",
     "k8see.preserve": "maintenance",
 }
+
+
+def routes() -> dict[str, str]:
+    """The queue of each task, by explicit name: the stage table's, then the jobs'."""
+    return {**stage_table.routes(), **JOB_ROUTES}
+
+
+#: The routes of k8see's own tasks (a stage added to the table later is in ``routes()``).
+ROUTES: dict[str, str] = routes()
 
 QUEUES = ("default", "build", "deploy", "maintenance")
 
@@ -74,7 +75,7 @@ def create_app(
         "worker_prefetch_multiplier": 1,
         "task_default_queue": "default",
         "task_queues": [Queue(q, routing_key=q) for q in QUEUES],  # type: ignore[no-untyped-call]
-        "task_routes": {task: {"queue": queue} for task, queue in ROUTES.items()},
+        "task_routes": {task: {"queue": queue} for task, queue in routes().items()},
         # Flower and metrics need events; the "sent" event shows queued tasks too.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

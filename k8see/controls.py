@@ -27,7 +27,7 @@ from typing import TypeVar
 import redis
 from celery.exceptions import Reject
 
-from k8see import coordination, state
+from k8see import coordination, stage_table, state
 from k8see.errors import Closed, Stopped, Superseded
 from k8see.logs import redactor
 from k8see.redis_connect import connect
@@ -42,8 +42,6 @@ UNANSWERED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 STOP_CHECK_INTERVAL_SECONDS = 1.0
 #: After Redis did not answer a probe, how long before asking again.
 PROBE_BACKOFF_SECONDS = 5.0
-#: Deploy stages stop when the PR was closed after they were enqueued (close wins).
-DEPLOY_STAGES = frozenset({"validate", "build", "scan", "deploy"})
 
 
 def redis_for(settings: RedisSettings) -> redis.Redis:
@@ -78,7 +76,7 @@ def stop_reason(client: redis.Redis, run: Run, stage: str) -> Stopped | None:
         )
     closes = run.action is Action.DESTROY
     if (
-        stage in DEPLOY_STAGES
+        stage_table.spec(stage).stopped_by_close
         and not closes
         and coordination.is_closed(client, repo=run.repo, pr=run.pr)
     ):

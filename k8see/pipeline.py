@@ -19,37 +19,23 @@ import redis
 from celery import Celery, chain
 from celery.canvas import Signature
 
-from k8see import intake, state
+from k8see import intake, stage_table, state
 from k8see.app import QUEUES
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
 
-DEPLOY_STAGES = ("validate", "build", "scan", "deploy", "comment")
+DEPLOY_STAGES = stage_table.chain(stage_table.DEPLOY)
 #: ``untag`` deletes the PR's image tags after the destroy (best-effort, on the build queue).
-DESTROY_STAGES = ("destroy", "untag", "comment")
-#: A destroy asked for by a comment is checked first: the repository's trigger mode decides
-#: whether the command counts (automatic mode ignores it), and only the worker can read it.
-COMMAND_DESTROY_STAGES = ("validate", "destroy", "untag", "comment")
+DESTROY_STAGES = stage_table.chain(stage_table.DESTROY)
+COMMAND_DESTROY_STAGES = stage_table.chain(stage_table.COMMAND_DESTROY)
 HARD_LIMIT_GRACE_SECONDS = 30
 #: The worker task that authorizes and answers comment commands.
 COMMAND_TASK = "k8see.command"
 
 
 def stage_time_limit(settings: PlatformSettings, stage: str) -> int:
-    """The soft time limit of a stage, in seconds."""
-    return {
-        "validate": 180,
-        "build": settings.build.timeout_seconds,
-        "scan": settings.scan.timeout_seconds,
-        "deploy": settings.deploy.helm_timeout_seconds + 120,
-        # helm uninstall, the namespace wait, then up to a minute after unblocking leftovers
-        # and a minute after forcing an empty namespace (namespace_removal).
-        "destroy": settings.deploy.uninstall_timeout_seconds
-        + settings.deploy.destroy_timeout_seconds
-        + 180,
-        "untag": 180,
-        "comment": 120,
-    }[stage]
+    """The soft time limit of a stage, in seconds (its row of ``k8see.stage_table``)."""
+    return stage_table.spec(stage).time_limit(settings)
 
 
 def describe(run: Run) -> str:
@@ -67,7 +53,7 @@ def _signature(
 ) -> Signature:
     soft = stage_time_limit(settings, stage)
     return app.signature(
-        f"k8see.{stage}",
+        stage_table.spec(stage).task_name,
         args=args,
         soft_time_limit=soft,
         time_limit=soft + HARD_LIMIT_GRACE_SECONDS,
@@ -96,10 +82,11 @@ def chain_for(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
 
 
 def resume_from_deploy(app: Celery, settings: PlatformSettings, run: Run) -> Signature:
-    """The rest of a deploy chain from its deploy stage: what a run that waited for capacity
-    (``k8see.capacity``) is sent when admitted; its validate, build and scan results ride
-    in ``run``, and the deploy stage verifies them again as always."""
-    first, *rest = DEPLOY_STAGES[DEPLOY_STAGES.index("deploy") :]
+    """The rest of a deploy chain from its gated stage (the deploy): what a run that waited
+    for capacity (``k8see.capacity``) is sent when admitted; its validate, build and scan
+    results ride in ``run``, and the deploy stage verifies them again as always."""
+    gated = next(i for i, stage in enumerate(DEPLOY_STAGES) if stage_table.spec(stage).gated)
+    first, *rest = DEPLOY_STAGES[gated:]
     signatures = [_signature(app, settings, first, (run.to_dict(),), run)]
     signatures += [_signature(app, settings, stage, (), run) for stage in rest]
     return chain(*signatures)

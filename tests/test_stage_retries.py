@@ -46,7 +46,7 @@ from k8see.errors import (
 )
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
-from k8see.tasks import is_transient
+from k8see.worker.failures import is_transient
 
 MAX_RETRIES = 5  # more than Celery's default of 3, so the setting is seen to win
 LEASE_WAIT_SECONDS = 4.0

@@ -29,6 +29,7 @@ older commit needs no rebuild); deployments use the digest.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -178,8 +179,7 @@ def pushed_tags(ctx: StageContext, tags: list[str]) -> list[str]:
     The untag stage deletes them when the PR closes: per-commit tags of earlier pushes are
     otherwise unknown (a registry cannot say which PR pushed ``sha-<x>``).
     """
-    record = ctx.extra.get("record")
-    before = record.get("pushed_tags") if isinstance(record, dict) else None
+    before = ctx.record.get("pushed_tags")
     known = [t for t in before if isinstance(t, str)] if isinstance(before, list) else []
     merged = [t for t in known if t not in tags] + tags
     return merged[-MAX_PUSHED_TAGS:]
@@ -278,3 +278,9 @@ def _platforms(run: Run, settings: PlatformSettings) -> tuple[str, ...]:
             "leave it empty to build them all.",
         )
     return tuple(p for p in offered if p in asked)
+
+
+def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+    """The image a build pushed, on the environment record."""
+    result = run.result("build")
+    return {key: result.get(key) for key in ("image", "digest", "platforms", "pushed_tags")}

@@ -117,8 +117,8 @@ def help_text(*, mode: str, settings: PlatformSettings) -> str:
 
 
 def _trigger_mode(run: Run, ctx: StageContext, github: GitHubClient) -> str:
-    record = ctx.extra.get("record")
-    if isinstance(record, dict) and record.get("trigger_mode") in ("automatic", "on-demand"):
+    record = ctx.record
+    if record.get("trigger_mode") in ("automatic", "on-demand"):
         return str(record["trigger_mode"])
     pull = github.get_pull(run.repo, run.pr)
     sha = names.check_sha(pull.head_sha)

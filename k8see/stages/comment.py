@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from k8see import stage_table
 from k8see.errors import GitHubError
 from k8see.integrations.github import GitHubClient, make_client
 from k8see.integrations.scanner import vulnerabilities_scanned
@@ -63,7 +65,6 @@ DATABASE_ENV: dict[str, tuple[str, ...]] = {
     "mariadb": ("MYSQL_URL", "MYSQL_HOST", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DATABASE"),
 }
 SEVERITIES = (("CRITICAL", "🔴"), ("HIGH", "🟠"), ("MEDIUM", "🟡"), ("LOW", "🔵"))
-STAGE_ORDER = ("validate", "build", "scan", "deploy", "destroy", "untag", "comment")
 LOG_TAIL_LINES = 30
 FOOTER = "---\n<sub>🤖 Managed by k8see</sub>"
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
@@ -224,7 +225,8 @@ def _timings(record: dict[str, Any]) -> list[str]:
     timings = record.get("timings")
     if not isinstance(timings, dict) or not timings:
         return []
-    ordered = sorted(timings, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else 99, s))
+    order = stage_table.names()
+    ordered = sorted(timings, key=lambda s: (order.index(s) if s in order else 99, s))
     total = sum(float(v) for v in timings.values() if isinstance(v, int | float))
     rows = [f"| {text(stage)} | {duration(timings[stage])} |" for stage in ordered]
     return [
@@ -391,9 +393,8 @@ def _reaction(status: str, run: Run) -> str | None:
 
 
 def run(run: Run, ctx: StageContext) -> Run:
-    """Upsert the sticky comment from ``ctx.extra["record"]``, react to the command comment."""
-    raw = ctx.extra.get("record")
-    record: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+    """Upsert the sticky comment from ``ctx.record``, react to the command comment."""
+    record: dict[str, Any] = dict(ctx.record)
     for key, value in (
         ("repo", run.repo),
         ("pr", run.pr),
@@ -454,3 +455,12 @@ def _update_deployment(
                 )
     except GitHubError as exc:  # the comment is the record users read; the badge is extra
         ctx.log.warning("GitHub deployment status for %s failed: %s", environment, exc)
+
+
+def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+    """The sticky comment's id, and the status it showed (the watchdog re-sends a comment
+    whose status is not the record's)."""
+    return {
+        "comment_id": run.result("comment").get("comment_id"),
+        "commented": before.get("status"),
+    }

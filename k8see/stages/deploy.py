@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from k8see import names, quota
 from k8see.errors import DeployFailed, HelmError, Where
 from k8see.integrations import health, helm, kube, kubeproxy, preview_secrets, registry_access
 from k8see.integrations.github import make_client
-from k8see.run import Run
+from k8see.run import Run, Status
 from k8see.settings import PlatformSettings
 from k8see.stages import provenance
 from k8see.stages.context import StageContext
@@ -457,3 +458,15 @@ def _check_health(
 def _has_ingress(validated: dict[str, Any]) -> bool:
     ingress = (validated.get("config") or {}).get("ingress") or {}
     return bool(ingress.get("enabled", True))
+
+
+def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+    """A deployed run makes the environment ready at its URL."""
+    result = run.result("deploy")
+    return {
+        "status": Status.READY.value,
+        "preview_url": result.get("preview_url"),
+        "ingress": result.get("ingress", True),
+        "helm_api": result.get("helm_api"),
+        "error": None,
+    }

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from k8see import names
 from k8see.errors import HelmError
 from k8see.integrations import helm, kube, kubeproxy, namespace_removal
 from k8see.integrations.github import make_client
-from k8see.run import Run
+from k8see.run import Run, Status
 from k8see.stages import trust
 from k8see.stages.context import StageContext
 
@@ -150,3 +151,15 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
     if removal.forced:
         ctx.log.warning("namespace %s was empty but stuck; its finalizers were cleared", namespace)
     return outcome
+
+
+def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+    """A destroyed (or preserved) environment, on its record."""
+    result = run.result("destroy")
+    status = Status.PRESERVED if result.get("preserved") else Status.DESTROYED
+    return {
+        "status": status.value,
+        "merged": run.merged,
+        "unblocked": result.get("unblocked") or [],
+        "error": None,
+    }

@@ -19,6 +19,7 @@ code scanning (``scan.upload_sarif``; the result's ``code_scanning``), best-effo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     note = summary.get("vulnerabilities_note") or "no vulnerability database"
     scanners = ", ".join(str(s) for s in summary.get("scanners") or []) or "no scanner"
     return f"vulnerabilities NOT scanned ({note}); {scanners}: {found}"
+
+
+def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+    """The scan's summary, on the environment record."""
+    return {"scan": run.result("scan")}

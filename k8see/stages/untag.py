@@ -1,6 +1,6 @@
 """The untag stage: after a destroy, delete the PR's image tags from the registry.
 
-Input: ``run.result("destroy")`` and the environment record (``ctx.extra["record"]``: the
+Input: ``run.result("destroy")`` and the environment record (``ctx.record``: the
 deployed ``image``, the PR's ``sha`` and every tag its builds pushed, ``pushed_tags``).
 Output: ``run.result("untag")`` = ``{"repository", "deleted", "failed", "absent", "errors"}``
 (``failed`` lists tags; ``errors`` says why, per tag, without secrets), or ``{"skipped":
@@ -19,6 +19,7 @@ policy, or the registry's garbage collection.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from k8see import names
@@ -37,8 +38,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     """Delete the PR's ``pr-<N>`` and ``sha-*`` tags; record what went and what did not."""
     started = time.monotonic()
     destroy = run.result("destroy")
-    record_raw = ctx.extra.get("record")
-    record: dict[str, Any] = dict(record_raw) if isinstance(record_raw, dict) else {}
+    record = ctx.record
     if destroy.get("preserved"):
         return _skip(run, ctx, "preserved", started)
     image = str(record.get("image") or "")
@@ -85,7 +85,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     return run.with_result("untag", result)
 
 
-def tags_of(run: Run, record: dict[str, Any]) -> list[str]:
+def tags_of(run: Run, record: Mapping[str, Any]) -> list[str]:
     """``pr-<N>``, then the PR's commit tags: every one its builds pushed, newest known."""
     tags = [names.image_tag(run.pr)]
     pushed = record.get("pushed_tags")
@@ -109,3 +109,9 @@ def _skip(run: Run, ctx: StageContext, reason: str, started: float) -> Run:
     return run.with_result(
         "untag", {"skipped": reason, "deleted": [], "failed": [], "seconds": seconds}
     )
+
+
+def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+    """The tags deleted on close, and those that could not be, on the record."""
+    result = run.result("untag")
+    return {"untagged": {key: result.get(key) or [] for key in ("deleted", "failed")}}

@@ -20,6 +20,7 @@ Workers never trust the enqueuer. In order, this stage:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from k8see import approvals, names
@@ -214,3 +215,18 @@ def _redecide(run: Run, trigger_mode: str) -> Action:
     if decision.action is Action.SKIP:
         return Action.SKIP
     return decision.action
+
+
+def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+    """What a validated run puts on the environment record: where it will live, and why."""
+    result = run.result("validate")
+    return {
+        "project_id": result.get("project_id"),
+        "namespace": result.get("namespace"),
+        "preview_url": result.get("preview_url"),
+        "databases": result.get("databases", []),
+        "sha": result.get("sha") or run.sha,
+        "ref": result.get("ref") or run.ref,
+        "trigger_mode": result.get("trigger_mode"),
+        "error": None,
+    }

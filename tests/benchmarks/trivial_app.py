@@ -9,13 +9,16 @@ stage bodies are trivial: each adds a small result and returns. Run with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from k8see import stage_table
 from k8see.app import create_app
 from k8see.run import Run
 from k8see.settings import load_settings
+from k8see.stage_table import StageSpec
 from k8see.stages.context import StageContext
-from k8see.tasks import StageTask
+from k8see.worker.stage_task import StageTask
 from tests.benchmarks.bare_app import register
 
 STAGES = ("validate", "build", "scan", "deploy", "comment", "destroy")
@@ -41,14 +44,17 @@ def _record_only(stage: str) -> Any:
 
 
 def _task_class(stage: str) -> type[StageTask]:
+    spec = stage_table.spec(stage)
     body = _record_only(stage)
 
     def run(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
-        if stage == "comment" and payload.get("stopped"):
-            return payload
-        return self.execute(stage, payload, body)
+        return self.execute(spec, payload)
 
-    return type(f"Trivial{stage.title()}", (StageTask,), {"name": f"k8see.{stage}", "run": run})
+    def stage_run(self: StageTask, _: StageSpec) -> Callable[[Run, StageContext], Run]:
+        return body
+
+    attributes = {"name": spec.task_name, "run": run, "stage_run": stage_run}
+    return type(f"Trivial{stage.title()}", (StageTask,), attributes)
 
 
 app = create_app(load_settings(), name="k8see-bench")

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from k8see import stage_table
 from k8see.app import create_app
 from k8see.integrations.process import run_tool
 from k8see.run import Run
 from k8see.settings import load_settings
+from k8see.stage_table import StageSpec
 from k8see.stages.context import StageContext
-from k8see.tasks import StageTask
+from k8see.worker.stage_task import StageTask
 
 STAGES = ("validate", "build", "scan", "deploy", "comment", "destroy")
 SLEEP = (
@@ -72,14 +75,17 @@ def _body(stage: str) -> Any:
 
 
 def _task_class(stage: str) -> type[StageTask]:
+    spec = stage_table.spec(stage)
     body = _body(stage)
 
     def run(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
-        if stage == "comment" and payload.get("stopped"):
-            return payload
-        return self.execute(stage, payload, body)
+        return self.execute(spec, payload)
 
-    return type(f"Ha{stage.title()}", (StageTask,), {"name": f"k8see.{stage}", "run": run})
+    def stage_run(self: StageTask, _: StageSpec) -> Callable[[Run, StageContext], Run]:
+        return body
+
+    attributes = {"name": spec.task_name, "run": run, "stage_run": stage_run}
+    return type(f"Ha{stage.title()}", (StageTask,), attributes)
 
 
 app = create_app(load_settings(), name="k8see-ha")

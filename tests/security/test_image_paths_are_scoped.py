@@ -53,7 +53,7 @@ def test_untag_never_touches_another_repositorys_image(tmp_path: Path) -> None:
         settings=settings,
         log=logging.getLogger("test.untag"),
         workdir=tmp_path,
-        extra={"record": record},
+        record=record,
     )
     run = Run(repo="evil/app", pr=1, sha="a" * 40, generation=1, action=Action.DESTROY)
     # When the attacker's PR closes

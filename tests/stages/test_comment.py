@@ -289,7 +289,7 @@ def context(hub: GitHubSandbox, rec: dict[str, Any], tmp_path: Path) -> StageCon
         settings=settings,
         log=logging.getLogger("k8see.test.comment"),
         workdir=tmp_path,
-        extra={"record": rec},
+        record=rec,
     )
 
 

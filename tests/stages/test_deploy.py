@@ -68,14 +68,22 @@ def ctx(kubeconfig: Path, tmp_path: Path, github: Any) -> StageContext:
             "destroy_timeout_seconds": 30,
         },
     )
-    renewals: list[int] = []
     return StageContext(
         settings=settings,
         log=logging.getLogger("test-deploy"),
         workdir=tmp_path,
-        renew_lease=lambda: renewals.append(1),
-        extra={"renewals": renewals},
+        renew_lease=Renewals(),
     )
+
+
+class Renewals:
+    """A lease renewal that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
 
 
 def with_helm_timeout(ctx: StageContext, seconds: int) -> StageContext:
@@ -141,7 +149,8 @@ def test_deploy_upgrade_and_destroy(ctx: StageContext) -> None:
     assert result["preview_url"] == f"https://{ns}.preview.test"
     assert result["release_revision"] == 1
     assert result["created"] is True
-    assert ctx.extra["renewals"]  # the lease was renewed between steps
+    renewals = ctx.renew_lease
+    assert isinstance(renewals, Renewals) and renewals.calls  # renewed between steps
     api = core(ctx)
     namespace = api.read_namespace(ns)
     assert namespace.metadata.labels[names.LABEL_MANAGED_BY] == "k8see"
