@@ -29,6 +29,11 @@ comments (``is_fork is None``) for the same reason.
 
 Everything taken from a payload is validated (``k8see.names``); a malformed payload of any
 shape raises ``PolicyError``, never ``KeyError`` or ``TypeError``.
+
+Why one module of about 500 lines: it is one pure function of the table above (``decide`` and
+its flag, label and comment entry points), and the private payload readers at the bottom
+(``_get``, ``_sha``, ``_ref``, ...) exist only to make that function's refusals specific. Kept
+together, the rules and the checks of what they read are reviewed, and tested, as one thing.
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@ Precedence: arguments given in code (``load_settings(**overrides)``) over the en
 an optional settings file (``K8SEE_SETTINGS_FILE``, YAML, read by pydantic-settings'
 ``YamlConfigSettingsSource``) over the defaults here; nested groups merge field by field.
 Everything below ``cli``/``app`` receives settings as arguments.
+
+Why one module of about 800 lines: it is one schema, the single root ``PlatformSettings`` and
+its groups, and most of its lines are the attribute docstrings that ``scripts/settings_doc.py``
+turns into docs/configuration.md. Split by group, the shared pieces (the quantity checks, the
+sentinel addresses, the file and environment sources of the root) would be imported across
+many small files, and every import of a group would change for no gain; the loading
+(``load_settings``) is the last screenful and belongs with the sources it configures.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "k8see"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: What ``k8see enqueue`` imports, in a venv with no extra (the import contracts' client side).
-CLIENT_MODULES = ("client.py", "events.py", "config", "cli.py", "cli_input.py", "run.py",
+CLIENT_MODULES = ("client.py", "events.py", "config", "cli", "run.py",
                   "names.py", "settings.py", "errors.py", "logs.py", "app.py")  # fmt: skip
 
 

@@ -56,7 +56,8 @@ def test_the_k8see_wheel_holds_the_product_and_no_stand_in(wheels: dict[str, lis
     files = wheels["k8see"]
     packages = {name.split("/")[0] for name in files if name.endswith(".py")}
     assert packages == {"k8see"}
-    assert "k8see/cli.py" in files and "k8see/client.py" in files and "k8see/py.typed" in files
+    assert "k8see/cli/__init__.py" in files and "k8see/cli/submit.py" in files
+    assert "k8see/client.py" in files and "k8see/py.typed" in files
     assert not [name for name in files if "sandbox" in name], "stand-in code in the wheel"
 
 

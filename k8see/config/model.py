@@ -15,6 +15,11 @@ than kept by hand. Where the reference has a gap this module closes it on purpos
 
 Values are strict: YAML ``8080`` is not the string ``"8080"``. Unknown keys are refused
 everywhere except inside database objects, whose extra keys pass through to the subcharts.
+
+Why one module of about 500 lines: it is one schema, ``RepoConfig`` and the models of its keys,
+and the JSON Schema is generated from it as a whole (``json_schema``). The loading, the
+platform's policy and the error explanations already live beside it (``loading``, ``policy``,
+``explain``); splitting the models further would only scatter one document's fields.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What ``k8see enqueue`` reads from a workflow step: the GitHub event (a file or flags) and
 the repository's ``k8s-ee.yaml`` (for its trigger mode and its path in the repository).
 
-Kept apart from ``cli`` so the command module stays a thin layer of options and output.
+Kept apart from ``submit`` so the command module stays a thin layer of options and output.
 """
 
 from __future__ import annotations
