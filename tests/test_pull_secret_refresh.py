@@ -29,8 +29,8 @@ import redis
 
 from k8see import logs, maintenance, names
 from k8see.app import beat_schedule
+from k8see.manifests.release import pull_secret_manifest
 from k8see.settings import PlatformSettings, load_settings
-from k8see.stages.deploy_manifests import pull_secret_manifest
 
 OLD_PASSWORD = "old-Registry-Pa55"
 NEW_PASSWORD = "new-Registry-Pa55-rotated"
