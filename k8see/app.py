@@ -55,7 +55,7 @@ def create_app(
     Returns:
         The configured app; the tasks in ``k8see.tasks`` register on first worker import.
     """
-    app = Celery(name, include=["k8see.tasks", "k8see.maintenance"])
+    app = Celery(name, include=["k8see.tasks", "k8see.jobs.tasks"])
     # One server, or Sentinel URLs plus the master's name (k8see.redis_connect).
     redis_url, sentinel_options = celery_redis(settings.redis)
     conf: dict[str, Any] = {

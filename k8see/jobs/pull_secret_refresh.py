@@ -1,8 +1,8 @@
 """Pull-secret refresh: rewrite the registry pull secret in every k8see-managed namespace.
 
-The body of the ``k8see.pull_secret_refresh`` beat job (``k8see.maintenance`` schedules it and
-holds its lock). Why a job: ECR's login lives about 12 hours, and a pod that restarts after
-its secret's token expired cannot pull its image; the secret written is the deploy stage's own
+The ``k8see.pull_secret_refresh`` beat job (``jobs.tasks`` registers it and holds its lock).
+Why a job: ECR's login lives about 12 hours, and a pod that restarts after its secret's token
+expired cannot pull its image; the secret written is the deploy stage's own
 (``manifests.release.pull_secret_manifest``), so both always agree.
 """
 
