@@ -7,7 +7,7 @@ ask for, from ``deploy`` settings the repository cannot change:
   one the platform sets itself (``deploy.ingress_annotations``): snippets and router,
   middleware or TLS keys would reconfigure the shared ingress controller;
 - a namespace quota within ``deploy.quota_ceiling_*``: the quota grows with what a config
-  asks for (``quota``), so without a ceiling one PR could reserve the cluster.
+  asks for (``manifests.quota``), so without a ceiling one PR could reserve the cluster.
 
 Each refusal is a ``ConfigError`` naming the key or the ceiling, for the PR author. Run by
 the worker wherever it reads a config (validate, build, deploy) and by ``k8see validate``
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from k8see import quota
 from k8see.config.model import RepoConfig
 from k8see.errors import ConfigError, Where
+from k8see.manifests import quota
 from k8see.names import DEFAULT_CONFIG_PATH
 from k8see.settings import DeploySettings
 

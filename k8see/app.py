@@ -17,7 +17,7 @@ from k8see import liveness, stage_table
 from k8see.redis_connect import celery_redis, celery_ssl
 from k8see.settings import PlatformSettings, load_settings
 
-#: Queue of each scheduled job and the preserve command (k8see.maintenance); the stages'
+#: Queue of each scheduled job and the preserve command (k8see.jobs); the stages'
 #: queues are their rows of ``k8see.stage_table``.
 JOB_ROUTES: dict[str, str] = {
     "k8see.cleanup": "maintenance",
@@ -56,7 +56,7 @@ def create_app(
     Returns:
         The configured app; the tasks in ``k8see.tasks`` register on first worker import.
     """
-    app = Celery(name, include=["k8see.tasks", "k8see.maintenance"])
+    app = Celery(name, include=["k8see.tasks", "k8see.jobs.tasks"])
     # One server, or Sentinel URLs plus the master's name (k8see.redis_connect).
     redis_url, sentinel_options = celery_redis(settings.redis)
     conf: dict[str, Any] = {
@@ -88,7 +88,7 @@ def create_app(
             **sentinel_options,
         },
         # One beat replica sends these; each job body also holds a Redis lock, so a second
-        # beat (a rollout overlap) only sends harmless duplicates (k8see.maintenance).
+        # beat (a rollout overlap) only sends harmless duplicates (k8see.jobs.tasks).
         "beat_schedule": beat_schedule(settings),
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,

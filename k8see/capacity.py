@@ -31,8 +31,8 @@ from typing import Any
 
 import redis
 
-from k8see import quota
 from k8see.coordination import PREFIX
+from k8see.manifests import quota
 from k8see.quantity import ceil_scaled
 from k8see.settings import CapacitySettings
 

@@ -24,9 +24,9 @@ import redis
 from celery import Celery
 
 from k8see import capacity, coordination, pipeline, state
+from k8see.manifests.release import database_options
 from k8see.run import Run, Status
 from k8see.settings import PlatformSettings
-from k8see.stages.deploy_manifests import database_options
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ EXPECTED_POOLS = {
 
 
 def _registered(celery_app: object) -> set[str]:
-    import k8see.maintenance  # registers the beat jobs
+    import k8see.jobs.tasks
     import k8see.tasks  # noqa: F401  (registers the stages)
 
     tasks = celery_app.tasks  # type: ignore[attr-defined]

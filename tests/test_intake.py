@@ -20,10 +20,11 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from k8see import coordination, intake, maintenance, pipeline, redis_acl, state
+from k8see import coordination, intake, pipeline, redis_acl, state
 from k8see.app import create_app
 from k8see.client import Enqueued, enqueue
 from k8see.events import Decision, decide_from_comment, decide_from_flags
+from k8see.jobs.watchdog import run_watchdog
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings, load_settings
 from tests.conftest import REDIS_PASSWORDS, RedisServer
@@ -151,10 +152,10 @@ def test_the_outbox_sends_a_run_whose_client_died_after_admitting_it(
     settings = load_settings(redis={"url": redis_server.url}, queues={"outbox_grace_seconds": 0})
     app = create_app(settings, name="outbox-test")
     # When the watchdog job runs (nobody retries the enqueue)
-    report = maintenance.run_watchdog(settings=settings, client=client, app=app)
+    report = run_watchdog(settings=settings, client=client, app=app)
     # Then the run is sent once, with its record, and a second pass sends nothing more
     assert len(report["resent"]) == 1
-    maintenance.run_watchdog(settings=settings, client=client, app=app)
+    run_watchdog(settings=settings, client=client, app=app)
     (message,) = _messages(client)
     run_id = report["resent"][0]["run_id"]
     assert message["headers"]["id"] == f"{run_id}-validate"

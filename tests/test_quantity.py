@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 
 from k8see.errors import ConfigError
+from k8see.manifests.quota import cpu_millicores, memory_mib
 from k8see.quantity import MAX_LENGTH, QuantityError, ceil_scaled, parse_quantity
-from k8see.quota import cpu_millicores, memory_mib
 
 
 @pytest.mark.parametrize(

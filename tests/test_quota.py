@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from k8see import quota
 from k8see.errors import ConfigError
+from k8see.manifests import guardrails, network, quota
 
 # config, req.cpu, lim.cpu, req.mem, lim.mem, storage, PVC, pods, svc (the reference's table)
 TABLE = [
@@ -190,7 +190,7 @@ def test_limit_range_maxima_fit_larger_config() -> None:
 
 def _policies(**kw: Any) -> dict[str, dict[str, Any]]:
     args: dict[str, Any] = {"namespace": "shop-pr-4", "app_port": 8080, **kw}
-    return {p["metadata"]["name"]: p for p in quota.network_policies(**args)}
+    return {p["metadata"]["name"]: p for p in network.network_policies(**args)}
 
 
 def test_five_network_policies_select_every_pod() -> None:
@@ -269,7 +269,7 @@ def test_bad_api_address_is_a_config_error() -> None:
 
 
 def test_guardrails_order() -> None:
-    objects = quota.guardrails(
+    objects = guardrails.guardrails(
         namespace="a-pr-1", project_id="a", pr=1, app_port=3000, databases=["redis"]
     )
     assert [o["kind"] for o in objects] == ["ResourceQuota", "LimitRange"] + ["NetworkPolicy"] * 5

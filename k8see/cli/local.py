@@ -68,8 +68,7 @@ def render(path: str, pr: int, repo: str, sha: str, ref: str) -> None:
 
     from k8see.admission import admit
     from k8see.config import load_repo_config
-    from k8see.stages.deploy import render_manifests
-    from k8see.stages.deploy_manifests import offline_run
+    from k8see.manifests.release import offline_run, render_manifests
 
     file = Path(path) / "k8s-ee.yaml" if Path(path).is_dir() else Path(path)
     if not file.is_file():
@@ -121,10 +120,10 @@ def build_command(
 
     from k8see.config import load_repo_config
     from k8see.integrations.registry import parse_ref
+    from k8see.manifests.release import offline_run
     from k8see.stages import build as build_stage
     from k8see.stages import scan as scan_stage
     from k8see.stages.context import StageContext
-    from k8see.stages.deploy_manifests import offline_run
 
     source = Path(path).resolve()
     if not (source / "k8s-ee.yaml").is_file():

@@ -22,7 +22,9 @@ __all__ = ["cleanup_cmd", "doctor", "redis_acl_cmd"]
 @guard
 def cleanup_cmd(dry_run: bool, as_json: bool) -> None:
     """Run the stale-environment reconciler once, now (the beat job runs it every 15 minutes)."""
-    from k8see.maintenance import redis_client, run_cleanup, run_registry_gc
+    from k8see.jobs.cleanup import run_cleanup
+    from k8see.jobs.connections import redis_client
+    from k8see.jobs.registry_gc import run_registry_gc
 
     settings = platform_settings()
     client = redis_client(settings)

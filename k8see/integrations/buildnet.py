@@ -12,7 +12,7 @@ of the worker:
   nameservers of its ``/etc/resolv.conf`` and the ``allowed`` ranges; everything else is
   rejected (its loopback is another namespace's and unreachable anyway);
 * forwarded: rejected to private, loopback, link-local (metadata), CGNAT and Azure's host
-  ranges (``k8see.quota``'s lists, the same the PR namespaces' egress policy cuts out) and to
+  ranges (``manifests.network``'s lists, the same the PR namespaces' egress policy cuts out) and to
   ``denied`` (the cluster's pod and Service CIDRs outside those, a public API address),
   unless in ``allowed`` or DNS to a nameserver; everything else is masqueraded out.
 
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k8see.errors import IntegrationError, ToolMissing
-from k8see.quota import NON_INTERNET_RANGES, PRIVATE_RANGES
+from k8see.manifests.network import NON_INTERNET_RANGES, PRIVATE_RANGES
 
 __all__ = ["LOCK_DIR", "Allowed", "parse_allowed", "sealed_namespace"]
 

@@ -9,7 +9,7 @@ message's ``commenter`` is never believed. Then it reacts 👀, and:
 - ``/help`` is answered with a reply comment listing the commands and the repository's trigger
   mode (from the last validated run, else read from ``k8s-ee.yaml`` at the PR's head);
 - ``/preserve`` and ``/unpreserve`` are authorized only: the result names the task that handles
-  them (``k8see.preserve``, in the maintenance area), which the task layer sends the run to;
+  them (``k8see.preserve``, in ``k8see.jobs.preserve``), which the task layer sends the run to;
 - ``/deploy-preview`` and ``/destroy-preview`` are authorized only: the task layer then admits
   the run (generation, close mark, chain), so a refused command changes nothing at all.
 """

@@ -25,7 +25,7 @@ docs/environments.md "3. The app release"):
 
 Each failure the PR author can fix becomes ``DeployFailed`` with the reason, the last log
 lines and the next step. What is applied is computed by the pure builders of
-``deploy_manifests``, the same ones ``k8see render`` prints.
+``manifests.release``, the same ones ``k8see render`` prints.
 """
 
 from __future__ import annotations
@@ -35,25 +35,25 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from k8see import names, quota
+from k8see import names
 from k8see.errors import DeployFailed, HelmError, Where
 from k8see.integrations import health, helm, kube, kubeproxy, preview_secrets, registry_access
 from k8see.integrations.github import make_client
-from k8see.run import Run, Status
-from k8see.settings import PlatformSettings
-from k8see.stages import provenance
-from k8see.stages.context import StageContext
-from k8see.stages.deploy_manifests import (
+from k8see.manifests.quota import DATABASES
+from k8see.manifests.release import (
     chart_path,
     guardrail_manifests,
     helm_values,
     namespace_metadata,
     pull_secret_manifest,
-    render_manifests,
 )
+from k8see.run import Run, Status
+from k8see.settings import PlatformSettings
+from k8see.stages import provenance
+from k8see.stages.context import StageContext
 from k8see.stages.served_kinds import check_served
 
-__all__ = ["deploy_verified", "fail_fast_reason", "render_manifests", "run"]
+__all__ = ["deploy_verified", "fail_fast_reason", "run"]
 
 SERVICE_PORT = 80
 #: Waiting reasons that stop helm early; the others (ContainerCreating, ...) pass in time.
@@ -328,7 +328,7 @@ def fail_fast_reason(diagnostics: dict[str, Any]) -> str | None:
 
 def _database_secret_pending(message: str) -> bool:
     """The missing Secret is one a database operator creates (app-postgresql-app, ...)."""
-    return any(f'"{names.RELEASE_NAME}-{db}' in message for db in quota.DATABASES)
+    return any(f'"{names.RELEASE_NAME}-{db}' in message for db in DATABASES)
 
 
 def _logs_hint(diagnostics: dict[str, Any]) -> str:

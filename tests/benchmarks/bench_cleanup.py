@@ -1,5 +1,5 @@
 """Cleanup at scale: 1,000 environments, 300 of whose PRs are closed, reconciled by the
-maintenance job (``k8see.maintenance.run_cleanup``) against the sandbox servers.
+cleanup job (``k8see.jobs.cleanup.run_cleanup``) against the sandbox servers.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ def _namespace(api: Any, pr: int) -> None:
 
 
 def cleanup_at_scale(workdir: Path, *, environments: int = 1000, closed: int = 300) -> list[Result]:
-    if importlib.util.find_spec("k8see.maintenance") is None:
-        return [skipped(NAME, "k8see/maintenance.py (the cleanup reconciler) is not there yet")]
+    if importlib.util.find_spec("k8see.jobs") is None:
+        return [skipped(NAME, "k8see/jobs/cleanup.py (the cleanup reconciler) is not there yet")]
     import redis
     from kubernetes import config
 
-    from k8see import maintenance
+    from k8see.jobs.cleanup import run_cleanup
     from k8see.settings import load_settings
     from k8see_sandbox.platform import SANDBOX_TOKEN, Platform
 
@@ -75,7 +75,7 @@ def cleanup_at_scale(workdir: Path, *, environments: int = 1000, closed: int = 3
         while len(destroyed) < closed and len(passes) < 20:
             before = len(github.calls)
             started = time.perf_counter()
-            report = maintenance.run_cleanup(settings=settings, client=client)
+            report = run_cleanup(settings=settings, client=client)
             passes.append(time.perf_counter() - started)
             calls.append(len(github.calls) - before)
             new = {d["namespace"] for d in report["destroyed"]} - destroyed

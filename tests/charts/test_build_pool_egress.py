@@ -6,9 +6,9 @@ its steps must not. In the chart the pool runs buildah rootless with ``build.net
 covers that the policy selects the build pods only and allows exactly DNS (port 53), the
 bundled Redis (port 6379, its pods only), the internet without the private, loopback,
 link-local (metadata), CGNAT and Azure host ranges (the same list as the PR namespaces'
-egress, ``k8see.quota``) and the ``deniedCIDRs`` (pod and Service CIDRs), plus ``extraEgress``;
-that no rule reaches a pod or namespace on every port; that the chart's build pool says
-``host`` explicitly; and that the policy can be turned off.
+egress, ``k8see.manifests.network``) and the ``deniedCIDRs`` (pod and Service CIDRs), plus
+``extraEgress``; that no rule reaches a pod or namespace on every port; that the chart's build
+pool says ``host`` explicitly; and that the policy can be turned off.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from k8see.quota import NON_INTERNET_RANGES, PRIVATE_RANGES
+from k8see.manifests.network import NON_INTERNET_RANGES, PRIVATE_RANGES
 from tests.conftest import require_tool
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "k8see-platform"

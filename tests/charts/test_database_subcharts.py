@@ -1,7 +1,7 @@
 """The database subcharts, rendered by the real helm binary from the values k8see builds.
 
 Covers: ``helm lint --strict`` of each subchart on its own; each database alone and all five
-together rendered from a k8s-ee.yaml through ``deploy_manifests.helm_values`` (object names
+together rendered from a k8s-ee.yaml through ``manifests.release.helm_values`` (object names
 ``app-<db>``, the connection variables from Secrets, one wait init container per database
 with no password on its command line, ``storage: "2Gi"`` reaching the subchart's volume size,
 pass-through options); the output validated against the Kubernetes 1.31 schemas
@@ -25,9 +25,9 @@ from k8see.config import load_repo_config
 from k8see.config.model import RepoConfig
 from k8see.errors import ConfigError, HelmError
 from k8see.integrations import helm
+from k8see.manifests.release import helm_values
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
-from k8see.stages.deploy_manifests import helm_values
 from tests.conftest import ROOT, require_tool
 
 CHART = ROOT / "charts" / "k8s-ee-app"

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from k8see import names
 from k8see.config.model import RepoConfig
 from k8see.integrations import helm
+from k8see.manifests.release import helm_values
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
-from k8see.stages.deploy_manifests import helm_values
 from tests.charts.test_database_subcharts import CHART, DIGEST, app_pod
 from tests.conftest import require_tool
 

@@ -28,8 +28,8 @@ import yaml
 
 from k8see.config.model import RepoConfig
 from k8see.integrations import helm, kube
+from k8see.manifests.release import offline_run, render_manifests
 from k8see.settings import PlatformSettings
-from k8see.stages.deploy_manifests import offline_run, render_manifests
 from tests.conftest import ROOT, require_tool
 
 PLATFORM = ROOT / "charts" / "k8see-platform"

@@ -1,11 +1,11 @@
 """The namespace quota covers the pods the rendered chart will actually run.
 
-``quota.py`` computes ``pr-quota`` from the config; these tests check that number against the
-chart's real output. For each config, the chart is rendered through ``helm_values``; every pod
-it leads to is summed with Kubernetes' rules: per pod, the larger of its biggest init
-container and the sum of its regular containers; a container without resources gets the
-LimitRange defaults of ``pr-limits``. One extra app pod is added for the rolling update. The
-total must fit ``spec.hard`` (CPU, memory, storage, PVCs, pods).
+``k8see/manifests/quota.py`` computes ``pr-quota`` from the config; these tests check that number
+against the chart's real output. For each config, the chart is rendered through ``helm_values``;
+every pod it leads to is summed with Kubernetes' rules: per pod, the larger of its biggest init
+container and the sum of its regular containers; a container without resources gets the LimitRange
+defaults of ``pr-limits``. One extra app pod is added for the rolling update. The total must fit
+``spec.hard`` (CPU, memory, storage, PVCs, pods).
 
 Deployments give their pod templates directly. The operators' custom objects are expanded into
 the pods the operators create from them, as their documentation describes:
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from k8see import quota
+from k8see.manifests import quota
 from tests.charts.test_database_subcharts import DATABASES, render, values_for
 
 Container = dict[str, Any]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k8see import quota
+from k8see.manifests import quota
 from tests.conftest import ROOT, require_tool
 
 EXAMPLE = ROOT / "examples" / "postgres-app"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from k8see import quota
 from k8see.integrations import kube
+from k8see.manifests.network import network_policies
 from k8see.settings import PlatformSettings
 
 
@@ -43,7 +43,7 @@ def test_the_egress_rule_opens_the_api_servers_real_ports(
     assert f"{service.spec.cluster_ip}/32" in endpoint.cidrs
     assert {f"{ip}/32" for ip in ips} <= set(endpoint.cidrs)
     # And the egress policy applied with it opens those ports, not a guess
-    policies = quota.network_policies(
+    policies = network_policies(
         namespace=kube_namespace,
         app_port=8080,
         api_cidrs=endpoint.cidrs,
@@ -61,7 +61,7 @@ def test_the_egress_rule_opens_the_api_servers_real_ports(
 
 
 def test_offline_the_usual_ports_are_opened() -> None:
-    policies = quota.network_policies(namespace="x-pr-1", app_port=8080, api_cidrs=["10.0.0.1"])
+    policies = network_policies(namespace="x-pr-1", app_port=8080, api_cidrs=["10.0.0.1"])
     egress = next(p for p in policies if p["metadata"]["name"] == "allow-egress")
     api_rule = egress["spec"]["egress"][2]
     assert [p["port"] for p in api_rule["ports"]] == [443, 6443]

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from k8see import names, quota
+from k8see import names
 from k8see.errors import KubeConflict, KubeError, KubeNotFound, PolicyError
 from k8see.integrations import health, kube, namespace_removal
+from k8see.manifests.guardrails import guardrails
 from k8see.settings import PlatformSettings, ServiceAccountRef
 from tests.conftest import free_port
 from tests.fixtures.kube import RUN_ID, app_requests, run_testapp
@@ -295,7 +296,7 @@ def test_apply_twice_is_idempotent(api: Any, ns_name: str) -> None:
     kube.ensure_namespace(
         api=api, name=ns_name, labels=_labels(ns_name), annotations=_annotations(), repo=REPO
     )
-    manifests = quota.guardrails(
+    manifests = guardrails(
         namespace=ns_name,
         project_id=ns_name.split("-pr-")[0],
         pr=int(ns_name.split("-pr-")[1]),
@@ -323,7 +324,7 @@ def test_apply_twice_is_idempotent(api: Any, ns_name: str) -> None:
         ]
     )
     # And a changed quota replaces the old one
-    bigger = quota.guardrails(
+    bigger = guardrails(
         namespace=ns_name,
         project_id=ns_name.split("-pr-")[0],
         pr=int(ns_name.split("-pr-")[1]),

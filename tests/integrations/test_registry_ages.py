@@ -15,7 +15,7 @@ import pytest
 
 from k8see.integrations.registry import parse_created
 from tests.fixtures.images import LocalRegistry
-from tests.stages.test_cache_prune import push_image, push_list
+from tests.jobs.test_cache_prune import push_image, push_list
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ from k8see.stages import destroy
 from k8see.stages.trust import REFUSAL_MARKER
 from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.kube import RUN_ID
+from tests.jobs.test_cleanup import add_namespace
 from tests.security.common import REPO, platform_settings, stage_ctx
-from tests.stages.test_cleanup import add_namespace
 
 pytestmark = pytest.mark.timeout(300)
 #: The PR's namespace, unique to the run: another run on the same cluster may still be

@@ -23,10 +23,10 @@ import pytest
 from k8see.admission import admit
 from k8see.config import validate_repo_config
 from k8see.errors import ConfigError
+from k8see.manifests.release import offline_run, render_manifests
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages import validate
-from k8see.stages.deploy_manifests import offline_run, render_manifests
 from k8see_sandbox.github import GitHubSandbox
 from tests.conftest import require_tool
 from tests.security.common import REPO, platform_settings, source_repo, stage_ctx

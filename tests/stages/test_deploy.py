@@ -26,6 +26,7 @@ from k8see import names
 from k8see.config.model import RepoConfig
 from k8see.errors import DeployFailed, PolicyError
 from k8see.integrations import helm, kube
+from k8see.manifests.release import render_manifests
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
@@ -338,7 +339,7 @@ def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
         databases={"postgresql": True, "redis": True},
         ingress={"annotations": {"x/y": "z"}},
     )
-    objects = deploy.render_manifests(run, settings=settings, api_cidrs=["10.0.0.1"])
+    objects = render_manifests(run, settings=settings, api_cidrs=["10.0.0.1"])
     kinds = [o["kind"] for o in objects]
     assert kinds[:3] == ["Namespace", "ResourceQuota", "LimitRange"]
     assert objects[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
@@ -349,7 +350,7 @@ def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
     ranked = settings.model_copy(
         update={"deploy": settings.deploy.model_copy(update={"priority_class": "default-app"})}
     )
-    objects = deploy.render_manifests(run, settings=ranked, api_cidrs=["10.0.0.1"])
+    objects = render_manifests(run, settings=ranked, api_cidrs=["10.0.0.1"])
     app = next(
         o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-app")
     )
@@ -357,7 +358,7 @@ def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
     quiet = settings.model_copy(
         update={"deploy": settings.deploy.model_copy(update={"pod_security": ""})}
     )
-    bare = deploy.render_manifests(run, settings=quiet, api_cidrs=["10.0.0.1"])[0]
+    bare = render_manifests(run, settings=quiet, api_cidrs=["10.0.0.1"])[0]
     assert not any(k.startswith("pod-security.") for k in bare["metadata"]["labels"])
     assert kinds[3:8] == ["NetworkPolicy"] * 5
     assert {"Deployment", "Service", "ConfigMap", "Ingress"} <= set(kinds[8:])

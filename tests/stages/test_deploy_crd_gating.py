@@ -19,11 +19,11 @@ from kubernetes import client
 from k8see.config import load_repo_config
 from k8see.errors import PolicyError
 from k8see.integrations import discovery, kube
+from k8see.manifests.release import chart_path, helm_values, offline_run
 from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy
 from k8see.stages.context import StageContext
-from k8see.stages.deploy_manifests import chart_path, helm_values, offline_run
 from k8see.stages.served_kinds import check_served
 from tests.conftest import require_tool
 from tests.fixtures.kube import RUN_ID

@@ -26,8 +26,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from k8see import names, quota
+from k8see import names
 from k8see.integrations import kube
+from k8see.manifests import quota
 from k8see.settings import PlatformSettings
 from k8see.stages import deploy, destroy
 from k8see.stages.context import StageContext

@@ -19,8 +19,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from k8see.integrations import kube
+from k8see.manifests.release import namespace_metadata
 from k8see.run import Action, Run
-from k8see.stages.deploy_manifests import namespace_metadata
 from tests.charts.test_database_subcharts import DATABASES, render
 from tests.conftest import require_tool
 from tests.fixtures.kube import RUN_ID, TEST_IMAGE

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import redis
 
-from k8see import coordination, maintenance, names, state
+from k8see import coordination, names, state
+from k8see.jobs.cleanup import run_cleanup
+from k8see.jobs.times import iso
 from k8see.settings import PlatformSettings, load_settings
-from k8see.stages.preserve import iso
 from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN
 
@@ -140,7 +141,7 @@ def test_forty_environments_exactly_the_right_ones_are_destroyed(
                  changes={"status": "ready", "namespace": f"{prefix}-pr-99"})  # fmt: skip
 
     # When the reconciler runs
-    report = maintenance.run_cleanup(settings=settings, client=client)
+    report = run_cleanup(settings=settings, client=client)
 
     # Then exactly the closed, merged, expired, orphaned and stale ones get a destroy chain
     mine = {d["namespace"]: d for d in report["destroyed"] if d["repo"] == repo}
@@ -178,7 +179,7 @@ def test_forty_environments_exactly_the_right_ones_are_destroyed(
 
     # When it runs again within the cache window, in dry-run mode
     before = len(github.calls)
-    again = maintenance.run_cleanup(settings=settings, client=client, dry_run=True)
+    again = run_cleanup(settings=settings, client=client, dry_run=True)
     # Then GitHub is not asked again, and nothing is sent
     assert pull_calls(github, repo) == calls and len(github.calls) == before
     assert all("run_id" not in d for d in again["destroyed"])
@@ -201,7 +202,7 @@ def test_github_calls_are_bounded_per_run(
     for pr in range(9, 609):
         github.add_pull(repo, pr, head_sha="b" * 40, head_ref="x")
     client = redis.Redis.from_url(redis_url)
-    report = maintenance.run_cleanup(settings=settings, client=client, dry_run=True)
+    report = run_cleanup(settings=settings, client=client, dry_run=True)
     assert report["github_calls"] <= 5
     mine = [k for k in report["kept_namespaces"] if k["namespace"].startswith(prefix)]
     assert len(mine) == 8 and {k["reason"] for k in mine} == {"deferred"}
@@ -222,12 +223,12 @@ def test_a_later_pass_gets_unchanged_pages_as_304(
         add_namespace(kube_api_client, f"{prefix}-pr-{pr}", repo=repo, pr=pr,
                       last_updated=time.time())  # fmt: skip
     client = redis.Redis.from_url(redis_url)
-    maintenance.run_cleanup(settings=settings, client=client, dry_run=True)
+    run_cleanup(settings=settings, client=client, dry_run=True)
     first, before = list_calls(github, repo), github.not_modified
     assert first >= 1
 
     # When the next pass runs in the same worker process
-    again = maintenance.run_cleanup(settings=settings, client=client, dry_run=True)
+    again = run_cleanup(settings=settings, client=client, dry_run=True)
 
     # Then it asks for the same pages, conditionally, and GitHub answers each with a 304
     assert list_calls(github, repo) == 2 * first

@@ -19,8 +19,9 @@ from typing import Any
 
 import redis
 
-from k8see import maintenance, state
+from k8see import state
 from k8see.integrations.registry import OciRegistry
+from k8see.jobs.registry_gc import run_registry_gc
 from k8see.settings import PlatformSettings, load_settings
 from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN
@@ -97,14 +98,14 @@ def test_registry_gc_deletes_the_tags_of_gone_prs_only(
     kept = {"pr-2", f"sha-{sha['2']}", "pr-4"}
 
     # When a dry run looks first
-    dry = maintenance.run_registry_gc(settings=settings, client=client, dry_run=True)
+    dry = run_registry_gc(settings=settings, client=client, dry_run=True)
 
     # Then it names exactly the garbage and deletes nothing
     assert set(dry["deleted"][repository]) == garbage
     assert set(reg.list_tags(repository)) == garbage | kept
 
     # When the job runs for real
-    report = maintenance.run_registry_gc(settings=settings, client=client)
+    report = run_registry_gc(settings=settings, client=client)
 
     # Then the gone PRs' tags are deleted and everything live is still pullable
     assert set(reg.list_tags(repository)) == kept
@@ -112,12 +113,12 @@ def test_registry_gc_deletes_the_tags_of_gone_prs_only(
     assert reg.resolve_digest(f"{image}:pr-2") == live
     assert reg.resolve_digest(f"{image}:sha-{sha['2']}") == live
     # And a second run has nothing left to do
-    again = maintenance.run_registry_gc(settings=settings, client=client)
+    again = run_registry_gc(settings=settings, client=client)
     assert again["deleted"] == {} and set(reg.list_tags(repository)) == kept
     reg.close()
 
 
 def test_registry_gc_skips_registries_it_cannot_list(redis_url: str) -> None:
     settings = load_settings(redis={"url": redis_url}, registry={"type": "ghcr"})
-    report = maintenance.run_registry_gc(settings=settings, client=redis.Redis.from_url(redis_url))
+    report = run_registry_gc(settings=settings, client=redis.Redis.from_url(redis_url))
     assert "ghcr" in report["skipped"]

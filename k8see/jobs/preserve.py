@@ -1,4 +1,4 @@
-"""Preserve: keep a PR's environment past the PR's close for a while, within limits.
+"""The preserve command: keep a PR's environment past the PR's close for a while, within limits.
 
 The reference's preserve (docs/operations.md "Preserve"), with its gaps closed:
 
@@ -10,58 +10,62 @@ The reference's preserve (docs/operations.md "Preserve"), with its gaps closed:
   lock (``redis.lock.Lock``: ``SET NX PX`` plus a compare-and-delete release), so two
   ``/preserve`` commands on different PRs cannot both take the last slot. The cluster's labels
   stay the truth; the lock only serialises the check-and-set.
-- **Authorization** is the task's job (it asks GitHub for the commenter's permission).
-- **Expiry.** ``expire()`` warns once, ``warning_hours`` before the end (recording
-  ``k8s-ee/preserve-warning-sent=true`` only when the comment was posted), and at the end removes
-  the ``preserve`` label and returns the namespace so the task destroys it at once when the PR
-  is closed (the reference waited up to 6 hours for the next cleanup).
+- **Authorization.** ``run_preserve_command`` asks GitHub who wrote the command's comment and
+  that commenter's permission; write, maintain or admin may use it.
+- **Expiry** is its own job (``preserve_expiry``): it warns before the end and, at the end,
+  destroys at once when the PR is closed (the reference waited up to 6 hours for the next
+  cleanup).
 
 Labels and annotations are exactly the reference's: label ``preserve=true``; annotations
 ``k8s-ee/preserve-until`` (ISO-8601 Z), ``k8s-ee/preserved-by``,
 ``k8s-ee/preserve-warning-sent`` (``false``, then ``true``), plus k8see's ``k8s-ee/preserved-at``.
+
+``run_preserve_command`` is the ``k8see.preserve`` task's body: the task layer sends a
+``/preserve`` or ``/unpreserve`` run there once ``k8see.command`` has authorized it, and it
+checks the commenter's permission again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from kubernetes import client as k8s
 
-from k8see import names
-from k8see.errors import PolicyError
+from k8see import names, state
+from k8see.errors import GitHubError, PolicyError, UserError
+from k8see.events import parse_command
+from k8see.integrations import github as gh
 from k8see.integrations import kube
+from k8see.jobs.destroy_chain import destroy_now
+from k8see.jobs.times import iso, parse_time
+from k8see.settings import PlatformSettings
 
 __all__ = [
     "ANN_PRESERVED_AT",
     "ANN_PRESERVE_WARNING_SENT",
-    "Expired",
+    "PRESERVE_MARKER",
     "Limits",
     "Preserved",
-    "expire",
+    "end_preserve",
+    "limits_of",
+    "patch_preserve",
     "preserve",
+    "run_preserve_command",
     "unpreserve",
 ]
+
+log = logging.getLogger(__name__)
 
 ANN_PRESERVE_WARNING_SENT = "k8s-ee/preserve-warning-sent"
 ANN_PRESERVED_AT = "k8s-ee/preserved-at"
 PRESERVE_MARKER = "<!-- k8s-ee-preserve -->"
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(value: object) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+QUOTA_LOCK = "k8see:lock:preserve-quota"
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,9 @@ def _read(api: Any, name: str) -> tuple[dict[str, str], dict[str, str]]:
     return dict(ns.metadata.labels or {}), dict(ns.metadata.annotations or {})
 
 
-def _patch(api: Any, name: str, *, labels: dict[str, Any], annotations: dict[str, Any]) -> None:
+def patch_preserve(
+    api: Any, name: str, *, labels: dict[str, Any], annotations: dict[str, Any]
+) -> None:
     kube.call(
         k8s.CoreV1Api(api).patch_namespace,
         name,
@@ -165,7 +171,7 @@ def preserve(
     with lock:
         labels, annotations = _read(api, name)
         extended = labels.get(names.LABEL_PRESERVE) == "true"
-        first = _parse(annotations.get(ANN_PRESERVED_AT)) or now
+        first = parse_time(annotations.get(ANN_PRESERVED_AT)) or now
         until = now + wanted * 3600
         end_of_life = first + limits.lifetime_hours * 3600
         capped = ""
@@ -187,7 +193,7 @@ def preserve(
                     hint="Comment /unpreserve on a PR that no longer needs its environment, "
                     "or wait until one expires.",
                 )
-        _patch(
+        patch_preserve(
             api,
             name,
             labels={names.LABEL_PRESERVE: "true"},
@@ -217,7 +223,7 @@ def _count_preserved(api: Any, *, now: float, other_than: str) -> int:
     for ns in found.items or []:
         if ns.metadata.name == other_than:
             continue
-        until = _parse((ns.metadata.annotations or {}).get(names.ANN_PRESERVE_UNTIL))
+        until = parse_time((ns.metadata.annotations or {}).get(names.ANN_PRESERVE_UNTIL))
         # A preserve without a readable deadline still holds its slot; an expired one does not.
         if until is None or until > now:
             count += 1
@@ -227,12 +233,12 @@ def _count_preserved(api: Any, *, now: float, other_than: str) -> int:
 def unpreserve(*, api: Any, repo: str, pr: int) -> str:
     """Remove the PR's preserve (``preserved-at`` stays); returns the namespace."""
     name = _namespace_of(api, repo, pr)
-    _release(api, name)
+    end_preserve(api, name)
     return name
 
 
-def _release(api: Any, name: str) -> None:
-    _patch(
+def end_preserve(api: Any, name: str) -> None:
+    patch_preserve(
         api,
         name,
         labels={names.LABEL_PRESERVE: None},
@@ -242,66 +248,6 @@ def _release(api: Any, name: str) -> None:
             ANN_PRESERVE_WARNING_SENT: None,
         },
     )
-
-
-@dataclass(frozen=True)
-class Expired:
-    """One namespace the expiry job acted on."""
-
-    namespace: str
-    repo: str
-    pr: int
-    action: str
-    """``warned``, ``expired``, ``warn-failed`` or ``error`` (no readable deadline)."""
-
-
-def expire(
-    *,
-    api: Any,
-    now: float,
-    warning_hours: float,
-    notify: Callable[[str, int, str], bool],
-) -> list[Expired]:
-    """Warn about preserves ending soon and end the ones past their deadline.
-
-    Args:
-        api: A Kubernetes ``ApiClient``.
-        now: Current Unix time.
-        warning_hours: Warn this long before the end, once.
-        notify: Posts ``body`` on ``repo#pr``; returns whether it was posted. A failed warning
-            is retried next run; a failed expiry notice is not (the preserve ends anyway).
-    """
-    found = kube.call(
-        k8s.CoreV1Api(api).list_namespace,
-        label_selector=f"{names.LABEL_PRESERVE}=true",
-        what="list preserved namespaces",
-    )
-    out = []
-    for ns in sorted(found.items or [], key=lambda n: str(n.metadata.name)):
-        labels = dict(ns.metadata.labels or {})
-        annotations = dict(ns.metadata.annotations or {})
-        if labels.get(names.LABEL_MANAGED_BY) not in kube.OWNERS:
-            continue
-        name = str(ns.metadata.name)
-        repo = annotations.get(names.ANN_REPOSITORY, "")
-        pr_text = labels.get(names.LABEL_PR, "")
-        pr = int(pr_text) if pr_text.isdigit() else 0
-        until = _parse(annotations.get(names.ANN_PRESERVE_UNTIL))
-        if until is None or not repo or pr <= 0:
-            out.append(Expired(name, repo, pr, "error"))
-            continue
-        left = until - now
-        if left <= 0:
-            _release(api, name)
-            notify(repo, pr, _expired_body(name))
-            out.append(Expired(name, repo, pr, "expired"))
-        elif left <= warning_hours * 3600 and annotations.get(ANN_PRESERVE_WARNING_SENT) != "true":
-            if notify(repo, pr, _warning_body(name, annotations[names.ANN_PRESERVE_UNTIL])):
-                _patch(api, name, labels={}, annotations={ANN_PRESERVE_WARNING_SENT: "true"})
-                out.append(Expired(name, repo, pr, "warned"))
-            else:
-                out.append(Expired(name, repo, pr, "warn-failed"))
-    return out
 
 
 def preserved_body(result: Preserved) -> str:
@@ -314,17 +260,137 @@ def preserved_body(result: Preserved) -> str:
     )
 
 
-def _warning_body(namespace: str, until: str) -> str:
-    return (
-        f"{PRESERVE_MARKER}\n### Preserve expiring soon\n\n"
-        f"The preserve of `{namespace}` ends at **{until}**. If this PR is closed by then, the "
-        "environment is destroyed at once. Comment `/preserve [hours]` to extend it."
+def limits_of(settings: PlatformSettings) -> Limits:
+    c = settings.cleanup
+    return Limits(
+        default_hours=c.preserve_default_hours,
+        max_hours=c.preserve_max_hours,
+        lifetime_hours=c.preserve_lifetime_hours,
+        max_preserved=c.max_preserved,
+        project_max_hours=dict(c.preserve_project_max_hours),
     )
 
 
-def _expired_body(namespace: str) -> str:
-    return (
-        f"{PRESERVE_MARKER}\n### Preserve expired\n\n"
-        f"The preserve of `{namespace}` has ended. If this PR is closed, the environment is "
-        "being destroyed now; otherwise it follows the PR as usual."
+def run_preserve_command(
+    *,
+    settings: PlatformSettings,
+    client: redis.Redis,
+    command: dict[str, Any],
+    github: gh.GitHubClient | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """``/preserve [hours]`` or ``/unpreserve`` from a PR comment, answered on the PR.
+
+    Only commenters with write, maintain or admin permission may use them (reference gap 9).
+    The commenter is whoever GitHub says wrote comment ``comment_id`` on this PR (and that
+    comment must say the command): the ``commenter`` a message names is never believed.
+    """
+    now = time.time() if now is None else now
+    repo, pr = str(command["repo"]), int(command["pr"])
+    # A command dict names the command; a Run forwarded by k8see.command carries it in its
+    # ``command`` result, and in its trigger (``issue_comment:/preserve 24``) besides.
+    results = command.get("results")
+    forwarded = results.get("command") if isinstance(results, dict) else None
+    forwarded = forwarded if isinstance(forwarded, dict) else {}
+    words = str(command.get("trigger") or "").partition(":")[2].lstrip("/").split()
+    name = str(command.get("command") or forwarded.get("command") or (words[:1] or [""])[0])
+    raw_args = command.get("args") or forwarded.get("args") or words[1:]
+    args = [str(a) for a in raw_args]
+    actor = ""
+    comment_id = int(command.get("comment_id") or 0)
+    client_gh = github or gh.make_client(settings, log=log)
+    outcome: dict[str, Any] = {"repo": repo, "pr": pr, "command": name}
+    try:
+        if name not in ("preserve", "unpreserve"):
+            raise PolicyError(f"/{name} is not a preserve command.")
+        actor = _comment_author(client_gh, repo=repo, pr=pr, comment_id=comment_id, name=name)
+        permission = client_gh.get_permission(repo, actor)
+        if permission not in WRITE_PERMISSIONS:
+            raise PolicyError(
+                f"@{actor or 'unknown'} may not /{name} here (permission: {permission}).",
+                hint="Ask someone with write access to the repository.",
+            )
+        pull = client_gh.get_pull(repo, pr)
+        api = kube.make_api(settings)
+        try:
+            if name == "preserve":
+                if pull.state != "open":
+                    raise PolicyError(
+                        f"{repo}#{pr} is not open (state: {pull.state}).",
+                        hint="Preserve an environment before closing its PR.",
+                    )
+                lock = client.lock(QUOTA_LOCK, timeout=60, blocking_timeout=30)
+                result = preserve(
+                    api=api,
+                    lock=lock,
+                    repo=repo,
+                    pr=pr,
+                    hours=int(args[0]) if args else None,
+                    actor=actor,
+                    limits=limits_of(settings),
+                    now=now,
+                )
+                body = preserved_body(result)
+                outcome.update(namespace=result.namespace, until=result.until, ok=True,
+                               extended=result.extended, capped_by=result.capped_by)  # fmt: skip
+                _record(settings, client, repo, pr, {"preserve_until": result.until})
+            else:
+                ns = unpreserve(api=api, repo=repo, pr=pr)
+                body = f"{PRESERVE_MARKER}\n### Preserve removed\n\n`{ns}` is no " + (
+                    "longer preserved; it is destroyed now because the PR is closed."
+                    if pull.state != "open"
+                    else "longer preserved; it goes when the PR closes."
+                )
+                outcome.update(namespace=ns, ok=True)
+                _record(settings, client, repo, pr, {"preserve_until": None})
+                if pull.state != "open":
+                    outcome["destroy_run"] = destroy_now(
+                        settings=settings, client=client, repo=repo, pr=pr, reason="unpreserved"
+                    )
+        finally:
+            api.close()
+        reaction = "+1"
+    except UserError as exc:
+        outcome.update(ok=False, error=exc.to_dict())
+        body = f"{PRESERVE_MARKER}\n### /{name} refused\n\n{exc.message}" + (
+            f"\n\n**Hint:** {exc.hint}" if exc.hint else ""
+        )
+        reaction = "-1"
+    client_gh.upsert_comment(repo, pr, body, marker=PRESERVE_MARKER)
+    if comment_id:
+        client_gh.add_reaction(repo, comment_id, reaction)
+    return outcome
+
+
+def _comment_author(
+    github: gh.GitHubClient, *, repo: str, pr: int, comment_id: int, name: str
+) -> str:
+    """The GitHub login that wrote ``comment_id``, if it is a ``/name`` on PR ``pr``.
+
+    Raises:
+        PolicyError: no comment id, no such comment, or one elsewhere or saying otherwise.
+    """
+    refusal = PolicyError(
+        f"/{name} on PR #{pr} was not found as a comment on GitHub, so its author is unknown.",
+        hint="Comment the command on the pull request; its comment id must reach k8see.",
     )
+    if comment_id <= 0:
+        raise refusal
+    try:
+        comment = github.get_comment(repo, comment_id)
+    except GitHubError as exc:
+        if exc.status == 404:
+            raise refusal from None
+        raise
+    if comment.issue != pr or parse_command(comment.body)[0] != name:
+        raise refusal
+    return comment.author
+
+
+def _record(
+    settings: PlatformSettings, client: redis.Redis, repo: str, pr: int, changes: dict[str, Any]
+) -> None:
+    record = state.get(client, repo=repo, pr=pr)
+    if record is not None:
+        state.update(client, repo=repo, pr=pr, generation=int(record.get("generation") or 0),
+                     changes=changes, ttl_seconds=settings.redis.record_ttl_seconds)  # fmt: skip

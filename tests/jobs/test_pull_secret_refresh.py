@@ -27,10 +27,11 @@ from typing import Any
 import pytest
 import redis
 
-from k8see import logs, maintenance, names
+from k8see import logs, names
 from k8see.app import beat_schedule
+from k8see.jobs.pull_secret_refresh import registry_credentials, run_pull_secret_refresh
+from k8see.manifests.release import pull_secret_manifest
 from k8see.settings import PlatformSettings, load_settings
-from k8see.stages.deploy_manifests import pull_secret_manifest
 
 OLD_PASSWORD = "old-Registry-Pa55"
 NEW_PASSWORD = "new-Registry-Pa55-rotated"
@@ -128,9 +129,7 @@ def test_refresh_rewrites_managed_secrets_only(
     untouched = {ns: secret_payload(kube_api_client, ns) for ns in (foreign, plain)}
 
     # When the job runs with the rotated credentials
-    report = maintenance.run_pull_secret_refresh(
-        settings=new, client=redis.Redis.from_url(redis_url)
-    )
+    report = run_pull_secret_refresh(settings=new, client=redis.Redis.from_url(redis_url))
 
     # Then both managed environments carry the new password, labelled like a deploy's secret
     assert secret_password(kube_api_client, stale) == NEW_PASSWORD
@@ -157,7 +156,7 @@ def test_refresh_rewrites_managed_secrets_only(
     for leak in (NEW_PASSWORD, OLD_PASSWORD, pair, *(p[".dockerconfigjson"] for p in payloads)):
         assert leak not in written
         assert leak not in json.dumps(report)
-    assert NEW_PASSWORD not in repr(maintenance.registry_credentials(new))
+    assert NEW_PASSWORD not in repr(registry_credentials(new))
 
 
 def test_refresh_with_ecr_writes_a_fresh_token(
@@ -178,9 +177,7 @@ def test_refresh_with_ecr_writes_a_fresh_token(
         registry={"type": "ecr", "host": "", "ecr_region": "eu-west-1",
                   "aws_endpoint_url": aws_identity.url},
     )  # fmt: skip
-    report = maintenance.run_pull_secret_refresh(
-        settings=settings, client=redis.Redis.from_url(redis_url)
-    )
+    report = run_pull_secret_refresh(settings=settings, client=redis.Redis.from_url(redis_url))
 
     assert namespace in report["refreshed"] and report["secret"] == "ecr-pull-secret"
     # The expiry reported is ECR's own; moto answers a fixed date in the past, so the job
@@ -205,9 +202,7 @@ def test_refresh_without_registry_credentials_does_nothing(
     make_namespace(kube_api_client, namespace, managed_labels("n", 4))
     settings = make_settings(redis_url, kubeconfig, None)
 
-    report = maintenance.run_pull_secret_refresh(
-        settings=settings, client=redis.Redis.from_url(redis_url)
-    )
+    report = run_pull_secret_refresh(settings=settings, client=redis.Redis.from_url(redis_url))
 
     assert "skipped" in report and secret_password(kube_api_client, namespace) is None
 

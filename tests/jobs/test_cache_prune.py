@@ -36,13 +36,14 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from k8see import maintenance, state
+from k8see import state
 from k8see.integrations.ecr import LIFECYCLE_POLICY, EcrRegistry, cache_lifecycle_policy
 from k8see.integrations.registry import OciRegistry
 from k8see.integrations.registry_access import ensure_repository, registry_host
+from k8see.jobs import cache_prune
+from k8see.jobs.cache_prune import cache_repositories
+from k8see.jobs.registry_gc import run_registry_gc
 from k8see.settings import PlatformSettings, load_settings
-from k8see.stages import cache_prune
-from k8see.stages.cache_prune import cache_repositories
 from k8see_sandbox.github import GitHubSandbox
 from tests.conftest import free_port
 from tests.fixtures.github import SANDBOX_TOKEN
@@ -159,7 +160,7 @@ def test_old_cache_images_go_and_young_or_needed_ones_stay(
     before = pruned_total()
 
     # When a dry run looks first
-    dry = maintenance.run_registry_gc(settings=settings, client=client, dry_run=True, now=NOW)
+    dry = run_registry_gc(settings=settings, client=client, dry_run=True, now=NOW)
 
     # Then it names exactly the old images' tags and deletes nothing
     assert dry["cache"]["repositories"] == [cache]
@@ -169,7 +170,7 @@ def test_old_cache_images_go_and_young_or_needed_ones_stay(
     assert pruned_total() == before
 
     # When the job runs for real
-    report = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    report = run_registry_gc(settings=settings, client=client, now=NOW)
 
     # Then the two old images went with all three tags; everything else is still pullable
     assert set(report["cache"]["deleted"][cache]) == garbage
@@ -182,11 +183,11 @@ def test_old_cache_images_go_and_young_or_needed_ones_stay(
     # And the image repository's own tags are the PR GC's business, not the cache's
     assert reg.list_tags(image_repo) == ["pr-1"]
     # And a pass within the period does not look again (ages count in days)
-    soon = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    soon = run_registry_gc(settings=settings, client=client, now=NOW)
     assert "6 hours" in soon["cache"]["skipped"]
     # And the next pass has nothing left to do
     period_passed(client)
-    again = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    again = run_registry_gc(settings=settings, client=client, now=NOW)
     assert again["cache"]["deleted"] == {} and set(reg.list_tags(cache)) == kept
     reg.close()
 
@@ -201,7 +202,7 @@ def test_an_unreachable_registry_is_a_counted_failure(redis_url: str) -> None:
         cleanup={"registry_gc": False},
     )
     before = failures_total()
-    report = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    report = run_registry_gc(settings=settings, client=client, now=NOW)
     assert list(report["cache"]["failed"]) == ["acme/down/web/cache"]
     assert "not reachable" in report["cache"]["failed"]["acme/down/web/cache"]["list"]
     assert failures_total() == before + 1
@@ -215,7 +216,7 @@ def test_zero_turns_pruning_off_and_an_image_repository_is_never_a_cache(
     base = {"redis": {"url": redis_url},
             "registry": {"type": "generic", "host": registry.host, "insecure": True}}  # fmt: skip
     off = load_settings(**base, cleanup={"build_cache_max_age_days": 0})
-    report = maintenance.run_registry_gc(settings=off, client=client, now=NOW)
+    report = run_registry_gc(settings=off, client=client, now=NOW)
     assert "off" in report["cache"]["skipped"]
     assert PlatformSettings().cleanup.build_cache_max_age_days == 14
     # A template without a suffix would make the image repository its own cache: refused.
@@ -273,10 +274,10 @@ def test_ghcr_cache_versions_go_by_their_last_update(redis_url: str, github: Git
     settings = ghcr_settings(redis_url, github)
 
     # When a dry run looks, then the job runs
-    dry = maintenance.run_registry_gc(settings=settings, client=client, dry_run=True, now=NOW)
+    dry = run_registry_gc(settings=settings, client=client, dry_run=True, now=NOW)
     assert remaining(github, "acme", "shop/web/cache") is not None
     assert len(github.state.packages[("org", "acme", "shop/web/cache")]) == 4
-    report = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    report = run_registry_gc(settings=settings, client=client, now=NOW)
 
     # Then the old versions went (the untagged one named by its digest), young ones stayed
     cache = report["cache"]
@@ -299,7 +300,7 @@ def test_ghcr_cache_versions_go_by_their_last_update(redis_url: str, github: Git
     )
     # And the next pass converges
     period_passed(client)
-    again = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    again = run_registry_gc(settings=settings, client=client, now=NOW)
     assert again["cache"]["deleted"] == {} and again["cache"]["failed"] == {}
 
 
@@ -308,7 +309,7 @@ def test_ghcr_without_a_token_is_skipped_not_raised(redis_url: str, github: GitH
     put_record(client, "acme/shop", 1, "ghcr.io/acme/shop/web:pr-1")
     settings = load_settings(redis={"url": redis_url}, registry={"type": "ghcr"},
                              github={"api_url": github.url})  # fmt: skip
-    report = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    report = run_registry_gc(settings=settings, client=client, now=NOW)
     assert "token" in report["cache"]["skipped"]
 
 
@@ -343,13 +344,13 @@ def test_ecr_cache_repositories_get_the_age_rule(redis_url: str, aws_identity: A
     put_record(client, "acme/gone", 1, f"{host}/acme/gone/web:pr-1")
 
     # When a dry run looks
-    dry = maintenance.run_registry_gc(settings=settings, client=client, dry_run=True, now=NOW)
+    dry = run_registry_gc(settings=settings, client=client, dry_run=True, now=NOW)
     # Then it would set the cache's policy and changes nothing
     assert dry["cache"]["policies"] == {f"{name}/cache": "set", "acme/gone/web/cache": "absent"}
     assert policy_of(aws_identity, f"{name}/cache") == LIFECYCLE_POLICY
 
     # When the job runs
-    report = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    report = run_registry_gc(settings=settings, client=client, now=NOW)
 
     # Then the cache expires every image pushed more than 14 days ago, untagged ones after 7
     assert report["cache"]["policies"][f"{name}/cache"] == "set"
@@ -363,13 +364,13 @@ def test_ecr_cache_repositories_get_the_age_rule(redis_url: str, aws_identity: A
     assert policy_of(aws_identity, name) == LIFECYCLE_POLICY
     # And the next pass changes nothing
     period_passed(client)
-    again = maintenance.run_registry_gc(settings=settings, client=client, now=NOW)
+    again = run_registry_gc(settings=settings, client=client, now=NOW)
     assert again["cache"]["policies"][f"{name}/cache"] == "unchanged"
     assert again["cache"]["failed"] == {}
 
     # When pruning is turned off, the cache gets the untagged-only policy back
     period_passed(client)
-    off = maintenance.run_registry_gc(
+    off = run_registry_gc(
         settings=ecr_settings(redis_url, aws_identity, days=0), client=client, now=NOW
     )
     assert off["cache"]["policies"][f"{name}/cache"] == "set"

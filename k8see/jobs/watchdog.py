@@ -26,9 +26,9 @@ from celery import Celery
 
 from k8see import capacity_gate, coordination, intake, metrics, pipeline, state
 from k8see.app import QUEUES
+from k8see.jobs.times import parse_time
 from k8see.run import TERMINAL, Action, Run, Status
 from k8see.settings import PlatformSettings
-from k8see.stages import cleanup
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def run_watchdog(
     failed: list[dict[str, Any]] = []
     for record in records:
         status = str(record.get("status"))
-        updated = cleanup.parse_time(record.get("updated_at"))
+        updated = parse_time(record.get("updated_at"))
         # A waiting run has no task on purpose: the capacity queue sends it (recheck above).
         if status in _TERMINAL or status == Status.WAITING.value or updated is None:
             continue

@@ -1,9 +1,10 @@
 """What a deploy applies, as plain manifests and Helm values, computed without a cluster.
 
 Pure builders shared by the deploy stage and ``k8see render``: the namespace's labels and
-annotations (docs/environments.md "1. The namespace"), the guardrails (``quota``), the registry pull
-secret, and the app chart's values, every k8s-ee.yaml field included (the reference ignored
-several). Only ``render_manifests`` runs a tool: ``helm template``, which needs no cluster.
+annotations (docs/environments.md "1. The namespace"), the guardrails (``manifests.guardrails``),
+the registry pull secret, and the app chart's values, every k8s-ee.yaml field included (the
+reference ignored several). Only ``render_manifests`` runs a tool: ``helm template``, which needs
+no cluster.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from k8see import names, quota
+from k8see import names
 from k8see.config.model import RepoConfig
 from k8see.integrations import helm, kube
+from k8see.manifests.guardrails import guardrails
+from k8see.manifests.quota import DATABASES, platform_labels
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 
@@ -85,7 +88,7 @@ def guardrail_manifests(
     ``api_ports`` are the API server's real ports; None (offline) opens 443 and 6443.
     """
     config = validated["config"]
-    return quota.guardrails(
+    return guardrails(
         namespace=validated["namespace"],
         project_id=validated["project_id"],
         pr=pr,
@@ -128,7 +131,7 @@ def database_values(validated: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """
     enabled = database_options(validated)
     out: dict[str, dict[str, Any]] = {}
-    for db in quota.DATABASES:
+    for db in DATABASES:
         if db not in enabled:
             out[db] = {"enabled": False}
             continue
@@ -170,7 +173,7 @@ def pull_secret_manifest(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": quota.platform_labels(project_id=project_id, pr=pr),
+            "labels": platform_labels(project_id=project_id, pr=pr),
         },
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},

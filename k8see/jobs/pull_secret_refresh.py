@@ -1,9 +1,9 @@
 """Pull-secret refresh: rewrite the registry pull secret in every k8see-managed namespace.
 
-The body of the ``k8see.pull_secret_refresh`` beat job (``k8see.maintenance`` schedules it and
-holds its lock). Why a job: ECR's login lives about 12 hours, and a pod that restarts after
-its secret's token expired cannot pull its image; the secret written is the deploy stage's own
-(``deploy_manifests.pull_secret_manifest``), so both always agree.
+The ``k8see.pull_secret_refresh`` beat job (``jobs.tasks`` registers it and holds its lock).
+Why a job: ECR's login lives about 12 hours, and a pod that restarts after its secret's token
+expired cannot pull its image; the secret written is the deploy stage's own
+(``manifests.release.pull_secret_manifest``), so both always agree.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from kubernetes import client as k8s
 from k8see import metrics, names
 from k8see.errors import KubeError
 from k8see.integrations import kube, registry_access
+from k8see.manifests.release import pull_secret_manifest, pull_secret_name
 from k8see.settings import PlatformSettings
-from k8see.stages.deploy_manifests import pull_secret_manifest, pull_secret_name
 
 __all__ = ["RegistryCredentials", "registry_credentials", "run_pull_secret_refresh"]
 
@@ -80,7 +80,7 @@ def run_pull_secret_refresh(
     (``imagePullPolicy: Always``); the reference never refreshed ECR's 12-hour tokens, so
     preserved environments broke (a gap of the reference). Namespaces not managed by k8see are never
     touched, and terminating ones are left to finish. The secret is the one the deploy stage
-    writes (``deploy_manifests.pull_secret_manifest``), so both always agree.
+    writes (``manifests.release.pull_secret_manifest``), so both always agree.
 
     Returns:
         The report: secret name, refreshed/skipped/failed namespaces and the expiry written.

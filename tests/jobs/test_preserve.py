@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 import redis
 
-from k8see import maintenance, names, state
+from k8see import names, state
 from k8see.errors import PolicyError
+from k8see.jobs import preserve
+from k8see.jobs.preserve_expiry import run_expiry
+from k8see.jobs.times import iso
 from k8see.settings import PlatformSettings
-from k8see.stages import preserve
-from k8see.stages.preserve import iso
 from k8see_sandbox.github import GitHubSandbox
-from tests.stages.test_cleanup import add_namespace, make_settings
+from tests.jobs.test_cleanup import add_namespace, make_settings
 
 HOUR = 3600.0
 
@@ -159,14 +160,14 @@ def test_expiry_warns_once_and_destroys_closed_prs_at_the_deadline(
     github.add_pull(repo, 2, head_sha="c" * 40, head_ref="b", state="closed")
     github.add_pull(repo, 3, head_sha="c" * 40, head_ref="c")
     lock = client.lock("k8see:lock:preserve-quota", timeout=10)
-    limits = maintenance.limits_of(settings)
+    limits = preserve.limits_of(settings)
     for pr in (1, 2, 3):
         hours, since = (2, now) if pr == 1 else (1, now - 2 * HOUR)
         preserve.preserve(api=kube_api_client, lock=lock, repo=repo, pr=pr, hours=hours,
                           actor="a", limits=limits, now=since)  # fmt: skip
 
     # When the expiry job runs 75 minutes later, with PR 1 ending within the hour
-    report = maintenance.run_expiry(settings=settings, client=client, now=now + 1.25 * HOUR)
+    report = run_expiry(settings=settings, client=client, now=now + 1.25 * HOUR)
     # Then PR 1 is warned, PRs 2 and 3 expired; only the closed PR 2 is destroyed at once
     assert report["warned"] == [soon]
     assert sorted(report["expired"]) == sorted([gone_closed, gone_open])
@@ -180,6 +181,6 @@ def test_expiry_warns_once_and_destroys_closed_prs_at_the_deadline(
     assert any("Preserve expired" in c["body"] for c in github.comments(repo, 2))
 
     # When it runs again, the warning is not repeated
-    again = maintenance.run_expiry(settings=settings, client=client, now=now + 1.3 * HOUR)
+    again = run_expiry(settings=settings, client=client, now=now + 1.3 * HOUR)
     assert again["warned"] == [] and again["expired"] == []
     assert len([c for c in github.comments(repo, 1) if "expiring soon" in c["body"]]) == 1

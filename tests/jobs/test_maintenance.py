@@ -17,13 +17,16 @@ from typing import Any
 
 import redis
 
-from k8see import maintenance, state
+from k8see import state
 from k8see.app import beat_schedule, create_app
+from k8see.jobs.preserve import run_preserve_command
+from k8see.jobs.tasks import exclusive
+from k8see.jobs.watchdog import run_watchdog
 from k8see.pipeline import HARD_LIMIT_GRACE_SECONDS, stage_time_limit
 from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.kube import RUN_ID
-from tests.stages.test_cleanup import add_namespace, make_settings
-from tests.stages.test_preserve import clear_preserves, labels_of
+from tests.jobs.test_cleanup import add_namespace, make_settings
+from tests.jobs.test_preserve import clear_preserves, labels_of
 
 
 def put_record(client: redis.Redis, record: dict[str, Any]) -> None:
@@ -50,7 +53,7 @@ def test_watchdog_fails_a_run_stuck_past_its_stage_limit(redis_url: str) -> None
                         "updated_at": recent, "run_id": "busy2"})  # fmt: skip
     app = create_app(settings, name="watchdog-test")
 
-    report = maintenance.run_watchdog(settings=settings, client=client, app=app)
+    report = run_watchdog(settings=settings, client=client, app=app)
 
     assert [f["run_id"] for f in report["failed"]] == ["stuck1"]
     stuck = state.get(client, repo="acme/a", pr=1) or {}
@@ -64,11 +67,11 @@ def test_watchdog_fails_a_run_stuck_past_its_stage_limit(redis_url: str) -> None
 def test_job_lock_lets_one_holder_run(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     with (
-        maintenance.exclusive(client, "cleanup", ttl_seconds=60) as first,
-        maintenance.exclusive(client, "cleanup", ttl_seconds=60) as second,
+        exclusive(client, "cleanup", ttl_seconds=60) as first,
+        exclusive(client, "cleanup", ttl_seconds=60) as second,
     ):
         assert first and not second
-    with maintenance.exclusive(client, "cleanup", ttl_seconds=60) as third:
+    with exclusive(client, "cleanup", ttl_seconds=60) as third:
         assert third
 
 
@@ -95,7 +98,7 @@ def test_preserve_command_needs_write_access(
     add_namespace(kube_api_client, ns, repo=repo, pr=5, last_updated=time.time())
     note = github.add_comment(repo, 5, "/preserve 4", login="reader")
 
-    refused = maintenance.run_preserve_command(settings=settings, client=client, command={
+    refused = run_preserve_command(settings=settings, client=client, command={
         "repo": repo, "pr": 5, "command": "preserve", "args": ["4"], "commenter": "reader",
         "comment_id": note["id"]})  # fmt: skip
     assert refused["ok"] is False and "permission: read" in refused["error"]["message"]
@@ -107,7 +110,7 @@ def test_preserve_command_needs_write_access(
     written = github.add_comment(repo, 5, "/preserve", login="writer")
     forwarded = {"repo": repo, "pr": 5, "trigger": "issue_comment:/preserve",
                  "comment_id": written["id"]}  # fmt: skip
-    done = maintenance.run_preserve_command(settings=settings, client=client, command=forwarded)
+    done = run_preserve_command(settings=settings, client=client, command=forwarded)
     assert done["ok"] is True and done["namespace"] == ns
     assert labels_of(kube_api_client, ns)[0]["preserve"] == "true"
     bodies = [c["body"] for c in github.comments(repo, 5)]

@@ -26,7 +26,7 @@ How, per registry type (the registry decides what "old" can mean):
   before it and a changed setting converge. 0 puts back the untagged rule alone.
 
 Best-effort: a registry or GitHub failure is reported per repository and tag, and the next
-one goes on. The maintenance job counts and schedules; this module decides.
+one goes on. The registry GC (``registry_gc``) counts and schedules; this module decides.
 """
 
 from __future__ import annotations

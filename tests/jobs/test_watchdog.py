@@ -22,10 +22,11 @@ import pytest
 import redis
 from celery import Celery
 
-from k8see import intake, maintenance, state
+from k8see import intake, state
 from k8see.app import create_app
 from k8see.client import enqueue
 from k8see.events import decide_from_flags
+from k8see.jobs.watchdog import run_watchdog
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings, load_settings
 
@@ -63,7 +64,7 @@ def _later(seconds: float = GRACE + 60) -> float:
 
 
 def _pass(settings: PlatformSettings, client: redis.Redis, app: Celery) -> dict[str, Any]:
-    return maintenance.run_watchdog(settings=settings, client=client, app=app, now=_later())
+    return run_watchdog(settings=settings, client=client, app=app, now=_later())
 
 
 def _ids(client: redis.Redis, queue: str = "default") -> list[str]:
@@ -110,7 +111,7 @@ def test_runs_at_work_or_waiting_in_their_queue_are_left_alone(
     # When the watchdog looks, a day later, three times
     far = time.time() + 86400
     for _ in range(3):
-        report = maintenance.run_watchdog(settings=settings, client=client, app=app, now=far)
+        report = run_watchdog(settings=settings, client=client, app=app, now=far)
         # Then nothing is sent again and nothing fails
         assert report["redriven"] == [] and report["failed"] == [], report
     assert _ids(client) == [f"{waiting}-validate"]

@@ -1,24 +1,27 @@
 """Registry garbage collection: the tags of PRs that are gone (generic registries), then the
-build caches pruned by age (``stages.cache_prune``). Part of the ``k8see.cleanup`` job, under
-the ``registry-gc`` lock; ``k8see cleanup`` runs it too."""
+build caches pruned by age (``cache_prune``). Part of the ``k8see.cleanup`` job, under the
+``registry-gc`` lock; ``k8see cleanup`` runs it too."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from k8see import metrics, state
-from k8see.integrations.registry import OciRegistry
-from k8see.maintenance.common import pr_states_of
+from k8see.integrations.registry import OciRegistry, parse_ref
+from k8see.jobs import cache_prune
+from k8see.jobs.pr_states import PrStates, pr_states_of
+from k8see.run import Status
 from k8see.settings import PlatformSettings
-from k8see.stages import cache_prune, cleanup
 
-__all__ = ["run_registry_gc"]
+__all__ = ["ImageGarbage", "collect_images", "run_registry_gc"]
 
-log = logging.getLogger("k8see.maintenance")
+log = logging.getLogger(__name__)
 
 
 def run_registry_gc(
@@ -26,7 +29,7 @@ def run_registry_gc(
     settings: PlatformSettings,
     client: redis.Redis,
     dry_run: bool = False,
-    pr_states: cleanup.PrStates | None = None,
+    pr_states: PrStates | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """Delete image tags whose PR is gone (generic registries), then prune the build caches.
@@ -82,7 +85,7 @@ def _collect_tags(
     records: list[dict[str, Any]],
     *,
     dry_run: bool,
-    pr_states: cleanup.PrStates | None,
+    pr_states: PrStates | None,
 ) -> dict[str, Any]:
     """The ``pr-N``/``sha-*`` part of ``run_registry_gc`` (generic registries only)."""
     reg = settings.registry
@@ -97,7 +100,7 @@ def _collect_tags(
     deleted: dict[str, list[str]] = {}
     failed: dict[str, dict[str, str]] = {}
     try:
-        garbage = cleanup.collect_images(
+        garbage = collect_images(
             registry=registry,
             records=records,
             pr_state=pr_states or pr_states_of(settings, client),
@@ -123,3 +126,56 @@ def _collect_tags(
         sum(map(len, failed.values())),
     )
     return {"dry_run": dry_run, "deleted": deleted, "failed": failed}
+
+
+@dataclass
+class ImageGarbage:
+    """Tags to delete in one image repository, and why."""
+
+    repository: str
+    tags: list[str] = field(default_factory=list)
+
+
+def collect_images(
+    *,
+    registry: OciRegistry,
+    records: Iterable[dict[str, Any]],
+    pr_state: Callable[[str, int], str],
+) -> list[ImageGarbage]:
+    """``pr-N`` and ``sha-*`` tags whose PR is gone, per image repository k8see pushed to.
+
+    A repository is known from the records' ``image``. ``pr-N`` goes when PR N is closed,
+    merged or missing and its record is not live; a ``sha-*`` tag goes when no live record of
+    that repository points at that commit (it is only a cache for redeploying a commit).
+    """
+    by_repository: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        image = record.get("image")
+        if not isinstance(image, str) or not image:
+            continue
+        ref = parse_ref(image)
+        if ref.host != registry.host:
+            continue
+        by_repository.setdefault(ref.repository, []).append(record)
+    out = []
+    for repository, recs in sorted(by_repository.items()):
+        live_shas = {r.get("sha") for r in recs if _live(r)}
+        live_prs = {int(r.get("pr") or 0) for r in recs if _live(r)}
+        owner = str(recs[0].get("repo") or "")
+        garbage = ImageGarbage(repository)
+        for tag in registry.list_tags(repository):
+            if tag.startswith("pr-") and tag[3:].isdigit():
+                number = int(tag[3:])
+                if number in live_prs:
+                    continue
+                if pr_state(owner, number) in ("closed", "merged", "missing"):
+                    garbage.tags.append(tag)
+            elif tag.startswith("sha-") and tag[4:] not in live_shas:
+                garbage.tags.append(tag)
+        if garbage.tags:
+            out.append(garbage)
+    return out
+
+
+def _live(record: dict[str, Any]) -> bool:
+    return record.get("status") not in (Status.DESTROYED.value,)

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from k8see.integrations.github import GitHubClient
-from k8see.stages.cleanup import PrStates
+from k8see.jobs.pr_states import PrStates
 from k8see_sandbox.github import GitHubSandbox
 
 REPO = "acme/fleet"
