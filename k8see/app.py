@@ -36,7 +36,7 @@ def routes() -> dict[str, str]:
 #: The routes of k8see's own tasks (a stage added to the table later is in ``routes()``).
 ROUTES: dict[str, str] = routes()
 
-QUEUES = ("default", "build", "deploy", "maintenance")
+QUEUES: tuple[str, ...] = ("default", "build", "deploy", "maintenance")
 
 
 def create_app(

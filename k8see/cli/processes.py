@@ -13,18 +13,13 @@ from typing import NoReturn
 
 import click
 
+from k8see.app import QUEUES
 from k8see.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, platform_settings
 
 __all__ = ["POOLS", "beat", "flower", "metrics_cmd", "worker"]
 
-#: Queues and default concurrency of each worker pool (concurrency from settings).
-POOLS = {
-    "default": ("default",),
-    "build": ("build",),
-    "deploy": ("deploy",),
-    "maintenance": ("maintenance",),
-    "all": ("default", "build", "deploy", "maintenance"),
-}
+#: The queues each worker pool consumes: one pool per queue of the app, or all of them.
+POOLS: dict[str, tuple[str, ...]] = {**{queue: (queue,) for queue in QUEUES}, "all": QUEUES}
 
 _HEARTBEAT_FILE = click.option(
     "--heartbeat-file",

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from k8see import capacity_gate, coordination, intake, metrics, pipeline, state
+from k8see import capacity_gate, coordination, intake, metrics, pipeline, stage_table, state
 from k8see.app import QUEUES
 from k8see.jobs.times import parse_time
 from k8see.run import TERMINAL, Action, Run, Status
@@ -32,14 +32,19 @@ from k8see.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
 
-#: Record statuses of a run inside a stage, and the stage they stand for.
-RUNNING = {
-    Status.VALIDATING.value: "validate",
-    Status.BUILDING.value: "build",
-    Status.SCANNING.value: "scan",
-    Status.DEPLOYING.value: "deploy",
-    Status.DESTROYING.value: "destroy",
-}
+
+def _running() -> dict[str, str]:
+    """Record statuses of a run inside a stage, and the stage they stand for (the first row
+    of the table with that running status)."""
+    found: dict[str, str] = {}
+    for name in stage_table.names():
+        row = stage_table.spec(name)
+        if row.running is not None:
+            found.setdefault(row.running.value, name)
+    return found
+
+
+RUNNING = _running()
 _TERMINAL = frozenset(s.value for s in TERMINAL)
 
 
@@ -114,8 +119,7 @@ def _redrive(
         ttl_seconds=settings.redis.record_ttl_seconds, stage=None, redriven=count,
     )  # fmt: skip
     # Its stages run again, so the marks that end second deliveries of done stages go.
-    stages = (*pipeline.DEPLOY_STAGES, *pipeline.COMMAND_DESTROY_STAGES, *pipeline.DESTROY_STAGES)
-    coordination.forget_stages(client, run_id=run.run_id, stages=tuple(dict.fromkeys(stages)))
+    coordination.forget_stages(client, run_id=run.run_id, stages=stage_table.names())
     pipeline.chain_for(app, settings, run).apply_async()
     intake.note_missing(client, run_id=run.run_id, missing=False)
     state.count(client, "redriven")

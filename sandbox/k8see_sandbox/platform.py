@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from k8see import redis_acl
+from k8see.app import QUEUES
 from k8see.errors import ToolMissing
 from k8see_sandbox.github import GitHubSandbox
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_DOMAIN = "preview.k8see.test"
-POOLS = ("default", "build", "deploy", "maintenance")
+POOLS = QUEUES
 #: Redis persistence, as the platform chart and docker-compose.yml run it (tests/test_compose.py
 #: holds them to it): every write reaches the append-only file before Redis replies, so a
 #: killed redis-server loses nothing it acknowledged; the file is fsynced once a second, so a
