@@ -22,8 +22,8 @@ A comment command is stored the same way in state ``commanded`` (no generation b
 same script, keyed by the same run id, so a redelivered command task never bumps twice.
 
 Delivery of a chain is at least once: a send whose reply was lost is sent again. Stages are
-idempotent (ARCHITECTURE.md), and ``pending_task_ids`` lets re-senders skip a run whose message
-is visibly queued or being worked on.
+idempotent (docs/architecture.md, "A run's path"), and ``pending_task_ids`` lets re-senders
+skip a run whose message is visibly queued or being worked on.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class Action(enum.StrEnum):
 
 
 class Status(enum.StrEnum):
-    """An environment's user-facing state (ARCHITECTURE.md, "State and results")."""
+    """An environment's user-facing state (docs/architecture.md, "A run's path")."""
 
     QUEUED = "queued"
     VALIDATING = "validating"

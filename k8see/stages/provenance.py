@@ -1,8 +1,9 @@
 """Where a stage's config and image come from when a message cannot be believed.
 
 Deploy and scan act on what validate and build produced, but a ``Run``'s results are written
-by whoever sends the message (ARCHITECTURE.md, "Messages and trust"). Rather than carry a
-signature (a key every worker would hold, and a second channel to rotate), they re-derive:
+by whoever sends the message (docs/security.md, docs/architecture.md "Trust"). Rather than
+carry a signature (a key every worker would hold, and a second channel to rotate), they
+re-derive:
 
 - ``verified_config`` reads the PR from GitHub (open, this commit at its head, a fork's
   approval), fetches the source itself and validates ``k8s-ee.yaml`` again, and returns the

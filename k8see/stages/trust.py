@@ -1,7 +1,8 @@
 """What a stage may believe about a run: what GitHub and its own settings say, never the message.
 
-Anyone who can reach Redis can send any message to any task (ARCHITECTURE.md, "Messages and
-trust"), so a ``Run`` only *asks*. The stages that act on a PR check the ask here first:
+Anyone who can reach Redis can send any message to any task (docs/security.md;
+docs/architecture.md, "Trust"), so a ``Run`` only *asks*. The stages that act on a PR check
+the ask here first:
 
 - ``pull_of`` reads the PR from GitHub; ``require_head`` lets a deploy run only the PR's
   current head while the PR is open (an older commit stops as ``Stale``);
