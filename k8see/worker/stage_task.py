@@ -38,20 +38,17 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from k8see import capacity, capacity_gate, controls, coordination, metrics, state
 from k8see.app import settings_of
 from k8see.errors import (
-    Closed,
-    K8seeError,
     PlatformError,
-    Refused,
     RetryLater,
     Stopped,
-    Superseded,
     UserError,
 )
 from k8see.logs import run_logger
-from k8see.run import Action, Run, Status
+from k8see.run import Run
 from k8see.settings import PlatformSettings
-from k8see.stage_table import REPORTER, StageSpec
+from k8see.stage_table import StageSpec
 from k8see.stages.context import StageContext
+from k8see.worker import outcomes
 from k8see.worker.failures import (
     backoff_with_jitter,
     describe,
@@ -121,12 +118,12 @@ class StageTask(Task):  # type: ignore[misc]
 
         stop = reliably(lambda: controls.stop_reason(client, run, stage), "check for a newer event")
         if stop is not None:
-            return self._stopped(client, run, stage, stop, rlog, ttl)
+            return outcomes.stopped(self, client, run, stage, stop, rlog, ttl)
         if spec.running is not None:
             # Not untag and comment: they run after the record went terminal, by design.
             ended = reliably(lambda: controls.ended(client, run), "check whether the run ended")
             if ended is not None:
-                return self._after_end(client, run, stage, ended, rlog)
+                return outcomes.after_end(self, client, run, stage, ended, rlog)
         if spec.gated and capacity.enabled(settings.capacity):
             # Before the claim: a run that waits is sent again from here once admitted.
             waits = reliably(
@@ -153,7 +150,7 @@ class StageTask(Task):  # type: ignore[misc]
             "claim the stage",
         )  # fmt: skip
         if claimed == "done":
-            return self._duplicate(client, run, stage, rlog)
+            return outcomes.duplicate(self, client, run, stage, rlog)
         if claimed == "held":
             raise self._wait_for_claim(client, run, stage, rlog)
         done = False
@@ -238,7 +235,7 @@ class StageTask(Task):  # type: ignore[misc]
         except Retry:
             raise
         except Stopped as exc:
-            return self._stopped(client, run, stage, exc, rlog, ttl)
+            return outcomes.stopped(self, client, run, stage, exc, rlog, ttl)
         except SoftTimeLimitExceeded as exc:
             limit = self.request.timelimit[1] if self.request.timelimit else None
             error = UserError(
@@ -246,10 +243,10 @@ class StageTask(Task):  # type: ignore[misc]
                 + (f" of {int(limit)} seconds." if limit else "."),
                 hint=limit_hint(spec),
             )
-            self._failed(client, run, stage, error, rlog, ttl)
+            outcomes.failed(self, client, run, stage, error, rlog, ttl)
             raise error from exc
         except UserError as exc:
-            self._failed(client, run, stage, exc, rlog, ttl)
+            outcomes.failed(self, client, run, stage, exc, rlog, ttl)
             raise
         except Exception as exc:
             # RetryLater, an integration failing, Redis gone: retried if transient.
@@ -275,7 +272,7 @@ class StageTask(Task):  # type: ignore[misc]
             else:
                 rlog.error("Stage %s failed; not retried.", stage, exc_info=True)
             failure = platform_error(exc, stage=stage, run=run, settings=settings)
-            self._failed(client, run, stage, failure, rlog, ttl)
+            outcomes.failed(self, client, run, stage, failure, rlog, ttl)
             raise failure from exc
         finally:
             if lease is not None:
@@ -294,18 +291,6 @@ class StageTask(Task):  # type: ignore[misc]
             reliably(lambda: after(client, app=self.app, settings=settings, stage=stage,
                                    run=result), "update capacity")  # fmt: skip
         return result.to_dict()
-
-    def _duplicate(
-        self, client: redis.Redis, run: Run, stage: str,
-        rlog: logging.LoggerAdapter[logging.Logger],
-    ) -> dict[str, Any]:  # fmt: skip
-        """A second delivery of a stage that finished: it ends here, and so does its chain
-        (the first delivery sent the next stage)."""
-        rlog.info("Stage %s of this run finished already; this second delivery ends.", stage)
-        state.count(client, f"duplicate_delivery:{stage}")
-        self.request.chain = None
-        self.request.callbacks = None
-        return {**run.to_dict(), "stopped": "duplicate", "stop_message": "delivered twice"}
 
     def _wait_for_claim(
         self, client: redis.Redis, run: Run, stage: str,
@@ -377,7 +362,9 @@ class StageTask(Task):  # type: ignore[misc]
                 "or comment /deploy-preview to retry. Operators: see that run's worker log, or "
                 "raise K8SEE_QUEUES__LEASE_WAIT_SECONDS.",
             )
-            self._failed(client, run, stage, error, rlog, settings.redis.record_ttl_seconds)
+            outcomes.failed(
+                self, client, run, stage, error, rlog, settings.redis.record_ttl_seconds
+            )
             raise error
         delay = min(left, backoff_with_jitter(queues.lease_retry_seconds, wait.waits - 1, 60.0))
         rlog.info(
@@ -392,95 +379,6 @@ class StageTask(Task):  # type: ignore[misc]
         again = self.signature_from_request(countdown=delay)
         again.apply_async()
         return Retry(when=delay, sig=again)
-
-    def _after_end(
-        self,
-        client: redis.Redis,
-        run: Run,
-        stage: str,
-        status: str,
-        rlog: logging.LoggerAdapter[logging.Logger],
-    ) -> dict[str, Any]:
-        """A message of a run that already ended, delivered again: acknowledged, not run."""
-        rlog.warning(
-            "Stage %s not run again: run %s already ended (%s); its message came again.",
-            stage, run.run_id, status,
-        )  # fmt: skip
-        state.count(client, f"delivered_after_end:{stage}")
-        self.request.chain = None
-        self.request.callbacks = None
-        return {**run.to_dict(), "stopped": "ended", "stop_message": f"the run ended ({status})"}
-
-    def _stopped(
-        self,
-        client: redis.Redis,
-        run: Run,
-        stage: str,
-        exc: Stopped,
-        rlog: logging.LoggerAdapter[logging.Logger],
-        ttl: int,
-    ) -> dict[str, Any]:
-        rlog.info("Run stops at %s: %s", stage, exc.message)
-        metrics.run_stopped(run, stage=stage, reason=exc.reason)
-        state.count(client, f"stopped:{exc.reason}:{stage}")
-        latest = coordination.current_generation(client, repo=run.repo, pr=run.pr)
-        if isinstance(exc, Refused) and run.action is Action.DESTROY and latest == run.generation:
-            # A refused /destroy-preview must not leave its close mark behind: deploys
-            # enqueued later by people allowed to would otherwise stop as "closed".
-            coordination.clear_closed(client, repo=run.repo, pr=run.pr)
-        if not isinstance(exc, Superseded | Closed):
-            # Nothing to do for this event (e.g. on-demand mode). The environment keeps the
-            # status it had before the event was queued; the record says this run skipped.
-            record = state.get(client, repo=run.repo, pr=run.pr) or {}
-            previous = record.get("previous_status") or Status.SKIPPED.value
-            state.update(
-                client,
-                repo=run.repo,
-                pr=run.pr,
-                generation=run.generation,
-                changes={
-                    "status": previous,
-                    "skipped_run": run.run_id,
-                    "reason": exc.message,
-                    "stage": None,
-                    # A refused fork push must not show its commit as the running one.
-                    **({"sha": record["previous_sha"]} if record.get("previous_sha") else {}),
-                },
-                ttl_seconds=ttl,
-            )
-        self.request.chain = None  # end the chain here; later stages must not run
-        self.request.callbacks = None
-        return {**run.to_dict(), "stopped": exc.reason, "stop_message": exc.message}
-
-    def _failed(
-        self,
-        client: redis.Redis,
-        run: Run,
-        stage: str,
-        exc: K8seeError,
-        rlog: logging.LoggerAdapter[logging.Logger],
-        ttl: int,
-    ) -> None:
-        rlog.info("Stage %s failed: %s", stage, exc.message)
-        metrics.stage_failed(stage=stage, reason=exc.reason)
-        error = {
-            **exc.to_dict(),
-            "stage": stage,
-            "log_tail": state.log_tail(client, run_id=run.run_id),
-        }
-        record = state.set_status(
-            client,
-            repo=run.repo,
-            pr=run.pr,
-            generation=run.generation,
-            status=Status.FAILED,
-            ttl_seconds=ttl,
-            run_id=run.run_id,
-            stage=stage,
-            error=error,
-        )
-        if record is not None and stage != REPORTER:
-            self.app.send_task(f"k8see.{REPORTER}", args=[run.to_dict()])
 
 
 def workdir_for(settings: PlatformSettings, run: Run) -> Path:
