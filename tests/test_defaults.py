@@ -1,4 +1,5 @@
-"""Every promised default and name, pinned (reference/behaviour.md and ARCHITECTURE.md)."""
+"""Every promised default and name, pinned: those of the system k8see replaces
+(docs/onboarding.md, docs/configuration.md) and of docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ A secretKeyRef env entry: (dict "name" ENV "secret" SECRET "key" KEY).
 {{- end }}
 
 {{/*
-The app container's database connection variables (reference §3.6). Passwords only ever come
+The app container's database connection variables (docs/environments.md, "3a. Databases"). Passwords only ever come
 from Secrets (secretKeyRef), so they are not in the pod spec, the ConfigMap or an argument.
 */}}
 {{- define "k8see.databaseEnv" -}}
@@ -129,7 +129,7 @@ One wait-for-database init container: (dict "root" $ "db" DB "check" SHELL "what
 {{- end }}
 
 {{/*
-The init containers for every enabled database (reference §3.6 table).
+The init containers for every enabled database (docs/environments.md, "3a. Databases").
 */}}
 {{- define "k8see.databaseWaits" -}}
 {{- $v := .Values }}

@@ -71,7 +71,7 @@ k8s-ee/pr-number: {{ .Values.prNumber | int | toString | quote }}
 {{- end }}
 
 {{/*
-Common labels (reference §3.1): the selector labels plus chart, version, commit and branch.
+Common labels (docs/environments.md, "1. The namespace"): the selector labels plus chart, version, commit and branch.
 */}}
 {{- define "k8see.labels" -}}
 helm.sh/chart: {{ include "k8see.chart" . }}
