@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from k8see import capacity, coordination, pipeline, state
+from k8see import capacity, coordination, pipeline, stage_table, state
 from k8see.manifests.release import database_options
 from k8see.run import Run, Status
 from k8see.settings import PlatformSettings
@@ -78,7 +78,7 @@ def gate(
     log.info("%s#%s waits for capacity at position %d.", run.repo, run.pr, decision.position)
     state.count(client, "capacity_waited")
     if written is not None:
-        app.send_task("k8see.comment", args=[run.to_dict()])
+        app.send_task(stage_table.spec(stage_table.REPORTER).task_name, args=[run.to_dict()])
     return {"stopped": "waiting", "position": decision.position}
 
 
@@ -186,12 +186,16 @@ def recheck(
             and waiting.get("status") == Status.WAITING.value
             and waiting.get("capacity_position") != position
         ):
-            state.update(
+            moved = state.update(
                 client, repo=str(waiting["repo"]), pr=int(waiting["pr"]),
                 generation=int(waiting.get("generation") or 0),
                 changes={"capacity_position": position},
                 ttl_seconds=settings.redis.record_ttl_seconds,
             )  # fmt: skip
+            if moved is not None:
+                # The PR comment shows the position: it follows the record.
+                reporter = stage_table.spec(stage_table.REPORTER).task_name
+                app.send_task(reporter, args=[state.run_of(waiting).to_dict()])
     for env, record in records.items():
         if record.get("status") == Status.WAITING.value and env not in positions:
             # Waiting, but no longer in the queue (its entry was lost): queued again, the

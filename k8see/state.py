@@ -23,7 +23,7 @@ import redis
 
 from k8see.coordination import PREFIX
 from k8see.redis_acl import progress_key
-from k8see.run import Status
+from k8see.run import Action, Run, Status
 
 INDEX_KEY = f"{PREFIX}:envs"
 LOG_LINES_KEPT = 200
@@ -218,3 +218,18 @@ def log_tail(client: redis.Redis, *, run_id: str, lines: int = 20) -> list[str]:
         v.decode() if isinstance(v, bytes) else str(v)
         for v in client.lrange(log_key(run_id), -lines, -1)
     ]
+
+
+def run_of(record: dict[str, Any]) -> Run:
+    """The run a record stands for, enough to send its PR comment again (the watchdog, the
+    capacity re-check): never to build or deploy from, which needs the run's own message."""
+    return Run(
+        repo=str(record["repo"]),
+        pr=int(record["pr"]),
+        sha=str(record.get("sha") or ""),
+        generation=int(record.get("generation") or 0),
+        action=Action(str(record.get("action") or Action.DEPLOY.value)),
+        ref=str(record.get("ref") or ""),
+        trigger=str(record.get("trigger") or ""),
+        run_id=str(record.get("run_id") or "watchdog"),
+    )

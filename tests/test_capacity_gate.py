@@ -4,11 +4,13 @@ Covers: a run over the ceiling gets the ``waiting`` record with its position and
 task, and its chain is not continued; a forged deploy message (a bogus PR, or a stale run of
 a real PR) neither takes a place nor moves one; a release sends the head's deploy from the
 deploy stage with the record back at ``queued``; the watchdog's re-check releases what the
-records say is destroyed, counts a running environment it did not know, and admits the head.
+records say is destroyed, counts a running environment it did not know, and admits the head;
+a waiting run whose place in line moved gets its record and its PR comment refreshed.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -128,3 +130,33 @@ def test_the_watchdog_recheck_reconciles_and_admits_the_head(
                      status=Status.DESTROYED, ttl_seconds=600)  # fmt: skip
     again = capacity_gate.recheck(client, app=app, settings=settings)
     assert again["sent"] == [waiter.run_id]
+
+
+def test_a_waiting_run_that_moves_up_gets_its_comment_refreshed(
+    settings: PlatformSettings, client: redis.Redis, app: Celery
+) -> None:
+    holder, first, second = (enqueued(settings, client, pr) for pr in (1, 2, 3))
+    assert capacity_gate.gate(client, app=app, settings=settings, run=holder) is None
+    assert capacity_gate.gate(client, app=app, settings=settings, run=first) is not None
+    assert capacity_gate.gate(client, app=app, settings=settings, run=second) is not None
+    assert (state.get(client, repo=REPO, pr=3) or {})["capacity_position"] == 2
+    for queue in QUEUES:
+        client.delete(queue)  # the comments of the first waits
+    # When the first in line is closed while it waits, the second moves up at the re-check
+    capacity.release(client, settings=settings.capacity, env=capacity.env_key(REPO, 2))
+    state.set_status(client, repo=REPO, pr=2, generation=first.generation,
+                     status=Status.DESTROYED, ttl_seconds=600)  # fmt: skip
+    capacity_gate.recheck(client, app=app, settings=settings)
+    # Then its record says position 1 and its PR comment is sent again for its run, once
+    assert (state.get(client, repo=REPO, pr=3) or {})["capacity_position"] == 1
+    comments = [m for m in pending(client) if m["task"] == "k8see.comment"]
+    assert len(comments) == 1
+    raw = json.loads(next(r for q in QUEUES for r in client.lrange(q, 0, -1)))
+    args, _, _ = json.loads(base64.b64decode(raw["body"]))
+    sent = Run.from_dict(args[0])
+    assert (sent.repo, sent.pr, sent.run_id) == (REPO, 3, second.run_id)
+    # and a re-check that moves nothing sends nothing
+    for queue in QUEUES:
+        client.delete(queue)
+    capacity_gate.recheck(client, app=app, settings=settings)
+    assert [m for m in pending(client) if m["task"] == "k8see.comment"] == []

@@ -27,7 +27,7 @@ from celery import Celery
 from k8see import capacity_gate, coordination, intake, metrics, pipeline, stage_table, state
 from k8see.app import QUEUES
 from k8see.jobs.times import parse_time
-from k8see.run import TERMINAL, Action, Run, Status
+from k8see.run import TERMINAL, Run, Status
 from k8see.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
@@ -178,16 +178,7 @@ def _fail(
     if written is None:
         return []
     metrics.stage_failed(stage=stage, reason=error["reason"])
-    run = Run(
-        repo=repo,
-        pr=pr,
-        sha=str(record.get("sha") or ""),
-        generation=generation,
-        action=Action(str(record.get("action") or Action.DEPLOY.value)),
-        ref=str(record.get("ref") or ""),
-        trigger=str(record.get("trigger") or ""),
-        run_id=run_id,
-    )
-    app.send_task("k8see.comment", args=[run.to_dict()])
+    reporter = stage_table.spec(stage_table.REPORTER).task_name
+    app.send_task(reporter, args=[state.run_of({**record, "run_id": run_id}).to_dict()])
     log.warning("Watchdog failed %s#%s in %s: %s", repo, pr, stage, message)
     return [{"repo": repo, "pr": pr, "stage": stage, "run_id": run_id}]
