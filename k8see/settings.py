@@ -478,6 +478,23 @@ class GitHubSettings(BaseModel):
 
     timeout_seconds: float = 30.0
 
+    shared_etags: bool = True
+    """Keep the ETag and body of each GitHub read in Redis (an hour, per credential, never the
+    token), so a read another worker already made is sent as a conditional request: GitHub
+    answers ``304 Not Modified``, which does not count against its rate limit. A push's
+    re-checks of the PR before build and before deploy then cost nothing."""
+
+    deployments: Literal["on", "progress", "off"] = "on"
+    """The GitHub Deployment shown on the PR ("View deployment"). ``on``: created when
+    validate passes and given one final status (``success`` with the URL, or ``failure``): 2
+    requests a push. ``progress``: also an ``in_progress`` status while it builds (3).
+    ``off``: none (the sticky comment still has the URL)."""
+
+    commit_status: Literal["failure", "always"] = "failure"
+    """The ``k8see/validate`` commit status: ``failure`` posts it only when the configuration
+    is refused (the one case without a Deployment on the PR), ``always`` also posts
+    ``success`` on every push (one request more)."""
+
 
 class RegistrySettings(BaseModel):
     type: Literal["ghcr", "ecr", "generic"] = "ghcr"

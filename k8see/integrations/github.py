@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+import redis
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from k8see.errors import GitHubError
 from k8see.integrations.github_auth import (
@@ -34,7 +36,9 @@ from k8see.integrations.github_auth import (
     TokenProvider,
     provider_from_settings,
 )
+from k8see.integrations.github_etags import Cached, SharedETags
 from k8see.names import check_repo, check_sha
+from k8see.redis_connect import connect
 from k8see.settings import PlatformSettings
 
 __all__ = [
@@ -272,6 +276,9 @@ class GitHubClient:
         log: Logger; gets method and path, never headers or the token.
         max_wait_seconds: The longest rate-limit wait slept here; longer raises.
         sleep: How to wait between retries (tests pass one that records the delays).
+        etags: ETags shared by every worker through Redis: a GET another process already made
+            with the same credential is sent conditionally, and a ``304`` (free of GitHub's
+            primary rate limit) is answered from the body GitHub sent then.
     """
 
     def __init__(
@@ -285,8 +292,10 @@ class GitHubClient:
         log: Log,
         max_wait_seconds: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        etags: SharedETags | None = None,
     ) -> None:
         self.tokens = token_provider
+        self.etags = etags
         self.http = _Transport(
             api_url=api_url,
             timeout_seconds=timeout_seconds,
@@ -306,6 +315,10 @@ class GitHubClient:
     def _call(self, method: str, repo: str, path: str, **kw: Any) -> requests.Response:
         check_repo(repo)
         url = kw.pop("url", None) or self.http.url(f"/repos/{repo}{path}")
+        # A caller's own headers (an If-None-Match of its own) win over the shared ETags.
+        if method == "GET" and self.etags and not kw.get("stream") and not kw.get("headers"):
+            kw.pop("headers", None)
+            return self._conditional_get(repo, url, **kw)
         return self.http.send(
             method,
             url,
@@ -313,6 +326,34 @@ class GitHubClient:
             on_unauthorized=lambda: self.tokens.forget(repo),
             **kw,
         )
+
+    def _conditional_get(self, repo: str, url: str, **kw: Any) -> requests.Response:
+        """GET ``url`` with the ETag any worker kept for this credential; a 304 is answered
+        with the body GitHub sent for that ETag, as a 200."""
+        assert self.etags is not None
+        minted = [self.tokens.token_for(repo)]  # used for the first attempt: no second mint
+        secret = SharedETags.secret(minted[0])
+        cached = self.etags.lookup(secret, url)
+        response = self.http.send(
+            "GET",
+            url,
+            token=lambda: minted.pop() if minted else self.tokens.token_for(repo),
+            on_unauthorized=lambda: self.tokens.forget(repo),
+            headers={"If-None-Match": cached.etag} if cached else None,
+            **kw,
+        )
+        if response.status_code == 304 and cached is not None:
+            self.log.debug("GitHub GET %s: not modified (no rate limit)", _where(url))
+            return _replay(response, cached)
+        if response.status_code == 200 and "ETag" in response.headers:
+            self.etags.remember(
+                secret,
+                url,
+                etag=response.headers["ETag"],
+                link=response.headers.get("Link", ""),
+                body=response.content,
+            )
+        return response
 
     def _pages(self, repo: str, path: str) -> Iterator[list[Any]]:
         """Every page of a list endpoint, following ``Link: rel="next"``, using ETags."""
@@ -445,14 +486,20 @@ class GitHubClient:
     # -- deployments and statuses --------------------------------------------------------------
 
     def create_deployment(
-        self, repo: str, *, sha: str, environment: str, description: str = ""
+        self, repo: str, *, sha: str, environment: str, description: str = "", reuse: bool = True
     ) -> int:
-        """The deployment of ``sha`` to ``environment``, reusing one that exists."""
+        """The deployment of ``sha`` to ``environment``.
+
+        Args:
+            reuse: Look for one that exists first (one request). False when the caller knows
+                none was asked for yet (validate's first attempt for this commit).
+        """
         check_sha(sha)
-        path = f"/deployments?sha={sha}&environment={quote(environment, safe='')}"
-        existing = _json(self._call("GET", repo, path), "GET deployments")
-        if isinstance(existing, list) and existing:
-            return int(existing[0]["id"])
+        if reuse:
+            path = f"/deployments?sha={sha}&environment={quote(environment, safe='')}"
+            existing = _json(self._call("GET", repo, path), "GET deployments")
+            if isinstance(existing, list) and existing:
+                return int(existing[0]["id"])
         body = {
             "ref": sha,
             "environment": environment,
@@ -536,6 +583,22 @@ class GitHubClient:
         return dest
 
 
+def _replay(not_modified: requests.Response, cached: Cached) -> requests.Response:
+    """A 200 carrying the kept body, for a 304 answer to a conditional GET."""
+    response = requests.Response()
+    response.status_code = 200
+    response.url = not_modified.url
+    response.encoding = "utf-8"
+    response.headers = CaseInsensitiveDict(
+        {"Content-Type": "application/json; charset=utf-8", "ETag": cached.etag}
+    )
+    if cached.link:
+        response.headers["Link"] = cached.link
+    response._content = cached.body
+    not_modified.close()
+    return response
+
+
 def _pull(repo: str, data: Any, what: str) -> Pull:
     """A ``Pull`` from a full pull or a list item; list items have no ``merged``, only
     ``merged_at``."""
@@ -573,6 +636,11 @@ def _json(response: requests.Response, what: str) -> Any:
 def make_client(settings: PlatformSettings, *, log: Log) -> GitHubClient:
     """The client for these settings: the token if set, else the GitHub App."""
     gh = settings.github
+    etags = None
+    if gh.shared_etags:
+        # Short timeouts: a Redis that does not answer turns the cache off, not the call.
+        store: redis.Redis = connect(settings.redis, socket_timeout=2.0, socket_connect_timeout=2.0)
+        etags = SharedETags(store, log=log)
     return GitHubClient(
         api_url=gh.api_url,
         token_provider=provider_from_settings(settings),
@@ -580,4 +648,5 @@ def make_client(settings: PlatformSettings, *, log: Log) -> GitHubClient:
         max_retries=settings.queues.max_retries,
         backoff_seconds=settings.queues.retry_backoff_seconds,
         log=log,
+        etags=etags,
     )

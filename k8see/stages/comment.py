@@ -410,7 +410,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     body = render(record, settings=ctx.settings)
     client = make_client(ctx.settings, log=ctx.log)
     marker = ctx.settings.github.comment_marker
-    comment_id = client.upsert_comment(run.repo, run.pr, body, marker=marker)
+    comment_id = _write_comment(client, run, body, marker, record.get("comment_id"), ctx)
     reaction = _reaction(status, run)
     if run.comment_id and reaction:
         try:
@@ -419,6 +419,25 @@ def run(run: Run, ctx: StageContext) -> Run:
             ctx.log.warning("Reaction %s on comment %s failed: %s", reaction, run.comment_id, exc)
     _update_deployment(client, run, record, status, ctx)
     return run.with_result("comment", {"comment_id": comment_id})
+
+
+def _write_comment(
+    client: GitHubClient, run: Run, body: str, marker: str, known: Any, ctx: StageContext
+) -> int:
+    """Update the sticky comment the record names (one request); search and upsert when the
+    record names none or GitHub no longer has it (deleted by hand)."""
+    if not body.startswith(marker):
+        body = f"{marker}\n{body}"
+    comment_id = _int(known)
+    if comment_id:
+        try:
+            client.update_comment(run.repo, comment_id, body)
+            return comment_id
+        except GitHubError as exc:
+            if exc.status not in (404, 410):
+                raise
+            ctx.log.info("Comment %s is gone (%s); looking for the sticky one.", comment_id, exc)
+    return client.upsert_comment(run.repo, run.pr, body, marker=marker)
 
 
 def _update_deployment(

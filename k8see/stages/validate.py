@@ -13,8 +13,9 @@ Workers never trust the enqueuer. In order, this stage:
 4. fetches the source at that SHA (from where the worker's settings say), re-validates the
    config and re-decides the action with the repository's real trigger mode (the enqueuer
    may not know it); the result carries ``fork`` when the PR was read;
-5. reports on GitHub: a ``k8see/validate`` commit status, and for a deploy a Deployment in
-   ``preview/<namespace>`` marked ``in_progress`` (the comment stage finishes it).
+5. reports on GitHub: a failing ``k8see/validate`` commit status when the config is refused
+   (``github.commit_status: always`` also posts success), and for a deploy a Deployment in
+   ``preview/<namespace>`` (``github.deployments``; the comment stage finishes it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from k8see import approvals, names
 from k8see.config.policy import check_allowed
@@ -63,9 +66,10 @@ def run(run: Run, ctx: StageContext) -> Run:
     except UserError as exc:
         _commit_status(github, run, ctx, "failure", exc.message)
         raise
-    _commit_status(
-        github, run, ctx, "success", f"{run.result('validate')['config_path']} is valid."
-    )
+    if settings.github.commit_status == "always":
+        _commit_status(
+            github, run, ctx, "success", f"{run.result('validate')['config_path']} is valid."
+        )
     return _start_deployment(github, run, ctx)
 
 
@@ -178,20 +182,51 @@ def _commit_status(
 
 
 def _start_deployment(github: GitHubClient, run: Run, ctx: StageContext) -> Run:
-    """A GitHub Deployment marked in_progress; its id rides in the result for the comment."""
+    """A GitHub Deployment (``in_progress`` with ``github.deployments: progress``); its id
+    rides in the result for the comment stage, which gives it its final status.
+
+    One request when this commit's deployment was never asked for: a Redis marker set before
+    the create says whether an earlier attempt (a redelivery, or a ``/deploy-preview`` of
+    the same head) may have made one, and only then is GitHub searched first.
+    """
+    mode = ctx.settings.github.deployments
+    if mode == "off":
+        return run
     result = run.result("validate")
     environment = deployment_environment(str(result["namespace"]))
     try:
         deployment = github.create_deployment(
-            run.repo, sha=run.sha, environment=environment, description="k8see preview"
+            run.repo,
+            sha=run.sha,
+            environment=environment,
+            description="k8see preview",
+            reuse=not _first_deployment(run, ctx, environment),
         )
-        github.set_deployment_status(
-            run.repo, deployment, "in_progress", description="Building and deploying."
-        )
+        if mode == "progress":
+            github.set_deployment_status(
+                run.repo, deployment, "in_progress", description="Building and deploying."
+            )
     except GitHubError as exc:
         ctx.log.warning("The GitHub deployment for %s failed: %s", environment, exc)
         return run
     return run.with_result("validate", {**result, "deployment_id": deployment})
+
+
+#: How long validate remembers that a commit's deployment was asked for.
+DEPLOYMENT_MARKER_SECONDS = 7 * 86400
+
+
+def _first_deployment(run: Run, ctx: StageContext, environment: str) -> bool:
+    """True once per commit and environment (Redis ``SET NX``); False if Redis cannot say."""
+    key = f"k8see:deployment-asked:{run.repo.lower()}:{environment}:{run.sha}"
+    store = connect(ctx.settings.redis)
+    try:
+        return bool(store.set(key, "1", nx=True, ex=DEPLOYMENT_MARKER_SECONDS))
+    except (RedisError, OSError) as exc:
+        ctx.log.warning("Redis did not answer (%s); looking for the deployment first.", exc)
+        return False
+    finally:
+        store.close()
 
 
 def deployment_environment(namespace: str) -> str:

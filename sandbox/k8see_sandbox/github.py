@@ -42,6 +42,8 @@ from k8see_sandbox.github_webhooks import issue_comment_event, pull_request_even
 
 __all__ = ["Exchange", "Faults", "GitHubSandbox", "Observer", "main"]
 
+#: GitHub's primary rate limit of an installation at its floor (requests per hour).
+RATE_LIMIT = 5000
 SECONDARY_LIMIT_MESSAGE = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
     "If you reach out to GitHub Support for help, please include the request ID sandbox."
@@ -209,6 +211,13 @@ class GitHubSandbox:
         """How many conditional GETs were answered 304 Not Modified."""
         with self.state.lock:
             return self.state.not_modified
+
+    @property
+    def rate_limited_calls(self) -> int:
+        """Requests counted against the primary rate limit (every credential): all
+        authenticated requests but the 304 answers to conditional ones."""
+        with self.state.lock:
+            return sum(self.state.rate_used.values())
 
     def reset(self) -> None:
         self.state.reset()
@@ -409,9 +418,12 @@ class GitHubSandbox:
                 ):
                     self.state.faults.lose_comment_write_responses -= 1
                     return Reply(502, {"message": "Server Error"})
-                if method == "GET" and reply.status == 200 and isinstance(reply.body, list):
-                    reply = _conditional(reply, lower.get("if-none-match"))
+                if method == "GET" and reply.status == 200 and isinstance(reply.body, list | dict):
+                    credential = _credential(lower) if auth == "token" else ""
+                    reply = _conditional(reply, lower.get("if-none-match"), credential)
                     self.state.not_modified += reply.status == 304
+                if auth == "token":
+                    self._count(_credential(lower), reply)
                 return reply
             return not_found()
 
@@ -431,6 +443,23 @@ class GitHubSandbox:
                 return _bad_credentials()
             return Reply(200, {"count": 1, "value": token})
         return None
+
+    def _count(self, credential: str, reply: Reply) -> None:
+        """GitHub's primary rate-limit accounting: every authenticated request but a 304
+        counts, and every answer says what is left (``x-ratelimit-*``)."""
+        key = hashlib.sha256(credential.encode()).hexdigest()
+        used = self.state.rate_used.get(key, 0) + (reply.status != 304)
+        self.state.rate_used[key] = used
+        reset = int(time.time()) // 3600 * 3600 + 3600
+        reply.headers.update(
+            {
+                "x-ratelimit-limit": str(RATE_LIMIT),
+                "x-ratelimit-remaining": str(max(0, RATE_LIMIT - used)),
+                "x-ratelimit-used": str(used),
+                "x-ratelimit-reset": str(reset),
+                "x-ratelimit-resource": "core",
+            }
+        )
 
     def _rate_limited(self) -> Reply | None:
         faults = self.state.faults
@@ -552,9 +581,14 @@ def _b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
-def _conditional(reply: Reply, if_none_match: str | None) -> Reply:
-    """Add a weak ETag to a list page; answer 304 when the client already has it."""
-    digest = hashlib.sha256(json.dumps(reply.body, sort_keys=True).encode()).hexdigest()[:32]
+def _conditional(reply: Reply, if_none_match: str | None, credential: str) -> Reply:
+    """Add a weak ETag to a JSON answer; answer 304 (no body) when the client already has it.
+
+    As on GitHub, the ETag depends on the credential that read it: another token's ETag does
+    not match (GitHub support: "ETags are auth token specific").
+    """
+    encoded = json.dumps(reply.body, sort_keys=True).encode()
+    digest = hashlib.sha256(credential.encode() + b"\0" + encoded).hexdigest()[:32]
     etag = f'W/"{digest}"'
     reply.headers["ETag"] = etag
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:

@@ -103,6 +103,9 @@ class GitHubState:
         self.calls: list[tuple[str, str]] = []
         #: Conditional GETs answered 304 (GitHub does not count them against the rate limit).
         self.not_modified = 0
+        #: Requests counted against the primary rate limit, per credential (GitHub does not
+        #: count a 304 answer to a conditional request).
+        self.rate_used: dict[str, int] = {}
         self.repos: dict[str, RepoState] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.reactions_by_comment: dict[int, list[dict[str, Any]]] = {}
@@ -124,6 +127,7 @@ class GitHubState:
             self.faults = Faults()
             self.calls.clear()
             self.not_modified = 0
+            self.rate_used.clear()
             self.repos.clear()
             self.comments.clear()
             self.reactions_by_comment.clear()

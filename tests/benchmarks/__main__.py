@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench" / "results.json"
 DRILLS = ROOT / "bench" / "drills.json"
 GROUPS = ("enqueue", "frontdoor", "throughput", "build", "kubeproxy", "pipeline", "cleanup")
+#: Parts of a group that can run alone (not by default: their group runs them).
+PARTS = ("github",)
 
 
 def _machine() -> dict[str, object]:
@@ -69,9 +71,25 @@ def _pipeline(args: argparse.Namespace, workdir: Path) -> list[Result]:
     return results
 
 
+def _github(args: argparse.Namespace, workdir: Path) -> list[Result]:
+    """The GitHub-calls part of the pipeline group alone, on its own platform."""
+    from k8see.app import create_app
+    from k8see.settings import load_settings
+    from tests.benchmarks import bench_pipeline as bp
+    from tests.e2e.harness import running_platform
+
+    with running_platform(workdir / "github") as h:
+        app = create_app(load_settings(redis={"url": h.platform.redis_url}))
+        with TaskEvents(app) as events:
+            b = bp.Bench(h, events)
+            b.wait_workers()
+            return bp.github_calls(b, cycles=1 if args.quick else 2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
-    parser.add_argument("--only", nargs="*", choices=GROUPS, default=list(GROUPS))
+    # ``github``: only the pipeline group's GitHub calls per event, on a platform of its own.
+    parser.add_argument("--only", nargs="*", choices=GROUPS + PARTS, default=list(GROUPS))
     # The issue's 100 PRs: about 450 s of the ~12.5-minute run on a quiet 2-core machine.
     parser.add_argument("--fanout-prs", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (for trying)")
@@ -111,6 +129,8 @@ def main() -> int:
                     )
                 elif group == "pipeline":
                     results += _pipeline(args, workdir)
+                elif group == "github":
+                    results += _github(args, workdir)
                 elif group == "cleanup":
                     envs = args.cleanup_environments
                     results += bench_cleanup.cleanup_at_scale(

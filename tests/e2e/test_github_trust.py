@@ -53,6 +53,10 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     env = {
         "K8SEE_POLICY__ALLOWLIST_PATH": str(allowlist),
         "K8SEE_POLICY__ACCESS_REQUEST_URL": ACCESS_URL,
+        # Everything GitHub can show, to check each of it: the validate status on success
+        # and the Deployment's in_progress (both off by default, to keep a push at 5 calls)
+        "K8SEE_GITHUB__COMMIT_STATUS": "always",
+        "K8SEE_GITHUB__DEPLOYMENTS": "progress",
     }
     with running_platform(workdir, extra_env=env) as h:
         yield h

@@ -29,6 +29,17 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         yield h
 
 
+def _deployment_state(h: Harness, repo: str, sha: str) -> str:
+    """The newest status of the GitHub Deployment of ``sha`` ("" if none)."""
+    states = [
+        str(s["state"])
+        for d in h.platform.github.deployments(repo)
+        if d["sha"] == sha
+        for s in d["statuses"]
+    ]
+    return states[-1] if states else ""
+
+
 def _comments(h: Harness, repo: str, pr: int) -> list[dict[str, Any]]:
     return h.platform.github.comments(repo, pr)
 
@@ -69,7 +80,11 @@ def test_open_push_close_runs_the_whole_lifecycle(harness: Harness) -> None:
     assert record["scan"]["vulnerabilities"] == "not-scanned"
     h.wait_for(lambda: "Vulnerabilities not scanned" in _comments(h, repo, 1)[0]["body"])
 
+    gh = h.platform.github
+    h.wait_for(lambda: _deployment_state(h, repo, sha) == "success")
+
     # When a new commit is pushed
+    rate_before, not_modified_before = gh.rate_limited_calls, gh.not_modified
     new_sha = h.commit(path, "second")
     h.platform.github.add_pull(repo, 1, head_sha=new_sha, head_ref="feature")
     pushed = h.enqueue(
@@ -91,6 +106,13 @@ def test_open_push_close_runs_the_whole_lifecycle(harness: Harness) -> None:
     assert h.record(repo, 1)["sha"] == new_sha
     h.wait_for(lambda: new_sha in _comments(h, repo, 1)[0]["body"])
     assert len(_comments(h, repo, 1)) == 1
+    # ... shown on the PR as a Deployment, for at most 5 requests against GitHub's rate limit
+    # (issue 19): the PR's re-reads before build and deploy are conditional, answered 304
+    h.wait_for(lambda: _deployment_state(h, repo, new_sha) == "success")
+    time.sleep(1.0)  # nothing more comes after the deployment's final status
+    pushed_cost = gh.rate_limited_calls - rate_before
+    assert pushed_cost <= 5, (pushed_cost, gh.calls[-15:])
+    assert gh.not_modified - not_modified_before >= 2
 
     # When the PR closes (on GitHub: destroy believes GitHub, not the event)
     h.platform.github.set_pull_state(repo, 1, state="closed")

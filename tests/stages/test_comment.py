@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from k8see.integrations.github import make_client
 from k8see.run import Action, Run, Status
@@ -345,3 +346,34 @@ def test_stage_survives_a_reaction_on_a_deleted_command(
               comment_id=999999)  # fmt: skip
     out = comment.run(run, context(shop, record(), tmp_path))
     assert out.result("comment")["comment_id"] == shop.comments("acme/shop", 7)[0]["id"]
+
+
+def test_stage_updates_the_recorded_comment_with_one_request(
+    shop: GitHubSandbox, tmp_path: Path
+) -> None:
+    """A push's comment is one PATCH of the comment the record names (issue 19); a comment
+    deleted by hand is found missing and posted again, once."""
+    deploy = Run(repo="acme/shop", pr=7, sha=SHA, generation=3, action=Action.DEPLOY,
+                 ref="feature/login")  # fmt: skip
+    first = comment.run(deploy, context(shop, record(status="ready"), tmp_path))
+    comment_id = first.result("comment")["comment_id"]
+    # When the next push's comment stage runs with the record naming that comment
+    before = len(shop.calls)
+    again = comment.run(
+        deploy, context(shop, record(status="building", comment_id=comment_id), tmp_path)
+    )
+    # Then it is one PATCH of it, no search
+    assert shop.calls[before:] == [("PATCH", f"/repos/acme/shop/issues/comments/{comment_id}")]
+    assert again.result("comment")["comment_id"] == comment_id
+    (posted,) = shop.comments("acme/shop", 7)
+    assert "Building" in posted["body"]
+    # When someone deleted the comment by hand
+    auth = {"Authorization": f"Bearer {SANDBOX_TOKEN}"}
+    url = f"{shop.url}/repos/acme/shop/issues/comments/{comment_id}"
+    assert requests.delete(url, headers=auth, timeout=5).status_code == 204
+    out = comment.run(
+        deploy, context(shop, record(status="ready", comment_id=comment_id), tmp_path)
+    )
+    # Then the stage posts a new one and names it
+    (posted,) = shop.comments("acme/shop", 7)
+    assert out.result("comment")["comment_id"] == posted["id"] != comment_id

@@ -3,7 +3,8 @@ for fork approvals, a local git repository as the source.
 
 Covers: a missing allowlist refuses before any GitHub call, with the platform's access-request
 address in the hint; a config error posts a failing ``k8see/validate`` commit status naming
-the problem; a valid config posts a success status and starts a Deployment (``in_progress``)
+the problem; a valid config starts a Deployment (one request; ``in_progress`` and a success
+status only when ``github.deployments``/``github.commit_status`` ask)
 whose id rides in the result; a fork push without approval is refused with the fork notice; a
 maintainer's command approves and pins the fork's head; a stranger's command is refused.
 """
@@ -42,9 +43,11 @@ def repo_dir(tmp_path: Path) -> tuple[Path, str]:
     return path, git(path, "rev-parse", "HEAD")
 
 
-def _ctx(hub: GitHubSandbox, tmp_path: Path, redis_url: str, allowlist: Path) -> StageContext:
+def _ctx(
+    hub: GitHubSandbox, tmp_path: Path, redis_url: str, allowlist: Path, **github: str
+) -> StageContext:
     settings = PlatformSettings(
-        github={"api_url": hub.url, "token": SANDBOX_TOKEN},
+        github={"api_url": hub.url, "token": SANDBOX_TOKEN, **github},
         redis={"url": redis_url},
         policy={"allowlist_path": str(allowlist), "access_request_url": ACCESS},
         build={"workdir": str(tmp_path / "work"), "local_source_root": str(tmp_path / "sources")},
@@ -109,8 +112,49 @@ def test_a_valid_config_starts_a_deployment(
     (deployment,) = github.deployments("acme/shop")
     assert out.result("validate")["deployment_id"] == deployment["id"]
     assert deployment["environment"] == "preview/shop-pr-7"
+    # Frugal by default (issue 19): the deployment is created with one request (nothing to
+    # look for yet), with no in_progress status and no success commit status
+    assert deployment["statuses"] == []
+    assert github.commit_statuses("acme/shop") == []
+    assert [c for c in github.calls if "deployments" in c[1] or "statuses" in c[1]] == [
+        ("POST", "/repos/acme/shop/deployments")
+    ]
+    assert github.rate_limited_calls == 2  # the PR, the deployment
+
+    # When the stage runs again for the same commit (a redelivery)
+    again = validate.run(_run(sha, src), _ctx(github, tmp_path, redis_url, allowlist))
+    # Then it looks first and reuses the deployment
+    assert again.result("validate")["deployment_id"] == deployment["id"]
+    assert len(github.deployments("acme/shop")) == 1
+
+
+def test_every_github_badge_can_be_asked_for(
+    github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str],
+    allowlist: Path,
+) -> None:  # fmt: skip
+    src, sha = repo_dir
+    github.add_repo("acme/shop")
+    github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f")
+    ctx = _ctx(
+        github, tmp_path, redis_url, allowlist, deployments="progress", commit_status="always"
+    )
+    validate.run(_run(sha, src), ctx)
+    (deployment,) = github.deployments("acme/shop")
     assert [s["state"] for s in deployment["statuses"]] == ["in_progress"]
     assert [s["state"] for s in github.commit_statuses("acme/shop")] == ["success"]
+
+
+def test_deployments_off_creates_none(
+    github: GitHubSandbox, tmp_path: Path, redis_url: str, repo_dir: tuple[Path, str],
+    allowlist: Path,
+) -> None:  # fmt: skip
+    src, sha = repo_dir
+    github.add_repo("acme/shop")
+    github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f")
+    ctx = _ctx(github, tmp_path, redis_url, allowlist, deployments="off")
+    out = validate.run(_run(sha, src), ctx)
+    assert github.deployments("acme/shop") == []
+    assert "deployment_id" not in out.result("validate")
 
 
 def test_config_path_reads_the_config_where_the_workflow_says(
@@ -128,7 +172,7 @@ def test_config_path_reads_the_config_where_the_workflow_says(
     sha = git(src, "rev-parse", "HEAD")
     github.add_repo("acme/shop")
     github.add_pull("acme/shop", 7, head_sha=sha, head_ref="f")
-    ctx = _ctx(github, tmp_path, redis_url, allowlist)
+    ctx = _ctx(github, tmp_path, redis_url, allowlist, commit_status="always")
     # When the run names it
     out = validate.run(_run(sha, src, config_path="services/api/k8s-ee.yaml"), ctx)
     # Then that file is validated, and named in the result and the commit status
