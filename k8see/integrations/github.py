@@ -10,24 +10,20 @@ rate-limit answers (secondary: 403/429 with ``Retry-After``; primary: ``x-rateli
 0``) wait as long as GitHub asks, all bounded by ``max_retries``. A wait longer than
 ``max_wait_seconds`` is not slept: it raises ``GitHubError(retry_after_seconds=…)`` for the task
 layer to reschedule. Any other 4xx is ``GitHubError(status=…)``. No ``requests`` exception
-leaves this module, and the token never appears in a message or a log record.
+leaves this module, and the token never appears in a message or a log record. The exchange
+itself is ``github_http``; what k8see reads of the answers, ``github_models``.
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import redis
 import requests
-from requests.structures import CaseInsensitiveDict
 
 from k8see.errors import GitHubError
 from k8see.integrations.github_auth import (
@@ -36,7 +32,9 @@ from k8see.integrations.github_auth import (
     TokenProvider,
     provider_from_settings,
 )
-from k8see.integrations.github_etags import Cached, SharedETags
+from k8see.integrations.github_etags import SharedETags
+from k8see.integrations.github_http import Log, Transport, path_of, replay
+from k8see.integrations.github_models import IssueComment, Pull, json_of, pull_of, timestamp
 from k8see.names import check_repo, check_sha
 from k8see.redis_connect import connect
 from k8see.settings import PlatformSettings
@@ -52,216 +50,9 @@ __all__ = [
     "make_client",
 ]
 
-Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
-#: A single backoff never sleeps longer than this, whatever the attempt number.
-MAX_BACKOFF_SECONDS = 30.0
 #: List pages a client keeps for conditional requests (a cleanup pass reads about ten).
 MAX_ETAG_PAGES = 256
-_HEADERS = {
-    "Accept": "application/vnd.github+json",
-    "X-GitHub-Api-Version": "2022-11-28",
-    "User-Agent": "k8see",
-}
-
-
-@dataclass(frozen=True)
-class Pull:
-    """The parts of a pull request k8see decides on."""
-
-    repo: str
-    number: int
-    state: str
-    merged: bool
-    head_sha: str
-    head_ref: str
-    head_repo: str
-    base_ref: str
-    author: str
-    #: Unix time of the last push to the head repository (GitHub's ``head.repo.pushed_at``,
-    #: set by GitHub, not by the pusher); 0.0 when GitHub did not say.
-    head_pushed_at: float = 0.0
-
-    @property
-    def fork(self) -> bool:
-        """A PR from another repository: never built without a maintainer's approval."""
-        return self.head_repo.lower() != self.repo.lower()
-
-
-@dataclass(frozen=True)
-class IssueComment:
-    """A PR (issue) comment as GitHub reports it: who wrote what, where and when."""
-
-    id: int
-    issue: int
-    body: str
-    author: str
-    created_at: float
-
-
-class _Transport:
-    """One HTTP exchange with GitHub, with retries, backoff and error mapping."""
-
-    def __init__(
-        self,
-        *,
-        api_url: str,
-        timeout_seconds: float,
-        max_retries: int,
-        backoff_seconds: float,
-        max_wait_seconds: float,
-        log: Log,
-        sleep: Callable[[float], None],
-    ) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.origin = urlsplit(self.api_url)[:2]
-        self.session = requests.Session()
-        self.session.trust_env = False  # no ~/.netrc credentials sent to GitHub by accident
-        self.timeout_seconds = timeout_seconds
-        self.max_retries = max_retries
-        self.backoff_seconds = backoff_seconds
-        self.max_wait_seconds = max_wait_seconds
-        self.log = log
-        self.sleep = sleep
-
-    def url(self, path: str) -> str:
-        return f"{self.api_url}{path}"
-
-    def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        token: Callable[[], str],
-        on_unauthorized: Callable[[], None] = lambda: None,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        stream: bool = False,
-        unsafe_retry: bool = True,
-        accept: tuple[int, ...] = (),
-    ) -> requests.Response:
-        """Send and return a 2xx/3xx (or ``accept``-listed) response, or raise ``GitHubError``.
-
-        Args:
-            unsafe_retry: Whether a 5xx or network failure may be retried. False for writes
-                that are not idempotent (creating a comment): the caller re-checks instead.
-            accept: Error statuses returned to the caller instead of raised (e.g. 404).
-        """
-        if urlsplit(url)[:2] != self.origin:
-            raise GitHubError(
-                f"Refusing to send GitHub credentials to {_where(url)}.",
-                hint="A pagination link pointed outside the configured api_url.",
-            )
-        where = f"{method} {_where(url)}"
-        attempt = 0
-        reauthorized = False
-        while True:
-            secret = token()
-            try:
-                response = self.session.request(
-                    method,
-                    url,
-                    json=body,
-                    headers={**_HEADERS, "Authorization": f"Bearer {secret}", **(headers or {})},
-                    timeout=self.timeout_seconds,
-                    stream=stream,
-                )
-            except requests.RequestException as exc:
-                failure = GitHubError(
-                    f"GitHub could not be reached for {where} ({type(exc).__name__}).",
-                    hint="Check the network and K8SEE_GITHUB__API_URL; the call is retried.",
-                )
-                if not unsafe_retry or attempt >= self.max_retries:
-                    raise failure from None
-                delay = self._backoff(attempt)
-            else:
-                status = response.status_code
-                self.log.debug("GitHub %s answered %s", where, status)
-                if status < 400 or status in accept:
-                    return response
-                failure = _error(response, where, secret)
-                response.close()
-                if status == 401 and not reauthorized:
-                    reauthorized = True  # an installation token may have been revoked: re-mint
-                    on_unauthorized()
-                    continue
-                wait = _rate_limit_wait(response, failure.message)
-                if wait is not None:
-                    if wait > self.max_wait_seconds or attempt >= self.max_retries:
-                        failure.retry_after_seconds = wait
-                        raise failure
-                    delay = max(wait, self._backoff(attempt))
-                elif status >= 500 and unsafe_retry and attempt < self.max_retries:
-                    delay = self._backoff(attempt)
-                else:
-                    raise failure
-            attempt += 1
-            self.log.warning(
-                "GitHub %s failed (%s); retry %d/%d in %.2fs",
-                where,
-                failure.message,
-                attempt,
-                self.max_retries,
-                delay,
-            )
-            self.sleep(delay)
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with equal jitter: half fixed, half random."""
-        base = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2.0**attempt)
-        return base / 2 + random.uniform(0, base / 2)
-
-
-def _where(url: str) -> str:
-    """The URL's path only: queries can carry signed tokens (codeload redirects)."""
-    parts = urlsplit(url)
-    return parts.path or "/"
-
-
-def _error(response: requests.Response, where: str, secret: str) -> GitHubError:
-    status = response.status_code
-    detail = ""
-    if response.headers.get("Content-Type", "").startswith("application/json"):
-        try:
-            payload = response.json()
-            detail = str(payload.get("message", ""))[:300] if isinstance(payload, dict) else ""
-        except ValueError:
-            detail = ""
-    if secret:
-        detail = detail.replace(secret, "***")
-    hints = {
-        401: "The GitHub credential was rejected: check K8SEE_GITHUB__TOKEN or the App's key.",
-        403: "The GitHub credential lacks a permission (pull-requests/issues write, "
-        "deployments, statuses, contents read), or a rate limit was hit.",
-        404: "Check the repository, PR or comment exists and the credential can see it "
-        "(an App must be installed on the repository).",
-        422: "GitHub rejected the request's content; see the message.",
-    }
-    message = f"GitHub answered {status} to {where}" + (f": {detail}" if detail else ".")
-    if not message.endswith("."):
-        message += "."
-    hint = hints.get(status, "GitHub failed; retry later or check githubstatus.com.")
-    return GitHubError(message, status=status, hint=hint)
-
-
-def _rate_limit_wait(response: requests.Response, message: str) -> float | None:
-    """Seconds GitHub asks us to wait, if this is a rate-limit answer; else None."""
-    if response.status_code not in (403, 429):
-        return None
-    retry_after = response.headers.get("Retry-After")
-    if retry_after is not None:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            return 60.0
-    if response.headers.get("x-ratelimit-remaining") == "0":
-        try:
-            return max(0.0, float(response.headers["x-ratelimit-reset"]) - time.time())
-        except (KeyError, ValueError):
-            return 60.0
-    if response.status_code == 429 or "secondary rate limit" in message.lower():
-        return 60.0  # GitHub's advice for a secondary limit without Retry-After: a minute
-    return None
 
 
 class GitHubClient:
@@ -296,7 +87,7 @@ class GitHubClient:
     ) -> None:
         self.tokens = token_provider
         self.etags = etags
-        self.http = _Transport(
+        self.http = Transport(
             api_url=api_url,
             timeout_seconds=timeout_seconds,
             max_retries=max_retries,
@@ -343,8 +134,8 @@ class GitHubClient:
             **kw,
         )
         if response.status_code == 304 and cached is not None:
-            self.log.debug("GitHub GET %s: not modified (no rate limit)", _where(url))
-            return _replay(response, cached)
+            self.log.debug("GitHub GET %s: not modified (no rate limit)", path_of(url))
+            return replay(response, cached)
         if response.status_code == 200 and "ETag" in response.headers:
             self.etags.remember(
                 secret,
@@ -367,7 +158,7 @@ class GitHubClient:
                 page = cached[1]
                 self._etags[url] = self._etags.pop(url)  # most recently used last
             else:
-                page = _json(response, f"GET {path}")
+                page = json_of(response, f"GET {path}")
                 if response.headers.get("ETag"):
                     self._etags[url] = (response.headers["ETag"], page)
                     if len(self._etags) > MAX_ETAG_PAGES:
@@ -380,8 +171,8 @@ class GitHubClient:
     # -- pulls and permissions -----------------------------------------------------------------
 
     def get_pull(self, repo: str, number: int) -> Pull:
-        data = _json(self._call("GET", repo, f"/pulls/{int(number)}"), "GET pull")
-        return _pull(repo, data, f"{repo}#{number}")
+        data = json_of(self._call("GET", repo, f"/pulls/{int(number)}"), "GET pull")
+        return pull_of(repo, data, f"{repo}#{number}")
 
     def list_pulls(
         self, repo: str, *, state: str, sort: str = "created", direction: str = "desc"
@@ -396,7 +187,7 @@ class GitHubClient:
         """
         query = urlencode({"state": state, "sort": sort, "direction": direction})
         for page in self._pages(repo, f"/pulls?{query}"):
-            yield [_pull(repo, item, f"a pull of {repo}") for item in page]
+            yield [pull_of(repo, item, f"a pull of {repo}") for item in page]
 
     def get_permission(self, repo: str, user: str) -> str:
         """``admin``, ``maintain``, ``write``, ``triage``, ``read`` or ``none``."""
@@ -405,13 +196,15 @@ class GitHubClient:
         )
         if response.status_code == 404:
             return "none"  # not a collaborator, or no such user: no access either way
-        return str(_json(response, "GET permission").get("permission") or "none")
+        return str(json_of(response, "GET permission").get("permission") or "none")
 
     # -- comments ------------------------------------------------------------------------------
 
     def get_comment(self, repo: str, comment_id: int) -> IssueComment:
         """One issue comment of ``repo``; a 404 is ``GitHubError(status=404)``."""
-        data = _json(self._call("GET", repo, f"/issues/comments/{int(comment_id)}"), "GET comment")
+        data = json_of(
+            self._call("GET", repo, f"/issues/comments/{int(comment_id)}"), "GET comment"
+        )
         try:
             issue = int(str(data["issue_url"]).rstrip("/").rsplit("/", 1)[1])
             return IssueComment(
@@ -419,7 +212,7 @@ class GitHubClient:
                 issue=issue,
                 body=str(data.get("body") or ""),
                 author=str((data.get("user") or {}).get("login") or ""),
-                created_at=_timestamp(data.get("created_at")),
+                created_at=timestamp(data.get("created_at")),
             )
         except (AttributeError, IndexError, KeyError, TypeError, ValueError):
             raise GitHubError(
@@ -438,7 +231,7 @@ class GitHubClient:
         response = self._call(
             "POST", repo, f"/issues/{int(number)}/comments", body={"body": body}, unsafe_retry=False
         )
-        return int(_json(response, "POST comment")["id"])
+        return int(json_of(response, "POST comment")["id"])
 
     def update_comment(self, repo: str, comment_id: int, body: str) -> None:
         self._call("PATCH", repo, f"/issues/comments/{int(comment_id)}", body={"body": body})
@@ -497,7 +290,7 @@ class GitHubClient:
         check_sha(sha)
         if reuse:
             path = f"/deployments?sha={sha}&environment={quote(environment, safe='')}"
-            existing = _json(self._call("GET", repo, path), "GET deployments")
+            existing = json_of(self._call("GET", repo, path), "GET deployments")
             if isinstance(existing, list) and existing:
                 return int(existing[0]["id"])
         body = {
@@ -511,12 +304,12 @@ class GitHubClient:
             "transient_environment": False,
             "production_environment": False,
         }
-        return int(_json(self._call("POST", repo, "/deployments", body=body), "POST")["id"])
+        return int(json_of(self._call("POST", repo, "/deployments", body=body), "POST")["id"])
 
     def latest_deployment(self, repo: str, *, environment: str) -> int | None:
         """The newest deployment to ``environment``, if any (to retire it on destroy)."""
         path = f"/deployments?environment={quote(environment, safe='')}&per_page=1"
-        found = _json(self._call("GET", repo, path), "GET deployments")
+        found = json_of(self._call("GET", repo, path), "GET deployments")
         return int(found[0]["id"]) if isinstance(found, list) and found else None
 
     def set_deployment_status(
@@ -581,56 +374,6 @@ class GitHubClient:
             raise
         partial.replace(dest)
         return dest
-
-
-def _replay(not_modified: requests.Response, cached: Cached) -> requests.Response:
-    """A 200 carrying the kept body, for a 304 answer to a conditional GET."""
-    response = requests.Response()
-    response.status_code = 200
-    response.url = not_modified.url
-    response.encoding = "utf-8"
-    response.headers = CaseInsensitiveDict(
-        {"Content-Type": "application/json; charset=utf-8", "ETag": cached.etag}
-    )
-    if cached.link:
-        response.headers["Link"] = cached.link
-    response._content = cached.body
-    not_modified.close()
-    return response
-
-
-def _pull(repo: str, data: Any, what: str) -> Pull:
-    """A ``Pull`` from a full pull or a list item; list items have no ``merged``, only
-    ``merged_at``."""
-    try:
-        return Pull(
-            repo=repo,
-            number=int(data["number"]),
-            state=str(data["state"]),
-            merged=bool(data.get("merged")) or data.get("merged_at") is not None,
-            head_sha=str(data["head"]["sha"]),
-            head_ref=str(data["head"]["ref"]),
-            head_repo=str((data["head"].get("repo") or {}).get("full_name") or ""),
-            base_ref=str(data["base"]["ref"]),
-            author=str((data.get("user") or {}).get("login") or ""),
-            head_pushed_at=_timestamp((data["head"].get("repo") or {}).get("pushed_at")),
-        )
-    except (AttributeError, KeyError, TypeError, ValueError):
-        raise GitHubError(f"GitHub's answer for {what} lacks head or base.") from None
-
-
-def _timestamp(value: Any) -> float:
-    """GitHub's ``2026-03-14T12:34:56Z`` as Unix time; 0.0 when absent."""
-    if not isinstance(value, str) or not value:
-        return 0.0
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def _json(response: requests.Response, what: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise GitHubError(f"GitHub answered {what} with a body that is not JSON.") from None
 
 
 def make_client(settings: PlatformSettings, *, log: Log) -> GitHubClient:
