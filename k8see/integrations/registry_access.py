@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from k8see.integrations.registry import OciRegistry, TagDeletion
+from k8see.integrations.oci import TagDeletion
+from k8see.integrations.registry import OciRegistry
 from k8see.settings import PlatformSettings
 
 __all__ = [
