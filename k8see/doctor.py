@@ -24,7 +24,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 
 from k8see import operators
-from k8see.integrations import discovery, kube
+from k8see.integrations import discovery, kube, kubeapi
 from k8see.settings import PlatformSettings
 
 __all__ = ["Access", "Report", "check"]
@@ -174,7 +174,7 @@ def _review(api: ApiClient, access: Access) -> Access:
         "namespace": access.namespace,
         "name": access.name,
     }
-    review = kube.call(
+    review = kubeapi.call(
         client.AuthorizationV1Api(api).create_self_subject_access_review,
         {"spec": {"resourceAttributes": {k: v for k, v in attributes.items() if v}}},
         what=f"ask whether this identity may {access.describe()}",

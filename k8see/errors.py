@@ -10,7 +10,7 @@
     │   ├── ScanBlocked             the scan policy blocked the image
     │   └── DeployFailed            the app did not become healthy
     ├── PlatformError               the operators act
-    │   └── IntegrationError        an external system failed
+    │   └── IntegrationError        an external system failed (status, retry_after_seconds)
     │       ├── KubeError           (NotFound, Conflict, Forbidden, TooManyRequests below it)
     │       ├── HelmError
     │       ├── RegistryError
@@ -149,22 +149,31 @@ class PlatformError(K8seeError):
 
 
 class IntegrationError(PlatformError):
+    """An outside system failed or refused.
+
+    Args:
+        status: The HTTP status the system answered with, if it answered one.
+        retry_after_seconds: The wait it asked for (``Retry-After``), if it asked.
+    """
+
     reason = "integration"
-
-
-class KubeError(IntegrationError):
-    reason = "kube"
 
     def __init__(
         self,
         message: str,
         *,
-        status: int | None = None,
         hint: str | None = None,
         where: Where | None = None,
+        status: int | None = None,
+        retry_after_seconds: float | None = None,
     ):
         super().__init__(message, hint=hint, where=where)
         self.status = status
+        self.retry_after_seconds = retry_after_seconds
+
+
+class KubeError(IntegrationError):
+    reason = "kube"
 
 
 class KubeNotFound(KubeError):
@@ -182,9 +191,8 @@ class KubeForbidden(KubeError):
 class KubeTooManyRequests(KubeError):
     reason = "kube-throttled"
 
-    def __init__(self, message: str, *, retry_after_seconds: float | None = None, **kw: Any):
+    def __init__(self, message: str, **kw: Any):
         super().__init__(message, status=429, **kw)
-        self.retry_after_seconds = retry_after_seconds
 
 
 class HelmError(IntegrationError):
@@ -197,18 +205,6 @@ class RegistryError(IntegrationError):
 
 class GitHubError(IntegrationError):
     reason = "github"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        hint: str | None = None,
-        retry_after_seconds: float | None = None,
-    ):
-        super().__init__(message, hint=hint)
-        self.status = status
-        self.retry_after_seconds = retry_after_seconds
 
 
 class ToolMissing(IntegrationError):

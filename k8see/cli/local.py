@@ -119,7 +119,7 @@ def build_command(
     import tempfile
 
     from k8see.config import load_repo_config
-    from k8see.integrations.registry import parse_ref
+    from k8see.integrations.oci import parse_ref
     from k8see.manifests.release import offline_run
     from k8see.stages import build as build_stage
     from k8see.stages import scan as scan_stage

@@ -4,7 +4,7 @@ The typed kubernetes client knows only the built-in kinds. A PR namespace may al
 custom resources (the database operators', a user's own), which a deploy must know are
 served before helm runs, and which a destroy must be able to find and unblock. Both go
 through API discovery (``/api/v1``, ``/apis/<group>/<version>``) and plain REST paths. Every
-request goes through ``kube.call``, so no kubernetes exception leaves this module either.
+request goes through ``kubeapi.call``, so no kubernetes exception leaves this module either.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 
 from k8see.errors import KubeForbidden, KubeNotFound
-from k8see.integrations import kube
+from k8see.integrations import kubeapi
 
 __all__ = [
     "Resource",
@@ -45,7 +45,7 @@ class Resource:
 
 
 def _get(api: ApiClient, path: str, *, what: str, **params: Any) -> dict[str, Any]:
-    answer = kube.call(
+    answer = kubeapi.call(
         api.call_api,
         path,
         "GET",
@@ -91,7 +91,7 @@ def namespaced_resources(api: ApiClient) -> list[Resource]:
     version only: an object is the same object in every version of its group.
     """
     group_versions = ["v1"]
-    groups = kube.call(client.ApisApi(api).get_api_versions, what="list API groups")
+    groups = kubeapi.call(client.ApisApi(api).get_api_versions, what="list API groups")
     for group in groups.groups or []:
         if group.preferred_version is not None:
             group_versions.append(str(group.preferred_version.group_version))
@@ -138,7 +138,7 @@ def remove_finalizers(
                     continue
                 name = str(meta.get("name"))
                 try:
-                    kube.call(
+                    kubeapi.call(
                         api.call_api,
                         resource.path(namespace, name),
                         "PATCH",

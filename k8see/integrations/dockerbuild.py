@@ -5,7 +5,7 @@ protocol the SDK lacks, and Debian's docker.io has no buildx) builds one platfor
 and pushes one manifest per tag, so a multi-arch list needs per-arch tags that would litter
 the registry. Instead each platform's image is exported (``docker save``) and uploaded over
 the registry API, and one OCI index of them is stored under every tag; the result is the
-same manifest list ``BuildahBuilder`` produces.
+same manifest list ``BuildahBuilder`` produces (``k8see.integrations.dockersave``).
 
 Trust scopes: the classic builder reuses any image in the daemon whose parent and instruction
 match a step, whoever built it, so one fork PR's ``RUN`` could decide what a trusted build
@@ -25,41 +25,37 @@ and removes its intermediate container.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import logging
 import queue
-import shutil
-import tarfile
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from k8see.errors import BuildFailed, IntegrationError, RegistryError, Superseded
+from k8see.errors import IntegrationError, Superseded
 from k8see.integrations.builders import (
     ERROR_TAIL_LINES,
-    BuildResult,
+    Builder,
+    BuildJob,
     RegistryAuth,
-    parse_platforms,
+    build_failed,
+    build_timed_out,
+    target_build_args,
 )
 from k8see.integrations.buildstorage import BuildScope
-from k8see.integrations.registry import OCI_INDEX, OCI_MANIFEST, OciRegistry, parse_ref
+from k8see.integrations.dockersave import push_saved_image
+from k8see.integrations.oci import OCI_INDEX, parse_ref
+from k8see.integrations.registry import OciRegistry
 
-__all__ = ["DockerBuilder", "anchor_tag", "gzip_into"]
+__all__ = ["DockerBuilder", "anchor_tag"]
 
 log = logging.getLogger(__name__)
 
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 POLL_SECONDS = 0.2
-#: Read and compress layers this much at a time.
-CHUNK_BYTES = 1 << 20
 #: The daemon-local repository of the scope anchors.
 ANCHOR_REPOSITORY = "k8see-scope"
 #: Idle anchors are looked for at most this often per daemon (one inspect per anchor).
@@ -74,7 +70,7 @@ def anchor_tag(scope: BuildScope, repository: str, platform: str) -> str:
     return f"{ANCHOR_REPOSITORY}/{key}:{platform.replace('/', '-')}"
 
 
-class DockerBuilder:
+class DockerBuilder(Builder):
     """Build with a Docker daemon and push one manifest list over the registry API.
 
     Args:
@@ -111,25 +107,10 @@ class DockerBuilder:
         self.max_idle_seconds = max_idle_seconds
         self.collect_every_seconds = collect_every_seconds
 
-    def build_and_push(
-        self,
-        *,
-        context_dir: Path,
-        dockerfile: Path,
-        image: str,
-        tags: Sequence[str],
-        platforms: Sequence[str],
-        build_args: Mapping[str, str],
-        timeout_seconds: float,
-        should_stop: Callable[[], bool],
-        on_line: Callable[[str], None],
-    ) -> BuildResult:
+    def _build_and_push(self, job: BuildJob) -> str:
         import docker  # a worker dependency; imported here so the module imports without it
 
-        started = time.monotonic()
-        deadline = started + timeout_seconds
-        plats = parse_platforms(platforms)
-        ref = parse_ref(f"{image}:{tags[0]}")
+        ref = parse_ref(f"{job.image}:{job.tags[0]}")
         registry = self._registry(ref.host)
         local = f"k8see-build/{uuid.uuid4().hex[:16]}"
         try:
@@ -144,50 +125,36 @@ class DockerBuilder:
         try:
             if self.scope is not None and self.max_idle_seconds > 0:
                 self._collect_idle_anchors(client)
-            for plat in plats:
+            for plat in job.platforms:
                 tag = f"{local}:{plat.replace('/', '-')}"
                 self._build_one(
-                    client,
-                    plat=plat,
-                    tag=tag,
-                    cache_from=self._cache_from(repository, plat),
-                    context_dir=context_dir,
-                    dockerfile=dockerfile,
-                    build_args=build_args,
-                    deadline=deadline,
-                    timeout_seconds=timeout_seconds,
-                    should_stop=should_stop,
-                    on_line=on_line,
+                    client, job, plat=plat, tag=tag, cache_from=self._cache_from(repository, plat)
                 )
                 if self.scope is not None:
                     anchor = anchor_tag(self.scope, repository, plat)
                     client.tag(tag, *anchor.rsplit(":", 1), force=True)
-                on_line(f"[push] uploading {plat} to {ref.host}/{ref.repository}")
-                entries.append(self._upload(client, registry, tag, ref.repository, plat))
+                job.on_line(f"[push] uploading {plat} to {ref.host}/{ref.repository}")
+                entries.append(
+                    push_saved_image(client.get_image(tag), registry, ref.repository, plat)
+                )
             index = json.dumps(
                 {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
                 separators=(",", ":"),
             ).encode()
             digest = ""
-            for tag in tags:
+            for tag in job.tags:
                 digest = registry.put_manifest(ref.repository, tag, index, OCI_INDEX)
-                on_line(f"[push] {image}:{tag} -> {digest}")
+                job.on_line(f"[push] {job.image}:{tag} -> {digest}")
         except docker.errors.DockerException as exc:
             raise IntegrationError(f"The Docker daemon failed: {type(exc).__name__}.") from exc
         finally:
-            for plat in plats:
+            for plat in job.platforms:
                 # Not built when an earlier platform failed: then there is nothing to remove.
                 with contextlib.suppress(docker.errors.DockerException):
                     client.remove_image(f"{local}:{plat.replace('/', '-')}", noprune=True)
             client.close()
             registry.close()
-        return BuildResult(
-            image=f"{image}@{digest}",
-            digest=digest,
-            platforms=plats,
-            seconds=time.monotonic() - started,
-            tags=tuple(tags),
-        )
+        return digest
 
     def _cache_from(self, repository: str, plat: str) -> list[str] | None:
         if self.scope is None:
@@ -232,34 +199,14 @@ class DockerBuilder:
         )
 
     def _build_one(
-        self,
-        client: Any,
-        *,
-        plat: str,
-        tag: str,
-        cache_from: list[str] | None,
-        context_dir: Path,
-        dockerfile: Path,
-        build_args: Mapping[str, str],
-        deadline: float,
-        timeout_seconds: float,
-        should_stop: Callable[[], bool],
-        on_line: Callable[[str], None],
+        self, client: Any, job: BuildJob, *, plat: str, tag: str, cache_from: list[str] | None
     ) -> None:
-        os_name, arch, *variant = plat.split("/")
-        args = {
-            **build_args,
-            "TARGETPLATFORM": plat,
-            "TARGETOS": os_name,
-            "TARGETARCH": arch,
-            "TARGETVARIANT": variant[0] if variant else "",
-        }
         stream = client.build(
-            path=str(context_dir),
-            dockerfile=str(dockerfile.relative_to(context_dir)),
+            path=str(job.context_dir),
+            dockerfile=str(job.dockerfile.relative_to(job.context_dir)),
             tag=tag,
             platform=plat,
-            buildargs=args,
+            buildargs=target_build_args(plat, job.build_args),
             network_mode=self.network_mode,
             pull=True,
             cache_from=cache_from,
@@ -277,80 +224,24 @@ class DockerBuilder:
             with contextlib.suppress(docker_errors()):
                 client.kill(container)
 
-        for chunk in _pump(stream, deadline=deadline, should_stop=should_stop, cancel=cancel):
+        chunks = _pump(stream, deadline=job.deadline, should_stop=job.should_stop, cancel=cancel)
+        for chunk in chunks:
             if chunk is STOPPED:
                 raise Superseded(
                     f"The Docker build for {plat} was stopped: the run was superseded."
                 )
             if chunk is TIMED_OUT:
-                raise BuildFailed(
-                    f"The build did not finish within {timeout_seconds:g}s and was stopped.",
-                    hint="Make the build faster or ask the platform operators to raise "
-                    "build.timeout_seconds.",
-                )
+                raise build_timed_out(job.timeout_seconds)
             text = str(chunk.get("stream") or chunk.get("status") or chunk.get("error") or "")
             for secret in secrets:
                 text = text.replace(secret, "***")
             for line in text.rstrip("\n").splitlines():
                 tail = [*tail[-(ERROR_TAIL_LINES - 1) :], line]
-                on_line(f"[{plat}] {line}")
+                job.on_line(f"[{plat}] {line}")
             if chunk.get("error"):
                 error = str(chunk["error"])
         if error:
-            raise BuildFailed(
-                f"The image did not build for {plat} (docker: {error[:200]}).",
-                hint="Last lines of the build output:\n" + "\n".join(tail),
-            )
-
-    def _upload(
-        self, client: Any, registry: OciRegistry, tag: str, repository: str, plat: str
-    ) -> dict[str, Any]:
-        """Upload one built image (``docker save``) as an OCI manifest; its index entry."""
-        with tempfile.TemporaryFile() as archive:
-            for chunk in client.get_image(tag):
-                archive.write(chunk)
-            archive.seek(0)
-            with tarfile.open(fileobj=archive) as tar:
-                saved = json.loads(_member(tar, "manifest.json"))[0]
-                config = _member(tar, saved["Config"])
-                layers = []
-                for name in saved["Layers"]:
-                    # A layer can be gigabytes: gzipped a chunk at a time into a file.
-                    with tempfile.TemporaryFile() as blob:
-                        digest, size = gzip_into(_open_member(tar, name), blob)
-                        registry.push_blob(repository, digest, blob)
-                    layers.append({"mediaType": OCI_LAYER_GZIP, "digest": digest, "size": size})
-        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-        registry.push_blob(repository, config_digest, config)
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-                "layers": layers,
-            },
-            separators=(",", ":"),
-        ).encode()
-        digest = registry.put_manifest(
-            repository, "sha256:" + hashlib.sha256(manifest).hexdigest(), manifest, OCI_MANIFEST
-        )
-        info = json.loads(config)
-        os_name, arch, *variant = plat.split("/")
-        if info.get("architecture") != arch:
-            raise RegistryError(
-                f"Docker built a {info.get('architecture')} image where {plat} was asked for."
-            )
-        platform = {
-            "os": os_name,
-            "architecture": arch,
-            **({"variant": variant[0]} if variant else {}),
-        }
-        return {
-            "mediaType": OCI_MANIFEST,
-            "digest": digest,
-            "size": len(manifest),
-            "platform": platform,
-        }
+            raise build_failed(plat, f"docker: {error[:200]}", "\n".join(tail))
 
 
 def _age_seconds(stamp: str) -> float:
@@ -365,46 +256,6 @@ def _age_seconds(stamp: str) -> float:
     if when.year < 2000:
         return 0.0
     return (datetime.now(UTC) - when).total_seconds()
-
-
-def _open_member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
-    extracted = tar.extractfile(name)
-    if extracted is None:
-        raise IntegrationError(f"docker save produced no file {name!r}.")
-    return extracted
-
-
-def _member(tar: tarfile.TarFile, name: str) -> bytes:
-    return _open_member(tar, name).read()
-
-
-class _Digesting:
-    """A write-only file that hashes and counts what passes through to ``target``."""
-
-    def __init__(self, target: IO[bytes]) -> None:
-        self.target = target
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return self.target.write(data)
-
-    def flush(self) -> None:
-        self.target.flush()
-
-
-def gzip_into(source: IO[bytes], target: IO[bytes]) -> tuple[str, int]:
-    """Gzip ``source`` into ``target`` a chunk at a time; the blob's digest and size.
-
-    No file name and no time go into the header, so the same layer always has the same
-    digest and a registry that has it already skips the upload.
-    """
-    sink = _Digesting(target)
-    with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as compressed:
-        shutil.copyfileobj(source, compressed, CHUNK_BYTES)
-    return f"sha256:{sink.sha.hexdigest()}", sink.size
 
 
 STOPPED = object()

@@ -24,7 +24,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from k8see.errors import RegistryError
-from k8see.integrations.registry import TagDeletion
+from k8see.integrations.oci import TagDeletion
 
 __all__ = [
     "LIFECYCLE_POLICY",

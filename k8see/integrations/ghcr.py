@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from k8see.errors import GitHubError, RegistryError
 from k8see.integrations.github import GitHubClient, StaticToken
-from k8see.integrations.registry import TagDeletion, parse_created
+from k8see.integrations.oci import TagDeletion, parse_created
 
 __all__ = ["GhcrPackages", "PackageVersion"]
 

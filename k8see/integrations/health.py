@@ -2,7 +2,7 @@
 
 Split from ``kube`` (which changes the cluster) because these only read, and their output
 ends up in the PR comment: waiting reasons, the last log lines and quota refusals, each cut
-short. Calls go through ``kube.call``, so the retries and the error mapping are the same and
+short. Calls go through ``kubeapi.call``, so the retries and the error mapping are the same and
 no kubernetes exception leaves this module either.
 """
 
@@ -19,7 +19,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from k8see.errors import KubeError
-from k8see.integrations.kube import MAX_MESSAGE_CHARS, call, status_fields
+from k8see.integrations.kubeapi import MAX_MESSAGE_CHARS, call, status_fields
 
 __all__ = ["FATAL_WAITING_REASONS", "HealthResult", "pod_diagnostics", "wait_healthy"]
 

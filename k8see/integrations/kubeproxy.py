@@ -3,10 +3,10 @@
 helm (client-go) retries a throttled or failed request only when the answer carries
 Retry-After. A plain 500 (an etcd timeout, a webhook or aggregated API restarting) fails the
 whole ``helm upgrade``, which ``--atomic`` then rolls back, and the deploy stage starts over
-from the beginning. k8see's own API calls retry such answers (``kube.call``); this proxy gives
-helm's calls the same treatment. helm talks to it over TLS on 127.0.0.1, and it forwards each
-request to the real API server with the worker's credentials, retrying 429 and 5xx answers
-and failed connections with backoff before helm sees them.
+from the beginning. k8see's own API calls retry such answers (``kubeapi.call``); this proxy
+gives helm's calls the same treatment. helm talks to it over TLS on 127.0.0.1, and it forwards
+each request to the real API server with the worker's credentials, retrying 429 and 5xx
+answers and failed connections with backoff before helm sees them.
 
 What is retried: a 429 always, since the server refused the request before acting on it. A
 5xx or a failed connection is retried for every request except a create whose object asks
@@ -23,6 +23,11 @@ refused.
 There is one listener per worker process, on one port for the process's life. helm caches
 API discovery per server address (``~/.kube/cache/discovery``), and a new port for every run
 would throw that cache away.
+
+Why one module of about 480 lines: it is one small server. The listener, its sessions, the
+request handler and its TLS certificate share one state (the session table, the upstream
+pool, the port in each kubeconfig), and the retry rules above are the handler's; apart, each
+piece would only be read against the others.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client
 from kubernetes.client import rest
 
-from k8see.integrations import kube
+from k8see.integrations import kubeapi
 from k8see.settings import PlatformSettings
 
 __all__ = ["RETRY_STATUSES", "ApiProxy", "Session", "for_helm"]
@@ -143,7 +148,8 @@ class ApiProxy:
     """The listener: TLS on 127.0.0.1, forwarding to ``configuration.host`` with retries.
 
     Args:
-        configuration: The API server and the worker's credentials (``kube.load_configuration``).
+        configuration: The API server and the worker's credentials
+            (``kubeapi.load_configuration``).
         max_retries: Retries of one request before its last answer goes back to helm.
     """
 
@@ -451,7 +457,7 @@ def _proxy_for(settings: PlatformSettings) -> ApiProxy:
         proxy = _proxies.get(key)
         if proxy is None or proxy.pid != os.getpid():  # a forked child starts its own
             proxy = ApiProxy(
-                kube.load_configuration(settings), max_retries=settings.deploy.helm_api_retries
+                kubeapi.load_configuration(settings), max_retries=settings.deploy.helm_api_retries
             )
             _proxies[key] = proxy
         return proxy

@@ -29,7 +29,8 @@ from kubernetes.client import ApiClient
 
 from k8see.errors import KubeConflict, KubeError, KubeNotFound
 from k8see.integrations import discovery
-from k8see.integrations.kube import call, namespace_state
+from k8see.integrations.kube import namespace_state
+from k8see.integrations.kubeapi import call
 
 __all__ = ["UNBLOCKED_WAIT_SECONDS", "NamespaceRemoval", "delete_namespace"]
 

@@ -31,7 +31,8 @@ from kubernetes.client import ApiClient
 
 from k8see import names
 from k8see.errors import DeployFailed, KubeForbidden, KubeNotFound, Where
-from k8see.integrations.kube import apply_objects, call
+from k8see.integrations.kube import apply_objects
+from k8see.integrations.kubeapi import call
 
 __all__ = ["LABEL_COPIED_FROM", "LABEL_PREVIEW_SECRET", "SecretSync", "sync", "wanted_secrets"]
 

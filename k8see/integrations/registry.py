@@ -2,148 +2,59 @@
 
 Why plain HTTP and not a tool: resolving a digest, listing and deleting tags are three small
 requests, and the registry's answers (status codes, ``Docker-Content-Digest``) are exactly
-what we need; ``requests`` is already installed with the worker extra. Every ``requests``
-error stops here as a ``RegistryError`` without the response body (it can echo credentials).
+what we need; ``requests`` is already installed with the worker extra.
 
-``OciRegistry`` speaks the distribution API with basic or bearer-token auth, which is what
-the local ``docker-registry``, GHCR and most registries accept. Registries whose deletion is
-not part of that API (GHCR deletes package versions through the GitHub API, ECR through
-boto3) subclass it and override ``delete_tags``.
+``OciRegistry`` says what to ask of the distribution API; how each request goes (retries,
+basic or bearer-token auth, errors that never carry a response body) is
+``k8see.integrations.registry_session``, and the values it speaks (references, media types,
+manifests) are ``k8see.integrations.oci``. Registries whose deletion is not part of that API
+have deleters of their own with the same ``remove_tags``: GHCR deletes package versions
+through the GitHub API (``ghcr``), ECR through boto3 (``ecr``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, BinaryIO
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from typing import BinaryIO
 
 from k8see.errors import RegistryError
+from k8see.integrations.oci import (
+    MANIFEST_ACCEPT,
+    OCI_EMPTY,
+    OCI_MANIFEST,
+    ImageRef,
+    Manifest,
+    TagDeletion,
+    digest_of,
+    is_digest,
+    is_tag,
+    parse_created,
+    parse_ref,
+    platform_name,
+)
+from k8see.integrations.registry_session import RegistrySession
 
-__all__ = [
-    "INDEX_TYPES",
-    "MANIFEST_ACCEPT",
-    "ImageRef",
-    "Manifest",
-    "OciRegistry",
-    "TagDeletion",
-    "parse_created",
-    "parse_ref",
-]
+__all__ = ["OciRegistry"]
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-#: Ask for lists first: the digest we deploy by is the multi-arch list's.
-MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
-
-#: The OCI "empty" config blob (``{}``): what a placeholder manifest points to.
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 _EMPTY_BLOB = b"{}"
-_EMPTY_DIGEST = "sha256:" + hashlib.sha256(_EMPTY_BLOB).hexdigest()
+_EMPTY_DIGEST = digest_of(_EMPTY_BLOB)
 #: A digest no manifest has: deleting it asks "may we delete?" and changes nothing.
 _NO_DIGEST = "sha256:" + "0" * 64
-#: Answers worth asking again: throttling and a struggling registry or proxy in front of it.
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: Never POST: starting an upload twice leaves an orphaned upload session behind.
-_RETRY_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _DEL_HINT = (
     "Check the registry credentials and that the registry allows deletion "
     "(REGISTRY_STORAGE_DELETE_ENABLED=true for docker-registry)."
 )
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-#: RFC 3339 as Go writes it: up to nine fraction digits (Python reads six), ``Z`` or an offset.
-_CREATED_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """``host/repository`` plus a tag or a digest (``reference``)."""
-
-    host: str
-    repository: str
-    reference: str
-
-    def __str__(self) -> str:
-        sep = "@" if self.reference.startswith("sha256:") else ":"
-        return f"{self.host}/{self.repository}{sep}{self.reference}"
-
-
-@dataclass(frozen=True)
-class TagDeletion:
-    """The outcome of a best-effort tag deletion, per tag (same shape for every registry).
-
-    Attributes:
-        deleted: Tags that existed and are gone now.
-        absent: Tags that did not exist (already deleted, or never pushed).
-        failed: Tags that may still be there, each with a reason (never a response body).
-    """
-
-    deleted: tuple[str, ...] = ()
-    absent: tuple[str, ...] = ()
-    failed: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A fetched manifest: its media type, digest and parsed body."""
-
-    media_type: str
-    digest: str
-    body: dict[str, Any]
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES or "manifests" in self.body
-
-
-def parse_ref(image_ref: str) -> ImageRef:
-    """Split ``host[:port]/repo[/...][:tag|@sha256:...]``, refusing anything else.
-
-    Raises:
-        RegistryError: the reference has no host, or an invalid repository, tag or digest.
-    """
-    rest, digest = image_ref.split("@", 1) if "@" in image_ref else (image_ref, "")
-    host, _, path = rest.partition("/")
-    tag = ""
-    if ":" in path:
-        path, tag = path.rsplit(":", 1)
-    reference = digest or tag or "latest"
-    ok_host = bool(host) and ("." in host or ":" in host or host == "localhost")
-    ok_ref = bool(_DIGEST_RE.match(reference)) if digest else bool(_TAG_RE.match(reference))
-    if not (ok_host and _REPO_RE.match(path) and ok_ref and not (digest and tag)):
-        raise RegistryError(
-            f"Image reference {image_ref!r} is not of the form HOST/REPOSITORY[:TAG|@DIGEST].",
-            hint="Use a full reference such as 'ghcr.io/acme/shop/web:pr-1'.",
-        )
-    return ImageRef(host=host, repository=path, reference=reference)
 
 
 class OciRegistry:
     """A registry reached over the OCI distribution API.
 
-    Args:
-        host: ``host[:port]`` of the registry.
-        insecure: Plain HTTP (the local test/demo registry only).
-        username: For basic auth or the token exchange; empty for anonymous.
-        password: The password or token; never logged or put into messages.
-        timeout_seconds: Per-request timeout.
-        retries: How often a request that met a connection error, a timeout or a
-            429/5xx answer is sent again (exponential backoff with jitter, honouring
-            ``Retry-After``); file bodies are rewound by urllib3 before each attempt.
+    Args: those of ``RegistrySession``: ``host`` (``host[:port]``), ``insecure`` (plain
+    HTTP, the local test/demo registry only), ``username`` and ``password`` (empty:
+    anonymous), ``timeout_seconds`` (per request), ``retries`` (of a failed or throttled one).
     """
 
     def __init__(
@@ -158,30 +69,21 @@ class OciRegistry:
     ) -> None:
         self.host = host
         self.insecure = insecure
-        self.url = f"{'http' if insecure else 'https'}://{host}"
-        self._auth = (username, password) if username and password else None
-        self._timeout = timeout_seconds
-        self._session = requests.Session()
-        policy = Retry(
-            total=retries,
-            backoff_factor=0.5,
-            backoff_jitter=0.25,
-            backoff_max=10.0,
-            status_forcelist=_RETRY_STATUSES,
-            allowed_methods=_RETRY_METHODS,
-            respect_retry_after_header=True,
-            raise_on_status=False,
+        self._http = RegistrySession(
+            host=host,
+            insecure=insecure,
+            username=username,
+            password=password,
+            timeout_seconds=timeout_seconds,
+            retries=retries,
         )
-        adapter = HTTPAdapter(max_retries=policy)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._tokens: dict[str, str] = {}
+        self.url = self._http.url
         #: Whether ``DELETE manifests/<tag>`` works here (OCI 1.1); None until first tried.
         self._deletes_tags: bool | None = None
         self._may_delete = False
 
     def close(self) -> None:
-        self._session.close()
+        self._http.close()
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -190,14 +92,14 @@ class OciRegistry:
         ref = self._ref(image_ref)
         if ref.reference.startswith("sha256:"):
             return ref.reference
-        resp = self._request(
+        resp = self._http.request(
             "HEAD", ref.repository, f"manifests/{ref.reference}", accept=MANIFEST_ACCEPT
         )
         if resp.status_code == 404:
             raise RegistryError(f"Image {ref} does not exist in the registry.")
-        self._check(resp, f"resolve {ref}")
+        self._http.check(resp, f"resolve {ref}")
         digest = resp.headers.get("Docker-Content-Digest", "")
-        if not _DIGEST_RE.match(digest):
+        if not is_digest(digest):
             # Some registries omit the header on HEAD; the body's hash is the digest.
             digest = self.get_manifest(str(ref)).digest
         return digest
@@ -205,13 +107,13 @@ class OciRegistry:
     def get_manifest(self, image_ref: str) -> Manifest:
         """The manifest (or manifest list) that a tag or digest points to."""
         ref = self._ref(image_ref)
-        resp = self._request(
+        resp = self._http.request(
             "GET", ref.repository, f"manifests/{ref.reference}", accept=MANIFEST_ACCEPT
         )
         if resp.status_code == 404:
             raise RegistryError(f"Image {ref} does not exist in the registry.")
-        self._check(resp, f"read the manifest of {ref}")
-        digest = "sha256:" + hashlib.sha256(resp.content).hexdigest()
+        self._http.check(resp, f"read the manifest of {ref}")
+        digest = digest_of(resp.content)
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             body = json.loads(resp.content)
@@ -221,9 +123,9 @@ class OciRegistry:
 
     def get_blob(self, repository: str, digest: str) -> bytes:
         """A blob (config or layer) by digest, verified against it."""
-        resp = self._request("GET", repository, f"blobs/{digest}")
-        self._check(resp, f"read blob {digest[:19]} of {repository}")
-        if "sha256:" + hashlib.sha256(resp.content).hexdigest() != digest:
+        resp = self._http.request("GET", repository, f"blobs/{digest}")
+        self._http.check(resp, f"read blob {digest[:19]} of {repository}")
+        if digest_of(resp.content) != digest:
             raise RegistryError(f"Blob {digest} of {repository} does not match its digest.")
         return resp.content
 
@@ -237,10 +139,10 @@ class OciRegistry:
                 plat = entry.get("platform") or {}
                 if plat.get("os") == "unknown":  # attestation manifests, not images
                     continue
-                out.append(_platform(plat))
+                out.append(platform_name(plat))
             return out
         config = json.loads(self.get_blob(ref.repository, manifest.body["config"]["digest"]))
-        return [_platform(config)]
+        return [platform_name(config)]
 
     def image_created(self, repository: str, manifest: Manifest) -> float | None:
         """When the image of ``manifest`` was built: its config's ``created``, as Unix time.
@@ -277,7 +179,7 @@ class OciRegistry:
         if not index.is_index:
             return index
         for entry in index.body.get("manifests", []):
-            if _platform(entry.get("platform") or {}) == platform:
+            if platform_name(entry.get("platform") or {}) == platform:
                 return self.get_manifest(f"{ref.host}/{ref.repository}@{entry['digest']}")
         raise RegistryError(f"Image {ref} has no {platform} image.")
 
@@ -286,10 +188,10 @@ class OciRegistry:
         tags: list[str] = []
         path = "tags/list?n=1000"
         while path:
-            resp = self._request("GET", repository, path)
+            resp = self._http.request("GET", repository, path)
             if resp.status_code == 404:
                 return []
-            self._check(resp, f"list the tags of {repository}")
+            self._http.check(resp, f"list the tags of {repository}")
             tags.extend(resp.json().get("tags") or [])
             path = _next_link(resp.headers.get("Link", ""), repository)
         return sorted(tags)
@@ -343,21 +245,21 @@ class OciRegistry:
         Raises:
             RegistryError: the registry refused (deletion disabled, credentials) or failed.
         """
-        if not _TAG_RE.match(tag):
+        if not is_tag(tag):
             raise RegistryError(f"{tag!r} is not a valid tag.")
-        resp = self._request("HEAD", repository, f"manifests/{tag}", accept=MANIFEST_ACCEPT)
+        resp = self._http.request("HEAD", repository, f"manifests/{tag}", accept=MANIFEST_ACCEPT)
         if resp.status_code == 404:
             return False
-        self._check(resp, f"resolve {repository}:{tag}")
+        self._http.check(resp, f"resolve {repository}:{tag}")
         if self._deletes_tags is not False:
-            resp = self._request("DELETE", repository, f"manifests/{tag}")
+            resp = self._http.request("DELETE", repository, f"manifests/{tag}")
             if resp.status_code in (200, 202):
                 self._deletes_tags = True
                 return True
             if resp.status_code == 404:
                 return False
             if resp.status_code not in (400, 405) or self._deletes_tags:
-                self._check(resp, f"delete {repository}:{tag}")
+                self._http.check(resp, f"delete {repository}:{tag}")
             self._deletes_tags = False
         if not self._may_delete:
             # Never overwrite a tag where the placeholder could not be deleted afterwards.
@@ -387,21 +289,21 @@ class OciRegistry:
         Raises:
             RegistryError: the registry refused (deletion disabled, credentials) or failed.
         """
-        resp = self._request("DELETE", repository, f"manifests/{digest}")
+        resp = self._http.request("DELETE", repository, f"manifests/{digest}")
         if resp.status_code == 405:
             raise RegistryError(f"Registry {self.host} refuses to delete images.", hint=_DEL_HINT)
         if resp.status_code == 404:
             return False
-        self._check(resp, f"delete {repository}@{digest[:19]}")
+        self._http.check(resp, f"delete {repository}@{digest[:19]}")
         return True
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store a manifest under a tag or digest; returns its digest."""
-        resp = self._request(
+        resp = self._http.request(
             "PUT", repository, f"manifests/{reference}", data=body, content_type=media_type
         )
-        self._check(resp, f"push manifest {repository}:{reference}")
-        return "sha256:" + hashlib.sha256(body).hexdigest()
+        self._http.check(resp, f"push manifest {repository}:{reference}")
+        return digest_of(body)
 
     def push_blob(self, repository: str, digest: str, data: bytes | BinaryIO) -> None:
         """Upload a blob unless the registry has it already (monolithic upload).
@@ -409,21 +311,21 @@ class OciRegistry:
         ``data`` may be an open file: it is sent from its start as it is read, never held
         whole, so a layer of gigabytes costs no more memory than a small one.
         """
-        if self._request("HEAD", repository, f"blobs/{digest}").status_code == 200:
+        if self._http.request("HEAD", repository, f"blobs/{digest}").status_code == 200:
             return
-        resp = self._request("POST", repository, "blobs/uploads/")
-        self._check(resp, f"start a blob upload to {repository}")
+        resp = self._http.request("POST", repository, "blobs/uploads/")
+        self._http.check(resp, f"start a blob upload to {repository}")
         location = resp.headers.get("Location", "")
         url = location if location.startswith("http") else f"{self.url}{location}"
         sep = "&" if "?" in url else "?"
-        resp = self._send(
+        resp = self._http.send(
             "PUT",
             f"{url}{sep}digest={digest}",
             repository,
             data=data,
             content_type="application/octet-stream",
         )
-        self._check(resp, f"upload blob {digest[:19]} to {repository}")
+        self._http.check(resp, f"upload blob {digest[:19]} to {repository}")
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -437,116 +339,6 @@ class OciRegistry:
         # A bare repository[:tag] is relative to this registry.
         return parse_ref(f"{self.host}/{image_ref}")
 
-    def _request(
-        self,
-        method: str,
-        repository: str,
-        path: str,
-        *,
-        accept: str | None = None,
-        data: bytes | None = None,
-        content_type: str | None = None,
-    ) -> requests.Response:
-        url = f"{self.url}/v2/{repository}/{path}"
-        return self._send(
-            method, url, repository, accept=accept, data=data, content_type=content_type
-        )
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        repository: str,
-        *,
-        accept: str | None = None,
-        data: bytes | BinaryIO | None = None,
-        content_type: str | None = None,
-    ) -> requests.Response:
-        headers = {}
-        if accept:
-            headers["Accept"] = accept
-        if content_type:
-            headers["Content-Type"] = content_type
-        for _attempt in range(2):
-            token = self._tokens.get(repository)
-            auth = None
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            elif self._auth:
-                auth = self._auth
-            if not isinstance(data, bytes | None):
-                data.seek(0)  # a file body is sent again after the token exchange
-            try:
-                resp = self._session.request(
-                    method, url, headers=headers, data=data, auth=auth, timeout=self._timeout
-                )
-            except requests.RequestException as exc:
-                raise RegistryError(
-                    f"Registry {self.host} is not reachable ({type(exc).__name__}).",
-                    hint="Check registry.host and that the registry is running.",
-                ) from exc
-            challenge = resp.headers.get("WWW-Authenticate", "")
-            if resp.status_code != 401 or not challenge.lower().startswith("bearer"):
-                return resp
-            # No token yet, or the one we hold expired (tokens live minutes): exchange once.
-            self._tokens[repository] = self._fetch_token(challenge, repository)
-        return resp
-
-    def _fetch_token(self, challenge: str, repository: str) -> str:
-        """The bearer-token exchange GHCR and Docker Hub use (``WWW-Authenticate: Bearer``)."""
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        realm = params.pop("realm", "")
-        params.setdefault("scope", f"repository:{repository}:pull,push,delete")
-        try:
-            resp = self._session.get(realm, params=params, auth=self._auth, timeout=self._timeout)
-        except requests.RequestException as exc:
-            raise RegistryError(f"Registry {self.host} token service is not reachable.") from exc
-        if resp.status_code != 200:
-            raise RegistryError(
-                f"Registry {self.host} refused the credentials (HTTP {resp.status_code}).",
-                hint="Check registry.username and registry.password.",
-            )
-        body = resp.json()
-        return str(body.get("token") or body.get("access_token") or "")
-
-    def _check(self, resp: requests.Response, what: str) -> None:
-        if resp.status_code < 300:
-            return
-        # Only the structured error codes, never the raw body: it may echo credentials.
-        codes = []
-        with contextlib.suppress(ValueError, AttributeError):
-            codes = [e.get("code", "") for e in resp.json().get("errors", [])]
-        detail = f" ({', '.join(c for c in codes if c)})" if any(codes) else ""
-        hint = None
-        if resp.status_code in (401, 403):
-            hint = "Check the registry credentials and that they may push to this repository."
-        raise RegistryError(
-            f"Registry {self.host} could not {what}: HTTP {resp.status_code}{detail}.", hint=hint
-        )
-
-
-def parse_created(value: object) -> float | None:
-    """Unix time of an image config's ``created`` (RFC 3339, nanoseconds allowed), or None."""
-    if not isinstance(value, str):
-        return None
-    match = _CREATED_RE.match(value.strip())
-    if not match:
-        return None
-    date, fraction, zone = match.groups()
-    zone = "+00:00" if zone in ("Z", "z") else zone
-    try:
-        moment = datetime.fromisoformat(f"{date}{(fraction or '')[:7]}{zone}")
-    except ValueError:
-        return None
-    return moment.timestamp()
-
-
-def _platform(plat: dict[str, Any]) -> str:
-    parts = [plat.get("os", ""), plat.get("architecture", "")]
-    if plat.get("variant"):
-        parts.append(plat["variant"])
-    return "/".join(parts)
-
 
 def _next_link(link: str, repository: str) -> str:
     match = re.search(r"<([^>]+)>", link)
@@ -555,6 +347,3 @@ def _next_link(link: str, repository: str) -> str:
     target = match.group(1)
     prefix = f"/v2/{repository}/"
     return target[len(prefix) :] if target.startswith(prefix) else ""
-
-
-# --- OCI layouts: how the local base-image mirror gets into a registry ------------------------

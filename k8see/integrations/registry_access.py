@@ -6,8 +6,9 @@ login is (ECR: a 12-hour token from the API) and how a tag is deleted (GHCR: pac
 through the GitHub API; ECR: ``BatchDeleteImage``; generic: the distribution API). The build,
 scan, untag and deploy stages ask here instead of each knowing all three.
 
-``registry_credentials(settings)`` is the one function the deploy side calls to create and
-refresh the image pull secret (``ghcr-pull-secret`` / ``ecr-pull-secret``).
+``registry_credentials(settings)`` is the one login of the platform's registry: the build
+pushes with it, the scan pulls with it, and the image pull secret (``ghcr-pull-secret`` /
+``ecr-pull-secret``) that the deploy stage writes and the refresh job rewrites carries it.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import SecretStr
 
-from k8see.integrations.registry import OciRegistry, TagDeletion
+from k8see.integrations.oci import TagDeletion
+from k8see.integrations.registry import OciRegistry
 from k8see.settings import PlatformSettings
 
 __all__ = [
+    "RegistryCredentials",
     "TagRemover",
     "ensure_repository",
     "registry_credentials",
@@ -55,8 +58,33 @@ def registry_host(settings: PlatformSettings) -> str:
     return reg.host
 
 
-def registry_credentials(settings: PlatformSettings) -> tuple[str, str, datetime | None]:
-    """The login for pushing and pulling: ``(username, password, expires_at)``.
+class RegistryCredentials(NamedTuple):
+    """A registry login and when it stops working; unpacks as ``(username, password, expires_at)``.
+
+    Attributes:
+        username: The registry login (``AWS`` for ECR); empty when no login is needed.
+        password: The password or token; a secret, so ``repr`` leaves it out.
+        expires_at: When the password stops working, or None for a static one.
+    """
+
+    username: str
+    password: str
+    expires_at: datetime | None = None
+
+    @property
+    def needed(self) -> bool:
+        """Whether there is a login at all (a registry without one needs no pull secret)."""
+        return bool(self.username and self.password)
+
+    def __repr__(self) -> str:
+        return (
+            f"RegistryCredentials(username={self.username!r}, password='***', "
+            f"expires_at={self.expires_at!r})"
+        )
+
+
+def registry_credentials(settings: PlatformSettings) -> RegistryCredentials:
+    """The login for pushing and pulling, and for the pull secret.
 
     ECR: ``("AWS", <token>, <expiry, about 12 h ahead>)`` from ``GetAuthorizationToken`` with
     the ambient AWS identity; refresh the pull secret before ``expires_at``. GHCR and generic
@@ -70,9 +98,9 @@ def registry_credentials(settings: PlatformSettings) -> tuple[str, str, datetime
     reg = settings.registry
     if reg.type == "ecr":
         auth = _ecr(settings).authorization()
-        return auth.username, auth.password, auth.expires_at
+        return RegistryCredentials(auth.username, auth.password, auth.expires_at)
     password = reg.password.get_secret_value() if reg.password else ""
-    return (reg.username, password, None) if password else ("", "", None)
+    return RegistryCredentials(reg.username, password) if password else RegistryCredentials("", "")
 
 
 def with_login(settings: PlatformSettings, *, username: str, password: str) -> PlatformSettings:

@@ -39,7 +39,8 @@ from typing import Any
 from k8see.errors import K8seeError, PlatformError, RegistryError
 from k8see.integrations.buildcache import cache_repository_for
 from k8see.integrations.ghcr import GhcrPackages, PackageVersion
-from k8see.integrations.registry import OciRegistry, parse_ref
+from k8see.integrations.oci import parse_ref
+from k8see.integrations.registry import OciRegistry
 from k8see.integrations.registry_access import registry_host, tag_remover
 from k8see.settings import PlatformSettings
 

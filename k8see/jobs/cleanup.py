@@ -28,7 +28,7 @@ import redis
 from kubernetes import client as k8s
 
 from k8see import metrics, names, state
-from k8see.integrations import kube
+from k8see.integrations import kube, kubeapi
 from k8see.jobs.destroy_chain import destroy_now
 from k8see.jobs.pr_states import PrStates, pr_states_of
 from k8see.jobs.times import parse_time
@@ -83,7 +83,7 @@ class Environment:
 
 def list_environments(*, api: Any) -> list[Environment]:
     """Every ephemeral namespace in the cluster (one list call)."""
-    found = kube.call(
+    found = kubeapi.call(
         k8s.CoreV1Api(api).list_namespace,
         label_selector=f"{names.LABEL_TYPE}=ephemeral",
         what="list ephemeral namespaces",

@@ -40,7 +40,7 @@ from k8see import names, state
 from k8see.errors import GitHubError, PolicyError, UserError
 from k8see.events import parse_command
 from k8see.integrations import github as gh
-from k8see.integrations import kube
+from k8see.integrations import kube, kubeapi
 from k8see.jobs.destroy_chain import destroy_now
 from k8see.jobs.times import iso, parse_time
 from k8see.settings import PlatformSettings
@@ -115,14 +115,14 @@ def _namespace_of(api: Any, repo: str, pr: int) -> str:
 
 
 def _read(api: Any, name: str) -> tuple[dict[str, str], dict[str, str]]:
-    ns = kube.call(k8s.CoreV1Api(api).read_namespace, name, what=f"read namespace {name}")
+    ns = kubeapi.call(k8s.CoreV1Api(api).read_namespace, name, what=f"read namespace {name}")
     return dict(ns.metadata.labels or {}), dict(ns.metadata.annotations or {})
 
 
 def patch_preserve(
     api: Any, name: str, *, labels: dict[str, Any], annotations: dict[str, Any]
 ) -> None:
-    kube.call(
+    kubeapi.call(
         k8s.CoreV1Api(api).patch_namespace,
         name,
         {"metadata": {"labels": labels, "annotations": annotations}},
@@ -214,7 +214,7 @@ def preserve(
 
 
 def _count_preserved(api: Any, *, now: float, other_than: str) -> int:
-    found = kube.call(
+    found = kubeapi.call(
         k8s.CoreV1Api(api).list_namespace,
         label_selector=f"{names.LABEL_PRESERVE}=true",
         what="count preserved namespaces",

@@ -22,7 +22,7 @@ from kubernetes import client as k8s
 from k8see import coordination, metrics, names
 from k8see.errors import GitHubError
 from k8see.integrations import github as gh
-from k8see.integrations import kube
+from k8see.integrations import kube, kubeapi
 from k8see.jobs.connections import github_client
 from k8see.jobs.destroy_chain import destroy_now
 from k8see.jobs.pr_states import PrStates
@@ -67,7 +67,7 @@ def expire(
         notify: Posts ``body`` on ``repo#pr``; returns whether it was posted. A failed warning
             is retried next run; a failed expiry notice is not (the preserve ends anyway).
     """
-    found = kube.call(
+    found = kubeapi.call(
         k8s.CoreV1Api(api).list_namespace,
         label_selector=f"{names.LABEL_PRESERVE}=true",
         what="list preserved namespaces",

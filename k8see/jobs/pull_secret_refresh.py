@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -18,48 +17,28 @@ from kubernetes import client as k8s
 
 from k8see import metrics, names
 from k8see.errors import KubeError
-from k8see.integrations import kube, registry_access
+from k8see.integrations import kube, kubeapi, registry_access
+from k8see.integrations.registry_access import RegistryCredentials
 from k8see.manifests.release import pull_secret_manifest, pull_secret_name
 from k8see.settings import PlatformSettings
 
-__all__ = ["RegistryCredentials", "registry_credentials", "run_pull_secret_refresh"]
+__all__ = ["pull_secret_credentials", "run_pull_secret_refresh"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RegistryCredentials:
-    """What a pull secret carries: a login and when it stops working.
-
-    Attributes:
-        username: The registry login (``AWS`` for ECR).
-        password: The password or token; kept out of ``repr`` so it never reaches a log.
-        expires_at: Unix time the password stops working, or None for a static one.
-    """
-
-    username: str
-    password: str = field(repr=False)
-    expires_at: float | None = None
-
-
-def registry_credentials(settings: PlatformSettings) -> RegistryCredentials | None:
+def pull_secret_credentials(settings: PlatformSettings) -> RegistryCredentials | None:
     """The login the environments' pull secret must carry now, or None (no secret needed).
 
-    From ``registry_access.registry_credentials``, the function the deploy side uses too:
-    ECR's 12-hour token from the API, or ``registry.username``/``registry.password`` (GHCR
-    with a token, a generic registry), which never expire as far as k8see knows.
+    ``registry_access.registry_credentials``, the login the build and deploy stages use too
+    (ECR's 12-hour token from the API, or ``registry.username``/``registry.password``), when
+    there is one.
 
     Raises:
         RegistryError: the ECR API refused or could not be reached.
     """
-    username, password, expires = registry_access.registry_credentials(settings)
-    if not username or not password:
-        return None
-    return RegistryCredentials(
-        username=username,
-        password=password,
-        expires_at=expires.timestamp() if expires is not None else None,
-    )
+    creds = registry_access.registry_credentials(settings)
+    return creds if creds.needed else None
 
 
 def _with_credentials(settings: PlatformSettings, creds: RegistryCredentials) -> PlatformSettings:
@@ -86,7 +65,7 @@ def run_pull_secret_refresh(
         The report: secret name, refreshed/skipped/failed namespaces and the expiry written.
     """
     now = time.time() if now is None else now
-    creds = credentials or registry_credentials(settings)
+    creds = credentials or pull_secret_credentials(settings)
     if creds is None:
         return {"skipped": "the registry needs no pull secret (no username/password)"}
     effective = _with_credentials(settings, creds)
@@ -96,7 +75,7 @@ def run_pull_secret_refresh(
     failed: list[str] = []
     api = kube.make_api(settings)
     try:
-        found = kube.call(
+        found = kubeapi.call(
             k8s.CoreV1Api(api).list_namespace,
             label_selector=f"{names.LABEL_TYPE}=ephemeral",
             what="list ephemeral namespaces",
@@ -129,11 +108,12 @@ def run_pull_secret_refresh(
         api.close()
     metrics.cleanup_action("pull-secret-refreshed", len(refreshed))
     period = settings.registry.pull_secret_refresh_seconds
-    if creds.expires_at is not None and creds.expires_at - now < period:
+    expires_at = creds.expires_at.timestamp() if creds.expires_at is not None else None
+    if expires_at is not None and expires_at - now < period:
         log.warning(
             "The registry credentials are valid for %d more seconds, less than the %d seconds "
             "until the next refresh; lower registry.pull_secret_refresh_seconds.",
-            max(0, int(creds.expires_at - now)),
+            max(0, int(expires_at - now)),
             period,
         )
     log.info(
@@ -148,5 +128,5 @@ def run_pull_secret_refresh(
         "refreshed": refreshed,
         "skipped": skipped,
         "failed": failed,
-        "expires_at": creds.expires_at,
+        "expires_at": expires_at,
     }

@@ -13,7 +13,8 @@ from typing import Any
 import redis
 
 from k8see import metrics, state
-from k8see.integrations.registry import OciRegistry, parse_ref
+from k8see.integrations.oci import parse_ref
+from k8see.integrations.registry import OciRegistry
 from k8see.jobs import cache_prune
 from k8see.jobs.pr_states import PrStates, pr_states_of
 from k8see.run import Status

@@ -36,8 +36,9 @@ from typing import Any
 from k8see import names
 from k8see.config.policy import check_allowed
 from k8see.errors import ConfigError, PolicyError, Where
+from k8see.integrations.buildah import BuildahBuilder
 from k8see.integrations.buildcache import cache_repository_for
-from k8see.integrations.builders import BuildahBuilder, Builder, RegistryAuth, parse_platforms
+from k8see.integrations.builders import Builder, RegistryAuth, parse_platforms
 from k8see.integrations.buildstorage import BuildScope
 from k8see.integrations.dockerbuild import DockerBuilder
 from k8see.integrations.github import make_client

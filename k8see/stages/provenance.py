@@ -26,7 +26,7 @@ from k8see import approvals, names
 from k8see.config.policy import check_allowed
 from k8see.errors import ConfigError, PlatformError, RegistryError, Where
 from k8see.integrations.github import GitHubClient
-from k8see.integrations.registry import parse_ref
+from k8see.integrations.oci import parse_ref
 from k8see.integrations.registry_access import registry_host, tag_digest
 from k8see.redis_connect import connect
 from k8see.run import Run

@@ -24,7 +24,7 @@ from typing import Any
 
 from k8see import names
 from k8see.errors import K8seeError, PlatformError
-from k8see.integrations.registry import parse_ref
+from k8see.integrations.oci import parse_ref
 from k8see.integrations.registry_access import tag_remover
 from k8see.run import Run
 from k8see.stages.context import StageContext

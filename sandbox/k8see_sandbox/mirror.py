@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from k8see.errors import RegistryError
-from k8see.integrations.registry import INDEX_TYPES, OciRegistry
+from k8see.integrations.oci import INDEX_TYPES
+from k8see.integrations.registry import OciRegistry
 
 __all__ = ["push_mirror", "push_oci_layout"]
 

@@ -243,7 +243,7 @@ class Platform:
 
     def _registries_conf(self) -> Path:
         """Builds resolve ``FROM busybox`` (docker.io) to the local registry's mirror."""
-        from k8see.integrations.builders import write_registries_conf
+        from k8see.integrations.buildah import write_registries_conf
 
         return write_registries_conf(
             self.workdir / "registries.conf",

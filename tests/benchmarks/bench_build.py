@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from k8see.integrations.builders import BuildahBuilder, write_registries_conf
+from k8see.integrations.buildah import BuildahBuilder, write_registries_conf
 from k8see.integrations.buildstorage import BuildScope
 from k8see_sandbox.mirror import push_mirror
 from tests.benchmarks.measure import Baseline, Result

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from k8see.integrations.buildah import BuildahBuilder
 from k8see.integrations.buildcache import (
     ANCHOR_PREFIX,
     arg_anchor_tags,
@@ -29,7 +30,7 @@ from k8see.integrations.buildcache import (
     inputs_key,
     steps_run,
 )
-from k8see.integrations.builders import BuildahBuilder, BuildResult
+from k8see.integrations.builders import BuildResult
 from k8see.settings import PlatformSettings
 from k8see.stages.build import make_builder
 from tests.conftest import free_port
@@ -201,7 +202,7 @@ def test_an_unreachable_cache_repository_does_not_fail_the_build(
     (ctx / "Dockerfile").write_text("FROM busybox\nARG X=1\nRUN echo built-$X > /x.txt\n")
     lines: list[str] = []
     # When it builds
-    with caplog.at_level(logging.WARNING, logger="k8see.integrations.builders"):
+    with caplog.at_level(logging.WARNING, logger="k8see.integrations.buildah"):
         result = builder.build_and_push(
             context_dir=ctx,
             dockerfile=ctx / "Dockerfile",

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from k8see.integrations.builders import BuildahBuilder
+from k8see.integrations.buildah import BuildahBuilder
 from k8see.integrations.buildstorage import (
     MAX_PUSHED_KEYS,
     PUSHED_FILE,

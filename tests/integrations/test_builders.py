@@ -18,14 +18,8 @@ from pathlib import Path
 import pytest
 
 from k8see.errors import BuildFailed, Superseded
-from k8see.integrations.builders import (
-    BuildahBuilder,
-    Builder,
-    BuildResult,
-    RegistryAuth,
-    parse_platforms,
-    write_registries_conf,
-)
+from k8see.integrations.buildah import BuildahBuilder, write_registries_conf
+from k8see.integrations.builders import Builder, BuildResult, RegistryAuth, parse_platforms
 from k8see.settings import PlatformSettings
 from k8see.stages.build import make_builder
 from tests.conftest import free_port, require_tool, wait_for_port
@@ -257,7 +251,8 @@ RUN env > /k8see-env.txt; \\
 WORKER_SCRIPT = """
 import json, sys
 from pathlib import Path
-from k8see.integrations.builders import BuildahBuilder, RegistryAuth
+from k8see.integrations.buildah import BuildahBuilder
+from k8see.integrations.builders import RegistryAuth
 args = json.loads(sys.argv[1])
 builder = BuildahBuilder(storage_dir=Path(args["storage"]), registries_conf=Path(args["conf"]),
     insecure_registries=[args["host"]],
@@ -341,7 +336,7 @@ FAILING_WORKER_SCRIPT = """
 import json, sys
 from pathlib import Path
 from k8see.errors import K8seeError
-from k8see.integrations.builders import BuildahBuilder
+from k8see.integrations.buildah import BuildahBuilder
 args = json.loads(sys.argv[1])
 builder = BuildahBuilder(storage_dir=Path(args["storage"]), registries_conf=Path(args["conf"]),
     insecure_registries=[args["host"]])

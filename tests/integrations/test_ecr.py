@@ -125,6 +125,9 @@ def test_credentials_are_an_aws_login_valid_for_hours(aws_identity: AwsServer) -
     static = PlatformSettings(registry={"username": "bot", "password": "pw-123"})
     assert registry_credentials(static) == ("bot", "pw-123", None)
     assert registry_credentials(PlatformSettings()) == ("", "", None)
+    # The login is a secret: neither form of it shows the password
+    for login in (registry_credentials(static), registry_credentials(ecr_settings(aws_identity))):
+        assert login.password not in repr(login) and login.password not in str(login)
 
 
 def test_tags_are_deleted_best_effort_and_idempotently(aws_identity: AwsServer) -> None:

@@ -23,7 +23,7 @@ from kubernetes import client
 
 from k8see import names
 from k8see.errors import KubeConflict, KubeError, KubeNotFound, PolicyError
-from k8see.integrations import health, kube, namespace_removal
+from k8see.integrations import health, kube, kubeapi, namespace_removal
 from k8see.manifests.guardrails import guardrails
 from k8see.settings import PlatformSettings, ServiceAccountRef
 from tests.conftest import free_port
@@ -95,7 +95,7 @@ def test_unreachable_server_is_a_kube_error(tmp_path: Path) -> None:
 
 def test_not_found_is_wrapped_with_status_fields(api: Any) -> None:
     with pytest.raises(KubeNotFound) as info:
-        kube.call(client.CoreV1Api(api).read_namespace, "no-such-ns", what="read namespace")
+        kubeapi.call(client.CoreV1Api(api).read_namespace, "no-such-ns", what="read namespace")
     assert info.value.status == 404
     assert info.value.message.startswith("Kubernetes refused to read namespace: 404 NotFound")
     assert info.value.__cause__ is not None  # raised from the ApiException
@@ -111,15 +111,15 @@ def faulty_api(kube_faults: Any) -> Iterator[Any]:
 
 def test_throttling_and_server_errors_are_retried(faulty_api: Any, faults: Any) -> None:
     faults.sequence[:] = [429, 500]
-    found = kube.call(client.CoreV1Api(faulty_api).list_namespace, what="list namespaces")
+    found = kubeapi.call(client.CoreV1Api(faulty_api).list_namespace, what="list namespaces")
     assert any(ns.metadata.name == "default" for ns in found.items)
     assert faults.injected == 2
 
 
 def test_persistent_server_errors_end_as_kube_error(faulty_api: Any, faults: Any) -> None:
-    faults.sequence[:] = [500] * kube.RETRY_ATTEMPTS
+    faults.sequence[:] = [500] * kubeapi.RETRY_ATTEMPTS
     with pytest.raises(KubeError) as info:
-        kube.call(client.CoreV1Api(faulty_api).list_namespace, what="list namespaces")
+        kubeapi.call(client.CoreV1Api(faulty_api).list_namespace, what="list namespaces")
     assert info.value.status == 500
     assert "InternalError" in info.value.message
 

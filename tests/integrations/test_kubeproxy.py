@@ -25,7 +25,7 @@ import yaml
 from kubernetes import client, config, watch
 
 from k8see.errors import HelmError
-from k8see.integrations import helm, kube, kubeproxy
+from k8see.integrations import helm, kubeapi, kubeproxy
 from k8see.settings import PlatformSettings
 from tests.conftest import ROOT, free_port, require_tool
 from tests.fixtures.kube import RUN_ID
@@ -54,7 +54,7 @@ def settings(kubeconfig: str) -> PlatformSettings:
 def proxy(kube_faults: Any) -> Iterator[kubeproxy.ApiProxy]:
     """The helm proxy, forwarding to the fault-injecting proxy in front of the API server."""
     faulty = PlatformSettings.model_validate({"deploy": {"kubeconfig": kube_faults.kubeconfig}})
-    proxy = kubeproxy.ApiProxy(kube.load_configuration(faulty), max_retries=5)
+    proxy = kubeproxy.ApiProxy(kubeapi.load_configuration(faulty), max_retries=5)
     yield proxy
     proxy.close()
 
@@ -197,7 +197,7 @@ def test_requests_without_a_live_token_are_refused(
 def test_an_unreachable_api_server_is_a_clear_503_after_the_retries(
     settings: PlatformSettings,
 ) -> None:
-    configuration = kube.load_configuration(settings)
+    configuration = kubeapi.load_configuration(settings)
     configuration.host = f"http://127.0.0.1:{free_port()}"
     proxy = kubeproxy.ApiProxy(configuration, max_retries=2)
     try:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from k8see.errors import RegistryError
-from k8see.integrations.dockerbuild import gzip_into
-from k8see.integrations.registry import OciRegistry, parse_ref
+from k8see.integrations.dockersave import gzip_into
+from k8see.integrations.oci import parse_ref
+from k8see.integrations.registry import OciRegistry
 from k8see_sandbox.mirror import push_oci_layout
 from tests.conftest import free_port
 from tests.fixtures.images import MIRROR_DIR, LocalRegistry

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from k8see.integrations.registry import parse_created
+from k8see.integrations.oci import parse_created
 from tests.fixtures.images import LocalRegistry
 from tests.jobs.test_cache_prune import push_image, push_list
 

@@ -29,7 +29,7 @@ import redis
 
 from k8see import logs, names
 from k8see.app import beat_schedule
-from k8see.jobs.pull_secret_refresh import registry_credentials, run_pull_secret_refresh
+from k8see.jobs.pull_secret_refresh import pull_secret_credentials, run_pull_secret_refresh
 from k8see.manifests.release import pull_secret_manifest
 from k8see.settings import PlatformSettings, load_settings
 
@@ -156,7 +156,7 @@ def test_refresh_rewrites_managed_secrets_only(
     for leak in (NEW_PASSWORD, OLD_PASSWORD, pair, *(p[".dockerconfigjson"] for p in payloads)):
         assert leak not in written
         assert leak not in json.dumps(report)
-    assert NEW_PASSWORD not in repr(registry_credentials(new))
+    assert NEW_PASSWORD not in repr(pull_secret_credentials(new))
 
 
 def test_refresh_with_ecr_writes_a_fresh_token(

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import redis
 
-from k8see.integrations.builders import BuildahBuilder
+from k8see.integrations.buildah import BuildahBuilder
 from k8see.settings import PlatformSettings
 from k8see.stages.build import make_builder
 from tests.conftest import RedisServer, require_tool

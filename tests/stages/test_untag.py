@@ -18,7 +18,8 @@ from typing import Any
 
 import boto3
 
-from k8see.integrations.registry import OCI_MANIFEST, OciRegistry
+from k8see.integrations.oci import OCI_MANIFEST
+from k8see.integrations.registry import OciRegistry
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages import comment, untag
