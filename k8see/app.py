@@ -162,4 +162,13 @@ def settings_of(app: Celery) -> PlatformSettings:
     return settings
 
 
-app = create_app(load_settings())
+def __getattr__(name: str) -> Any:
+    """``app``: the app from the environment's settings, created on first use (what ``celery
+    -A k8see.app`` and ``k8see worker`` find), so importing this module for its tables
+    (``QUEUES``, ``routes``) never reads the settings: a bad setting then fails where the
+    CLI turns it into a clear error, not at import."""
+    if name == "app":
+        found = create_app(load_settings())
+        globals()["app"] = found
+        return found
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
