@@ -21,9 +21,10 @@ from typing import Any
 from urllib.parse import quote
 
 from k8see import stage_table
-from k8see.errors import GitHubError
+from k8see.errors import GitHubError, PolicyError
 from k8see.integrations.github import GitHubClient, make_client
 from k8see.integrations.scanner import vulnerabilities_scanned
+from k8see.results import CommentResult, ValidateResult
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
 from k8see.stages.context import StageContext
@@ -120,13 +121,6 @@ def duration(seconds: Any) -> str:
 def _dict(parent: dict[str, Any], key: str) -> dict[str, Any]:
     value = parent.get(key)
     return value if isinstance(value, dict) else {}
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
 
 
 # -- pieces ----------------------------------------------------------------------------------
@@ -418,7 +412,7 @@ def run(run: Run, ctx: StageContext) -> Run:
         except GitHubError as exc:  # a reaction is a courtesy: the comment already landed
             ctx.log.warning("Reaction %s on comment %s failed: %s", reaction, run.comment_id, exc)
     _update_deployment(client, run, record, status, ctx)
-    return run.with_result("comment", {"comment_id": comment_id})
+    return CommentResult(comment_id=comment_id).write(run)
 
 
 def _write_comment(
@@ -453,7 +447,7 @@ def _update_deployment(
     environment = f"preview/{record.get('namespace') or f'pr-{run.pr}'}"
     try:
         if status in (Status.READY, Status.FAILED) and run.action is not Action.DESTROY:
-            deployment = _int(run.result("validate").get("deployment_id"))
+            deployment = _deployment_id(run, ctx)
             if not deployment:
                 return
             if status == Status.READY:
@@ -476,10 +470,22 @@ def _update_deployment(
         ctx.log.warning("GitHub deployment status for %s failed: %s", environment, exc)
 
 
+def _deployment_id(run: Run, ctx: StageContext) -> int:
+    """The GitHub Deployment validate started, if the message's validate result names one.
+
+    The comment reports whatever happened, so a malformed result only skips the badge.
+    """
+    try:
+        return ValidateResult.of(run).deployment_id or 0
+    except PolicyError as exc:
+        ctx.log.warning("No GitHub deployment status: %s", exc.message)
+        return 0
+
+
 def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
     """The sticky comment's id, and the status it showed (the watchdog re-sends a comment
     whose status is not the record's)."""
     return {
-        "comment_id": run.result("comment").get("comment_id"),
+        "comment_id": CommentResult.of(run).comment_id,
         "commented": before.get("status"),
     }

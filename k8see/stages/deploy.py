@@ -1,6 +1,6 @@
 """The deploy stage: namespace, guardrails, the app release, and a health check.
 
-Input: the ``Run``'s repository, PR and commit, and the digest of ``run.result("build")``;
+Input: the ``Run``'s repository, PR and commit, and the digest of its ``BuildResult``;
 nothing else of the message is believed (``provenance``): the config is validated again from
 the worker's own checkout of the PR's head (GitHub says the PR is open at this commit, and a
 fork's commit is approved), and the image is deployed only from the repository's own registry
@@ -47,6 +47,7 @@ from k8see.manifests.release import (
     namespace_metadata,
     pull_secret_manifest,
 )
+from k8see.results import BuildResult, DeployResult, ValidateResult
 from k8see.run import Run, Status
 from k8see.settings import PlatformSettings
 from k8see.stages import provenance
@@ -93,47 +94,47 @@ def run(run: Run, ctx: StageContext) -> Run:
         Refused: the PR is closed, a fork commit is unapproved, or the image is not this
             run's build.
     """
-    if not run.result("build").get("image"):
+    build = BuildResult.of(run)
+    if not build.image:
         raise DeployFailed(
             "The deploy stage has no built image to deploy.",
             hint="This run skipped build; enqueue the PR again.",
         )
     github = make_client(ctx.settings, log=ctx.log)
-    validated = provenance.verified_config(run, ctx, github)
-    config = validated["config"]
+    verified = provenance.verified_config(run, ctx, github)
     repository = provenance.image_repository(
         ctx.settings,
         run.repo,
-        validated["project_id"],
-        (config.get("image") or {}).get("repository"),
+        verified.config.project_id,
+        verified.config.image.repository,
         host=registry_access.registry_host(ctx.settings),
-        config_file=validated["config_path"],
+        config_file=verified.result.config_path or names.DEFAULT_CONFIG_PATH,
     )
-    image = provenance.verified_image(
-        run, ctx, github, build=run.result("build"), repository=repository
-    )
+    image = provenance.verified_image(run, ctx, github, build=build, repository=repository)
     # Later stages (comment) read the message's validate result for its GitHub Deployment id;
     # what deploy acts on is the verified one.
-    believed = run.with_result("validate", {**run.result("validate"), **validated})
-    return deploy_verified(believed.with_result("build", image), ctx)
+    believed = ValidateResult.of(run).with_fields(**verified.result.to_json()).write(run)
+    return deploy_verified(BuildResult.parse(image).write(believed), ctx)
 
 
 def deploy_verified(run: Run, ctx: StageContext) -> Run:
     """Deploy ``run``'s validate and build results, which the caller vouches for."""
     started = time.monotonic()
-    validated = run.result("validate")
-    build = run.result("build")
-    if not validated.get("config") or not build.get("image"):
+    validated = ValidateResult.of(run)
+    build = BuildResult.of(run)
+    if not validated.config or not build.image:
         raise DeployFailed(
             "The deploy stage has no validated config or built image to deploy.",
             hint="This run skipped validate or build; enqueue the PR again.",
         )
     settings = ctx.settings
-    namespace = str(validated["namespace"])
-    project_id = str(validated["project_id"])
+    namespace = str(validated.namespace)
+    project_id = str(validated.project_id)
     # Errors the PR author fixes name the file they edit (config-path, k8s-ee.yaml by default).
-    config_file = str(validated.get("config_path") or names.DEFAULT_CONFIG_PATH)
-    values = helm_values(run, validated=validated, build=build, settings=settings)
+    config_file = validated.config_path or names.DEFAULT_CONFIG_PATH
+    # The release's builders read the results as they travel (``k8see render`` has no run).
+    validated_json = validated.to_json()
+    values = helm_values(run, validated=validated_json, build=build.to_json(), settings=settings)
     api = kube.make_api(settings)
     try:
         # Before anything is written: a kind the cluster does not serve (an operator that is
@@ -161,7 +162,7 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
         ctx.renew_lease()
         endpoint = kube.api_server_endpoint(api=api)
         manifests = guardrail_manifests(
-            validated,
+            validated_json,
             pr=run.pr,
             settings=settings,
             api_cidrs=settings.deploy.api_server_cidrs or endpoint.cidrs,
@@ -176,7 +177,7 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
             repo=run.repo,
             project_id=project_id,
             namespace=namespace,
-            config=validated["config"],
+            config=validated.config,
             config_file=config_file,
         )
         if secrets.copied or secrets.removed or secrets.skipped:
@@ -222,21 +223,22 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
         )
     finally:
         api.close()
-    result = {
-        "namespace": namespace,
+    ingress = _has_ingress(validated)
+    result = DeployResult(
+        namespace=namespace,
         # No Ingress (ingress.enabled: false): there is no public URL to show or link.
-        "preview_url": validated["preview_url"] if _has_ingress(validated) else "",
-        "ingress": _has_ingress(validated),
-        "release_revision": release.revision,
-        "seconds": round(time.monotonic() - started, 3),
-        "created": created,
-        "applied": applied,
-        "recovered_release": recovered,
-        "helm_api": helm_api.summary(),
-        "image": build.get("image"),
-    }
+        preview_url=validated.preview_url if ingress else "",
+        ingress=ingress,
+        release_revision=release.revision,
+        seconds=round(time.monotonic() - started, 3),
+        created=created,
+        applied=applied,
+        recovered_release=recovered,
+        helm_api=helm_api.summary(),
+        image=build.image,
+    )
     ctx.log.info("deployed %s revision %s to %s", run.repo, release.revision, namespace)
-    return run.with_result("deploy", result)
+    return result.write(run)
 
 
 def _selector(project_id: str, pr: int) -> str:
@@ -455,18 +457,18 @@ def _check_health(
     )
 
 
-def _has_ingress(validated: dict[str, Any]) -> bool:
-    ingress = (validated.get("config") or {}).get("ingress") or {}
+def _has_ingress(validated: ValidateResult) -> bool:
+    ingress = validated.config.get("ingress") or {}
     return bool(ingress.get("enabled", True))
 
 
 def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
     """A deployed run makes the environment ready at its URL."""
-    result = run.result("deploy")
+    result = DeployResult.of(run)
     return {
         "status": Status.READY.value,
-        "preview_url": result.get("preview_url"),
-        "ingress": result.get("ingress", True),
-        "helm_api": result.get("helm_api"),
+        "preview_url": result.preview_url,
+        "ingress": result.ingress,
+        "helm_api": result.helm_api,
         "error": None,
     }
