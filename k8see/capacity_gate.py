@@ -24,7 +24,9 @@ import redis
 from celery import Celery
 
 from k8see import capacity, coordination, pipeline, stage_table, state
+from k8see.errors import PolicyError
 from k8see.manifests.release import database_options
+from k8see.results import DestroyResult, ValidateResult
 from k8see.run import Run, Status
 from k8see.settings import PlatformSettings
 
@@ -47,20 +49,29 @@ def gate(
     """
     record = state.get(client, repo=run.repo, pr=run.pr) or {}
     latest = coordination.current_generation(client, repo=run.repo, pr=run.pr)
-    if record.get("run_id") != run.run_id or latest != run.generation or latest <= 0:
+    try:
+        validated = ValidateResult.of(run)
+    except PolicyError as exc:  # a forged message: the deploy stage refuses it as well
+        log.warning("Deploy of %s#%s: %s", run.repo, run.pr, exc.message)
+        validated = None
+    if (
+        validated is None
+        or record.get("run_id") != run.run_id
+        or latest != run.generation
+        or latest <= 0
+    ):
         log.warning(
             "Deploy of %s#%s run %s is not the PR's recorded run; it does not take capacity.",
             run.repo, run.pr, run.run_id,
         )  # fmt: skip
         state.count(client, "capacity_unverified")
         return {"stopped": "unverified"}
-    validated = run.result("validate")
     env = capacity.env_key(run.repo, run.pr)
     decision = capacity.admit(
         client,
         settings=settings.capacity,
         env=env,
-        project=str(validated.get("project_id") or run.repo.lower()),
+        project=validated.project_id or run.repo.lower(),
         demand=demand(run),
         run=run.to_json(),
         generation=run.generation,
@@ -89,16 +100,16 @@ def after(
     namespace (not preserved) frees its place for the head of the queue (``release``)."""
     if stage == "deploy":
         deployed(client, settings=settings, run=run)
-    elif stage == "destroy" and not run.result("destroy").get("preserved"):
+    elif stage == "destroy" and not DestroyResult.of(run).preserved:
         release(client, app=app, settings=settings, repo=run.repo, pr=run.pr)
 
 
 def demand(run: Run) -> dict[str, int]:
     """What ``run``'s environment counts for: its validated config's quota hard limits."""
-    validated = run.result("validate")
-    config = validated.get("config") or {}
+    validated = ValidateResult.of(run)
     return capacity.demand_of(
-        databases=database_options(validated), resources=config.get("resources")
+        databases=database_options(validated.to_json()),
+        resources=validated.config.get("resources"),
     )
 
 

@@ -82,7 +82,9 @@ class Run:
             read the real author of ``comment_id`` from GitHub and never believe this.
         merged: For destroy runs from a close event: whether the PR was merged.
         enqueued_at: Unix time of the enqueue, for queue-wait metrics.
-        results: Per-stage results, keyed by stage name (small JSON values only).
+        results: Per-stage results, keyed by stage name (small JSON values only). Stages
+            read and write them through their typed models (``k8see.results``), which
+            refuse a malformed result.
     """
 
     repo: str

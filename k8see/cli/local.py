@@ -121,6 +121,7 @@ def build_command(
     from k8see.config import load_repo_config
     from k8see.integrations.oci import parse_ref
     from k8see.manifests.release import offline_run
+    from k8see.results import BuildResult, ScanResult
     from k8see.stages import build as build_stage
     from k8see.stages import scan as scan_stage
     from k8see.stages.context import StageContext
@@ -162,16 +163,16 @@ def build_command(
         )
         # This machine's checkout, vouched for by whoever runs the command (not a message).
         built_run = build_stage.build_checkout(
-            run, ctx, source_dir=source, config=config.to_dict(), fork=None
+            run, ctx, source_dir=source, config=config, fork=None
         )
         run = scan_stage.scan_verified(built_run, ctx)
-    built, scanned = run.result("build"), run.result("scan")
+    built, scanned = BuildResult.of(run), ScanResult.of(run).to_json()
     if as_json:
-        out = {"image": built["image"], "platforms": built["platforms"], "scan": scanned}
-        click.echo(json.dumps({**out, "tags": built["tags"]}, sort_keys=True))
+        out = {"image": built.image, "platforms": built.platforms, "scan": scanned}
+        click.echo(json.dumps({**out, "tags": built.tags}, sort_keys=True))
         return
-    click.echo(f"Image:     {built['image']}")
-    click.echo(f"Platforms: {', '.join(built['platforms'])}")
-    click.echo(f"Tags:      {', '.join(built['tags'])}")
+    click.echo(f"Image:     {built.image}")
+    click.echo(f"Platforms: {', '.join(built.platforms or [])}")
+    click.echo(f"Tags:      {', '.join(built.tags or [])}")
     verdict = scan_stage.summary_text(scanned)
     click.echo(f"Scan:      {verdict} (policy {settings.scan.policy})")

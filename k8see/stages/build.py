@@ -6,9 +6,9 @@ GitHub that the PR is open with this commit at its head (and, for a fork, that a
 approved it), fetches the source itself into a directory it derives (``trust.checkout``:
 GitHub, or the worker's ``build.local_source_root``), and reads ``k8s-ee.yaml`` from there.
 ``build_checkout`` is the build proper, for a checkout the caller vouches for (``k8see
-build`` on a maintainer's machine). Output:
-``run.result("build")`` = ``{"image": "<repo>@<digest>", "digest", "platforms", "seconds",
-"tags", "repository", "pushed_tags", "cache_scope", "cache_trusted"}`` (``pushed_tags``:
+build`` on a maintainer's machine). Output: a ``BuildResult`` (``k8see.results``):
+``image`` (``<repo>@<digest>``), ``digest``, ``platforms``, ``seconds``, ``tags``,
+``repository``, ``pushed_tags``, ``cache_scope``, ``cache_trusted`` (``pushed_tags``:
 every tag of the PR so far, for deletion on close; ``cache_scope``: the trust scope whose
 build cache the build used, see ``k8see.integrations.buildstorage``).
 
@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from k8see import names
+from k8see.config import RepoConfig
 from k8see.config.policy import check_allowed
 from k8see.errors import ConfigError, PolicyError, Where
 from k8see.integrations.buildah import BuildahBuilder
@@ -47,6 +48,7 @@ from k8see.integrations.registry_access import (
     registry_credentials,
     registry_host,
 )
+from k8see.results import BuildResult
 from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages import trust
@@ -78,7 +80,7 @@ def run(run: Run, ctx: StageContext) -> Run:
         run,
         ctx,
         source_dir=directory,
-        config=config.to_dict(),
+        config=config,
         config_file=config_file,
         fork=pull.fork,
     )
@@ -89,7 +91,7 @@ def build_checkout(
     ctx: StageContext,
     *,
     source_dir: Path,
-    config: dict[str, Any],
+    config: RepoConfig,
     config_file: str = names.DEFAULT_CONFIG_PATH,
     fork: bool | None,
 ) -> Run:
@@ -98,15 +100,10 @@ def build_checkout(
     ``fork`` ``None`` (unknown) counts as a fork: the build writes no shared cache.
     """
     settings = ctx.settings
-    image_cfg: dict[str, Any] = dict(config.get("image") or {})
-    context_dir = inside(
-        source_dir, str(image_cfg.get("context") or "."), "image.context", config_file
-    )
+    image_cfg = config.image
+    context_dir = inside(source_dir, image_cfg.context or ".", "image.context", config_file)
     dockerfile = inside(
-        context_dir,
-        str(image_cfg.get("dockerfile") or "Dockerfile"),
-        "image.dockerfile",
-        config_file,
+        context_dir, image_cfg.dockerfile or "Dockerfile", "image.dockerfile", config_file
     )
     inside(source_dir, str(dockerfile.relative_to(source_dir)), "image.dockerfile", config_file)
     if not dockerfile.is_file():
@@ -116,13 +113,12 @@ def build_checkout(
             hint="Commit a Dockerfile, or point image.context / image.dockerfile at it.",
             where=Where(file=config_file, field="image.dockerfile"),
         )
-    project_id = str(config.get("projectId") or "")
     host = registry_host(settings)
     repository = image_repository(
         settings,
         run.repo,
-        project_id,
-        image_cfg.get("repository"),
+        config.project_id,
+        image_cfg.repository,
         host=host,
         config_file=config_file,
     )
@@ -158,20 +154,17 @@ def build_checkout(
         on_line=ctx.record_log,
     )
     ctx.log.info("Build finished for %s in %.1fs.", result.image, result.seconds)
-    return run.with_result(
-        "build",
-        {
-            "image": result.image,
-            "repository": repository,
-            "digest": result.digest,
-            "platforms": list(result.platforms),
-            "seconds": round(result.seconds, 3),
-            "tags": list(result.tags),
-            "pushed_tags": pushed_tags(ctx, list(result.tags)),
-            "cache_scope": scope.name,
-            "cache_trusted": scope.trusted,
-        },
-    )
+    return BuildResult(
+        image=result.image,
+        repository=repository,
+        digest=result.digest,
+        platforms=list(result.platforms),
+        seconds=round(result.seconds, 3),
+        tags=list(result.tags),
+        pushed_tags=pushed_tags(ctx, list(result.tags)),
+        cache_scope=scope.name,
+        cache_trusted=scope.trusted,
+    ).write(run)
 
 
 def pushed_tags(ctx: StageContext, tags: list[str]) -> list[str]:
@@ -283,5 +276,10 @@ def _platforms(run: Run, settings: PlatformSettings) -> tuple[str, ...]:
 
 def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
     """The image a build pushed, on the environment record."""
-    result = run.result("build")
-    return {key: result.get(key) for key in ("image", "digest", "platforms", "pushed_tags")}
+    result = BuildResult.of(run)
+    return {
+        "image": result.image,
+        "digest": result.digest,
+        "platforms": result.platforms,
+        "pushed_tags": result.pushed_tags,
+    }

@@ -22,6 +22,7 @@ from k8see import approvals, names
 from k8see.errors import ConfigError, GitHubError, PolicyError
 from k8see.events import parse_command
 from k8see.integrations.github import GitHubClient, make_client
+from k8see.results import CommandResult
 from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages import trust
@@ -57,22 +58,23 @@ def run(run: Run, ctx: StageContext) -> Run:
             github.add_reaction(run.repo, run.comment_id, "eyes")
         except GitHubError as exc:
             ctx.log.warning("The 👀 reaction on comment %s failed: %s", run.comment_id, exc)
-    result: dict[str, object] = {
-        "command": command,
-        "args": list(args),
-        "permission": author.permission,
-        "forward": FORWARD.get(command, ""),
-    }
+    result = CommandResult(
+        command=command,
+        args=list(args),
+        permission=author.permission,
+        forward=FORWARD.get(command, ""),
+    )
     if command == "help":
         mode = _trigger_mode(run, ctx, github)
-        result["reply_id"] = approvals.reply(
+        reply_id = approvals.reply(
             github,
             repo=run.repo,
             pr=run.pr,
             comment_id=run.comment_id,
             text=help_text(mode=mode, settings=ctx.settings),
         )
-    return run.with_result("command", result)
+        result = result.with_fields(reply_id=reply_id)
+    return result.write(run)
 
 
 def help_text(*, mode: str, settings: PlatformSettings) -> str:

@@ -1,6 +1,6 @@
 """The deploy stage: namespace, guardrails, the app release, and a health check.
 
-Input: the ``Run``'s repository, PR and commit, and the digest of ``run.result("build")``;
+Input: the ``Run``'s repository, PR and commit, and the digest of its ``BuildResult``;
 nothing else of the message is believed (``provenance``): the config is validated again from
 the worker's own checkout of the PR's head (GitHub says the PR is open at this commit, and a
 fork's commit is approved), and the image is deployed only from the repository's own registry
@@ -24,13 +24,13 @@ docs/environments.md "3. The app release"):
 5. GET ``app.healthPath`` through the API server's service proxy; any 2xx passes.
 
 Each failure the PR author can fix becomes ``DeployFailed`` with the reason, the last log
-lines and the next step. What is applied is computed by the pure builders of
+lines and the next step (worded in ``deploy_failures``, which also decides when a rollout is
+hopeless). What is applied is computed by the pure builders of
 ``manifests.release``, the same ones ``k8see render`` prints.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -39,7 +39,6 @@ from k8see import names
 from k8see.errors import DeployFailed, HelmError, Where
 from k8see.integrations import health, helm, kube, kubeproxy, preview_secrets, registry_access
 from k8see.integrations.github import make_client
-from k8see.manifests.quota import DATABASES
 from k8see.manifests.release import (
     chart_path,
     guardrail_manifests,
@@ -47,24 +46,17 @@ from k8see.manifests.release import (
     namespace_metadata,
     pull_secret_manifest,
 )
+from k8see.results import BuildResult, DeployResult, ValidateResult
 from k8see.run import Run, Status
 from k8see.settings import PlatformSettings
 from k8see.stages import provenance
 from k8see.stages.context import StageContext
+from k8see.stages.deploy_failures import deploy_failure, fail_fast_reason, logs_hint
 from k8see.stages.served_kinds import check_served
 
 __all__ = ["deploy_verified", "fail_fast_reason", "run"]
 
 SERVICE_PORT = 80
-#: Waiting reasons that stop helm early; the others (ContainerCreating, ...) pass in time.
-FAIL_FAST_REASONS = (
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "FailedCreate",
-)
-LOG_LINES_IN_HINT = 10
 #: ``app.kubernetes.io/name`` of the app's pods (the chart's name).
 APP_CHART_NAME = "k8s-ee-app"
 
@@ -93,47 +85,47 @@ def run(run: Run, ctx: StageContext) -> Run:
         Refused: the PR is closed, a fork commit is unapproved, or the image is not this
             run's build.
     """
-    if not run.result("build").get("image"):
+    build = BuildResult.of(run)
+    if not build.image:
         raise DeployFailed(
             "The deploy stage has no built image to deploy.",
             hint="This run skipped build; enqueue the PR again.",
         )
     github = make_client(ctx.settings, log=ctx.log)
-    validated = provenance.verified_config(run, ctx, github)
-    config = validated["config"]
+    verified = provenance.verified_config(run, ctx, github)
     repository = provenance.image_repository(
         ctx.settings,
         run.repo,
-        validated["project_id"],
-        (config.get("image") or {}).get("repository"),
+        verified.config.project_id,
+        verified.config.image.repository,
         host=registry_access.registry_host(ctx.settings),
-        config_file=validated["config_path"],
+        config_file=verified.result.config_path or names.DEFAULT_CONFIG_PATH,
     )
-    image = provenance.verified_image(
-        run, ctx, github, build=run.result("build"), repository=repository
-    )
+    image = provenance.verified_image(run, ctx, github, build=build, repository=repository)
     # Later stages (comment) read the message's validate result for its GitHub Deployment id;
     # what deploy acts on is the verified one.
-    believed = run.with_result("validate", {**run.result("validate"), **validated})
-    return deploy_verified(believed.with_result("build", image), ctx)
+    believed = ValidateResult.of(run).with_fields(**verified.result.to_json()).write(run)
+    return deploy_verified(BuildResult.parse(image).write(believed), ctx)
 
 
 def deploy_verified(run: Run, ctx: StageContext) -> Run:
     """Deploy ``run``'s validate and build results, which the caller vouches for."""
     started = time.monotonic()
-    validated = run.result("validate")
-    build = run.result("build")
-    if not validated.get("config") or not build.get("image"):
+    validated = ValidateResult.of(run)
+    build = BuildResult.of(run)
+    if not validated.config or not build.image:
         raise DeployFailed(
             "The deploy stage has no validated config or built image to deploy.",
             hint="This run skipped validate or build; enqueue the PR again.",
         )
     settings = ctx.settings
-    namespace = str(validated["namespace"])
-    project_id = str(validated["project_id"])
+    namespace = str(validated.namespace)
+    project_id = str(validated.project_id)
     # Errors the PR author fixes name the file they edit (config-path, k8s-ee.yaml by default).
-    config_file = str(validated.get("config_path") or names.DEFAULT_CONFIG_PATH)
-    values = helm_values(run, validated=validated, build=build, settings=settings)
+    config_file = validated.config_path or names.DEFAULT_CONFIG_PATH
+    # The release's builders read the results as they travel (``k8see render`` has no run).
+    validated_json = validated.to_json()
+    values = helm_values(run, validated=validated_json, build=build.to_json(), settings=settings)
     api = kube.make_api(settings)
     try:
         # Before anything is written: a kind the cluster does not serve (an operator that is
@@ -161,7 +153,7 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
         ctx.renew_lease()
         endpoint = kube.api_server_endpoint(api=api)
         manifests = guardrail_manifests(
-            validated,
+            validated_json,
             pr=run.pr,
             settings=settings,
             api_cidrs=settings.deploy.api_server_cidrs or endpoint.cidrs,
@@ -176,7 +168,7 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
             repo=run.repo,
             project_id=project_id,
             namespace=namespace,
-            config=validated["config"],
+            config=validated.config,
             config_file=config_file,
         )
         if secrets.copied or secrets.removed or secrets.skipped:
@@ -222,21 +214,22 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
         )
     finally:
         api.close()
-    result = {
-        "namespace": namespace,
+    ingress = _has_ingress(validated)
+    result = DeployResult(
+        namespace=namespace,
         # No Ingress (ingress.enabled: false): there is no public URL to show or link.
-        "preview_url": validated["preview_url"] if _has_ingress(validated) else "",
-        "ingress": _has_ingress(validated),
-        "release_revision": release.revision,
-        "seconds": round(time.monotonic() - started, 3),
-        "created": created,
-        "applied": applied,
-        "recovered_release": recovered,
-        "helm_api": helm_api.summary(),
-        "image": build.get("image"),
-    }
+        preview_url=validated.preview_url if ingress else "",
+        ingress=ingress,
+        release_revision=release.revision,
+        seconds=round(time.monotonic() - started, 3),
+        created=created,
+        applied=applied,
+        recovered_release=recovered,
+        helm_api=helm_api.summary(),
+        image=build.image,
+    )
     ctx.log.info("deployed %s revision %s to %s", run.repo, release.revision, namespace)
-    return run.with_result("deploy", result)
+    return result.write(run)
 
 
 def _selector(project_id: str, pr: int) -> str:
@@ -290,132 +283,13 @@ def _install(
                     api=api, namespace=namespace, selector=_selector(project_id, pr), probes=True
                 )
             )
-        raise _deploy_failure(
+        raise deploy_failure(
             exc,
             seen,
             values=values,
             timeout=ctx.settings.deploy.helm_timeout_seconds,
             config_file=config_file,
         ) from exc
-
-
-#: What the kubelet says while its own ConfigMap/Secret cache for the pod has not synced yet
-#: (a busy node or API server); it retries by itself, so this is no missing object.
-KUBELET_CACHE_NOT_SYNCED = ("failed to sync configmap cache", "failed to sync secret cache")
-
-
-def fail_fast_reason(diagnostics: dict[str, Any]) -> str | None:
-    """The waiting reason that makes the rollout hopeless, or None while it may still pass.
-
-    A CreateContainerConfigError passes while the Secret is one a database operator has yet
-    to write, or while the kubelet's cache has not caught up, and a quota refusal while pods
-    of an earlier rollout terminate: all fix themselves.
-    """
-    reason = str(diagnostics.get("reason") or "")
-    if reason == "FailedCreate" and diagnostics.get("terminating"):
-        # A quota refusal while an earlier rollout's pods terminate (two pushes in quick
-        # succession): their limits still count until their grace period ends, and the
-        # ReplicaSet controller retries the creation by itself once they are gone.
-        return None
-    if reason == "CreateContainerConfigError":
-        message = str(diagnostics.get("message") or "")
-        if _database_secret_pending(message) or any(
-            text in message for text in KUBELET_CACHE_NOT_SYNCED
-        ):
-            return None
-    return reason if reason in FAIL_FAST_REASONS else None
-
-
-def _database_secret_pending(message: str) -> bool:
-    """The missing Secret is one a database operator creates (app-postgresql-app, ...)."""
-    return any(f'"{names.RELEASE_NAME}-{db}' in message for db in DATABASES)
-
-
-def _logs_hint(diagnostics: dict[str, Any]) -> str:
-    lines = [str(line) for line in diagnostics.get("logs") or []][-LOG_LINES_IN_HINT:]
-    return ("\nLast log lines:\n" + "\n".join(f"    {line}" for line in lines)) if lines else ""
-
-
-def _deploy_failure(
-    exc: HelmError,
-    diagnostics: dict[str, Any],
-    *,
-    values: dict[str, Any],
-    timeout: int,
-    config_file: str,
-) -> Exception:
-    """The user-facing error for a failed install, or the platform error when it is ours."""
-    reason = str(diagnostics.get("reason") or "")
-    detail = str(diagnostics.get("message") or "")
-    port = values["app"]["port"]
-    image = values["image"]
-    ref = f"{image['repository']}@{image['digest']}" if image.get("digest") else image["repository"]
-    if reason == "CrashLoopBackOff":
-        return DeployFailed(
-            "The app container keeps crashing (CrashLoopBackOff).",
-            hint=f"Check that the image starts with a read-only root filesystem as a non-root "
-            f"user (UID 1001) and listens on port {port}; add writableDirs for paths it writes."
-            + _logs_hint(diagnostics),
-        )
-    if reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
-        return DeployFailed(
-            f"The image {ref} cannot be pulled ({reason}).",
-            hint="Check that the build pushed it and that the cluster's pull secret for the "
-            "registry is valid." + (f" Kubelet said: {detail}" if detail else ""),
-        )
-    if reason == "CreateContainerConfigError":
-        return DeployFailed(
-            f"The app container cannot be configured: {detail or reason}.",
-            hint=f"An envFrom secret or ConfigMap named in {config_file} probably does not "
-            "exist in the namespace.",
-            where=Where(file=config_file, field="envFrom"),
-        )
-    message = exc.message.lower()
-    if "specifications of the schema" in message:
-        # helm up to 3.17 (xeipuuv): "config: Additional property x is not allowed";
-        # 3.18 on (santhosh-tekuri): "at '/config': additional properties 'x' not allowed".
-        found = re.search(
-            r"(?:[\w.]+: )?[A-Z][^:;]*(?:is not allowed|is required|must be [^;]+)"
-            r"|at '[^']*': [^;]+",
-            exc.message,
-        )
-        return DeployFailed(
-            f"{config_file} sets a value the app chart does not accept"
-            + (f": {found.group(0)}." if found else "."),
-            hint=f"Check the options under databases in {config_file} against "
-            "docs/environments.md (each database's options are listed there).",
-            where=Where(file=config_file, field="databases"),
-        )
-    if reason == "FailedCreate" or "exceeded quota" in message or "exceeded quota" in detail:
-        return DeployFailed(
-            f"Kubernetes refused to create the app's pods: {detail or exc.message}",
-            hint="The namespace quota is too small for what the app requests; lower resources "
-            f"in {config_file} or ask the platform admin to raise the limits.",
-            where=Where(file=config_file, field="resources"),
-        )
-    if "timed out" in message or "deadline exceeded" in message:
-        path = values["app"]["healthPath"]
-        state = f" (last pod state: {reason})" if reason else ""
-        probe = _probe_said(str(diagnostics.get("probe") or ""), path)
-        return DeployFailed(
-            f"The app did not become ready within {timeout} s{state}{probe}.",
-            hint=f"Its startup and readiness probes GET {path} on port {port}; make it answer "
-            f"2xx once the app is up, or point app.healthPath in {config_file} at a path "
-            "that does." + _logs_hint(diagnostics),
-            where=Where(file=config_file, field="app.healthPath"),
-        )
-    return exc
-
-
-def _probe_said(event: str, path: str) -> str:
-    """The kubelet's probe failure as the end of a sentence: what ``GET path`` answered."""
-    if not event:
-        return ""
-    kind = event.split(" probe failed", 1)[0].lower() if " probe failed" in event else "a"
-    answered = re.search(r"statuscode: (\d{3})", event)
-    if answered:
-        return f": its {kind} probe GET {path} answered HTTP {answered.group(1)}"
-    return f": its {kind} probe GET {path} failed ({event.rpartition(': ')[2][:120]})"
 
 
 def _check_health(
@@ -450,23 +324,23 @@ def _check_health(
         f"The health check GET {health_path} failed after {result.attempts} attempts: "
         f"{result.detail or 'no answer'}{state}.",
         hint=f"Make {health_path} answer with a 2xx status once the app is ready, or point "
-        f"app.healthPath in {config_file} at a path that does." + _logs_hint(diagnostics),
+        f"app.healthPath in {config_file} at a path that does." + logs_hint(diagnostics),
         where=Where(file=config_file, field="app.healthPath"),
     )
 
 
-def _has_ingress(validated: dict[str, Any]) -> bool:
-    ingress = (validated.get("config") or {}).get("ingress") or {}
+def _has_ingress(validated: ValidateResult) -> bool:
+    ingress = validated.config.get("ingress") or {}
     return bool(ingress.get("enabled", True))
 
 
 def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
     """A deployed run makes the environment ready at its URL."""
-    result = run.result("deploy")
+    result = DeployResult.of(run)
     return {
         "status": Status.READY.value,
-        "preview_url": result.get("preview_url"),
-        "ingress": result.get("ingress", True),
-        "helm_api": result.get("helm_api"),
+        "preview_url": result.preview_url,
+        "ingress": result.ingress,
+        "helm_api": result.helm_api,
         "error": None,
     }

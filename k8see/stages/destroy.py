@@ -27,6 +27,7 @@ from k8see import names
 from k8see.errors import HelmError
 from k8see.integrations import helm, kube, kubeproxy, namespace_removal
 from k8see.integrations.github import make_client
+from k8see.results import DestroyResult, ValidateResult
 from k8see.run import Run, Status
 from k8see.stages import trust
 from k8see.stages.context import StageContext
@@ -40,7 +41,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     ctx.log.info("Destroying %s#%s: %s.", run.repo, run.pr, why)
     api = kube.make_api(settings)
     try:
-        validated = run.result("validate").get("namespace")
+        validated = ValidateResult.of(run).namespace
         targets = (
             [str(validated)]
             if validated
@@ -49,30 +50,30 @@ def run(run: Run, ctx: StageContext) -> Run:
         outcomes = [_destroy_one(api, ctx, run=run, namespace=ns) for ns in targets]
     finally:
         api.close()
-    result: dict[str, Any] = {
-        "namespace": targets[0] if targets else "",
-        "namespaces": targets,
-        "deleted": any(o["deleted"] for o in outcomes),
-        "preserved": any(o["preserved"] for o in outcomes),
-        "removed": [item for o in outcomes for item in o["removed"]],
+    result = DestroyResult(
+        namespace=targets[0] if targets else "",
+        namespaces=targets,
+        deleted=any(o["deleted"] for o in outcomes),
+        preserved=any(o["preserved"] for o in outcomes),
+        removed=[item for o in outcomes for item in o["removed"]],
         # Objects whose finalizers nobody removed, unblocked so the namespace could go: the
         # PR comment names them (their operator may need looking at).
-        "unblocked": [item for o in outcomes for item in o["unblocked"]],
-        "skipped": sorted({o["skipped"] for o in outcomes if o["skipped"]})
+        unblocked=[item for o in outcomes for item in o["unblocked"]],
+        skipped=sorted({o["skipped"] for o in outcomes if o["skipped"]})
         or ([] if targets else ["not-found"]),
-        "preserve_until": next((o["preserve_until"] for o in outcomes if o["preserved"]), ""),
-        "helm_api": _helm_api_total([o["helm_api"] for o in outcomes if "helm_api" in o]),
-        "seconds": round(time.monotonic() - started, 3),
-    }
+        preserve_until=next((o["preserve_until"] for o in outcomes if o["preserved"]), ""),
+        helm_api=_helm_api_total([o["helm_api"] for o in outcomes if "helm_api" in o]),
+        seconds=round(time.monotonic() - started, 3),
+    )
     ctx.log.info(
         "destroy of %s#%s: deleted=%s preserved=%s namespaces=%s",
         run.repo,
         run.pr,
-        result["deleted"],
-        result["preserved"],
+        result.deleted,
+        result.preserved,
         targets,
     )
-    return run.with_result("destroy", result)
+    return result.write(run)
 
 
 def _helm_api_total(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -155,11 +156,11 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
 
 def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
     """A destroyed (or preserved) environment, on its record."""
-    result = run.result("destroy")
-    status = Status.PRESERVED if result.get("preserved") else Status.DESTROYED
+    result = DestroyResult.of(run)
+    status = Status.PRESERVED if result.preserved else Status.DESTROYED
     return {
         "status": status.value,
         "merged": run.merged,
-        "unblocked": result.get("unblocked") or [],
+        "unblocked": result.unblocked or [],
         "error": None,
     }

@@ -20,21 +20,29 @@ Both refuse through ``trust.refuse`` (a WARNING in the worker log and one notice
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from k8see import approvals, names
+from k8see.config import RepoConfig
 from k8see.config.policy import check_allowed
 from k8see.errors import ConfigError, PlatformError, RegistryError, Where
 from k8see.integrations.github import GitHubClient
 from k8see.integrations.oci import parse_ref
 from k8see.integrations.registry_access import registry_host, tag_digest
 from k8see.redis_connect import connect
+from k8see.results import BuildResult, ValidateResult
 from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stages import trust
 from k8see.stages.context import StageContext
 
-__all__ = ["image_repository", "require_approval", "verified_config", "verified_image"]
+__all__ = [
+    "VerifiedConfig",
+    "image_repository",
+    "require_approval",
+    "verified_config",
+    "verified_image",
+]
 
 
 def require_approval(github: GitHubClient, run: Run, settings: PlatformSettings) -> None:
@@ -52,12 +60,22 @@ def require_approval(github: GitHubClient, run: Run, settings: PlatformSettings)
         approvals.refuse_fork(github, repo=run.repo, pr=run.pr, sha=run.sha, approved=approved)
 
 
-def verified_config(run: Run, ctx: StageContext, github: GitHubClient) -> dict[str, Any]:
-    """What validate records for this run, derived again from GitHub and the worker's checkout.
+@dataclass(frozen=True)
+class VerifiedConfig:
+    """A run's config as the worker derived it itself.
 
-    Returns:
-        ``{"config", "project_id", "namespace", "preview_url", "databases", "config_path",
-        "fork", "sha"}``.
+    Attributes:
+        config: ``k8s-ee.yaml`` from the worker's checkout, validated and admitted.
+        result: What validate records for it: ``config`` (as JSON), ``project_id``,
+            ``namespace``, ``preview_url``, ``databases``, ``config_path``, ``fork``, ``sha``.
+    """
+
+    config: RepoConfig
+    result: ValidateResult
+
+
+def verified_config(run: Run, ctx: StageContext, github: GitHubClient) -> VerifiedConfig:
+    """What validate records for this run, derived again from GitHub and the worker's checkout.
 
     Raises:
         PolicyError: the repository is not allowed, or GitHub does not know the PR.
@@ -73,18 +91,18 @@ def verified_config(run: Run, ctx: StageContext, github: GitHubClient) -> dict[s
         require_approval(github, run, settings)
     directory = trust.checkout(run, ctx, github)
     config_path, config = trust.load_config(run, directory, settings)
-    data = config.to_dict()
-    project_id = str(data["projectId"])
-    return {
-        "config": data,
-        "project_id": project_id,
-        "namespace": names.namespace(project_id, run.pr),
-        "preview_url": names.preview_url(project_id, run.pr, settings.deploy.domain),
-        "databases": config.enabled_databases(),
-        "config_path": config_path,
-        "fork": pull.fork,
-        "sha": run.sha,
-    }
+    project_id = config.project_id
+    result = ValidateResult(
+        config=config.to_dict(),
+        project_id=project_id,
+        namespace=names.namespace(project_id, run.pr),
+        preview_url=names.preview_url(project_id, run.pr, settings.deploy.domain),
+        databases=config.enabled_databases(),
+        config_path=config_path,
+        fork=pull.fork,
+        sha=run.sha,
+    )
+    return VerifiedConfig(config=config, result=result)
 
 
 def verified_image(
@@ -92,13 +110,13 @@ def verified_image(
     ctx: StageContext,
     github: GitHubClient | None,
     *,
-    build: dict[str, Any],
+    build: BuildResult,
     repository: str = "",
 ) -> dict[str, str]:
     """The build's image, believed only if the registry says this run's build pushed it.
 
     Args:
-        build: The message's ``results.build`` (only its image and digest are read).
+        build: The message's build result (only its image and digest are read).
         repository: The image repository the verified config derives (deploy); empty to
             accept any repository under the run's own registry path (scan, which has no
             config).
@@ -113,14 +131,14 @@ def verified_image(
     settings = ctx.settings
     host = registry_host(settings)
     own = f"{host}/{names.image_path(run.repo)}/"
-    claimed = str(build.get("image") or "")
+    claimed = build.image or ""
     try:
         ref = parse_ref(claimed)
     except RegistryError:
         ref = None
     path = f"{ref.host}/{ref.repository}" if ref else ""
     digest = ref.reference if ref and ref.reference.startswith("sha256:") else ""
-    digest = str(build.get("digest") or digest)
+    digest = build.digest or digest
     wanted = repository or path
     if ref is None or path != wanted or not path.startswith(own):
         trust.refuse(

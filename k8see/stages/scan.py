@@ -1,11 +1,11 @@
 """The scan stage: Trivy on the built image, every platform, and the scan policy.
 
-Input: ``run.result("build")`` (image by digest, platforms), believed only as far as the
+Input: the ``BuildResult`` (image by digest, platforms), believed only as far as the
 registry confirms it (``provenance.verified_image``): the image must lie under the run's own
 repository path and be what the registry has for this run's ``pr-<N>`` and ``sha-<sha>``
 tags, so a message cannot have the platform's credentials pull, and code scanning show,
 another repository's image. ``scan_verified`` is the scan proper, for an image the caller
-vouches for (``k8see build``). Output: ``run.result("scan")``
+vouches for (``k8see build``). Output: a ``ScanResult`` (``k8see.results``)
 = counts by severity, the top findings, report paths, ``policy``, ``blocked``, ``seconds``
 and ``vulnerabilities`` (``"scanned"``, or ``"not-scanned"`` with ``vulnerabilities_note``
 when the platform has no vulnerability DB: then the counts cover secrets and
@@ -34,6 +34,7 @@ from k8see.integrations.scanner import (
     severity_at_least,
     vulnerabilities_scanned,
 )
+from k8see.results import BuildResult, ScanResult
 from k8see.run import Run
 from k8see.stages import provenance
 from k8see.stages.context import StageContext
@@ -48,25 +49,25 @@ def run(run: Run, ctx: StageContext) -> Run:
     """
     if not ctx.settings.scan.enabled:
         return scan_verified(run, ctx)
-    build = run.result("build")
-    if not build.get("image"):
+    build = BuildResult.of(run)
+    if not build.image:
         raise PlatformError(
             "The scan stage has no built image to scan.",
             hint="This run skipped build; enqueue the PR again.",
         )
     image = provenance.verified_image(run, ctx, make_client(ctx.settings, log=ctx.log), build=build)
-    return scan_verified(run.with_result("build", {**build, **image}), ctx)
+    return scan_verified(build.with_fields(**image).write(run), ctx)
 
 
 def scan_verified(run: Run, ctx: StageContext) -> Run:
-    """Scan ``run.result("build")``'s image, which the caller vouches for, and apply the
+    """Scan the ``BuildResult``'s image, which the caller vouches for, and apply the
     platform's scan policy."""
     settings = ctx.settings.scan
     if not settings.enabled:
         ctx.log.info("Scanning is disabled; the image is not scanned.")
-        return run.with_result("scan", {"skipped": True})
-    build = run.result("build")
-    if not build.get("image"):
+        return ScanResult(skipped=True).write(run)
+    build = BuildResult.of(run)
+    if not build.image:
         raise PlatformError(
             "The scan stage has no built image to scan.",
             hint="This run skipped build; enqueue the PR again.",
@@ -74,8 +75,8 @@ def scan_verified(run: Run, ctx: StageContext) -> Run:
     reg = ctx.settings.registry
     username, password, _expires = registry_credentials(ctx.settings)
     report = scan_image(
-        image_ref=str(build["image"]),
-        platforms=[str(p) for p in build.get("platforms") or []],
+        image_ref=build.image,
+        platforms=list(build.platforms or []),
         scanners=settings.scanners,
         db_repository=settings.db_repository,
         db_dir=settings.db_dir,
@@ -112,7 +113,7 @@ def scan_verified(run: Run, ctx: StageContext) -> Run:
                 f"- {f.severity} {f.type} {f.id} in {f.target}: {f.title}" for f in blocking
             ),
         )
-    return run.with_result("scan", summary)
+    return ScanResult.parse(summary).write(run)
 
 
 def upload_to_code_scanning(
@@ -189,4 +190,4 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
     """The scan's summary, on the environment record."""
-    return {"scan": run.result("scan")}
+    return {"scan": ScanResult.of(run).to_json()}

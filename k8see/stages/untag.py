@@ -1,10 +1,10 @@
 """The untag stage: after a destroy, delete the PR's image tags from the registry.
 
-Input: ``run.result("destroy")`` and the environment record (``ctx.record``: the
+Input: the ``DestroyResult`` and the environment record (``ctx.record``: the
 deployed ``image``, the PR's ``sha`` and every tag its builds pushed, ``pushed_tags``).
-Output: ``run.result("untag")`` = ``{"repository", "deleted", "failed", "absent", "errors"}``
-(``failed`` lists tags; ``errors`` says why, per tag, without secrets), or ``{"skipped":
-reason, "deleted": [], "failed": []}``.
+Output: an ``UntagResult`` (``k8see.results``): ``repository``, ``deleted``, ``failed``,
+``absent``, ``errors`` (``failed`` lists tags; ``errors`` says why, per tag, without secrets),
+or ``skipped`` (the reason) with ``deleted`` and ``failed`` empty.
 
 Why a stage of its own, on the build queue: it talks to the registry with the build pool's registry
 credentials, and a slow or failing registry must not hold the deploy pool or the destroy's lease. It
@@ -26,6 +26,7 @@ from k8see import names
 from k8see.errors import K8seeError, PlatformError
 from k8see.integrations.oci import parse_ref
 from k8see.integrations.registry_access import tag_remover
+from k8see.results import DestroyResult, UntagResult
 from k8see.run import Run
 from k8see.stages.context import StageContext
 
@@ -37,9 +38,9 @@ MAX_TAGS = 200
 def run(run: Run, ctx: StageContext) -> Run:
     """Delete the PR's ``pr-<N>`` and ``sha-*`` tags; record what went and what did not."""
     started = time.monotonic()
-    destroy = run.result("destroy")
+    destroy = DestroyResult.of(run)
     record = ctx.record
-    if destroy.get("preserved"):
+    if destroy.preserved:
         return _skip(run, ctx, "preserved", started)
     image = str(record.get("image") or "")
     if not image:
@@ -63,26 +64,26 @@ def run(run: Run, ctx: StageContext) -> Run:
         deleted, absent, errors = list(outcome.deleted), list(outcome.absent), outcome.failed
     except PlatformError as exc:  # no registry login at all, e.g. GHCR without a token
         deleted, absent, errors = [], [], dict.fromkeys(tags, exc.message)
-    result = {
-        "repository": f"{ref.host}/{ref.repository}",
-        "deleted": deleted,
-        "failed": list(errors),
-        "absent": absent,
-        "errors": errors,
-        "seconds": round(time.monotonic() - started, 3),
-    }
+    result = UntagResult(
+        repository=f"{ref.host}/{ref.repository}",
+        deleted=deleted,
+        failed=list(errors),
+        absent=absent,
+        errors=errors,
+        seconds=round(time.monotonic() - started, 3),
+    )
     log = ctx.log.warning if errors else ctx.log.info
     log(
         "Image tags of %s#%s in %s: %d deleted, %d absent, %d failed%s.",
         run.repo,
         run.pr,
-        result["repository"],
+        result.repository,
         len(deleted),
         len(absent),
         len(errors),
         f" ({next(iter(errors.values()))})" if errors else "",
     )
-    return run.with_result("untag", result)
+    return result.write(run)
 
 
 def tags_of(run: Run, record: Mapping[str, Any]) -> list[str]:
@@ -106,12 +107,10 @@ def tags_of(run: Run, record: Mapping[str, Any]) -> list[str]:
 def _skip(run: Run, ctx: StageContext, reason: str, started: float) -> Run:
     ctx.log.info("Image tags of %s#%s are kept: %s.", run.repo, run.pr, reason)
     seconds = round(time.monotonic() - started, 3)
-    return run.with_result(
-        "untag", {"skipped": reason, "deleted": [], "failed": [], "seconds": seconds}
-    )
+    return UntagResult(skipped=reason, deleted=[], failed=[], seconds=seconds).write(run)
 
 
 def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
     """The tags deleted on close, and those that could not be, on the record."""
-    result = run.result("untag")
-    return {"untagged": {key: result.get(key) or [] for key in ("deleted", "failed")}}
+    result = UntagResult.of(run)
+    return {"untagged": {"deleted": result.deleted or [], "failed": result.failed or []}}

@@ -33,6 +33,7 @@ from k8see.events import decide_from_comment, decide_from_flags
 from k8see.integrations import kube
 from k8see.integrations.github import GitHubClient, make_client
 from k8see.redis_connect import connect
+from k8see.results import ValidateResult
 from k8see.run import Action, Run
 from k8see.stages import trust
 from k8see.stages.context import StageContext
@@ -68,7 +69,7 @@ def run(run: Run, ctx: StageContext) -> Run:
         raise
     if settings.github.commit_status == "always":
         _commit_status(
-            github, run, ctx, "success", f"{run.result('validate')['config_path']} is valid."
+            github, run, ctx, "success", f"{ValidateResult.of(run).config_path} is valid."
         )
     return _start_deployment(github, run, ctx)
 
@@ -83,8 +84,7 @@ def _validate(run: Run, ctx: StageContext, github: GitHubClient, *, fork: bool |
             f"Nothing to do: this repository uses trigger '{config.trigger}' and the event "
             f"was {run.trigger}."
         )
-    data = config.to_dict()
-    project_id = str(data["projectId"])
+    project_id = config.project_id
     namespace = names.namespace(project_id, run.pr)
     if action is Action.REDEPLOY_IF_EXISTS:
         api = kube.make_api(settings)
@@ -95,21 +95,21 @@ def _validate(run: Run, ctx: StageContext, github: GitHubClient, *, fork: bool |
             )
         action = Action.DEPLOY
     run = dataclasses.replace(run, action=action)
-    result: dict[str, Any] = {
-        "config": data,
-        "project_id": project_id,
-        "namespace": namespace,
-        "preview_url": names.preview_url(project_id, run.pr, settings.deploy.domain),
-        "databases": config.enabled_databases(),
-        "trigger_mode": config.trigger,
-        "config_path": config_path,
-        "sha": run.sha,
-        "ref": run.ref,
-    }
+    result = ValidateResult(
+        config=config.to_dict(),
+        project_id=project_id,
+        namespace=namespace,
+        preview_url=names.preview_url(project_id, run.pr, settings.deploy.domain),
+        databases=config.enabled_databases(),
+        trigger_mode=config.trigger,
+        config_path=config_path,
+        sha=run.sha,
+        ref=run.ref,
+    )
     if fork is not None:
-        result["fork"] = fork
+        result = result.with_fields(fork=fork)
     ctx.log.info("Config of %s at %s is valid (projectId %s).", run.repo, run.sha[:12], project_id)
-    return run.with_result("validate", result)
+    return result.write(run)
 
 
 def _check_allowed(run: Run, ctx: StageContext) -> None:
@@ -192,8 +192,8 @@ def _start_deployment(github: GitHubClient, run: Run, ctx: StageContext) -> Run:
     mode = ctx.settings.github.deployments
     if mode == "off":
         return run
-    result = run.result("validate")
-    environment = deployment_environment(str(result["namespace"]))
+    result = ValidateResult.of(run)
+    environment = deployment_environment(str(result.namespace))
     try:
         deployment = github.create_deployment(
             run.repo,
@@ -209,7 +209,7 @@ def _start_deployment(github: GitHubClient, run: Run, ctx: StageContext) -> Run:
     except GitHubError as exc:
         ctx.log.warning("The GitHub deployment for %s failed: %s", environment, exc)
         return run
-    return run.with_result("validate", {**result, "deployment_id": deployment})
+    return result.with_fields(deployment_id=deployment).write(run)
 
 
 #: How long validate remembers that a commit's deployment was asked for.
@@ -254,14 +254,14 @@ def _redecide(run: Run, trigger_mode: str) -> Action:
 
 def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
     """What a validated run puts on the environment record: where it will live, and why."""
-    result = run.result("validate")
+    result = ValidateResult.of(run)
     return {
-        "project_id": result.get("project_id"),
-        "namespace": result.get("namespace"),
-        "preview_url": result.get("preview_url"),
-        "databases": result.get("databases", []),
-        "sha": result.get("sha") or run.sha,
-        "ref": result.get("ref") or run.ref,
-        "trigger_mode": result.get("trigger_mode"),
+        "project_id": result.project_id,
+        "namespace": result.namespace,
+        "preview_url": result.preview_url,
+        "databases": list(result.databases),
+        "sha": result.sha or run.sha,
+        "ref": result.ref or run.ref,
+        "trigger_mode": result.trigger_mode,
         "error": None,
     }

@@ -18,6 +18,7 @@ from k8see import intake, pipeline, state
 from k8see.app import settings_of
 from k8see.errors import Stopped, UserError
 from k8see.logs import run_logger
+from k8see.results import CommandResult
 from k8see.run import Run
 from k8see.stages import command
 from k8see.stages.context import StageContext
@@ -68,14 +69,15 @@ def handle(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     state.count(client, "commands")
-    forward = str(result.result("command").get("forward") or "")
+    handled = CommandResult.of(result)
+    forward = handled.forward or ""
     if forward == "admit":
         admitted = pipeline.admit(result, app=task.app, settings=settings, client=client)
         rlog.info("Command admitted as generation %d.", admitted.generation)
         return admitted.to_dict()
     if forward:
         task.app.send_task(forward, args=[result.to_dict()])
-    rlog.info("Command %s handled.", result.result("command").get("command"))
+    rlog.info("Command %s handled.", handled.command)
     return result.to_dict()
 
 

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from k8see import approvals
+from k8see.config import RepoConfig
 from k8see.integrations.buildstorage import SCOPE_FILE
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
@@ -168,7 +169,11 @@ def test_a_run_without_a_known_fork_status_builds_as_a_fork(
     run = Run(repo="trust/lone", pr=7, sha=sha, generation=1, action=Action.DEPLOY)
     # When it is built
     built = build.build_checkout(
-        run, _ctx(settings, tmp_path, []), source_dir=src, config={"projectId": "shop"}, fork=None
+        run,
+        _ctx(settings, tmp_path, []),
+        source_dir=src,
+        config=RepoConfig(projectId="shop"),
+        fork=None,
     )
     result = built.result("build")
     # Then it is built as a fork would be: its own scope, the registry cache not written
