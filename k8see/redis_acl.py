@@ -19,6 +19,12 @@ what that role needs (issue 14, "least privilege in Redis"):
   ``LLEN`` on a queue's list. No record, no message, no other command (``LRANGE``, ``GET``,
   ``FLUSHALL``, ...). ``EVAL`` still lets it run a busy script (Redis's ``busy-reply-threshold``
   then answers BUSY until ``SCRIPT KILL``), so its password stays in the Secret KEDA reads.
+- ``probe``: the platform chart's liveness and readiness probes of Redis (``redis-cli
+  --user k8see-probe -e ping``): ``PING`` and nothing else, no key, no channel. A probe that
+  proves Redis answers needs no more, and its password sits in every Redis pod's environment.
+  Readiness does not ask ``ROLE``/``INFO replication`` whether a replica finished its sync: a
+  replica whose master is gone would then never be ready, and the StatefulSet (OrderedReady)
+  would not recreate the other Redis pod until it was (docs/operations.md, "Probes").
 - ``admin``: everything; ``k8see status`` without ``--repo`` names this user.
 
 The default user cannot be used (``DEFAULT_USER``). ``aclfile`` writes a Redis ``aclfile``
@@ -53,7 +59,7 @@ __all__ = [
 ]
 
 #: The roles, each one Redis user ``k8see-<role>``.
-ROLES = ("enqueue", "worker", "beat", "flower", "scaler", "admin")
+ROLES = ("enqueue", "worker", "beat", "flower", "scaler", "probe", "admin")
 #: Where ``k8see enqueue`` appends its requests (a list, write-only for the enqueue user).
 INTAKE_KEY = "k8see:intake"
 #: ``<prefix><token>``: one submission's progress, readable by the enqueue user.
@@ -132,6 +138,8 @@ _RULES: dict[str, list[str]] = {
         "+llen",
         *(f"~{queue}*" for queue in QUEUES),
     ],
+    # redis-cli sends AUTH (always allowed) and then the probe's PING: nothing else.
+    "probe": ["+ping"],
     "admin": ["+@all", "~*", "&*"],
 }
 

@@ -61,7 +61,8 @@ def redis_acl_cmd(rules_only: bool, output: str | None) -> None:
     """Write Redis's aclfile: the default user unusable and one user per role (k8see.redis_acl).
 
     Each role's password comes from K8SEE_REDIS_PASSWORD_<ROLE> (ENQUEUE, WORKER, BEAT,
-    FLOWER, SCALER, ADMIN); a role without one gets no user. The file holds SHA-256 hashes only.
+    FLOWER, SCALER, PROBE, ADMIN); a role without one gets no user. The file holds SHA-256
+    hashes only.
 
     \b
     Example:

@@ -2,7 +2,8 @@
 # Writes Redis's aclfile from k8see's rules (redis-acl-rules.txt, a copy of
 # `k8see redis-acl --rules`) and one password per role from PASSWORD_<ROLE>: the default user
 # unusable (no password), then `user k8see-<role> reset on #<sha256 of the password> <rules>`. Only hashes reach
-# the file. Every role's password is required but the scaler's (left out without one). Used by the platform chart's Redis init container and by docker-compose.yml.
+# the file. Every role's password is required but the scaler's and the probe's (each left out
+# without one). Used by the platform chart's Redis init container and by docker-compose.yml.
 #
 # Usage: redis-aclfile.sh RULES OUTPUT [COMMAND...]   (then execs COMMAND, if given)
 set -eu
@@ -18,9 +19,10 @@ umask 077
   while read -r role acl; do
     [ -n "$role" ] || continue
     upper=$(echo "$role" | tr a-z A-Z)
-    # The scaler's user (KEDA, autoscaling.keda) is optional: without a password it is left
-    # out (docker-compose.yml, a redis.existingSecret without scaler-password).
-    if [ "$role" = scaler ] && eval "[ -z \"\${PASSWORD_$upper:-}\" ]"; then continue; fi
+    # The scaler's user (KEDA, autoscaling.keda) and the probe's (the chart's Redis probes) are
+    # optional: without a password each is left out (docker-compose.yml, a redis.existingSecret
+    # from before chart 0.14 without scaler-password, or before 0.15 without probe-password).
+    if { [ "$role" = scaler ] || [ "$role" = probe ]; } && eval "[ -z \"\${PASSWORD_$upper:-}\" ]"; then continue; fi
     eval "password=\${PASSWORD_$upper:?PASSWORD_$upper is not set}"
     hash=$(printf %s "$password" | sha256sum | cut -d' ' -f1)
     echo "user k8see-$role reset on #$hash $acl"
