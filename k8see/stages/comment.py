@@ -15,10 +15,10 @@ from k8see.errors import GitHubError, PolicyError
 from k8see.integrations.github import GitHubClient, make_client
 from k8see.results import CommentResult, ValidateResult
 from k8see.run import Action, Run, Status
-from k8see.stages.comment_body import DATABASE_ENV, render
+from k8see.stages.comment_body import render
 from k8see.stages.context import StageContext
 
-__all__ = ["DATABASE_ENV", "render", "run"]
+__all__ = ["record_changes", "run"]
 
 
 def _reaction(status: str, run: Run) -> str | None:

@@ -54,7 +54,7 @@ from k8see.stages.context import StageContext
 from k8see.stages.deploy_failures import deploy_failure, fail_fast_reason, logs_hint
 from k8see.stages.served_kinds import check_served
 
-__all__ = ["deploy_verified", "fail_fast_reason", "run"]
+__all__ = ["deploy_verified", "record_changes", "run"]
 
 SERVICE_PORT = 80
 #: ``app.kubernetes.io/name`` of the app's pods (the chart's name).

@@ -13,7 +13,7 @@ import requests
 from k8see.integrations.github import make_client
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
-from k8see.stages import comment
+from k8see.stages import comment, comment_body
 from k8see.stages.context import StageContext
 from k8see_sandbox.github import GitHubSandbox
 from tests.fixtures.github import SANDBOX_TOKEN
@@ -63,7 +63,7 @@ def table(body: str) -> dict[str, str]:
 
 
 def test_ready_follows_the_reference_and_adds_details() -> None:
-    body = comment.render(record(), settings=SETTINGS)
+    body = comment_body.render(record(), settings=SETTINGS)
     assert body.startswith(MARKER + "\n## 🚀 Preview Environment Ready\n")
     assert body.endswith("---\n<sub>🤖 Managed by k8see</sub>")
     rows = table(body)
@@ -97,12 +97,12 @@ def test_a_configured_dashboard_is_linked_with_the_environment_filled_in() -> No
         deploy={"domain": "preview.example.dev"}, metrics={"dashboard_url": url}
     )
     for status in ("ready", "failed"):
-        rows = table(comment.render(record(status=status), settings=settings))
+        rows = table(comment_body.render(record(status=status), settings=settings))
         assert rows["Dashboard"] == (
             '<a href="https://dash.example.org/d/abc/pr?var-namespace=shop-pr-7&amp;'
             'repo=acme%2Fshop&amp;pr=7" target="_blank">📊 Dashboard</a>'
         )
-    rows = table(comment.render(record(status="destroyed"), settings=settings))
+    rows = table(comment_body.render(record(status="destroyed"), settings=settings))
     assert "Dashboard" not in rows
 
 
@@ -120,13 +120,13 @@ def test_a_dashboard_url_that_cannot_work_is_refused_at_start(url: str, fragment
 
 
 def test_ready_without_an_ingress_says_there_is_no_url() -> None:
-    rows = table(comment.render(record(preview_url="", ingress=False), settings=SETTINGS))
+    rows = table(comment_body.render(record(preview_url="", ingress=False), settings=SETTINGS))
     assert rows["Preview URL"] == "none: `ingress.enabled` is false in k8s-ee.yaml"
     assert "href" not in rows["Preview URL"]
 
 
 def test_a_run_waiting_for_capacity_shows_its_position() -> None:
-    body = comment.render(
+    body = comment_body.render(
         record(status=Status.WAITING.value, preview_url=None, capacity_position=3),
         settings=SETTINGS,
     )
@@ -146,7 +146,7 @@ def test_a_run_waiting_for_capacity_shows_its_position() -> None:
     ],
 )
 def test_in_between_states(status: Status, heading: str, cell: str) -> None:
-    body = comment.render(record(status=status.value, preview_url=None), settings=SETTINGS)
+    body = comment_body.render(record(status=status.value, preview_url=None), settings=SETTINGS)
     assert body.splitlines()[1] == f"## {heading}"
     rows = table(body)
     assert rows["Status"] == cell
@@ -165,7 +165,7 @@ def test_failed_shows_stage_error_hint_and_log_tail() -> None:
         "stage": "validate",
         "log_tail": ["step 1", "```", "</details> <b>x</b>", "last line"],
     }
-    body = comment.render(record(status="failed", error=error), settings=SETTINGS)
+    body = comment_body.render(record(status="failed", error=error), settings=SETTINGS)
     assert body.splitlines()[1] == "## ⚠️ Preview Environment Failed"
     rows = table(body)
     assert rows["Status"] == "❌ Deployment Failed"
@@ -181,15 +181,15 @@ def test_failed_shows_stage_error_hint_and_log_tail() -> None:
 
 
 def test_destroyed_and_preserved_show_merged() -> None:
-    destroyed = comment.render(record(status="destroyed", merged=True), settings=SETTINGS)
+    destroyed = comment_body.render(record(status="destroyed", merged=True), settings=SETTINGS)
     assert destroyed.splitlines()[1] == "## 🗑️ Preview Environment Destroyed"
     rows = table(destroyed)
     assert (rows["Status"], rows["Merged"]) == ("🏁 Cleaned up", "Yes")
     assert rows["Destroyed"] == "2026-03-14 12:34:56 UTC"
     assert "Commit" not in rows
-    not_merged = table(comment.render(record(status="destroyed"), settings=SETTINGS))
+    not_merged = table(comment_body.render(record(status="destroyed"), settings=SETTINGS))
     assert not_merged["Merged"] == "No"
-    preserved = comment.render(
+    preserved = comment_body.render(
         record(status="preserved", preserve_until="2026-03-16T12:00:00Z", preserved_by="alice"),
         settings=SETTINGS,
     )
@@ -209,7 +209,7 @@ def test_user_text_cannot_break_the_table_or_inject() -> None:
         "hint": "<img src=x onerror=alert(1)>",
         "stage": "build",
     }
-    body = comment.render(
+    body = comment_body.render(
         record(status="failed", ref=evil_ref, error=error, preserved_by="a|b"), settings=SETTINGS
     )
     assert "<script>" not in body and "<img" not in body
@@ -227,7 +227,7 @@ def test_quotes_and_hashes_in_an_error_read_as_written() -> None:
     # quote was escaped again as markdown.
     message = "image.repository 'r/k8see-demo/hello' is outside k8see-demo/evil's path (#2) \"x\""
     error = {"message": message, "hint": "Use 'r/k8see-demo/evil/'.", "stage": "build"}
-    body = comment.render(record(status="failed", error=error), settings=SETTINGS)
+    body = comment_body.render(record(status="failed", error=error), settings=SETTINGS)
     assert "&\\#" not in body and "&#x27;" not in body
     assert (
         "image.repository 'r/k8see-demo/hello' is outside k8see-demo/evil's path \\(\\#2\\)" in body
@@ -245,7 +245,7 @@ def test_a_scan_without_vulnerabilities_never_reads_as_clean() -> None:
         "vulnerabilities_note": "no vulnerability database is configured",
     }
     # When the comment is rendered
-    cell = table(comment.render(record(scan=scan), settings=SETTINGS))["Security scan"]
+    cell = table(comment_body.render(record(scan=scan), settings=SETTINGS))["Security scan"]
     # Then it says so first, and says which scanners the counts come from
     assert cell == (
         "⚠️ **Vulnerabilities not scanned** (no vulnerability database is configured)<br>"
@@ -253,20 +253,21 @@ def test_a_scan_without_vulnerabilities_never_reads_as_clean() -> None:
     )
     # And a record written before the field existed tells by its scanners
     legacy = {k: v for k, v in scan.items() if not k.startswith("vulnerabilities")}
-    cell = table(comment.render(record(scan=legacy), settings=SETTINGS))["Security scan"]
+    cell = table(comment_body.render(record(scan=legacy), settings=SETTINGS))["Security scan"]
     assert cell.startswith("⚠️ **Vulnerabilities not scanned** (no vulnerability database)<br>")
     # While a scan that did look for vulnerabilities shows the plain counts
     scanned = {**legacy, "scanners": ["vuln", "secret"], "vulnerabilities": "scanned"}
-    cell = table(comment.render(record(scan=scanned), settings=SETTINGS))["Security scan"]
+    cell = table(comment_body.render(record(scan=scanned), settings=SETTINGS))["Security scan"]
     assert cell == "🔴 0 critical · 🟠 0 high · 🟡 0 medium · 🔵 0 low"
 
 
 def test_missing_fields_render() -> None:
-    body = comment.render({"status": "ready"}, settings=SETTINGS)
+    body = comment_body.render({"status": "ready"}, settings=SETTINGS)
     assert body.startswith(MARKER)
     assert table(body)["Status"] == "✅ Deployed"
     assert (
-        comment.render({}, settings=SETTINGS).splitlines()[1] == "## ⏳ Preview Environment Queued"
+        comment_body.render({}, settings=SETTINGS).splitlines()[1]
+        == "## ⏳ Preview Environment Queued"
     )
 
 

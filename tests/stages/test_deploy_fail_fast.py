@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from k8see.stages.deploy import fail_fast_reason
+from k8see.stages.deploy_failures import fail_fast_reason
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from kubernetes import client
 from k8see import names
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
-from k8see.stages import comment, destroy
+from k8see.stages import comment_body, destroy
 from k8see.stages.context import StageContext
 from k8see_sandbox.github import GitHubSandbox
 from tests.conftest import require_tool
@@ -179,11 +179,11 @@ def test_the_pr_comment_names_the_objects_whose_finalizers_were_removed() -> Non
         "namespace": "shop-pr-41",
         "unblocked": ["Widget/stuck", "Cluster/app-postgresql"],
     }
-    body = comment.render(record, settings=PlatformSettings())
+    body = comment_body.render(record, settings=PlatformSettings())
     row = next(line for line in body.splitlines() if line.startswith("| Finalizers removed"))
     assert "2 object(s) stuck on a finalizer" in row
     assert "<code>Widget/stuck</code>" in row and "<code>Cluster/app-postgresql</code>" in row
     # And a destroy that needed no such thing shows no such row
-    assert "Finalizers removed" not in comment.render(
+    assert "Finalizers removed" not in comment_body.render(
         {"status": "destroyed", "namespace": "shop-pr-41"}, settings=PlatformSettings()
     )

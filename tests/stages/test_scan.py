@@ -20,7 +20,7 @@ from k8see.errors import ScanBlocked
 from k8see.integrations.builders import BuildResult
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
-from k8see.stages import comment, scan
+from k8see.stages import comment_body, scan
 from k8see.stages.context import StageContext
 from tests.conftest import require_tool
 from tests.fixtures.github import SANDBOX_TOKEN
@@ -136,7 +136,7 @@ def test_sarif_goes_to_code_scanning_even_when_blocked(
 def _scan_row(result: dict[str, Any]) -> str:
     """The comment's "Security scan" cell for an environment record holding ``result``."""
     record = {"repo": "acme/app", "pr": 2, "status": "ready", "scan": result}
-    body = comment.render(record, settings=PlatformSettings())
+    body = comment_body.render(record, settings=PlatformSettings())
     (row,) = [ln for ln in body.splitlines() if ln.startswith("| Security scan |")]
     return row
 

@@ -22,7 +22,7 @@ from k8see.integrations.oci import OCI_MANIFEST
 from k8see.integrations.registry import OciRegistry
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
-from k8see.stages import comment, untag
+from k8see.stages import comment_body, untag
 from k8see.stages.context import StageContext
 from tests.conftest import free_port
 from tests.fixtures.github import SANDBOX_TOKEN
@@ -88,7 +88,7 @@ def test_generic_registry_deletes_every_tag_of_the_pr(
     # and the environment record gets {"deleted", "failed"}, which the comment shows
     changes = untag.record_changes(destroyed(3).with_result("untag", first), {})
     assert changes == {"untagged": {"deleted": first["deleted"], "failed": []}}
-    body = comment.render({"status": "destroyed", **changes}, settings=settings)
+    body = comment_body.render({"status": "destroyed", **changes}, settings=settings)
     assert "| Images | 🧹 3 tag(s) deleted |" in body
     client.close()
 
@@ -114,7 +114,7 @@ def test_an_unreachable_registry_is_recorded_not_raised(tmp_path: Path) -> None:
     assert result["failed"] == ["pr-6", f"sha-{SHA_NEW}"]
     assert "not reachable" in result["errors"]["pr-6"]
     changes = untag.record_changes(destroyed(6).with_result("untag", result), {})
-    body = comment.render({"status": "destroyed", **changes}, settings=settings)
+    body = comment_body.render({"status": "destroyed", **changes}, settings=settings)
     assert "⚠️ 2 could not be deleted" in body
 
 
