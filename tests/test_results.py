@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from k8see.errors import PolicyError
+from k8see.record import EnvironmentRecord
 from k8see.results import (
     BuildResult,
     CommandResult,
@@ -204,7 +205,7 @@ def test_record_changes_read_the_typed_results() -> None:
     # Given a run carrying every result as its stage writes it
     run = a_run(**{model.stage: data for model, data in WRITTEN.items()})
     # Then each stage puts on the record what it did when results were plain dicts
-    assert validate.record_changes(run, {}) == {
+    assert validate.record_changes(run, EnvironmentRecord()) == {
         "project_id": "shop",
         "namespace": "shop-pr-5",
         "preview_url": "https://shop-pr-5.preview.test",
@@ -215,25 +216,27 @@ def test_record_changes_read_the_typed_results() -> None:
         "error": None,
     }
     built = WRITTEN[BuildResult]
-    assert build.record_changes(run, {}) == {
+    assert build.record_changes(run, EnvironmentRecord()) == {
         key: built[key] for key in ("image", "digest", "platforms", "pushed_tags")
     }
-    assert scan.record_changes(run, {}) == {"scan": WRITTEN[ScanResult]}
-    assert deploy.record_changes(run, {}) == {
+    assert scan.record_changes(run, EnvironmentRecord()) == {"scan": WRITTEN[ScanResult]}
+    assert deploy.record_changes(run, EnvironmentRecord()) == {
         "status": "ready",
         "preview_url": "https://shop-pr-5.preview.test",
         "ingress": True,
         "helm_api": WRITTEN[DeployResult]["helm_api"],
         "error": None,
     }
-    assert destroy.record_changes(run, {}) == {
+    assert destroy.record_changes(run, EnvironmentRecord()) == {
         "status": "destroyed",
         "merged": False,
         "unblocked": [],
         "error": None,
     }
-    assert untag.record_changes(run, {}) == {"untagged": {"deleted": ["pr-5"], "failed": []}}
-    assert comment.record_changes(run, {"status": "ready"}) == {
+    assert untag.record_changes(run, EnvironmentRecord()) == {
+        "untagged": {"deleted": ["pr-5"], "failed": []}
+    }
+    assert comment.record_changes(run, EnvironmentRecord(status="ready")) == {
         "comment_id": 7,
         "commented": "ready",
     }
@@ -241,12 +244,17 @@ def test_record_changes_read_the_typed_results() -> None:
 
 def test_record_changes_of_a_run_without_results_keep_their_defaults() -> None:
     run = a_run()
-    assert validate.record_changes(run, {})["databases"] == []
-    assert validate.record_changes(run, {})["sha"] == SHA
-    assert build.record_changes(run, {}) == dict.fromkeys(
+    assert validate.record_changes(run, EnvironmentRecord())["databases"] == []
+    assert validate.record_changes(run, EnvironmentRecord())["sha"] == SHA
+    assert build.record_changes(run, EnvironmentRecord()) == dict.fromkeys(
         ("image", "digest", "platforms", "pushed_tags")
     )
-    assert scan.record_changes(run, {}) == {"scan": {}}
-    assert deploy.record_changes(run, {})["ingress"] is True
-    assert untag.record_changes(run, {}) == {"untagged": {"deleted": [], "failed": []}}
-    assert comment.record_changes(run, {}) == {"comment_id": None, "commented": None}
+    assert scan.record_changes(run, EnvironmentRecord()) == {"scan": {}}
+    assert deploy.record_changes(run, EnvironmentRecord())["ingress"] is True
+    assert untag.record_changes(run, EnvironmentRecord()) == {
+        "untagged": {"deleted": [], "failed": []}
+    }
+    assert comment.record_changes(run, EnvironmentRecord()) == {
+        "comment_id": None,
+        "commented": None,
+    }

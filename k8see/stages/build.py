@@ -29,7 +29,6 @@ older commit needs no rebuild); deployments use the digest.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -48,6 +47,7 @@ from k8see.integrations.registry_access import (
     registry_credentials,
     registry_host,
 )
+from k8see.record import EnvironmentRecord
 from k8see.results import BuildResult
 from k8see.run import Run
 from k8see.settings import PlatformSettings
@@ -173,9 +173,7 @@ def pushed_tags(ctx: StageContext, tags: list[str]) -> list[str]:
     The untag stage deletes them when the PR closes: per-commit tags of earlier pushes are
     otherwise unknown (a registry cannot say which PR pushed ``sha-<x>``).
     """
-    before = ctx.record.get("pushed_tags")
-    known = [t for t in before if isinstance(t, str)] if isinstance(before, list) else []
-    merged = [t for t in known if t not in tags] + tags
+    merged = [t for t in ctx.record.pushed_tags if t not in tags] + tags
     return merged[-MAX_PUSHED_TAGS:]
 
 
@@ -274,7 +272,7 @@ def _platforms(run: Run, settings: PlatformSettings) -> tuple[str, ...]:
     return tuple(p for p in offered if p in asked)
 
 
-def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+def record_changes(run: Run, before: EnvironmentRecord) -> dict[str, Any]:
     """The image a build pushed, on the environment record."""
     result = BuildResult.of(run)
     return {

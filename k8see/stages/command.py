@@ -119,9 +119,9 @@ def help_text(*, mode: str, settings: PlatformSettings) -> str:
 
 
 def _trigger_mode(run: Run, ctx: StageContext, github: GitHubClient) -> str:
-    record = ctx.record
-    if record.get("trigger_mode") in ("automatic", "on-demand"):
-        return str(record["trigger_mode"])
+    known = ctx.record.trigger_mode
+    if known in ("automatic", "on-demand"):
+        return known
     pull = github.get_pull(run.repo, run.pr)
     sha = names.check_sha(pull.head_sha)
     try:

@@ -8,11 +8,11 @@ the command comment, and the GitHub Deployment validate started.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from k8see.errors import GitHubError, PolicyError
 from k8see.integrations.github import GitHubClient, make_client
+from k8see.record import EnvironmentRecord
 from k8see.results import CommentResult, ValidateResult
 from k8see.run import Action, Run, Status
 from k8see.stages.comment_body import render
@@ -33,7 +33,7 @@ def _reaction(status: str, run: Run) -> str | None:
 
 def run(run: Run, ctx: StageContext) -> Run:
     """Upsert the sticky comment from ``ctx.record``, react to the command comment."""
-    record: dict[str, Any] = dict(ctx.record)
+    record: dict[str, Any] = ctx.record.as_dict()
     for key, value in (
         ("repo", run.repo),
         ("pr", run.pr),
@@ -135,10 +135,10 @@ def _deployment_id(run: Run, ctx: StageContext) -> int:
         return 0
 
 
-def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+def record_changes(run: Run, before: EnvironmentRecord) -> dict[str, Any]:
     """The sticky comment's id, and the status it showed (the watchdog re-sends a comment
     whose status is not the record's)."""
     return {
         "comment_id": CommentResult.of(run).comment_id,
-        "commented": before.get("status"),
+        "commented": before.status,
     }

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from k8see.record import EnvironmentRecord
 from k8see.settings import PlatformSettings
 
 
@@ -32,7 +32,7 @@ class StageContext:
         renew_lease: Called by long cluster writes to keep the per-PR lease alive; raises
             ``Superseded`` if the lease was lost (fencing).
         record_log: Appends a line of tool output to the run's log (kept in Redis, redacted).
-        record: The environment record as the stage started (``k8see.state``), read-only:
+        record: The environment record as the stage started (``k8see.record``), read-only:
             stages never write it; the task layer puts ``record_changes`` on it.
     """
 
@@ -42,4 +42,4 @@ class StageContext:
     should_stop: Callable[[], bool] = _never
     renew_lease: Callable[[], None] = lambda: None
     record_log: Callable[[str], None] = _ignore
-    record: Mapping[str, Any] = field(default_factory=dict)
+    record: EnvironmentRecord = field(default_factory=EnvironmentRecord)

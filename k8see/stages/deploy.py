@@ -32,7 +32,6 @@ hopeless). What is applied is computed by the pure builders of
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from k8see import names
@@ -46,6 +45,7 @@ from k8see.manifests.release import (
     namespace_metadata,
     pull_secret_manifest,
 )
+from k8see.record import EnvironmentRecord
 from k8see.results import BuildResult, DeployResult, ValidateResult
 from k8see.run import Run, Status
 from k8see.settings import PlatformSettings
@@ -334,7 +334,7 @@ def _has_ingress(validated: ValidateResult) -> bool:
     return bool(ingress.get("enabled", True))
 
 
-def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+def record_changes(run: Run, before: EnvironmentRecord) -> dict[str, Any]:
     """A deployed run makes the environment ready at its URL."""
     result = DeployResult.of(run)
     return {

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 from k8see import names
 from k8see.errors import HelmError
 from k8see.integrations import helm, kube, kubeproxy, namespace_removal
 from k8see.integrations.github import make_client
+from k8see.record import EnvironmentRecord
 from k8see.results import DestroyResult, ValidateResult
 from k8see.run import Run, Status
 from k8see.stages import trust
@@ -154,7 +154,7 @@ def _destroy_one(api: Any, ctx: StageContext, *, run: Run, namespace: str) -> di
     return outcome
 
 
-def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+def record_changes(run: Run, before: EnvironmentRecord) -> dict[str, Any]:
     """A destroyed (or preserved) environment, on its record."""
     result = DestroyResult.of(run)
     status = Status.PRESERVED if result.preserved else Status.DESTROYED

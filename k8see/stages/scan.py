@@ -19,7 +19,6 @@ code scanning (``scan.upload_sarif``; the result's ``code_scanning``), best-effo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from k8see.integrations.scanner import (
     severity_at_least,
     vulnerabilities_scanned,
 )
+from k8see.record import EnvironmentRecord
 from k8see.results import BuildResult, ScanResult
 from k8see.run import Run
 from k8see.stages import provenance
@@ -188,6 +188,6 @@ def summary_text(summary: dict[str, Any]) -> str:
     return f"vulnerabilities NOT scanned ({note}); {scanners}: {found}"
 
 
-def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+def record_changes(run: Run, before: EnvironmentRecord) -> dict[str, Any]:
     """The scan's summary, on the environment record."""
     return {"scan": ScanResult.of(run).to_json()}

@@ -19,13 +19,13 @@ policy, or the registry's garbage collection.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from k8see import names
 from k8see.errors import K8seeError, PlatformError
 from k8see.integrations.oci import parse_ref
 from k8see.integrations.registry_access import tag_remover
+from k8see.record import EnvironmentRecord
 from k8see.results import DestroyResult, UntagResult
 from k8see.run import Run
 from k8see.stages.context import StageContext
@@ -42,7 +42,7 @@ def run(run: Run, ctx: StageContext) -> Run:
     record = ctx.record
     if destroy.preserved:
         return _skip(run, ctx, "preserved", started)
-    image = str(record.get("image") or "")
+    image = record.image or ""
     if not image:
         return _skip(run, ctx, "no-image", started)
     try:
@@ -86,14 +86,13 @@ def run(run: Run, ctx: StageContext) -> Run:
     return result.write(run)
 
 
-def tags_of(run: Run, record: Mapping[str, Any]) -> list[str]:
+def tags_of(run: Run, record: EnvironmentRecord) -> list[str]:
     """``pr-<N>``, then the PR's commit tags: every one its builds pushed, newest known."""
     tags = [names.image_tag(run.pr)]
-    pushed = record.get("pushed_tags")
-    for tag in pushed if isinstance(pushed, list) else []:
-        if isinstance(tag, str) and tag.startswith("sha-") and tag not in tags:
+    for tag in record.pushed_tags:
+        if tag.startswith("sha-") and tag not in tags:
             tags.append(tag)
-    for sha in (record.get("sha"), run.sha):
+    for sha in (record.sha, run.sha):
         if isinstance(sha, str) and len(sha) == 40:
             try:
                 tag = names.sha_tag(sha)
@@ -110,7 +109,7 @@ def _skip(run: Run, ctx: StageContext, reason: str, started: float) -> Run:
     return UntagResult(skipped=reason, deleted=[], failed=[], seconds=seconds).write(run)
 
 
-def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+def record_changes(run: Run, before: EnvironmentRecord) -> dict[str, Any]:
     """The tags deleted on close, and those that could not be, on the record."""
     result = UntagResult.of(run)
     return {"untagged": {"deleted": result.deleted or [], "failed": result.failed or []}}

@@ -21,7 +21,6 @@ Workers never trust the enqueuer. In order, this stage:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -32,6 +31,7 @@ from k8see.errors import GitHubError, PolicyError, Stopped, UserError
 from k8see.events import decide_from_comment, decide_from_flags
 from k8see.integrations import kube
 from k8see.integrations.github import GitHubClient, make_client
+from k8see.record import EnvironmentRecord
 from k8see.redis_connect import connect
 from k8see.results import ValidateResult
 from k8see.run import Action, Run
@@ -252,7 +252,7 @@ def _redecide(run: Run, trigger_mode: str) -> Action:
     return decision.action
 
 
-def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+def record_changes(run: Run, before: EnvironmentRecord) -> dict[str, Any]:
     """What a validated run puts on the environment record: where it will live, and why."""
     result = ValidateResult.of(run)
     return {

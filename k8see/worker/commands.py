@@ -18,6 +18,7 @@ from k8see import intake, pipeline, state
 from k8see.app import settings_of
 from k8see.errors import Stopped, UserError
 from k8see.logs import run_logger
+from k8see.record import EnvironmentRecord
 from k8see.results import CommandResult
 from k8see.run import Run
 from k8see.stages import command
@@ -37,7 +38,7 @@ def handle(task: Task, payload: dict[str, Any]) -> dict[str, Any]:
         settings=settings,
         log=rlog,
         workdir=workdir,
-        record=state.get(client, repo=run.repo, pr=run.pr) or {},
+        record=EnvironmentRecord.of(state.get(client, repo=run.repo, pr=run.pr)),
     )
     try:
         result = command.run(run, ctx)

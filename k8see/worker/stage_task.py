@@ -44,6 +44,7 @@ from k8see.errors import (
     UserError,
 )
 from k8see.logs import run_logger
+from k8see.record import EnvironmentRecord
 from k8see.run import Run
 from k8see.settings import PlatformSettings
 from k8see.stage_table import StageSpec
@@ -79,7 +80,7 @@ def stage_module(spec: StageSpec) -> StageModule:
     return cast(StageModule, importlib.import_module(spec.module))
 
 
-def record_changes(spec: StageSpec, result: Run, before: dict[str, Any]) -> dict[str, Any]:
+def record_changes(spec: StageSpec, result: Run, before: EnvironmentRecord) -> dict[str, Any]:
     """What ``result`` of ``spec``'s stage puts on the environment record (its module's
     ``record_changes``; a stage without one changes nothing but its timing)."""
     changes = getattr(importlib.import_module(spec.module), "record_changes", None)
@@ -228,9 +229,9 @@ class StageTask(Task):  # type: ignore[misc]
             if lease
             else (lambda: None),
             record_log=controls.log_recorder(client, run, settings),
-            record=record,
         )
         try:
+            ctx.record = EnvironmentRecord.of(record)  # a malformed one fails like the stage
             result = self.stage_run(spec)(run, ctx)
         except Retry:
             raise
@@ -316,7 +317,7 @@ class StageTask(Task):  # type: ignore[misc]
             # helm's requests that the API proxy retried (stage retries are counted above).
             state.count(client, f"retried_helm_requests:{stage}", int(helm_api["retries"]))
             metrics.helm_api_retried(stage, dict(helm_api.get("retried") or {}))
-        changes = record_changes(spec, result, dict(ctx.record))
+        changes = record_changes(spec, result, ctx.record)
         if spec.timed:
             changes["timings"] = {stage: seconds}
         state.update(

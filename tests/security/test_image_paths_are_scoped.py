@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from k8see.errors import ConfigError
+from k8see.record import EnvironmentRecord
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages import build, untag
@@ -53,7 +54,7 @@ def test_untag_never_touches_another_repositorys_image(tmp_path: Path) -> None:
         settings=settings,
         log=logging.getLogger("test.untag"),
         workdir=tmp_path,
-        record=record,
+        record=EnvironmentRecord.of(record),
     )
     run = Run(repo="evil/app", pr=1, sha="a" * 40, generation=1, action=Action.DESTROY)
     # When the attacker's PR closes

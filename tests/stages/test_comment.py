@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from k8see.integrations.github import make_client
+from k8see.record import EnvironmentRecord
 from k8see.run import Action, Run, Status
 from k8see.settings import PlatformSettings
 from k8see.stages import comment, comment_body
@@ -291,7 +292,7 @@ def context(hub: GitHubSandbox, rec: dict[str, Any], tmp_path: Path) -> StageCon
         settings=settings,
         log=logging.getLogger("k8see.test.comment"),
         workdir=tmp_path,
-        record=rec,
+        record=EnvironmentRecord.of(rec),
     )
 
 

@@ -20,6 +20,7 @@ import boto3
 
 from k8see.integrations.oci import OCI_MANIFEST
 from k8see.integrations.registry import OciRegistry
+from k8see.record import EnvironmentRecord
 from k8see.run import Action, Run
 from k8see.settings import PlatformSettings
 from k8see.stages import comment_body, untag
@@ -57,7 +58,9 @@ def destroyed(pr: int, *, preserved: bool = False) -> Run:
 
 
 def ctx_for(settings: PlatformSettings, tmp_path: Path, record: dict[str, Any]) -> StageContext:
-    return StageContext(settings=settings, log=LOG, workdir=tmp_path, record=record)
+    return StageContext(
+        settings=settings, log=LOG, workdir=tmp_path, record=EnvironmentRecord.of(record)
+    )
 
 
 def test_generic_registry_deletes_every_tag_of_the_pr(
@@ -86,7 +89,7 @@ def test_generic_registry_deletes_every_tag_of_the_pr(
     assert second["deleted"] == [] and second["failed"] == []
     assert sorted(second["absent"]) == sorted(first["deleted"])
     # and the environment record gets {"deleted", "failed"}, which the comment shows
-    changes = untag.record_changes(destroyed(3).with_result("untag", first), {})
+    changes = untag.record_changes(destroyed(3).with_result("untag", first), EnvironmentRecord())
     assert changes == {"untagged": {"deleted": first["deleted"], "failed": []}}
     body = comment_body.render({"status": "destroyed", **changes}, settings=settings)
     assert "| Images | 🧹 3 tag(s) deleted |" in body
@@ -113,7 +116,7 @@ def test_an_unreachable_registry_is_recorded_not_raised(tmp_path: Path) -> None:
     assert result["deleted"] == []
     assert result["failed"] == ["pr-6", f"sha-{SHA_NEW}"]
     assert "not reachable" in result["errors"]["pr-6"]
-    changes = untag.record_changes(destroyed(6).with_result("untag", result), {})
+    changes = untag.record_changes(destroyed(6).with_result("untag", result), EnvironmentRecord())
     body = comment_body.render({"status": "destroyed", **changes}, settings=settings)
     assert "⚠️ 2 could not be deleted" in body
 

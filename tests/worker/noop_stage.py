@@ -8,10 +8,10 @@ error, or fail with a platform error.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from k8see.errors import PlatformError, UserError
+from k8see.record import EnvironmentRecord
 from k8see.run import Run
 from k8see.stages.context import StageContext
 
@@ -25,8 +25,8 @@ def run(run: Run, ctx: StageContext) -> Run:
         raise UserError("The noop stage refuses this run.", hint="Ask it nicely.")
     if plan.get("fail"):
         raise PlatformError("The noop stage's platform is down.", hint="Wait for it.")
-    return run.with_result("noop", {"saw_status": ctx.record.get("status")})
+    return run.with_result("noop", {"saw_status": ctx.record.status})
 
 
-def record_changes(run: Run, before: Mapping[str, Any]) -> dict[str, Any]:
+def record_changes(run: Run, before: EnvironmentRecord) -> dict[str, Any]:
     return {"noop_saw": run.result("noop").get("saw_status")}
