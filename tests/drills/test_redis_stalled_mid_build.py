@@ -66,13 +66,13 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 def _buildahs(h: Harness, subcommand: str | None = None) -> list[int]:
     """The buildah processes (running ``subcommand``, if given) below the build pool's worker."""
     worker = h.platform.processes["worker-build"].pid
-    return [
-        p
-        for p in descendants(worker)
-        if Path(cmdline(p)[0]).name == "buildah"
-        and alive(p)
-        and (subcommand is None or subcommand in cmdline(p)[1:])
-    ]
+    found = []
+    for pid in descendants(worker):
+        argv = cmdline(pid)  # empty once the process is gone
+        wanted = subcommand is None or subcommand in argv[1:]
+        if argv and Path(argv[0]).name == "buildah" and wanted and alive(pid):
+            found.append(pid)
+    return found
 
 
 def _record(h: Harness, repo: str, pr: int) -> dict[str, Any]:
