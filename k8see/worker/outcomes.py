@@ -11,7 +11,8 @@ from typing import Any
 import redis
 from celery import Task
 
-from k8see import coordination, metrics, state
+from k8see import controls, coordination, metrics, state
+from k8see.app import settings_of
 from k8see.errors import Closed, K8seeError, Refused, Stopped, Superseded
 from k8see.run import Action, Run, Status
 from k8see.stage_table import REPORTER
@@ -74,22 +75,31 @@ def failed(
     reporting stage is sent to tell the PR (unless it is the one that failed)."""
     rlog.info("Stage %s failed: %s", stage, exc.message)
     metrics.stage_failed(stage=stage, reason=exc.reason)
-    error = {
-        **exc.to_dict(),
-        "stage": stage,
-        "log_tail": state.log_tail(client, run_id=run.run_id),
-    }
-    record = state.set_status(
-        client,
-        repo=run.repo,
-        pr=run.pr,
-        generation=run.generation,
-        status=Status.FAILED,
-        ttl_seconds=ttl,
-        run_id=run.run_id,
-        stage=stage,
-        error=error,
-    )
+
+    def failed_on_record() -> dict[str, Any] | None:
+        error = {
+            **exc.to_dict(),
+            "stage": stage,
+            "log_tail": state.log_tail(client, run_id=run.run_id),
+        }
+        return state.set_status(
+            client,
+            repo=run.repo,
+            pr=run.pr,
+            generation=run.generation,
+            status=Status.FAILED,
+            ttl_seconds=ttl,
+            run_id=run.run_id,
+            stage=stage,
+            error=error,
+        )
+
+    # A stage can fail while Redis stalls (a build step failing mid-stall): its error must
+    # wait for Redis, not be lost to a timeout with the run left at its running status.
+    record = controls.until_redis_answers(
+        failed_on_record, what="record the failure", rlog=rlog,
+        tolerance_seconds=settings_of(task.app).redis.stall_tolerance_seconds,
+    )  # fmt: skip
     if record is not None and stage != REPORTER:
         task.app.send_task(f"k8see.{REPORTER}", args=[run.to_dict()])
 

@@ -14,9 +14,9 @@ context, and classifies failures:
   ``queues.max_retries`` times; then the run fails with that error's own message.
 - anything else (a bug, a permanent platform error): the run fails at once with its message,
   the traceback in the worker log.
-- Redis not answering: probes during the tool mean "unknown", and recording the start or the
-  result waits for ``redis.stall_tolerance_seconds``, then hands the message back to the
-  broker (``k8see.controls``).
+- Redis not answering: probes during the tool mean "unknown", and recording the start, the
+  result or a failure waits for ``redis.stall_tolerance_seconds``, then hands the message back
+  to the broker (``k8see.controls``).
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ class StageTask(Task):  # type: ignore[misc]
                     exc_info=not isinstance(exc, RetryLater),
                 )
                 # Counted so drills and operators see how often failures were retried.
-                state.count(client, f"retried:{stage}")
+                reliably(lambda: state.count(client, f"retried:{stage}"), "count the retry")
                 # max_retries given here: the task's own default (Celery's 3) would win.
                 raise self.retry(countdown=delay, exc=exc, max_retries=max_retries) from exc
             if is_transient(exc):
