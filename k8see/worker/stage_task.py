@@ -230,9 +230,11 @@ class StageTask(Task):  # type: ignore[misc]
             else (lambda: None),
             record_log=controls.log_recorder(client, run, settings),
         )
+        ran = False
         try:
             ctx.record = EnvironmentRecord.of(record)  # a malformed one fails like the stage
             result = self.stage_run(spec)(run, ctx)
+            ran = True
         except Retry:
             raise
         except Stopped as exc:
@@ -276,13 +278,18 @@ class StageTask(Task):  # type: ignore[misc]
             outcomes.failed(self, client, run, stage, failure, rlog, ttl)
             raise failure from exc
         finally:
-            if lease is not None:
+            if lease is not None and not ran:
                 # Unreleased, it expires after its TTL; a stalled Redis must not hide the
                 # stage's outcome behind a release error.
                 controls.tolerant(lease.release, rlog, "the lease release")()
             shutil.rmtree(workdir, ignore_errors=True)
 
         seconds = round(time.monotonic() - started, 3)
+        if lease is not None:
+            # The stage's work is done: the lease is freed before the record says so, waiting
+            # for a stalled Redis like the result (found by the mid-deploy stall drill: a
+            # release lost in the stall held the next deploy off for the lease's TTL).
+            reliably(lease.release, "release the lease")
         reliably(
             lambda: self._finished(client, run, spec, result, ctx, seconds), "record the result"
         )

@@ -1,4 +1,5 @@
-"""Drill: Redis stops answering (SIGSTOP) for 40 s while buildah runs a real build.
+"""Drill: Redis stops answering (SIGSTOP) for 40 s while buildah runs a real build, and while
+helm runs a real deploy.
 
 Covers the failure of issue 16: the platform's real redis-server is SIGSTOPped at the worst
 moment of a build (the record says ``building`` and a buildah process of that run, below the
@@ -12,6 +13,11 @@ the drill reports); the build was not killed by the stall (it started once, fini
 not retried; no stage ran twice); no lease, stage claim or buildah process is left behind; and
 the registry holds one digest per tag (a rebuild would have pushed a second one). The same build
 without a stall is timed first, for the figures in docs/benchmarks.md.
+
+Mid-deploy: an app that takes 25 s to start keeps ``helm upgrade --wait`` waiting on its
+readiness; Redis is stopped while the record says ``deploying`` and helm runs below the deploy
+pool. The PR's lease (60 s, renewed every 20 s) cannot be renewed during the stall: the deploy
+must still end ``ready``, once, with helm not killed, the lease free and no helm left behind.
 """
 
 from __future__ import annotations
@@ -244,3 +250,82 @@ def test_a_build_that_fails_in_the_stall_fails_with_its_own_error(harness: Harne
     claims = list(h.redis.scan_iter(match=f"*:delivery:{stall.run_id}:*:claim"))
     assert claims == [], claims
     assert not _buildahs(h)
+
+
+def _slow_start(marker: str) -> dict[str, str]:
+    """An app that serves only after 25 s: helm waits on its readiness meanwhile."""
+    dockerfile = (Path(__file__).resolve().parents[2] / "examples/hello/Dockerfile").read_text()
+    cmd = 'CMD ["sh", "-c", "exec httpd -f -v -p \\"${PORT:-3000}\\" -h /www"]'
+    assert cmd in dockerfile, "examples/hello/Dockerfile's CMD changed"
+    slow = dockerfile.replace(
+        cmd, f'CMD ["sh", "-c", "echo {marker}; sleep 25; exec httpd -f -v -p 3000 -h /www"]'
+    )
+    return {"Dockerfile": slow}
+
+
+def _helms(h: Harness, subcommand: str | None = None) -> list[int]:
+    """The helm processes (running ``subcommand``, if given) below the deploy pool's worker."""
+    worker = h.platform.processes["worker-deploy"].pid
+    found = []
+    for pid in descendants(worker):
+        argv = cmdline(pid)  # empty once the process is gone
+        wanted = subcommand is None or subcommand in argv[1:]
+        if argv and Path(argv[0]).name == "helm" and wanted and alive(pid):
+            found.append(pid)
+    return found
+
+
+def test_a_deploy_survives_redis_stopped_40s_while_helm_waits(harness: Harness) -> None:
+    from k8see import coordination, state
+
+    h = harness
+    # Given a PR whose deploy is waiting in helm for its slow app
+    repo, path, sha = h.repo("stall-deploy", _slow_start("stall-deploy"))
+    h.platform.github.add_repo(repo)
+    pr = 4
+    before = state.stats(h.redis)
+    redis_server = h.platform.processes["redis"]
+    started = time.monotonic()
+    open_pr(h, repo, path, sha, pr)
+    deadline = time.monotonic() + 400
+    while not (_record(h, repo, pr).get("status") == "deploying" and _helms(h, "upgrade")):
+        assert time.monotonic() < deadline, f"helm never ran: {_record(h, repo, pr)}"
+        assert _record(h, repo, pr).get("status") not in TERMINAL, _record(h, repo, pr)
+        time.sleep(0.1)
+    helms = _helms(h, "upgrade")
+    run_id = str(_record(h, repo, pr)["run_id"])
+
+    # When Redis stops answering for 40 s while helm waits, and then comes back
+    os.kill(redis_server.pid, signal.SIGSTOP)
+    try:
+        time.sleep(ALIVE_CHECK_SECONDS)
+        alive_in_stall = [p for p in helms if alive(p)]
+        time.sleep(STALL_SECONDS - ALIVE_CHECK_SECONDS)
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+    resumed = time.monotonic()
+
+    # Then the run ends ready, the same run, its deploy run once and not retried
+    record = _wait_terminal(h, repo, pr, timeout=600)
+    deploy_log = (h.platform.workdir / "worker-deploy.log").read_text()
+    assert record["status"] == "ready", (record.get("error"), deploy_log[-6000:])
+    assert record["run_id"] == run_id
+    assert "Redis did not answer" in deploy_log
+    assert alive_in_stall == helms, f"helm {helms} killed in the stall"
+    stats = state.stats(h.redis)
+    ran = {k: stats.get(k, 0) - before.get(k, 0) for k in stats}
+    assert ran.get("stage_started:deploy") == ran.get("stage_finished:deploy") == 1, ran
+    assert not ran.get("retried:deploy"), ran
+    # And nothing is left behind: no lease, no stage claim, no helm process
+    assert coordination.lease_holder(h.redis, repo=repo, pr=pr) is None
+    assert list(h.redis.scan_iter(match=f"*:delivery:{run_id}:*:claim")) == []
+    assert not _helms(h)
+    record_figures(
+        "redis_sigstop_mid_deploy",
+        {
+            "stall_seconds": STALL_SECONDS,
+            "run_seconds_with_stall": round(time.monotonic() - started, 1),
+            "ready_seconds_after_sigcont": round(time.monotonic() - resumed, 1),
+            "unit": "s",
+        },
+    )
