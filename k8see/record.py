@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from k8see.errors import PlatformError
 
@@ -42,6 +42,12 @@ class EnvironmentRecord(BaseModel):
     error: dict[str, Any] | None = None
     previous_status: str | None = None
     previous_sha: str | None = None
+
+    @field_validator("pushed_tags", mode="before")
+    @classmethod
+    def _no_tags(cls, value: Any) -> Any:
+        """``null`` is what a build that reported no tags writes: no tags."""
+        return [] if value is None else value
 
     @classmethod
     def of(cls, raw: Mapping[str, Any] | None) -> EnvironmentRecord:

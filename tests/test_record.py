@@ -28,6 +28,8 @@ def test_the_record_reads_back_as_stored() -> None:
 def test_no_record_is_an_empty_one() -> None:
     assert EnvironmentRecord.of(None).as_dict() == {}
     assert EnvironmentRecord.of({}).pushed_tags == []
+    # what a build that reported no tags writes (found by the failover drill)
+    assert EnvironmentRecord.of({"pushed_tags": None}).pushed_tags == []
 
 
 @pytest.mark.parametrize(
