@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,37 +119,52 @@ def _run_to_end(
 @dataclass
 class Stall:
     run_id: str
-    #: The ``buildah build`` processes of the run when Redis stopped.
-    builds: list[int]
+    #: The tool's processes (``buildah build``, ``helm upgrade``) when Redis stopped.
+    tools: list[int]
     #: Those still running ten seconds into the stall.
     alive_in_stall: list[int]
     started: float
     resumed: float
 
 
-def _stall_mid_build(h: Harness, repo: str, path: Path, sha: str, pr: int) -> Stall:
-    """Open the PR; once its record says ``building`` and ``buildah build`` runs, SIGSTOP
-    Redis for ``STALL_SECONDS``, then SIGCONT it."""
+def _stall_during(
+    h: Harness,
+    repo: str,
+    path: Path,
+    sha: str,
+    pr: int,
+    *,
+    status: str,
+    tool: Callable[[], list[int]],
+) -> Stall:
+    """Open the PR; once its record says ``status`` and ``tool()`` finds the tool running,
+    SIGSTOP Redis for ``STALL_SECONDS``, then SIGCONT it."""
     redis_server = h.platform.processes["redis"]
     started = time.monotonic()
     open_pr(h, repo, path, sha, pr)
-    deadline = time.monotonic() + 300
-    while not (_record(h, repo, pr).get("status") == "building" and _buildahs(h, "build")):
-        assert time.monotonic() < deadline, f"buildah never ran: {_record(h, repo, pr)}"
+    deadline = time.monotonic() + 400
+    while not (_record(h, repo, pr).get("status") == status and tool()):
+        assert time.monotonic() < deadline, f"the tool never ran: {_record(h, repo, pr)}"
         assert _record(h, repo, pr).get("status") not in TERMINAL, _record(h, repo, pr)
         time.sleep(0.1)
-    builds = _buildahs(h, "build")
+    running = tool()
     run_id = str(_record(h, repo, pr)["run_id"])
     os.kill(redis_server.pid, signal.SIGSTOP)
     try:
-        # The probe meets its first timeout within ~3 s; a raising probe kills buildah then,
-        # while the RUN step still has more than 15 s to print.
+        # The probe meets its first timeout within ~3 s; a raising probe kills the tool then,
+        # while it still has more than 15 s of work.
         time.sleep(ALIVE_CHECK_SECONDS)
-        alive_in_stall = [p for p in builds if alive(p)]
+        alive_in_stall = [p for p in running if alive(p)]
         time.sleep(STALL_SECONDS - ALIVE_CHECK_SECONDS)
     finally:
         os.kill(redis_server.pid, signal.SIGCONT)
-    return Stall(run_id, builds, alive_in_stall, started, time.monotonic())
+    return Stall(run_id, running, alive_in_stall, started, time.monotonic())
+
+
+def _stall_mid_build(h: Harness, repo: str, path: Path, sha: str, pr: int) -> Stall:
+    """The stall while ``buildah build`` runs (the record says ``building``)."""
+    return _stall_during(h, repo, path, sha, pr, status="building",
+                         tool=lambda: _buildahs(h, "build"))  # fmt: skip
 
 
 def test_a_build_survives_redis_stopped_40s_while_buildah_runs(harness: Harness) -> None:
@@ -187,7 +202,7 @@ def test_a_build_survives_redis_stopped_40s_while_buildah_runs(harness: Harness)
         assert ran.get(f"stage_started:{stage}") == 1, (stage, ran)
         assert ran.get(f"stage_finished:{stage}") == 1, (stage, ran)
     assert not ran.get("retried:build"), ran
-    assert stall.alive_in_stall == stall.builds, f"buildah build {stall.builds} killed in the stall"
+    assert stall.alive_in_stall == stall.tools, f"buildah build {stall.tools} killed in the stall"
     # And nothing is left behind: no lease, no stage claim, no buildah process
     assert coordination.lease_holder(h.redis, repo=repo, pr=pr) is None
     claims = [k for k in h.redis.scan_iter(match=f"*:delivery:{stall.run_id}:*:claim")]
@@ -240,7 +255,7 @@ def test_a_build_that_fails_in_the_stall_fails_with_its_own_error(harness: Harne
     assert "did not build" in error["message"], error
     assert "broken on purpose" in error["hint"], error
     # And buildah ran to its own end, once: the build started once and was not retried
-    assert stall.alive_in_stall == stall.builds, f"buildah build {stall.builds} killed early"
+    assert stall.alive_in_stall == stall.tools, f"buildah build {stall.tools} killed early"
     stats = state.stats(h.redis)
     ran = {k: stats.get(k, 0) - before.get(k, 0) for k in stats}
     assert ran.get("stage_started:build") == 1 and not ran.get("retried:build"), ran
@@ -284,26 +299,11 @@ def test_a_deploy_survives_redis_stopped_40s_while_helm_waits(harness: Harness) 
     h.platform.github.add_repo(repo)
     pr = 4
     before = state.stats(h.redis)
-    redis_server = h.platform.processes["redis"]
-    started = time.monotonic()
-    open_pr(h, repo, path, sha, pr)
-    deadline = time.monotonic() + 400
-    while not (_record(h, repo, pr).get("status") == "deploying" and _helms(h, "upgrade")):
-        assert time.monotonic() < deadline, f"helm never ran: {_record(h, repo, pr)}"
-        assert _record(h, repo, pr).get("status") not in TERMINAL, _record(h, repo, pr)
-        time.sleep(0.1)
-    helms = _helms(h, "upgrade")
-    run_id = str(_record(h, repo, pr)["run_id"])
 
     # When Redis stops answering for 40 s while helm waits, and then comes back
-    os.kill(redis_server.pid, signal.SIGSTOP)
-    try:
-        time.sleep(ALIVE_CHECK_SECONDS)
-        alive_in_stall = [p for p in helms if alive(p)]
-        time.sleep(STALL_SECONDS - ALIVE_CHECK_SECONDS)
-    finally:
-        os.kill(redis_server.pid, signal.SIGCONT)
-    resumed = time.monotonic()
+    stall = _stall_during(h, repo, path, sha, pr, status="deploying",
+                          tool=lambda: _helms(h, "upgrade"))  # fmt: skip
+    started, resumed, run_id = stall.started, stall.resumed, stall.run_id
 
     # Then the run ends ready, the same run, its deploy run once and not retried
     record = _wait_terminal(h, repo, pr, timeout=600)
@@ -311,7 +311,7 @@ def test_a_deploy_survives_redis_stopped_40s_while_helm_waits(harness: Harness) 
     assert record["status"] == "ready", (record.get("error"), deploy_log[-6000:])
     assert record["run_id"] == run_id
     assert "Redis did not answer" in deploy_log
-    assert alive_in_stall == helms, f"helm {helms} killed in the stall"
+    assert stall.alive_in_stall == stall.tools, f"helm {stall.tools} killed in the stall"
     stats = state.stats(h.redis)
     ran = {k: stats.get(k, 0) - before.get(k, 0) for k in stats}
     assert ran.get("stage_started:deploy") == ran.get("stage_finished:deploy") == 1, ran
