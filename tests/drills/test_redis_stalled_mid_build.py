@@ -69,16 +69,20 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         yield h
 
 
-def _buildahs(h: Harness, subcommand: str | None = None) -> list[int]:
-    """The buildah processes (running ``subcommand``, if given) below the build pool's worker."""
-    worker = h.platform.processes["worker-build"].pid
+def _tools(h: Harness, pool: str, tool: str, subcommand: str | None = None) -> list[int]:
+    """The ``tool`` processes (running ``subcommand``, if given) below ``pool``'s worker."""
+    worker = h.platform.processes[f"worker-{pool}"].pid
     found = []
     for pid in descendants(worker):
         argv = cmdline(pid)  # empty once the process is gone
         wanted = subcommand is None or subcommand in argv[1:]
-        if argv and Path(argv[0]).name == "buildah" and wanted and alive(pid):
+        if argv and Path(argv[0]).name == tool and wanted and alive(pid):
             found.append(pid)
     return found
+
+
+def _buildahs(h: Harness, subcommand: str | None = None) -> list[int]:
+    return _tools(h, "build", "buildah", subcommand)
 
 
 def _record(h: Harness, repo: str, pr: int) -> dict[str, Any]:
@@ -279,15 +283,7 @@ def _slow_start(marker: str) -> dict[str, str]:
 
 
 def _helms(h: Harness, subcommand: str | None = None) -> list[int]:
-    """The helm processes (running ``subcommand``, if given) below the deploy pool's worker."""
-    worker = h.platform.processes["worker-deploy"].pid
-    found = []
-    for pid in descendants(worker):
-        argv = cmdline(pid)  # empty once the process is gone
-        wanted = subcommand is None or subcommand in argv[1:]
-        if argv and Path(argv[0]).name == "helm" and wanted and alive(pid):
-            found.append(pid)
-    return found
+    return _tools(h, "deploy", "helm", subcommand)
 
 
 def test_a_deploy_survives_redis_stopped_40s_while_helm_waits(harness: Harness) -> None:
