@@ -244,7 +244,7 @@ def decide_from_comment(
     repo = check_repo(_text(repo, "repository"))
     pr = check_pr(pr)
     commenter = _text(commenter, "commenter")
-    if commenter and not _LOGIN_RE.match(commenter):
+    if commenter and not _LOGIN_RE.fullmatch(commenter):
         raise PolicyError(f"Commenter {_short(commenter)} is not a GitHub login.")
     if isinstance(comment_id, bool) or not isinstance(comment_id, int) or comment_id < 0:
         raise PolicyError(f"Comment id {comment_id!r} is not a non-negative integer.")

@@ -127,7 +127,7 @@ def _described(data: dict[str, Any]) -> dict[str, Any]:
     """The context of Celery's received line, from the task name and its ``argsrepr``."""
     context: dict[str, Any] = {"stage": str(data["name"]).removeprefix("k8see."),
                                "task_id": str(data.get("id") or "")}  # fmt: skip
-    match = DESCRIBED.match(str(data.get("args") or ""))
+    match = DESCRIBED.fullmatch(str(data.get("args") or ""))
     if match:
         context.update(run_id=match["run_id"], repo=match["repo"], pr=int(match["pr"]),
                        generation=int(match["generation"]))  # fmt: skip

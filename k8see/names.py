@@ -51,7 +51,7 @@ ANN_PRESERVED_BY = "k8s-ee/preserved-by"
 
 
 def check_project_id(project_id: str) -> str:
-    if not PROJECT_ID_RE.match(project_id):
+    if not PROJECT_ID_RE.fullmatch(project_id):
         raise ConfigError(
             f"projectId {project_id!r} is not valid.",
             hint="Use 1-20 lowercase letters, digits and hyphens, starting and ending "
@@ -61,7 +61,7 @@ def check_project_id(project_id: str) -> str:
 
 
 def check_repo(repo: str) -> str:
-    if not REPO_RE.match(repo) or repo.count("/") != 1 or ".." in repo:
+    if not REPO_RE.fullmatch(repo) or repo.count("/") != 1 or ".." in repo:
         raise PolicyError(
             f"Repository {repo!r} is not of the form OWNER/REPO.",
             hint="Pass the repository as GitHub names it, e.g. 'acme/shop'.",
@@ -76,7 +76,7 @@ def check_pr(pr: int) -> int:
 
 
 def check_sha(sha: str) -> str:
-    if not SHA_RE.match(sha):
+    if not SHA_RE.fullmatch(sha):
         raise PolicyError(
             f"Commit {sha!r} is not a full 40-character lowercase hex SHA.",
             hint="Pass the PR's head SHA (github.event.pull_request.head.sha).",
@@ -95,7 +95,7 @@ def check_config_path(path: str) -> str:
     if (
         not isinstance(path, str)
         or len(path) > 255
-        or not CONFIG_PATH_RE.match(path)
+        or not CONFIG_PATH_RE.fullmatch(path)
         or any(part in (".", "..") for part in path.split("/"))
     ):
         raise PolicyError(
@@ -114,7 +114,7 @@ def check_platforms(value: str) -> str:
         PolicyError: not a comma list of ``os/arch[/variant]``.
     """
     items = [p.strip() for p in str(value).split(",") if p.strip()]
-    if len(value) > 200 or not all(PLATFORM_RE.match(p) for p in items):
+    if len(value) > 200 or not all(PLATFORM_RE.fullmatch(p) for p in items):
         raise PolicyError(
             f"platforms {str(value)[:80]!r} is not a comma list of platforms.",
             hint="Write it like linux/amd64 or linux/amd64,linux/arm64; empty builds what the "
@@ -126,13 +126,13 @@ def check_platforms(value: str) -> str:
 def namespace(project_id: str, pr: int) -> str:
     """The PR's namespace, ``{projectId}-pr-{N}``."""
     ns = f"{check_project_id(project_id)}-pr-{check_pr(pr)}"
-    if not NAMESPACE_RE.match(ns):  # pragma: no cover - implied by the parts' checks
+    if not NAMESPACE_RE.fullmatch(ns):  # pragma: no cover - implied by the parts' checks
         raise ConfigError(f"Namespace {ns!r} is not a valid DNS label.")
     return ns
 
 
 def preview_host(project_id: str, pr: int, domain: str) -> str:
-    if not DOMAIN_RE.match(domain):
+    if not DOMAIN_RE.fullmatch(domain):
         raise PolicyError(f"Preview domain {domain!r} is not a valid host name.")
     return f"{namespace(project_id, pr)}.{domain}"
 
@@ -170,7 +170,7 @@ def oci_component(value: str) -> str:
     names cannot meet in one image repository, suffixed with a short hash of the original.
     """
     lowered = value.lower()
-    if OCI_COMPONENT_RE.match(lowered):
+    if OCI_COMPONENT_RE.fullmatch(lowered):
         return lowered
     cleaned = re.sub(r"[^a-z0-9]+", "-", lowered).strip("-") or "repo"
     digest = hashlib.sha256(value.encode()).hexdigest()[:6]

@@ -51,7 +51,7 @@ def parse_quantity(value: object) -> Decimal:
         QuantityError: not a quantity, too long, or negative.
     """
     text = str(value).strip()
-    match = _QUANTITY_RE.match(text) if len(text) <= MAX_LENGTH else None
+    match = _QUANTITY_RE.fullmatch(text) if len(text) <= MAX_LENGTH else None
     if not match:
         raise QuantityError(f"{text[:MAX_LENGTH]!r} is not a Kubernetes quantity")
     try:

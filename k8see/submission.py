@@ -263,7 +263,7 @@ def _parse(raw: bytes | str) -> dict[str, Any]:
         fingerprint = str(data.get("fingerprint") or "")
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"not a submission ({type(exc).__name__}: {exc})") from None
-    if not _TOKEN.match(token):
+    if not _TOKEN.fullmatch(token):
         raise ValueError("its progress token is not 22-64 URL-safe characters")
     if len(fingerprint) > 512:
         raise ValueError("its fingerprint is longer than 512 characters")

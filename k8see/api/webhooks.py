@@ -107,7 +107,7 @@ async def _receive(
         )
     event = request.headers.get("x-github-event", "")
     delivery = request.headers.get("x-github-delivery", "")
-    if not _EVENT_RE.match(event) or not _DELIVERY_RE.match(delivery):
+    if not _EVENT_RE.fullmatch(event) or not _DELIVERY_RE.fullmatch(delivery):
         log.warning("Webhook refused: missing or malformed X-GitHub-Event/X-GitHub-Delivery.")
         return (
             400,

@@ -104,12 +104,12 @@ def digest_of(data: bytes) -> str:
 
 def is_digest(value: str) -> bool:
     """Whether ``value`` is a ``sha256:`` digest."""
-    return bool(_DIGEST_RE.match(value))
+    return bool(_DIGEST_RE.fullmatch(value))
 
 
 def is_tag(value: str) -> bool:
     """Whether ``value`` is a valid tag."""
-    return bool(_TAG_RE.match(value))
+    return bool(_TAG_RE.fullmatch(value))
 
 
 def parse_ref(image_ref: str) -> ImageRef:
@@ -126,7 +126,7 @@ def parse_ref(image_ref: str) -> ImageRef:
     reference = digest or tag or "latest"
     ok_host = bool(host) and ("." in host or ":" in host or host == "localhost")
     ok_ref = is_digest(reference) if digest else is_tag(reference)
-    if not (ok_host and _REPO_RE.match(path) and ok_ref and not (digest and tag)):
+    if not (ok_host and _REPO_RE.fullmatch(path) and ok_ref and not (digest and tag)):
         raise RegistryError(
             f"Image reference {image_ref!r} is not of the form HOST/REPOSITORY[:TAG|@DIGEST].",
             hint="Use a full reference such as 'ghcr.io/acme/shop/web:pr-1'.",
@@ -138,7 +138,7 @@ def parse_created(value: object) -> float | None:
     """Unix time of an image config's ``created`` (RFC 3339, nanoseconds allowed), or None."""
     if not isinstance(value, str):
         return None
-    match = _CREATED_RE.match(value.strip())
+    match = _CREATED_RE.fullmatch(value.strip())
     if not match:
         return None
     date, fraction, zone = match.groups()

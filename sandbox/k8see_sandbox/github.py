@@ -391,7 +391,7 @@ class GitHubSandbox:
             if identity is not None:
                 return identity
             for route_method, pattern, func, auth in ROUTES:
-                match = pattern.match(path)
+                match = pattern.fullmatch(path)
                 if not match or route_method != method:
                     continue
                 groups = dict(match.groupdict())

@@ -243,7 +243,7 @@ def get_permission(req: Request) -> Reply:
 
 
 def _resolve_ref(repo: RepoState, ref: str) -> str | None:
-    if SHA_RE.match(ref):
+    if SHA_RE.fullmatch(ref):
         return ref
     for pull in repo.pulls.values():
         if pull["head"]["ref"] == ref:
@@ -365,7 +365,7 @@ def create_commit_status(req: Request) -> Reply:
     if repo is None or req.actor is None:
         return not_found()
     sha = req.groups["sha"]
-    if not SHA_RE.match(sha):
+    if not SHA_RE.fullmatch(sha):
         return error(422, f"No commit found for SHA: {sha}")
     data = req.body if isinstance(req.body, dict) else {}
     if data.get("state") not in COMMIT_STATES:
@@ -394,7 +394,7 @@ def get_tarball(req: Request) -> Reply:
     """GitHub answers 302 to codeload; the sandbox redirects to its own codeload path."""
     repo = _repo(req)
     ref = req.groups["ref"]
-    if repo is None or not REF_RE.match(ref) or ".." in ref:
+    if repo is None or not REF_RE.fullmatch(ref) or ".." in ref:
         return not_found()
     token = secrets.token_urlsafe(16)
     req.state.codeload_tokens.add(token)
@@ -408,7 +408,7 @@ def codeload(req: Request) -> Reply:
         return not_found()
     repo = req.state.repo(f"{req.groups['owner']}/{req.groups['repo']}")
     ref = req.groups["ref"]
-    if repo is None or not REF_RE.match(ref) or ref.startswith("-"):
+    if repo is None or not REF_RE.fullmatch(ref) or ref.startswith("-"):
         return not_found()
     if ref in repo.tarballs:
         return Reply(200, repo.tarballs[ref], {"Content-Type": "application/x-gzip"})
@@ -421,7 +421,7 @@ def codeload(req: Request) -> Reply:
         check=False,
     )
     sha = resolved.stdout.strip()
-    if resolved.returncode != 0 or not SHA_RE.match(sha):
+    if resolved.returncode != 0 or not SHA_RE.fullmatch(sha):
         return not_found()
     prefix = f"{repo.full_name.replace('/', '-')}-{sha[:7]}/"
     archive = subprocess.run(
@@ -544,7 +544,7 @@ def upload_sarif(req: Request) -> Reply:
         return error(403, "Advanced Security must be enabled for this repository to use "
                      "code scanning.")  # fmt: skip
     body = req.body if isinstance(req.body, dict) else {}
-    if not SHA_RE.match(str(body.get("commit_sha", ""))):
+    if not SHA_RE.fullmatch(str(body.get("commit_sha", ""))):
         return invalid("commit_sha")
     if not str(body.get("ref", "")).startswith("refs/"):
         return invalid("ref")
