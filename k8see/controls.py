@@ -157,13 +157,25 @@ def tolerant(
     action: Callable[[], None], rlog: logging.LoggerAdapter[logging.Logger], what: str
 ) -> Callable[[], None]:
     """``action`` that skips a turn when Redis does not answer; other errors still raise
-    (a lease renewal that finds the lease taken still stops the stage: fencing)."""
+    (a lease renewal that finds the lease taken still stops the stage: fencing).
+
+    One warning per outage, not per turn (a renewal runs on every helm poll, every ~2 s), and
+    one line when Redis answers again saying how many turns were skipped.
+    """
+    skipped = 0
 
     def skipping() -> None:
+        nonlocal skipped
         try:
             action()
         except UNANSWERED as exc:
-            rlog.warning("Redis did not answer %s (%s); going on.", what, exc)
+            if not skipped:
+                rlog.warning("Redis did not answer %s (%s); going on.", what, exc)
+            skipped += 1
+            return
+        if skipped:
+            rlog.info("Redis answered %s again, after %d skipped.", what, skipped)
+            skipped = 0
 
     return skipping
 
