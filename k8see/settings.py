@@ -448,12 +448,15 @@ class DeploySettings(BaseModel):
     clusters that pull from a mirror. Each runs ``sh -c`` with that database's client
     (pg_isready, mongosh, redis-cli, curl, mariadb-admin)."""
 
-    pod_security: Literal["", "privileged", "baseline", "restricted"] = "baseline"
+    pod_security: Literal["", "auto", "privileged", "baseline", "restricted"] = "auto"
     """The Pod Security Admission level PR namespaces enforce (label
     ``pod-security.kubernetes.io/enforce``, and ``warn``); ``audit`` is always ``restricted``,
-    so the audit log shows what a stricter level would refuse. baseline refuses privileged
-    pods, host namespaces, hostPath volumes and added capabilities, which neither the app
-    chart nor the database operators' pods need; "" sets no labels (the cluster's default)."""
+    so the audit log shows what a stricter level would refuse. auto: restricted (non-root, no
+    privilege escalation, every capability dropped, a seccomp profile) unless the environment
+    asks for MongoDB or MinIO, whose operators' pods are not known to pass it, or
+    ``chart_path`` names a chart of your own: those get baseline (no privileged pods, host
+    namespaces, hostPath volumes or added capabilities). "" sets no labels (the cluster's
+    default)."""
 
     namespace_bindings: dict[str, ServiceAccountRef] = Field(default_factory=dict)
     """RoleBindings written into every PR namespace before helm runs, each named after its

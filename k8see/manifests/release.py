@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,37 @@ def chart_path(settings: PlatformSettings) -> Path:
 
 #: Pod Security Admission's namespace labels.
 PSA_LABEL = "pod-security.kubernetes.io"
+#: Databases whose every pod passes Pod Security ``restricted``: the app chart's own Redis and
+#: MariaDB Deployments (admitted by a real API server in tests/stages/test_deploy_pod_security.py)
+#: and CloudNativePG's instances, which that operator runs restricted by design. MongoDB
+#: Community's operator adds init containers that keep their capabilities (restricted refuses
+#: them; mongodb/helm-charts#323), and MinIO's operator was never run here, so a namespace
+#: with either gets ``baseline``.
+RESTRICTED_DATABASES = frozenset({"postgresql", "redis", "mariadb"})
+
+
+def pod_security_level(settings: PlatformSettings, databases: Iterable[str]) -> str:
+    """The level a PR namespace enforces: ``deploy.pod_security`` as set, or for ``auto``,
+    ``restricted`` when every pod of the environment is known to pass it, else ``baseline``.
+
+    The app chart's pods always pass restricted: their security contexts are the platform's
+    (non-root uid 1001, no privilege escalation, every capability dropped, the runtime's
+    seccomp profile), never the repository's. A chart of the platform's own
+    (``deploy.chart_path``) is not known to, so ``auto`` gives it ``baseline``.
+    """
+    setting = settings.deploy.pod_security
+    if setting != "auto":
+        return setting
+    if settings.deploy.chart_path or not set(databases) <= RESTRICTED_DATABASES:
+        return "baseline"
+    return "restricted"
 
 
 def namespace_metadata(
     run: Run, *, project_id: str, pod_security: str = ""
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The PR namespace's labels and annotations (docs/environments.md "1. The namespace"): k8see as
-    manager, and the Pod Security Admission level ``pod_security`` (``deploy.pod_security``) when
+    manager, and the Pod Security Admission level ``pod_security`` (``pod_security_level``) when
     one is set."""
     labels = {
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
@@ -252,9 +277,8 @@ def render_manifests(
         "image": f"{_placeholder_image(validated)}:{names.image_tag(run.pr)}"
     }
     project_id = str(validated["project_id"])
-    labels, annotations = namespace_metadata(
-        run, project_id=project_id, pod_security=settings.deploy.pod_security
-    )
+    level = pod_security_level(settings, validated.get("databases") or [])
+    labels, annotations = namespace_metadata(run, project_id=project_id, pod_security=level)
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",

@@ -43,6 +43,7 @@ from k8see.manifests.release import (
     guardrail_manifests,
     helm_values,
     namespace_metadata,
+    pod_security_level,
     pull_secret_manifest,
 )
 from k8see.record import EnvironmentRecord
@@ -138,9 +139,8 @@ def deploy_verified(run: Run, ctx: StageContext) -> Run:
             values=values,
             config_file=config_file,
         )
-        labels, annotations = namespace_metadata(
-            run, project_id=project_id, pod_security=settings.deploy.pod_security
-        )
+        level = pod_security_level(settings, validated.databases or [])
+        labels, annotations = namespace_metadata(run, project_id=project_id, pod_security=level)
         created = kube.ensure_namespace(
             api=api,
             name=namespace,

@@ -160,10 +160,11 @@ def test_deploy_upgrade_and_destroy(ctx: StageContext) -> None:
     assert namespace.metadata.labels[names.LABEL_PR] == "7"
     assert namespace.metadata.labels[names.LABEL_BRANCH] == "feature-new-checkout"
     assert namespace.metadata.labels[names.LABEL_SHA] == "a" * 40
-    # Pod Security Admission: baseline enforced (deploy.pod_security), restricted audited
+    # Pod Security Admission: restricted enforced (deploy.pod_security auto, no database whose
+    # pods might break it), and the app's pod below was admitted and runs under it
     psa = {k.rpartition("/")[2]: v for k, v in namespace.metadata.labels.items()
            if k.startswith("pod-security.kubernetes.io/")}  # fmt: skip
-    assert psa == {"enforce": "baseline", "enforce-version": "latest", "warn": "baseline",
+    assert psa == {"enforce": "restricted", "enforce-version": "latest", "warn": "restricted",
                    "audit": "restricted"}  # fmt: skip
     assert namespace.metadata.annotations[names.ANN_REPOSITORY] == REPO
     assert namespace.metadata.annotations[names.ANN_CREATED_BY] == "k8see"
@@ -308,8 +309,18 @@ def test_quota_refusal_fails_with_quota_hint(ctx: StageContext) -> None:
                             "requests": {"cpu": "50m", "memory": "64Mi"},
                             "limits": {"cpu": "400m", "memory": "700Mi"},
                         },
+                        # What the namespace's Pod Security level (restricted) asks of it
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
                     }
-                ]
+                ],
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 1001,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
             },
         },
     )
@@ -342,7 +353,8 @@ def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
     objects = render_manifests(run, settings=settings, api_cidrs=["10.0.0.1"])
     kinds = [o["kind"] for o in objects]
     assert kinds[:3] == ["Namespace", "ResourceQuota", "LimitRange"]
-    assert objects[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    # PostgreSQL (CloudNativePG) and the chart's Redis pass restricted, so auto enforces it
+    assert objects[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     app = next(
         o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-app")
     )
@@ -360,6 +372,10 @@ def test_render_manifests_offline_in_apply_order(tmp_path: Path) -> None:
     )
     bare = render_manifests(run, settings=quiet, api_cidrs=["10.0.0.1"])[0]
     assert not any(k.startswith("pod-security.") for k in bare["metadata"]["labels"])
+    # MongoDB's operator adds init containers restricted would refuse: auto falls to baseline
+    mongo = make_run("offline", 4, databases={"postgresql": True, "mongodb": True})
+    labels = render_manifests(mongo, settings=settings, api_cidrs=["10.0.0.1"])[0]["metadata"]
+    assert labels["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
     assert kinds[3:8] == ["NetworkPolicy"] * 5
     assert {"Deployment", "Service", "ConfigMap", "Ingress"} <= set(kinds[8:])
     assert objects[1]["spec"]["hard"]["requests.cpu"] == "550m"  # the pg+redis row

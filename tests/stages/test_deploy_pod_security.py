@@ -12,6 +12,7 @@ admission like any create.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +20,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from k8see.integrations import kube
-from k8see.manifests.release import namespace_metadata
+from k8see.manifests.release import namespace_metadata, pod_security_level
 from k8see.run import Action, Run
+from k8see.settings import PlatformSettings
 from tests.charts.test_database_subcharts import DATABASES, render
 from tests.conftest import require_tool
 from tests.fixtures.kube import RUN_ID, TEST_IMAGE
@@ -101,3 +103,28 @@ def test_the_app_charts_pods_are_admitted_under_restricted(kube_api_client: Any)
     # When each pod template is created as a pod, then every one is admitted
     for key, spec in templates.items():
         create_pod(kube_api_client, ns, key.split("/")[1], spec)
+
+
+@pytest.mark.parametrize(
+    ("setting", "databases", "level"),
+    [
+        ("auto", [], "restricted"),
+        ("auto", ["postgresql", "redis", "mariadb"], "restricted"),
+        ("auto", ["postgresql", "mongodb"], "baseline"),
+        ("auto", ["minio"], "baseline"),
+        ("baseline", [], "baseline"),
+        ("restricted", ["mongodb"], "restricted"),  # the platform's explicit choice stands
+        ("", ["redis"], ""),
+    ],
+)
+def test_auto_is_restricted_unless_a_database_might_break_it(
+    setting: str, databases: list[str], level: str
+) -> None:
+    settings = PlatformSettings(deploy={"pod_security": setting})
+    assert pod_security_level(settings, databases) == level
+
+
+def test_auto_gives_a_chart_of_the_platforms_own_baseline(tmp_path: Path) -> None:
+    settings = PlatformSettings(deploy={"chart_path": str(tmp_path)})
+    assert settings.deploy.pod_security == "auto"
+    assert pod_security_level(settings, []) == "baseline"
