@@ -3,9 +3,10 @@
 Two rules the reference lacks (its gap 9):
 
 - **Commands need write access.** ``/deploy-preview``, ``/destroy-preview``, ``/preserve`` and
-  ``/unpreserve`` count only from users whose repository permission is ``write``, ``maintain``
-  or ``admin`` (GitHub's collaborator permission API, asked by the worker: the enqueue client
-  has no GitHub credential). Anyone else gets one polite reply and nothing else happens.
+  ``/unpreserve`` count only from users whose repository permission is ``write`` or ``admin``
+  (GitHub's collaborator permission API, asked by the worker: the enqueue client has no GitHub
+  credential; the maintain role and custom roles based on write read as ``write`` there).
+  Anyone else gets one polite reply and nothing else happens.
 - **Forks run nothing unapproved.** A PR whose head lives in another repository is never built
   automatically. A maintainer's ``/deploy-preview`` approves exactly the head commit of that
   moment; the approval is stored here (Redis, per PR, one SHA) and a later push needs a new one.
@@ -37,7 +38,9 @@ __all__ = [
     "reply_marker",
 ]
 
-#: Repository permissions that may run commands (GitHub's names; ``triage``/``read`` may not).
+#: Repository permissions that may run commands (GitHub's legacy ``permission`` values, where
+#: maintain reads as write; ``maintain`` itself stays accepted should a server answer with the
+#: role). ``triage``/``read`` may not.
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 #: The single comment that tells a fork PR's people how to get a preview (updated, not repeated).
 FORK_MARKER = "<!-- k8see-fork-approval -->"

@@ -190,7 +190,9 @@ class GitHubClient:
             yield [pull_of(repo, item, f"a pull of {repo}") for item in page]
 
     def get_permission(self, repo: str, user: str) -> str:
-        """``admin``, ``maintain``, ``write``, ``triage``, ``read`` or ``none``."""
+        """``admin``, ``write``, ``read`` or ``none``: GitHub's ``permission`` field, where the
+        maintain role reads as ``write``, triage as ``read``, and a custom role as its base
+        role (``role_name`` would name a custom role k8see cannot rank)."""
         response = self._call(
             "GET", repo, f"/collaborators/{quote(user, safe='')}/permission", accept=(404,)
         )

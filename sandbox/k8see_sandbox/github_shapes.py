@@ -256,10 +256,15 @@ def pull_simple(full: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in full.items() if k not in FULL_PULL_ONLY}
 
 
+#: GitHub's legacy ``permission`` field: ``maintain`` reads as ``write`` and ``triage`` as
+#: ``read``; ``role_name`` carries the role itself.
+LEGACY_PERMISSION = {"maintain": "write", "triage": "read"}
+
+
 def permission(api: str, login: str, level: str) -> dict[str, Any]:
-    """``repository-collaborator-permission`` of ``login`` at ``level``."""
+    """``repository-collaborator-permission`` of ``login`` with the role ``level``."""
     return {
-        "permission": level,
+        "permission": LEGACY_PERMISSION.get(level, level),
         "role_name": level,
         "user": {**user(api, login), "role_name": level},
     }
