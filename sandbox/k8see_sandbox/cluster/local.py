@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -68,7 +67,7 @@ class LocalCluster:
     def __post_init__(self) -> None:
         self.own_workdir = self.workdir is None
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="k8see-cluster-"))
+            self.workdir = Path(tempfile.mkdtemp(prefix=node.WORKDIR_PREFIX))
 
     @property
     def root(self) -> Path:
@@ -402,7 +401,7 @@ class LocalCluster:
             node.kill_cgroup(self.slot.cgroup_root)
         self._kill_shims()
         self._terminate("containerd", timeout_seconds=10)
-        _unmount_under(self.root)
+        node.unmount_under(self.root)
         if self.dns is not None:
             self.dns.stop()
             self.dns = None
@@ -482,27 +481,4 @@ class LocalCluster:
             proc.wait()
 
     def _kill_shims(self) -> None:
-        """containerd's shims outlive it by design; ours name our socket on their command line."""
-        marker = self.containerd_address.encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"containerd-shim" in cmdline and marker in cmdline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(entry.name), signal.SIGKILL)
-
-
-def _unmount_under(directory: Path) -> None:
-    """Lazily unmount everything mounted below ``directory`` (deepest first)."""
-    prefix = str(directory.resolve()) + "/"
-    mounts = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point.startswith(prefix):
-            mounts.append(point)
-    for point in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+        node.kill_shims(self.containerd_address)

@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ import yaml
 log = logging.getLogger(__name__)
 LOCK_DIR = Path("/run/lock")
 SLOTS = range(1, 201)
+#: The prefix of the folder a cluster makes for itself (removed with it, or by the next holder
+#: of its slot when it was killed).
+WORKDIR_PREFIX = "k8see-cluster-"
 
 
 @dataclass
@@ -97,15 +101,51 @@ def claim_slot() -> Slot:
 
 def kill_recorded(slot: Slot) -> None:
     """SIGKILL the components a previous holder of ``slot`` started (its process died without
-    stopping them, so they still hold the slot's addresses and cgroups)."""
+    stopping them, so they still hold the slot's addresses and cgroups), then unmount what they
+    left mounted in that cluster's folder (pod root filesystems, network namespaces) and remove
+    the folder if the cluster made it."""
+    folders = set()
     if slot.pid_file.exists():
         for line in slot.pid_file.read_text().splitlines():
             pid, _, marker = line.partition(" ")
+            folders.add(marker)
             with contextlib.suppress(OSError, ValueError):
                 cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()
                 if marker and marker.encode() in cmdline:
                     os.killpg(int(pid), 9)
+    for folder in filter(None, folders):
+        kill_shims(folder)
+        unmount_under(Path(folder))
+        if Path(folder).name.startswith(WORKDIR_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
     slot.pid_file.write_text("")
+
+
+def kill_shims(marker: str) -> None:
+    """SIGKILL the containerd shims whose command line names ``marker`` (a cluster's socket or
+    folder): shims outlive containerd by design."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"containerd-shim" in cmdline and marker.encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), 9)
+
+
+def unmount_under(directory: Path) -> None:
+    """Lazily unmount everything mounted below ``directory`` (deepest first)."""
+    prefix = str(directory.resolve()) + "/"
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            mounts.append(point)
+    for point in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def _ip(*args: str, check: bool = True) -> None:
@@ -234,6 +274,10 @@ disabled_plugins = ["io.containerd.grpc.v1.introspection.v1"]
   # denied"; containerd then clamps it to its own value, as it does for rootless setups.
   restrict_oom_score_adj = true
   max_container_log_line_size = 16384
+  # Pod network namespaces are mounted under the state dir, not /var/run/netns, so stopping
+  # the node unmounts them with the rest and the kernel removes their veth links; in
+  # /var/run/netns a node that was killed left them (and a veth each) behind for good.
+  netns_mounts_under_state_dir = true
 
 [{cri}.containerd]
   snapshotter = "overlayfs"
