@@ -9,7 +9,8 @@ Through k8see's own code paths:
   ``create_app``. Without ``ssl_cert_reqs`` in the URL Celery's result backend refused a
   ``rediss://`` URL outright until ``celery_ssl`` gave it the verified default;
 - certificate verification is on by default, on the plain (non-Sentinel) path too: a
-  certificate signed by another CA, or a URL that names no CA, is refused by ``connect``,
+  certificate signed by another CA, a URL that names no CA, or a host name the certificate
+  does not hold is refused by ``connect``,
   by the broker and by the backend; ``ssl_cert_reqs=none`` is what turns it off;
 - the CLI (a real ``k8see`` process) turns a refused certificate and a plain ``redis://`` URL
   against the TLS port into one error with a hint that says what to change, exit 3, no
@@ -43,7 +44,7 @@ TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 5}
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server with TLS only, its certificate signed by a CA of its own."""
     pki = Pki(tmp_path_factory.mktemp("redis-tls-ca"))
-    pair = pki.issue("redis", common_name="redis", hosts=("127.0.0.1", "localhost"), server=True)
+    pair = pki.issue("redis", common_name="redis", hosts=("127.0.0.1",), server=True)
     server = RedisServer(
         tmp_path_factory.mktemp("redis-tls"),
         tls=RedisTls(cert=pair.cert, key=pair.key, ca=pki.ca.cert),
@@ -93,11 +94,16 @@ def test_celery_broker_and_backend_work_over_tls(tls_redis: RedisServer) -> None
     assert app.AsyncResult(task_id).get(timeout=10) == {"answer": 42}
 
 
-@pytest.mark.parametrize("query", ["", "ssl_ca_certs=OTHER"], ids=["no-ca", "another-ca"])
+@pytest.mark.parametrize(
+    "query", ["", "ssl_ca_certs=OTHER", "NAME"], ids=["no-ca", "another-ca", "not-its-name"]
+)
 def test_a_certificate_the_client_cannot_verify_is_refused(
     tls_redis: RedisServer, other_ca: Path, query: str
 ) -> None:
-    url = _with_ca(tls_redis, query.replace("OTHER", str(other_ca)))
+    if query == "NAME":  # the right CA, but a host name the certificate does not hold
+        url = tls_redis.url_for("worker").replace("127.0.0.1", "localhost", 1)
+    else:
+        url = _with_ca(tls_redis, query.replace("OTHER", str(other_ca)))
     settings = load_settings(redis={"url": url})
     with pytest.raises(redis.exceptions.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         connect(settings.redis, **TIMEOUTS).ping()
