@@ -6,8 +6,9 @@ Through k8see's own code paths:
 
 - ``rediss://...?ssl_ca_certs=<ca>`` works: ``connect`` (SET/GET), and Celery's broker (a
   message published and consumed) and result backend (a result stored and read back) from
-  ``create_app``. Without ``ssl_cert_reqs`` in the URL Celery's result backend refused a
-  ``rediss://`` URL outright until ``celery_ssl`` gave it the verified default;
+  ``create_app``, and a real worker process answers a ping. Without ``ssl_cert_reqs`` in the
+  URL Celery's result backend refused a ``rediss://`` URL outright until ``celery_ssl`` gave it
+  the verified default;
 - certificate verification is on by default, on the plain (non-Sentinel) path too: a
   certificate signed by another CA, a URL that names no CA, or a host name the certificate
   does not hold is refused by ``connect``,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +37,7 @@ from k8see.cli import EXIT_UNREACHABLE
 from k8see.redis_connect import connect
 from k8see.settings import load_settings
 from k8see_sandbox.cluster.pki import Pki
-from tests.conftest import REDIS_PASSWORDS, RedisServer, RedisTls
+from tests.conftest import REDIS_PASSWORDS, RedisServer, RedisTls, celery_worker
 
 TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 5}
 
@@ -92,6 +94,24 @@ def test_celery_broker_and_backend_work_over_tls(tls_redis: RedisServer) -> None
     task_id = str(uuid.uuid4())
     app.backend.store_result(task_id, {"answer": 42}, "SUCCESS")
     assert app.AsyncResult(task_id).get(timeout=10) == {"answer": 42}
+
+
+def test_a_real_worker_answers_over_tls(tls_redis: RedisServer, tmp_path: Path) -> None:
+    """A ``celery worker`` process (k8see's app) started with the ``rediss://`` URL answers a
+    broadcast ping: its broker, result backend and control channel all run over TLS."""
+    env = {**os.environ, "K8SEE_REDIS__URL": tls_redis.url_for("worker"),
+           "K8SEE_BUILD__WORKDIR": str(tmp_path)}  # fmt: skip
+    app = create_app(load_settings(redis={"url": tls_redis.url_for("admin")}), name="tls-ping")
+    log = tmp_path / "worker.log"
+    with celery_worker(
+        "tests.worker.noop_app", queues="noop", concurrency=1, env=env, log=log
+    ) as proc:
+        deadline = time.monotonic() + 90
+        replies: list[dict[str, object]] = []
+        while not replies and proc.poll() is None and time.monotonic() < deadline:
+            replies = app.control.ping(timeout=2)
+        assert replies, log.read_text()
+    assert "CERTIFICATE_VERIFY_FAILED" not in log.read_text()
 
 
 @pytest.mark.parametrize(
