@@ -98,7 +98,7 @@ settings.K8SEE_REDIS__URL. */}}
 {{- fail "redis.tls.enabled needs redis.tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt (what cert-manager writes; docs/operations.md, \"Redis over TLS\")" }}
 {{- end }}
 {{- if and .Values.redis.enabled .Values.redis.sentinel.enabled }}
-{{- fail "redis.tls does not cover redis.sentinel yet: run the bundled Redis with TLS as one server, or TLS with Sentinels of your own (docs/operations.md, \"Redis over TLS\")" }}
+{{- fail "redis.tls does not cover redis.sentinel yet (k8see reaches Sentinels without TLS): turn one of them off (docs/operations.md, \"Redis over TLS\")" }}
 {{- end }}
 {{- if and .Values.redis.enabled .Values.autoscaling.keda.enabled }}
 {{- fail "redis.tls does not cover autoscaling.keda's Redis scaler yet: leave one of them off (docs/operations.md, \"Redis over TLS\")" }}
