@@ -6,7 +6,8 @@ stands. With Sentinels, the client asks them for the master of ``redis.sentinel_
 and, after a failover, asks again: redis-py's ``SentinelConnectionPool`` drops a connection
 that meets a replica (``READONLY``) or a dead master and looks the master up anew, so a caller
 sees one ``ConnectionError`` (which it already treats as "Redis did not answer") and then the
-new master. ``redis.url`` still gives the credentials, the database number and TLS.
+new master. ``redis.url`` still gives the credentials, the database number and TLS
+(``rediss://``; the server's certificate is verified unless ``ssl_cert_reqs=none`` says not).
 
 ``NotReplicated`` is what an admission raises when fewer replicas than
 ``redis.min_replica_acks`` confirmed it (``WAIT``, see ``k8see.intake.admit``).
@@ -104,11 +105,15 @@ def celery_redis(settings: RedisSettings) -> tuple[str, dict[str, Any]]:
 
 
 def celery_ssl(settings: RedisSettings) -> dict[str, Any] | None:
-    """Celery's ``broker_use_ssl``/``redis_backend_use_ssl`` for a ``rediss://`` master behind
-    Sentinels (a ``sentinel://`` URL cannot say TLS); None otherwise. The ``ssl_*`` query
-    parameters of ``url`` carry over; certificates are verified unless they say otherwise."""
-    if not settings.sentinels:
-        return None
+    """Celery's ``broker_use_ssl``/``redis_backend_use_ssl`` for a ``rediss://`` master; None
+    for plain ``redis://``.
+
+    The ``ssl_*`` query parameters of ``url`` carry over (``ssl_ca_certs``, ``ssl_certfile``,
+    ...), and certificates are verified unless ``ssl_cert_reqs`` says otherwise: without it
+    Celery's result backend refuses a ``rediss://`` URL outright, and behind Sentinels the
+    ``sentinel://`` URLs cannot say TLS at all. ``ssl_cert_reqs=none`` turns verification
+    off (docs/operations.md, "Redis over TLS": unsafe outside a test).
+    """
     params = master_params(settings.url)
     if not params.get("ssl"):
         return None

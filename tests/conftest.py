@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,28 @@ def require_tool(name: str) -> str:
 REDIS_PASSWORDS = {role: f"{role}-pw-for-tests" for role in redis_acl.ROLES}
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """A redis-server's TLS files: its certificate and key, and the CA that signed them."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer:
     """A real redis-server on a free loopback port, with an append-only file and ACLs on:
-    the default user is off and each role has its user (``k8see.redis_acl``)."""
+    the default user is off and each role has its user (``k8see.redis_acl``).
 
-    def __init__(self, workdir: Path):
+    With ``tls``, it listens with TLS only on that port (``--port 0 --tls-port``), clients
+    need no certificate, and its URLs are ``rediss://`` with ``ssl_ca_certs`` set to the CA.
+    """
+
+    def __init__(self, workdir: Path, *, tls: RedisTls | None = None):
         self.binary = require_tool("redis-server")
         self.port = free_port()
         self.workdir = workdir
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.aclfile = workdir / "users.acl"
         self.aclfile.write_text(redis_acl.aclfile(REDIS_PASSWORDS))
@@ -72,14 +87,24 @@ class RedisServer:
 
     def url_for(self, role: str) -> str:
         """The credential of one role, e.g. ``worker`` or ``enqueue``."""
-        return redis_acl.url_for(f"redis://127.0.0.1:{self.port}/0", role, REDIS_PASSWORDS[role])
+        if self.tls is None:
+            base = f"redis://127.0.0.1:{self.port}/0"
+        else:
+            base = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
+        return redis_acl.url_for(base, role, REDIS_PASSWORDS[role])
 
     def start(self) -> None:
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            tls = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port),
+                      "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key),
+                      "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no"]  # fmt: skip
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--save",

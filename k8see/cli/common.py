@@ -66,6 +66,29 @@ def platform_settings() -> Any:
     return load_settings(os.environ.get("K8SEE_SETTINGS_FILE") or None)
 
 
+#: Redis's TLS certificate was refused (a CA not given, another CA, a name not in it).
+TLS_VERIFY_HINT = (
+    "Redis's TLS certificate could not be verified. Give the CA that signed it in the URL: "
+    "rediss://...?ssl_ca_certs=/path/to/ca.crt, and reach Redis by a name the certificate "
+    'holds (docs/operations.md, "Redis over TLS").'
+)
+#: A server that drops a plain connection at once is often one that speaks TLS only.
+TLS_PLAIN_HINT = (
+    f"{REDIS_HINT} Redis closed the connection at once: if it listens with TLS only, the URL "
+    'must start with rediss:// (docs/operations.md, "Redis over TLS").'
+)
+
+
+def redis_hint(exc: BaseException) -> str:
+    """The hint for a Redis connection error: a TLS one says what to change in the URL."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "Hostname mismatch" in text:
+        return TLS_VERIFY_HINT
+    if "Connection reset by peer" in text or "Connection closed by server" in text:
+        return TLS_PLAIN_HINT
+    return REDIS_HINT
+
+
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn k8see and connection errors into one readable message and an exit code.
 
@@ -111,7 +134,7 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             )
             fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
         except (redis.exceptions.ConnectionError, OperationalError) as exc:
-            error = IntegrationError(f"cannot reach Redis ({exc}).", hint=REDIS_HINT)
+            error = IntegrationError(f"cannot reach Redis ({exc}).", hint=redis_hint(exc))
             fail(error, code=EXIT_UNREACHABLE, as_json=as_json)
         except redis.exceptions.TimeoutError as exc:
             # Something accepted the connection but never answered: a wrong port, a proxy

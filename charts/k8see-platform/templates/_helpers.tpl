@@ -62,7 +62,11 @@ settings.K8SEE_REDIS__URL. */}}
 - name: REDIS_PASSWORD
   valueFrom: {secretKeyRef: {name: {{ include "k8see.redisSecret" . }}, key: {{ $role }}-password}}
 - name: K8SEE_REDIS__URL
+  {{- if .Values.redis.tls.enabled }}
+  value: "rediss://k8see-{{ $role }}:$(REDIS_PASSWORD)@{{ include "k8see.fullname" . }}-redis:6379/0?ssl_ca_certs={{ include "k8see.redisTlsCa" . }}"
+  {{- else }}
   value: "redis://k8see-{{ $role }}:$(REDIS_PASSWORD)@{{ include "k8see.fullname" . }}-redis:6379/0"
+  {{- end }}
 {{- if .Values.redis.sentinel.enabled }}
 {{ include "k8see.sentinelEnv" . }}
 {{- end }}
@@ -78,6 +82,42 @@ settings.K8SEE_REDIS__URL. */}}
 {{- else }}
 {{- fail "redis.enabled=false needs your Redis URL: redis.external.existingSecret (a Secret with the URL under redis.external.existingSecretKey, default redis-url) or redis.external.url" }}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* redis.tls: where every Redis client pod finds the CA that signed Redis's certificate
+(only ca.crt of redis.tls.existingSecret is mounted there, never the key). */}}
+{{- define "k8see.redisTlsCa" -}}
+/etc/k8see/redis-tls/ca.crt
+{{- end -}}
+
+{{/* redis.tls: the Secret, checked; what it may not be combined with (yet). */}}
+{{- define "k8see.redisTlsSecret" -}}
+{{- $tls := .Values.redis.tls }}
+{{- if not $tls.existingSecret }}
+{{- fail "redis.tls.enabled needs redis.tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt (what cert-manager writes; docs/operations.md, \"Redis over TLS\")" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.redis.sentinel.enabled }}
+{{- fail "redis.tls does not cover redis.sentinel yet (k8see reaches Sentinels without TLS): turn one of them off (docs/operations.md, \"Redis over TLS\")" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.autoscaling.keda.enabled }}
+{{- fail "redis.tls does not cover autoscaling.keda's Redis scaler yet: leave one of them off (docs/operations.md, \"Redis over TLS\")" }}
+{{- end }}
+{{- $tls.existingSecret }}
+{{- end -}}
+
+{{/* A Redis client pod's mount of the CA (redis.tls), for volumeMounts; empty without TLS. */}}
+{{- define "k8see.redisTlsClientMount" -}}
+{{- if .Values.redis.tls.enabled }}
+- {name: redis-tls-ca, mountPath: /etc/k8see/redis-tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* Its volume: ca.crt alone from redis.tls.existingSecret, for volumes; empty without TLS. */}}
+{{- define "k8see.redisTlsClientVolume" -}}
+{{- if .Values.redis.tls.enabled }}
+- name: redis-tls-ca
+  secret: {secretName: {{ include "k8see.redisTlsSecret" . }}, items: [{key: ca.crt, path: ca.crt}]}
 {{- end }}
 {{- end -}}
 
