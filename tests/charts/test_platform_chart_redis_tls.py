@@ -26,6 +26,7 @@ import pytest
 
 from k8see import redis_acl
 from k8see_sandbox.cluster.pki import Pki
+from tests.charts.test_platform_chart_redis_probes import ANSWERED, redis_in_its_own_network
 from tests.charts.test_platform_chart_values import (
     FULLNAME,
     containers,
@@ -33,7 +34,6 @@ from tests.charts.test_platform_chart_values import (
     refusal,
     render,
 )
-from tests.conftest import require_tool
 
 ON = ("redis.tls.enabled=true", "redis.tls.existingSecret=redis-tls")
 REDIS = f"{FULLNAME}-redis/redis"
@@ -132,12 +132,7 @@ def test_what_tls_cannot_do_is_refused_with_a_reason(sets: tuple[str, ...], says
 
 
 def test_the_rendered_server_args_and_probes_work_against_real_redis(tmp_path: Path) -> None:
-    server, cli, ip = (require_tool(t) for t in ("redis-server", "redis-cli", "ip"))
-    unshare = shutil.which("unshare")
-    if unshare is None or subprocess.run([unshare, "--net", "true"]).returncode != 0:
-        if os.environ.get("K8SEE_REQUIRE_TOOLS") == "1":
-            pytest.fail("unshare --net is needed (util-linux, root) to run Redis on port 6379")
-        pytest.skip("unshare --net is not available: the probes need Redis on its own ports")
+    server, cli, ip, unshare = redis_in_its_own_network()
     redis_c = containers(render(*ON))[REDIS]
     # The Secret's files as cert-manager writes them; the certificate names the Service only
     # (what clients reach), not the loopback address the probes use.
@@ -169,7 +164,7 @@ cd {shlex.quote(str(tmp_path))}
 probe() {{ name=$1; shift; env "$@" >>probes.log 2>&1; echo "$name $?"; }}
 {server} {args} --save '' >server.log 2>&1 &
 rpid=$!
-for _ in $(seq 100); do {tls_cli} ping 2>&1 | grep -q . && break; sleep 0.1; done
+for _ in $(seq 100); do {tls_cli} ping 2>&1 | {ANSWERED} && break; sleep 0.1; done
 probe live-ok PROBE_PASSWORD=probe-pw sh -c {shlex.quote(live)}
 probe ready-ok PROBE_PASSWORD=probe-pw sh -c {shlex.quote(ready)}
 probe live-wrong PROBE_PASSWORD=nope sh -c {shlex.quote(live)}
