@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from k8see.cli import POOLS
+from tests.charts.test_platform_chart_values import FULLNAME, containers, render
 from tests.conftest import ROOT, require_tool
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -142,9 +143,11 @@ def test_compose_and_the_chart_persist_redis_as_the_drills_test_it() -> None:
 
     wanted = pairs(list(REDIS_PERSISTENCE))
     compose = pairs(services()["redis"]["command"])
-    template = (ROOT / "charts/k8see-platform/templates/redis-statefulset.yaml").read_text()
-    # The bundled Redis without Sentinel: the one-line args (the Sentinel branch runs a script)
-    args_line = next(line for line in template.splitlines() if line.strip().startswith("args: ["))
-    chart = pairs(yaml.safe_load(args_line.strip().removeprefix("args:")))
-    for where, found in (("docker-compose.yml", compose), ("the platform chart", chart)):
-        assert {k: found.get(k) for k in wanted} == wanted, where
+    # The bundled Redis as the chart renders it, without and with TLS (the Sentinel branch
+    # runs a script of its own)
+    found = {"docker-compose.yml": compose}
+    for sets in ((), ("redis.tls.enabled=true", "redis.tls.existingSecret=redis-tls")):
+        redis = containers(render(*sets))[f"{FULLNAME}-redis/redis"]
+        found[f"the platform chart {' '.join(sets)}".strip()] = pairs(redis["args"])
+    for where, args in found.items():
+        assert {k: args.get(k) for k in wanted} == wanted, where
